@@ -1,0 +1,37 @@
+# cairn — the two set-up commands of the README, and a few more.
+#   make run    start the local 3-member cluster (configs/local-3node.yaml) in the foreground
+#   make test   run every test
+# Both create the virtual environment in .venv first if it is missing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/local-3node.yaml
+
+.PHONY: run test test-long bench tox clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]' tox
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/cairn cluster --config $(CONFIG)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# The long simulation: many more Raft schedules (see tests/raft/test_simulation.py).
+test-long: $(STAMP)
+	CAIRN_SIM_SCHEDULES=100000 $(BIN)/python -m pytest -q tests/raft -k simulation
+
+tox: $(STAMP)
+	$(BIN)/tox
+
+bench: $(STAMP)
+	$(BIN)/cairn bench standard --config $(CONFIG) --output bench-results/latest.json
+
+clean:
+	rm -rf $(VENV) .tox .pytest_cache .hypothesis *.egg-info

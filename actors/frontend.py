@@ -1,0 +1,333 @@
+"""The frontend actor: the member's door for clients (a ZeroMQ ROUTER on tcp).
+
+Theory of operation
+-------------------
+Each loop turn drains every client frame queued, validates it at the boundary
+(size, CBOR, schema) and sorts it:
+
+* writes (put, delete, txn, compaction) are forwarded to the local raft actor
+  as one ProposeBatch; the frame goes into the log untouched. The apply actor
+  of this member answers them (Applied), and the frontend routes each answer to
+  the client that asked, by request id. A write that gets no answer within
+  request_timeout_ms is answered Timeout: its outcome is unknown.
+* linearizable reads wait for one ReadIndex round per turn (all reads queued
+  in the turn share it); once this member has applied up to the read index they
+  are served from LMDB in one short read transaction. Serializable reads are
+  served at once from the local LMDB.
+* status and member list are answered from what raft and apply last reported.
+
+Every request gets exactly one reply; bad frames get an ErrorResponse and the
+frontend keeps serving. At shutdown, pending requests are answered Stopping.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+
+import zmq
+
+from actors.base import Actor
+from store.environment import kv_path, open_kv
+from store.mvcc import KeySpace
+from transport import codec
+from transport.entries import make_payload
+from transport.errors import (
+    CairnError,
+    EmptyKeyError,
+    InvalidArgumentError,
+    MalformedRequestError,
+    NoLeaderError,
+    StoppingError,
+    TimeoutError_,
+    TooManyRequestsError,
+    from_response,
+)
+from transport.messages import (
+    Applied,
+    CompactionRequest,
+    DeleteRangeRequest,
+    ErrorResponse,
+    Member,
+    MemberListRequest,
+    MemberListResponse,
+    MoveLeaderRequest,
+    MoveLeaderResponse,
+    ProposalsRejected,
+    ProposeBatch,
+    PutRequest,
+    RaftStatus,
+    RangeRequest,
+    ReadIndexRequest,
+    ReadIndexResult,
+    ResponseHeader,
+    StatusRequest,
+    StatusResponse,
+    TransferLeadership,
+    TxnRequest,
+)
+from transport.sockets import configure, inbox, outbox
+
+VERSION = "0.1.0"
+WRITE_REQUESTS = (PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest)
+
+
+class FrontendActor(Actor):
+    name = "frontend"
+
+    def __init__(self, config, member_name: str):
+        super().__init__(config, member_name)
+        hwm = self.limits.socket_hwm
+        self.router = configure(self.context.socket(zmq.ROUTER), hwm)
+        self.router.bind(self.member.client)
+        self.inbox = inbox(self.context, self.data_dir, "frontend", hwm)
+        self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
+        self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
+        self.keyspace = KeySpace(self.env)
+        with self.env.begin() as txn:
+            self.applied_index = self.keyspace.applied_index(txn)
+            self.revision = self.keyspace.current_revision(txn)
+        self.raft = RaftStatus(self.member.id, 0, 0, "follower", 0, 0, 0)
+        # request id -> (client identity, deadline)
+        self.pending_writes: dict[int, tuple[bytes, float]] = {}
+        self.expiry = deque()  # (deadline, request id), in deadline order
+        self.proposals: list[tuple[int, bytes]] = []
+        self.serve_now: list[tuple[bytes, int, object]] = []
+        self.awaiting_read_index: list[tuple[bytes, int, object]] = []
+        self.read_rounds: dict[int, tuple[float, list]] = {}  # context -> (deadline, reads)
+        self.reads_at_index: list[tuple[int, list]] = []  # (read index, reads) awaiting apply
+        self.next_context = 1
+        self.leader_moves: list[tuple[bytes, int, int, float]] = []  # (identity, request id, target, deadline)
+        self.add_reader(self.router, self.on_client_frames, multipart=True)
+        self.add_reader(self.inbox, self.on_inbox)
+        self.log.info("frontend_listening", client=self.member.client)
+
+    # ------------------------------------------------------------------ clients
+
+    def on_client_frames(self, messages: list[list[bytes]]) -> None:
+        now = time.monotonic()
+        for parts in messages:
+            identity = parts[0]
+            if len(parts) != 2:
+                self.reply_error(identity, 0, MalformedRequestError("malformed frame: expected exactly one frame per request"))
+                continue
+            frame = parts[1]
+            try:
+                request_id, request = codec.decode(frame, self.limits.max_request_bytes)
+                self.dispatch(identity, request_id, request, frame, now)
+            except CairnError as error:
+                request_id = codec.peek_request_id(frame)
+                self.log.info("request_rejected", request_id=request_id, code=error.code, error=error.message)
+                self.reply_error(identity, request_id, error)
+
+    def dispatch(self, identity: bytes, request_id: int, request, frame: bytes, now: float) -> None:
+        if isinstance(request, WRITE_REQUESTS):
+            self.check_write(request)
+            if request_id in self.pending_writes:
+                raise MalformedRequestError(f"request id {request_id} is already in flight")
+            if len(self.pending_writes) >= self.limits.max_pending_requests:
+                raise TooManyRequestsError()
+            deadline = now + self.settings.request_timeout_ms / 1000
+            self.pending_writes[request_id] = (identity, deadline)
+            self.expiry.append((deadline, request_id))
+            self.proposals.append((request_id, make_payload(self.member.id, frame)))
+        elif isinstance(request, RangeRequest):
+            if not request.key:
+                raise EmptyKeyError()
+            read = (identity, request_id, request)
+            (self.serve_now if request.serializable else self.awaiting_read_index).append(read)
+        elif isinstance(request, StatusRequest):
+            self.send(identity, request_id, self.status())
+        elif isinstance(request, MemberListRequest):
+            self.send(identity, request_id, self.member_list())
+        elif isinstance(request, MoveLeaderRequest):
+            self.move_leader(identity, request_id, request.target_id, now)
+        else:
+            raise MalformedRequestError(f"{type(request).__name__} is not a client request")
+
+    @staticmethod
+    def check_write(request) -> None:
+        """Reject what etcd rejects before the log (so a bad request costs no entry)."""
+        if isinstance(request, (PutRequest, DeleteRangeRequest)) and not request.key:
+            raise EmptyKeyError()
+
+    def move_leader(self, identity: bytes, request_id: int, target: int, now: float) -> None:
+        if self.config.member_by_id(target) is None:
+            raise InvalidArgumentError(f"etcdserver: bad leader transferee: {target:x} is not a member")
+        # Leadership moves within an election timeout or is abandoned (thesis §3.10).
+        wait_s = 3 * self.settings.election_ticks * self.settings.tick_ms / 1000
+        self.leader_moves.append((identity, request_id, target, now + wait_s))
+        self.send_to_raft(TransferLeadership(target), ())
+        self.answer_leader_moves()
+
+    def answer_leader_moves(self, now: float = 0.0) -> None:
+        still_waiting = []
+        for identity, request_id, target, deadline in self.leader_moves:
+            if self.raft.leader_id == target:
+                header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
+                self.send(identity, request_id, MoveLeaderResponse(header))
+            elif now and deadline <= now:
+                self.reply_error(identity, request_id, TimeoutError_("etcdserver: leadership transfer timed out"))
+            else:
+                still_waiting.append((identity, request_id, target, deadline))
+        self.leader_moves = still_waiting
+
+    # ------------------------------------------------------------------ actors
+
+    def on_inbox(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            try:
+                _, message = codec.decode(frame)
+            except CairnError as error:
+                self.log.error("bad_frame_dropped", error=str(error))
+                continue
+            if isinstance(message, Applied):
+                self.on_applied(message)
+            elif isinstance(message, ReadIndexResult):
+                self.on_read_index(message)
+            elif isinstance(message, ProposalsRejected):
+                self.on_rejected(message)
+            elif isinstance(message, RaftStatus):
+                self.raft = message
+                self.answer_leader_moves()
+            else:
+                self.log.warning("unexpected_message", type=type(message).__name__)
+
+    def on_applied(self, message: Applied) -> None:
+        self.applied_index = max(self.applied_index, message.index)
+        self.revision = max(self.revision, message.revision)
+        answered = []
+        for request_id, frame in zip(message.request_ids, message.frames):
+            pending = self.pending_writes.pop(request_id, None)
+            if pending is not None:
+                self.router.send_multipart([pending[0], frame])
+                answered.append(request_id)
+        if answered:
+            self.log.info("answered", request_ids=answered, index=message.index, revision=message.revision)
+
+    def on_rejected(self, message: ProposalsRejected) -> None:
+        error_class = NoLeaderError if message.code == NoLeaderError.code else TooManyRequestsError
+        for request_id in message.request_ids:
+            pending = self.pending_writes.pop(request_id, None)
+            if pending is not None:
+                self.reply_error(pending[0], request_id, error_class(leader_hint=message.leader_id))
+        self.log.info("proposals_rejected", request_ids=list(message.request_ids), code=message.code)
+
+    def on_read_index(self, message: ReadIndexResult) -> None:
+        round_ = self.read_rounds.pop(message.context, None)
+        if round_ is None:
+            return
+        reads = round_[1]
+        if message.code:
+            error = from_response(ErrorResponse(message.code, f"etcdserver: {message.code}"))
+            for identity, request_id, _ in reads:
+                self.reply_error(identity, request_id, error)
+            return
+        self.reads_at_index.append((message.index, reads))
+
+    # ------------------------------------------------------------------ batch end
+
+    def on_batch_end(self) -> None:
+        if self.proposals:
+            request_ids = tuple(request_id for request_id, _ in self.proposals)
+            payloads = tuple(payload for _, payload in self.proposals)
+            self.proposals = []
+            self.send_to_raft(ProposeBatch(request_ids, payloads), request_ids)
+            self.log.info("proposed", request_ids=list(request_ids))
+        if self.awaiting_read_index:
+            context = self.next_context
+            self.next_context += 1
+            deadline = time.monotonic() + self.settings.request_timeout_ms / 1000
+            self.read_rounds[context] = (deadline, self.awaiting_read_index)
+            self.awaiting_read_index = []
+            self.send_to_raft(ReadIndexRequest(context), ())
+        ready = [reads for index, reads in self.reads_at_index if index <= self.applied_index]
+        if ready:
+            self.reads_at_index = [(i, r) for i, r in self.reads_at_index if i > self.applied_index]
+            for reads in ready:
+                self.serve_now.extend(reads)
+        if self.serve_now:
+            reads, self.serve_now = self.serve_now, []
+            self.serve_reads(reads)
+
+    def serve_reads(self, reads) -> None:
+        """Every read of the turn in one short LMDB read transaction."""
+        header = ResponseHeader(self.config.id, self.member.id, 0, self.raft.term)
+        with self.env.begin() as txn:
+            reader = self.keyspace.reader(txn, header)
+            for identity, request_id, request in reads:
+                try:
+                    response = reader.range(request)
+                except CairnError as error:
+                    self.reply_error(identity, request_id, error)
+                    continue
+                self.send(identity, request_id, response)
+
+    def send_to_raft(self, message, request_ids) -> None:
+        try:
+            self.to_raft.send(codec.encode(message), zmq.NOBLOCK)
+        except zmq.Again:
+            for request_id in request_ids:
+                pending = self.pending_writes.pop(request_id, None)
+                if pending is not None:
+                    self.reply_error(pending[0], request_id, TooManyRequestsError())
+
+    # ------------------------------------------------------------------ timers
+
+    def on_timer(self, now: float) -> None:
+        if self.leader_moves:
+            self.answer_leader_moves(now)
+        while self.expiry and self.expiry[0][0] <= now:
+            _, request_id = self.expiry.popleft()
+            pending = self.pending_writes.pop(request_id, None)
+            if pending is not None:
+                self.log.warning("request_timed_out", request_id=request_id)
+                self.reply_error(pending[0], request_id, TimeoutError_())
+        for context, (deadline, reads) in list(self.read_rounds.items()):
+            if deadline <= now:
+                del self.read_rounds[context]
+                for identity, request_id, _ in reads:
+                    self.reply_error(identity, request_id, TimeoutError_())
+
+    # ------------------------------------------------------------------ answers
+
+    def status(self) -> StatusResponse:
+        try:
+            db_size = os.path.getsize(os.path.join(kv_path(self.data_dir), "data.mdb"))
+        except OSError:
+            db_size = 0
+        header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
+        errors = () if self.raft.leader_id else ("etcdserver: no leader",)
+        return StatusResponse(
+            header=header,
+            version=VERSION,
+            db_size=db_size,
+            leader=self.raft.leader_id,
+            raft_index=self.raft.commit_index,
+            raft_term=self.raft.term,
+            raft_applied_index=self.applied_index,
+            errors=errors,
+            name=self.member.name,
+        )
+
+    def member_list(self) -> MemberListResponse:
+        header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
+        members = tuple(Member(m.id, m.name, (m.peer,), (m.client,)) for m in self.config.members)
+        return MemberListResponse(header, members)
+
+    def send(self, identity: bytes, request_id: int, message) -> None:
+        self.router.send_multipart([identity, codec.encode(message, request_id)])
+
+    def reply_error(self, identity: bytes, request_id: int, error: CairnError) -> None:
+        self.router.send_multipart([identity, codec.encode(error.to_response(), request_id)])
+
+    def close(self) -> None:
+        error = StoppingError()
+        for request_id, (identity, _) in self.pending_writes.items():
+            self.reply_error(identity, request_id, error)
+        for _, reads in self.read_rounds.values():
+            for identity, request_id, _ in reads:
+                self.reply_error(identity, request_id, error)
+        self.pending_writes.clear()
+        self.env.close()

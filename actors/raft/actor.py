@@ -1,0 +1,382 @@
+"""The raft actor: the thin I/O shell around the pure Raft core.
+
+Theory of operation
+-------------------
+Each loop turn: drain peer traffic and local requests, tick the core when a tick
+is due, step every message, propose every queued proposal as one batch, ask for
+one ReadIndex for every read round queued, then drain the core's Ready under the
+contract of etcd's raft (doc.go):
+
+  1. persist hard state, entries and snapshot in ONE LMDB transaction (one fsync)
+  2. send messages (one frame per peer)
+  3. hand committed entries to the apply actor
+  4. advance
+
+Apply flow: committed entries are sent to the apply actor in order, with at most
+max_apply_inflight_entries unacknowledged; apply answers Applied(index). If apply
+restarts (or a message is lost) it asks for ApplyNeed(next_index) and the entries
+are re-read from the LMDB log, which is only compacted behind what apply has
+acknowledged. Proposals made while no leader is known wait up to
+no_leader_wait_ms for one, then are rejected with NoLeader: they never reached a
+log, so the client may retry them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+import time
+from collections import deque
+
+import zmq
+
+from actors.base import Actor
+from actors.raft.core import PersistedState, RaftConfig, RaftCore
+from actors.raft.peers import Peers
+from actors.raft.snapshots import SnapshotReceiver, SnapshotSender
+from store.environment import open_kv, open_raft
+from store.mvcc import KeySpace
+from store.raftlog import RaftLogStore
+from transport import codec
+from transport.errors import CairnError, NoLeaderError, TooManyRequestsError
+from transport.messages import (
+    Applied,
+    ApplyNeed,
+    CommittedEntries,
+    Failpoint,
+    ProposalsRejected,
+    ProposeBatch,
+    RaftStatus,
+    ReadIndexRequest,
+    ReadIndexResult,
+    SnapshotChunk,
+    SnapshotChunkAck,
+    SnapshotInstalled,
+    TransferLeadership,
+)
+from transport.raft_messages import MESSAGE_TYPE_NAMES, MSG_SNAP
+from transport.sockets import inbox, outbox
+
+_CONTEXT = struct.Struct(">Q")
+# Entries per CommittedEntries message: bounds one message's size and apply's batch.
+APPLY_CHUNK_ENTRIES = 1024
+
+
+class RaftActor(Actor):
+    name = "raft"
+
+    def __init__(self, config, member_name: str):
+        super().__init__(config, member_name)
+        self.env = open_raft(self.data_dir, self.settings.raft_map_bytes)
+        self.store = RaftLogStore(self.env)
+        hard_state, snapshot, entries = self.store.load()
+        self.kv_env = open_kv(self.data_dir, self.settings.kv_map_bytes)
+        applied = self._applied_index_on_disk()
+        if snapshot is not None:
+            applied = max(applied, snapshot.index)
+        voters = tuple(m.id for m in config.members)
+        limits = self.limits
+        self.core = RaftCore(
+            RaftConfig(
+                id=self.member.id,
+                voters=voters,
+                election_ticks=self.settings.election_ticks,
+                heartbeat_ticks=self.settings.heartbeat_ticks,
+                max_entries_per_message=limits.max_entries_per_message,
+                max_bytes_per_message=limits.max_bytes_per_message,
+                max_inflight_messages=limits.max_inflight_messages,
+                max_uncommitted_bytes=limits.max_uncommitted_bytes,
+            ),
+            PersistedState(hard_state=hard_state, snapshot=snapshot, entries=entries, applied=applied),
+            random.Random(int.from_bytes(os.urandom(8), "big")),
+        )
+        self.log.info(
+            "raft_recovered", term=hard_state.term, vote=hard_state.vote, commit=hard_state.commit,
+            first_index=entries[0].index if entries else None, last_index=entries[-1].index if entries else 0, applied=applied,
+        )
+        hwm = limits.socket_hwm
+        self.inbox = inbox(self.context, self.data_dir, "raft", hwm)
+        self.to_apply = outbox(self.context, self.data_dir, "apply", hwm)
+        self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
+        self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
+        self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
+        self.peers = Peers(self.context, self.member, config.members, self.log)
+        self.snapshot_sender = SnapshotSender(self.data_dir, self.kv_env, self.member.id, self.log)
+        self.snapshot_receiver = SnapshotReceiver(self.data_dir, self.member.id, self.log)
+        self.snapshot_to_step = None  # the MSG_SNAP waiting for apply to install its data
+        self.add_reader(self.inbox, self.on_local)
+        self.add_reader(self.peers.inbox, self.on_peer)
+
+        self.tick_s = self.settings.tick_ms / 1000
+        self.next_tick = time.monotonic() + self.tick_s
+        self.peer_messages = []
+        self.proposal_ids: list[int] = []
+        self.proposal_payloads: list[bytes] = []
+        self.waiting_for_leader = deque()  # (deadline, request_ids, payloads)
+        self.read_contexts: list[int] = []
+        self.read_rounds: dict[int, list[int]] = {}
+        self.next_read_round = 1
+        # Apply flow: committed index, sent to apply, acknowledged by apply.
+        self.committed_for_apply = applied
+        self.sent_to_apply = applied
+        self.apply_acked = applied
+        self.last_status = None
+        self.status_due = 0.0
+        if len(voters) == 1:
+            self.core.campaign()
+
+    def _applied_index_on_disk(self) -> int:
+        keyspace = KeySpace(self.kv_env)
+        with self.kv_env.begin() as txn:
+            return keyspace.applied_index(txn)
+
+    # ------------------------------------------------------------------ input
+
+    def on_peer(self, frames: list[bytes]) -> None:
+        messages, others = self.peers.decode(frames)
+        self.peer_messages.extend(messages)
+        for message in others:
+            if isinstance(message, SnapshotChunkAck):
+                self.snapshot_sender.on_ack(message)
+            else:
+                self._on_snapshot_chunk(message)
+
+    def _on_snapshot_chunk(self, chunk: SnapshotChunk) -> None:
+        if self.snapshot_to_step is not None:
+            return  # installing one already; the leader resends after the stall timeout
+        ack, install, message = self.snapshot_receiver.on_chunk(chunk)
+        self.peers.send_frame(chunk.sender, codec.encode(ack))
+        if install is not None:
+            self.snapshot_to_step = message
+            self._send(self.to_apply, install)
+
+    def on_local(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            try:
+                request_id, message = codec.decode(frame)
+            except CairnError as error:
+                self.log.error("bad_frame_dropped", error=str(error))
+                continue
+            if isinstance(message, ProposeBatch):
+                self.proposal_ids.extend(message.request_ids)
+                self.proposal_payloads.extend(message.payloads)
+            elif isinstance(message, ReadIndexRequest):
+                self.read_contexts.append(message.context)
+            elif isinstance(message, Applied):
+                self.apply_acked = max(self.apply_acked, message.index)
+            elif isinstance(message, ApplyNeed):
+                self.log.info("apply_needs", next_index=message.next_index, sent=self.sent_to_apply)
+                self.apply_acked = max(self.apply_acked, message.next_index - 1)
+                self.sent_to_apply = message.next_index - 1
+            elif isinstance(message, TransferLeadership):
+                self.log.info("transfer_leadership_requested", target=message.target, term=self.core.term)
+                self.core.transfer_leadership(message.target)
+            elif isinstance(message, SnapshotInstalled):
+                self._on_snapshot_installed(message)
+            elif isinstance(message, Failpoint):
+                self.peers.set_failpoint(message.drop_peers, message.delay_peers, message.delay_ms)
+            else:
+                self.log.warning("unexpected_message", type=type(message).__name__)
+
+    def _on_snapshot_installed(self, message: SnapshotInstalled) -> None:
+        snapshot_message, self.snapshot_to_step = self.snapshot_to_step, None
+        self.snapshot_receiver.installed()
+        if snapshot_message is None or not message.ok:
+            self.log.error("snapshot_install_failed", index=message.index, error=message.error)
+            return
+        self.log.info("snapshot_installed", index=message.index, applied=message.applied, term=self.core.term)
+        applied = max(message.applied, message.index)
+        self.committed_for_apply = self.sent_to_apply = self.apply_acked = applied
+        self.core.step(snapshot_message)
+
+    # ------------------------------------------------------------------ the turn
+
+    def on_batch_end(self) -> None:
+        now = time.monotonic()
+        while now >= self.next_tick:
+            self.core.tick()
+            self.next_tick += self.tick_s
+        if now - self.next_tick > 10 * self.tick_s:  # starved of CPU: do not replay a burst of ticks
+            self.next_tick = now + self.tick_s
+        if self.peer_messages:
+            messages, self.peer_messages = self.peer_messages, []
+            for message in messages:
+                self.core.step(message)
+        self._propose(now)
+        self._read_index()
+        self._drain_ready()
+        for peer, ok in self.snapshot_sender.pump(self.peers.send_frame, codec.encode):
+            self.core.report_snapshot(peer, ok)
+        self._feed_apply()
+        self._maybe_compact()
+        self.peers.flush_delayed(now)
+        self._publish_status(now)
+
+    def _propose(self, now: float) -> None:
+        if self.proposal_ids:
+            self.waiting_for_leader.append(
+                (now + self.settings.no_leader_wait_ms / 1000, self.proposal_ids, self.proposal_payloads)
+            )
+            self.proposal_ids, self.proposal_payloads = [], []
+        if not self.waiting_for_leader:
+            return
+        if self.core.leader_id:
+            ids, payloads = [], []
+            for _, batch_ids, batch_payloads in self.waiting_for_leader:
+                ids.extend(batch_ids)
+                payloads.extend(batch_payloads)
+            self.waiting_for_leader.clear()
+            if self.core.propose(payloads):
+                self.log.info("proposed", request_ids=ids, term=self.core.term, leader=self.core.leader_id)
+                return
+            # Leader known but the core refused (transfer in progress, or the
+            # uncommitted limit): not in any log, safe for the client to retry.
+            self._reject(ids, TooManyRequestsError.code)
+            return
+        while self.waiting_for_leader and self.waiting_for_leader[0][0] <= now:
+            _, ids, _ = self.waiting_for_leader.popleft()
+            self._reject(ids, NoLeaderError.code)
+
+    def _reject(self, request_ids, code: str) -> None:
+        self.log.warning("proposals_rejected", request_ids=request_ids, code=code, term=self.core.term)
+        self._send(self.to_frontend, ProposalsRejected(tuple(request_ids), code, self.core.leader_id))
+
+    def _read_index(self) -> None:
+        if not self.read_contexts:
+            return
+        contexts, self.read_contexts = self.read_contexts, []
+        round_id = self.next_read_round
+        self.next_read_round += 1
+        if self.core.read_index(_CONTEXT.pack(round_id)):
+            self.read_rounds[round_id] = contexts
+            return
+        for context in contexts:
+            self._send(self.to_frontend, ReadIndexResult(context, 0, NoLeaderError.code))
+
+    def _drain_ready(self) -> None:
+        while self.core.has_ready():
+            ready = self.core.ready()
+            self.store.save(ready.hard_state, ready.entries, ready.snapshot)
+            if ready.snapshot is not None:
+                self.log.info("snapshot_persisted", index=ready.snapshot.index, term=ready.snapshot.term)
+            messages = ready.messages
+            if any(message.type == MSG_SNAP for message in messages):
+                for message in messages:
+                    if message.type == MSG_SNAP:
+                        self.snapshot_sender.start(message)
+                messages = [message for message in messages if message.type != MSG_SNAP]
+            for peer in self.peers.send(messages):
+                self.core.report_unreachable(peer)
+            if ready.committed_entries:
+                self.committed_for_apply = max(self.committed_for_apply, ready.committed_entries[-1].index)
+                self._feed_apply(ready.committed_entries)
+            for read_state in ready.read_states:
+                round_id = _CONTEXT.unpack(read_state.context)[0]
+                for context in self.read_rounds.pop(round_id, ()):
+                    self._send(self.to_frontend, ReadIndexResult(context, read_state.index))
+            if ready.soft_state is not None:
+                self.log.info(
+                    "role_changed", role=ready.soft_state.role, leader=ready.soft_state.leader_id, term=self.core.term
+                )
+                if ready.soft_state.role != "leader":
+                    self._fail_read_rounds()
+                self.status_due = 0.0
+            for event in ready.events:
+                name, fields = event[0], (event[1] if len(event) > 1 else {})
+                self.log.info(name, term=self.core.term, **_printable(fields))
+            self.core.advance(ready)
+
+    def _fail_read_rounds(self) -> None:
+        """A node that stopped leading will never confirm its pending reads."""
+        if not self.read_rounds or self.core.role == "follower" and self.core.leader_id:
+            return
+        for contexts in self.read_rounds.values():
+            for context in contexts:
+                self._send(self.to_frontend, ReadIndexResult(context, 0, NoLeaderError.code))
+        self.read_rounds.clear()
+
+    def _feed_apply(self, fresh_entries=()) -> None:
+        """Send committed entries to apply in order, at most max_apply_inflight_entries
+        unacknowledged; fresh entries from a Ready go out as they are when they
+        follow what was sent, anything else is re-read from the LMDB log."""
+        limit = self.limits.max_apply_inflight_entries
+        while self.sent_to_apply < self.committed_for_apply and self.sent_to_apply - self.apply_acked < limit:
+            first = self.sent_to_apply + 1
+            last = min(self.committed_for_apply, first + APPLY_CHUNK_ENTRIES - 1, self.apply_acked + limit)
+            if fresh_entries and fresh_entries[0].index <= first <= fresh_entries[-1].index:
+                offset = first - fresh_entries[0].index
+                chunk = tuple(fresh_entries[offset : offset + last - first + 1])
+            else:
+                chunk = self.store.entries(first, last + 1)
+            if not chunk:
+                self.log.error("apply_entries_missing", first=first, last=last)
+                return
+            if not self._send(self.to_apply, CommittedEntries(chunk)):
+                return
+            self.sent_to_apply = chunk[-1].index
+
+    def _maybe_compact(self) -> None:
+        """Raft log compaction (§7): keep snapshot_entries applied entries behind
+        what apply has acknowledged, so followers slightly behind catch up from
+        the log, and drop the rest."""
+        keep = self.settings.snapshot_entries
+        compact_to = self.apply_acked - keep
+        if compact_to <= 0 or compact_to - self.core.first_index < keep // 4 + 1:
+            return
+        compact_to = min(compact_to, self.core.applied_index)
+        if compact_to < self.core.first_index:
+            return
+        term = self.store.term(compact_to)
+        self.core.compact(compact_to)
+        self.store.save_compaction(compact_to, term, tuple(m.id for m in self.config.members))
+        self.log.info("log_compacted", index=compact_to, term=term)
+
+    def _publish_status(self, now: float) -> None:
+        core = self.core
+        status = RaftStatus(
+            member_id=self.member.id,
+            term=core.term,
+            leader_id=core.leader_id,
+            role=core.role,
+            commit_index=core.commit_index,
+            last_index=core.last_index,
+            applied_index=self.apply_acked,
+            quorum_active=core.role == "leader" and core.quorum_active(),
+        )
+        if status == self.last_status and now < self.status_due:
+            return
+        self.last_status = status
+        self.status_due = now + self.tick_s
+        frame = codec.encode(status)
+        for socket in (self.to_frontend, self.to_lease, self.to_watch):
+            try:
+                socket.send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+
+    def _send(self, socket, message) -> bool:
+        try:
+            socket.send(codec.encode(message), zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            self.log.warning("send_queue_full", message=type(message).__name__)
+            return False
+
+    def close(self) -> None:
+        ids = [i for _, batch_ids, _ in self.waiting_for_leader for i in batch_ids] + self.proposal_ids
+        if ids:
+            self._send(self.to_frontend, ProposalsRejected(tuple(ids), NoLeaderError.code, 0))
+        self.snapshot_sender.close()
+        self.env.close()
+        self.kv_env.close()
+
+
+def _printable(fields: dict) -> dict:
+    """Core events carry ints and names; message types become their names."""
+    out = {}
+    for key, value in fields.items():
+        if key == "type" and isinstance(value, int):
+            value = MESSAGE_TYPE_NAMES.get(value, value)
+        out[key if key not in ("event", "level") else f"core_{key}"] = value
+    return out

@@ -1,0 +1,109 @@
+"""Peer traffic of the raft actor: one PULL socket in, one PUSH socket per peer out.
+
+Every Ready's messages are grouped by destination and sent as one RaftBatch
+frame per peer. Sockets use ZMQ_IMMEDIATE, so nothing queues up for a peer that
+is down (a returning peer would otherwise receive a flood of stale messages):
+a send that cannot go out is dropped and reported, and Raft retransmits.
+
+Failpoints (tests): traffic to and from chosen peers can be dropped (a
+partition) or held back for a while (delay), and healed, at run time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+
+import zmq
+
+from transport import codec
+from transport.messages import RaftBatch, SnapshotChunk, SnapshotChunkAck
+from transport.sockets import configure
+
+PEER_HWM = 1000
+
+
+class Peers:
+    def __init__(self, context: zmq.Context, member, members, log):
+        self.member_id = member.id
+        self.log = log
+        self.inbox = configure(context.socket(zmq.PULL), PEER_HWM)
+        self.inbox.bind(member.peer)
+        self.outboxes: dict[int, zmq.Socket] = {}
+        for peer in members:
+            if peer.id == member.id:
+                continue
+            socket = configure(context.socket(zmq.PUSH), PEER_HWM)
+            socket.setsockopt(zmq.IMMEDIATE, 1)
+            socket.connect(peer.peer)
+            self.outboxes[peer.id] = socket
+        self.drop_peers: frozenset[int] = frozenset()
+        self.delay_peers: frozenset[int] = frozenset()
+        self.delay_s = 0.0
+        self.delayed: list[tuple[float, int, int, bytes]] = []  # heap of (due, seq, peer, frame)
+        self.delayed_seq = 0
+
+    def set_failpoint(self, drop_peers, delay_peers, delay_ms: int) -> None:
+        self.drop_peers = frozenset(drop_peers)
+        self.delay_peers = frozenset(delay_peers)
+        self.delay_s = delay_ms / 1000
+        self.log.warning("failpoint_set", drop_peers=sorted(self.drop_peers), delay_peers=sorted(self.delay_peers), delay_ms=delay_ms)
+
+    def decode(self, frames: list[bytes]):
+        """(raft messages, other peer messages) from received frames; bad frames
+        are logged and dropped."""
+        messages, others = [], []
+        for frame in frames:
+            try:
+                _, batch = codec.decode(frame)
+            except Exception as error:  # anything a broken peer sends is dropped, never fatal
+                self.log.warning("peer_frame_dropped", error=str(error))
+                continue
+            if isinstance(batch, (SnapshotChunk, SnapshotChunkAck)):
+                if batch.sender not in self.drop_peers:
+                    others.append(batch)
+                continue
+            if not isinstance(batch, RaftBatch):
+                self.log.warning("peer_frame_dropped", error=f"unexpected {type(batch).__name__}")
+                continue
+            if batch.sender in self.drop_peers:
+                continue
+            messages.extend(m for m in batch.messages if m.to == self.member_id)
+        return messages, others
+
+    def send(self, messages) -> list[int]:
+        """Send messages grouped per peer; returns peers that could not be reached."""
+        by_peer: dict[int, list] = {}
+        for message in messages:
+            by_peer.setdefault(message.to, []).append(message)
+        unreachable = []
+        for peer, batch in by_peer.items():
+            if peer in self.drop_peers:
+                continue
+            frame = codec.encode(RaftBatch(self.member_id, tuple(batch)))
+            if peer in self.delay_peers and self.delay_s > 0:
+                self.delayed_seq += 1
+                heapq.heappush(self.delayed, (time.monotonic() + self.delay_s, self.delayed_seq, peer, frame))
+                continue
+            if not self.send_frame(peer, frame):
+                unreachable.append(peer)
+        return unreachable
+
+    def flush_delayed(self, now: float) -> None:
+        while self.delayed and self.delayed[0][0] <= now:
+            _, _, peer, frame = heapq.heappop(self.delayed)
+            self.send_frame(peer, frame)
+
+    def send_frame(self, peer: int, frame: bytes) -> bool:
+        """One frame to one peer, unless a failpoint drops it; False if it cannot go out now."""
+        if peer in self.drop_peers:
+            return True
+        socket = self.outboxes.get(peer)
+        if socket is None:
+            self.log.warning("unknown_peer", peer=peer)
+            return False
+        try:
+            socket.send(frame, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False

@@ -1,0 +1,361 @@
+"""`cairnctl`: the command-line client, modelled on etcdctl v3.
+
+Global flags as etcdctl's: --endpoints, -w/--write-out (simple|json|fields|table),
+--command-timeout, --dial-timeout. Output matches etcdctl's: simple prints keys
+and values on their own lines, json prints etcdctl's JSON shape with keys and
+values in base64. Errors print `Error: ...` on stderr and exit 1; a bad command
+line exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import time
+
+from cairn.client import Client
+from transport import messages as m
+from transport.errors import CairnError
+
+DEFAULT_ENDPOINTS = "tcp://127.0.0.1:2379"
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def header_json(header: m.ResponseHeader) -> dict:
+    return {"cluster_id": header.cluster_id, "member_id": header.member_id, "revision": header.revision, "raft_term": header.raft_term}
+
+
+def kv_json(kv: m.KeyValue) -> dict:
+    out = {"key": _b64(kv.key), "create_revision": kv.create_revision, "mod_revision": kv.mod_revision, "version": kv.version}
+    if kv.value:
+        out["value"] = _b64(kv.value)
+    if kv.lease:
+        out["lease"] = kv.lease
+    return out
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="backslashreplace")
+
+
+def _print_kv(kv: m.KeyValue, keys_only=False, value_only=False) -> None:
+    if not value_only:
+        print(_text(kv.key))
+    if not keys_only:
+        print(_text(kv.value))
+
+
+def _print_fields(header: m.ResponseHeader, **extra) -> None:
+    print(f'"ClusterID" : {header.cluster_id}')
+    print(f'"MemberID" : {header.member_id}')
+    print(f'"Revision" : {header.revision}')
+    print(f'"RaftTerm" : {header.raft_term}')
+    for key, value in extra.items():
+        print(f'"{key}" : {value}')
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_put(client: Client, args) -> None:
+    value = args.value
+    if value is None:
+        if not args.ignore_value:
+            value = sys.stdin.read() if not sys.stdin.isatty() else None
+        if value is None and not args.ignore_value:
+            raise UsageError("put command needs 1 argument and input from stdin or 2 arguments")
+    lease = int(args.lease, 16) if args.lease else 0
+    response = client.put(args.key, value or b"", lease=lease, prev_kv=args.prev_kv,
+                          ignore_value=args.ignore_value, ignore_lease=args.ignore_lease)
+    if args.write_out == "json":
+        out = {"header": header_json(response.header)}
+        if response.prev_kv:
+            out["prev_kv"] = kv_json(response.prev_kv)
+        print(json.dumps(out))
+    elif args.write_out == "fields":
+        _print_fields(response.header)
+    else:
+        print("OK")
+        if response.prev_kv:
+            _print_kv(response.prev_kv)
+
+
+SORT_TARGETS = {"KEY": "key", "VERSION": "version", "CREATE": "create", "MODIFY": "mod", "VALUE": "value"}
+
+
+def cmd_get(client: Client, args) -> None:
+    sort_target = SORT_TARGETS[args.sort_by.upper()] if args.sort_by else None
+    sort_order = args.order.lower() if args.order else None
+    if sort_target and not sort_order:
+        sort_order = "ascend"
+    response = client.get(
+        args.key, range_end=args.range_end, prefix=args.prefix, from_key=args.from_key, revision=args.rev,
+        limit=args.limit, keys_only=args.keys_only, count_only=args.count_only,
+        serializable=args.consistency.lower() == "s", sort_order=sort_order, sort_target=sort_target,
+    )
+    if args.write_out == "json":
+        out = {"header": header_json(response.header), "count": response.count}
+        if response.kvs:
+            out["kvs"] = [kv_json(kv) for kv in response.kvs]
+        if response.more:
+            out["more"] = True
+        print(json.dumps(out))
+    elif args.write_out == "fields":
+        _print_fields(response.header, Count=response.count, More=str(response.more).lower())
+        for kv in response.kvs:
+            print(f'"Key" : {json.dumps(_text(kv.key))}')
+            print(f'"CreateRevision" : {kv.create_revision}')
+            print(f'"ModRevision" : {kv.mod_revision}')
+            print(f'"Version" : {kv.version}')
+            print(f'"Value" : {json.dumps(_text(kv.value))}')
+            print(f'"Lease" : {kv.lease}')
+    elif args.count_only:
+        print(response.count)
+    else:
+        for kv in response.kvs:
+            _print_kv(kv, keys_only=args.keys_only, value_only=args.print_value_only)
+
+
+def cmd_del(client: Client, args) -> None:
+    response = client.delete(args.key, range_end=args.range_end, prefix=args.prefix, from_key=args.from_key, prev_kv=args.prev_kv)
+    if args.write_out == "json":
+        out = {"header": header_json(response.header), "deleted": response.deleted}
+        if response.prev_kvs:
+            out["prev_kvs"] = [kv_json(kv) for kv in response.prev_kvs]
+        print(json.dumps(out))
+    elif args.write_out == "fields":
+        _print_fields(response.header, Deleted=response.deleted)
+    else:
+        print(response.deleted)
+        for kv in response.prev_kvs:
+            _print_kv(kv)
+
+
+def cmd_compaction(client: Client, args) -> None:
+    response = client.compact(args.revision, physical=args.physical)
+    if args.write_out == "json":
+        print(json.dumps({"header": header_json(response.header)}))
+    else:
+        print(f"compacted revision {args.revision}")
+
+
+def _endpoints_to_query(client: Client, args) -> list[str]:
+    if not args.cluster:
+        return client.endpoints
+    members = client.member_list().members
+    return [url for member in members for url in member.client_urls]
+
+
+def cmd_endpoint_status(client: Client, args) -> None:
+    rows, failed = [], False
+    for endpoint in _endpoints_to_query(client, args):
+        try:
+            status = client.status(endpoint=endpoint)
+        except CairnError as error:
+            print(f"Failed to get the status of endpoint {endpoint} ({error})", file=sys.stderr)
+            failed = True
+            continue
+        rows.append((endpoint, status))
+    if args.write_out == "json":
+        print(json.dumps([
+            {"Endpoint": endpoint, "Status": {
+                "header": header_json(s.header), "version": s.version, "dbSize": s.db_size, "leader": s.leader,
+                "raftIndex": s.raft_index, "raftTerm": s.raft_term, "raftAppliedIndex": s.raft_applied_index,
+                "errors": list(s.errors), "name": s.name, "isLearner": s.is_learner}}
+            for endpoint, s in rows
+        ]))
+    else:
+        columns = ("ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER", "IS LEARNER", "RAFT TERM", "RAFT INDEX", "RAFT APPLIED INDEX", "ERRORS")
+        table = [
+            (endpoint, f"{s.header.member_id:x}", s.version, _human_bytes(s.db_size), str(s.leader == s.header.member_id).lower(),
+             str(s.is_learner).lower(), str(s.raft_term), str(s.raft_index), str(s.raft_applied_index), ", ".join(s.errors))
+            for endpoint, s in rows
+        ]
+        if args.write_out == "table":
+            _print_table(columns, table)
+        else:
+            for row in table:
+                print(", ".join(row))
+    if failed:
+        raise SystemExit(EXIT_ERROR)
+
+
+def cmd_endpoint_health(client: Client, args) -> None:
+    """Healthy = a linearizable read (which needs a leader and a quorum) succeeds, as etcdctl checks."""
+    unhealthy = False
+    results = []
+    for endpoint in _endpoints_to_query(client, args):
+        single = Client([endpoint], timeout=client.timeout)
+        started = time.monotonic()
+        try:
+            single.get(b"health")
+            took = (time.monotonic() - started) * 1000
+            results.append({"endpoint": endpoint, "health": True, "took": f"{took:.3f}ms"})
+            if args.write_out != "json":
+                print(f"{endpoint} is healthy: successfully committed proposal: took = {took:.3f}ms")
+        except CairnError as error:
+            unhealthy = True
+            results.append({"endpoint": endpoint, "health": False, "error": str(error)})
+            if args.write_out != "json":
+                print(f"{endpoint} is unhealthy: failed to commit proposal: {error}", file=sys.stderr)
+        finally:
+            single.close()
+    if args.write_out == "json":
+        print(json.dumps(results))
+    if unhealthy:
+        raise SystemExit(EXIT_ERROR)
+
+
+def cmd_member_list(client: Client, args) -> None:
+    response = client.member_list()
+    if args.write_out == "json":
+        print(json.dumps({"header": header_json(response.header), "members": [
+            {"ID": mb.id, "name": mb.name, "peerURLs": list(mb.peer_urls), "clientURLs": list(mb.client_urls), "isLearner": mb.is_learner}
+            for mb in response.members]}))
+        return
+    rows = [(f"{mb.id:x}", "started", mb.name, ",".join(mb.peer_urls), ",".join(mb.client_urls), str(mb.is_learner).lower())
+            for mb in response.members]
+    if args.write_out == "table":
+        _print_table(("ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"), rows)
+    else:
+        for row in rows:
+            print(", ".join(row))
+
+
+def cmd_move_leader(client: Client, args) -> None:
+    try:
+        target = int(args.transferee, 16)
+    except ValueError:
+        raise UsageError(f"bad member ID {args.transferee!r}: expected hex, as member list prints") from None
+    before = client.status().leader
+    response = client.move_leader(target)
+    print(f"Leadership transferred from {before:x} to {target:x}")
+    if args.write_out == "json":
+        print(json.dumps({"header": header_json(response.header)}))
+
+
+def _human_bytes(size: int) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return str(size)
+
+
+def _print_table(columns, rows) -> None:
+    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    print(line)
+    print("|" + "|".join(f" {c:^{w}} " for c, w in zip(columns, widths)) + "|")
+    print(line)
+    for row in rows:
+        print("|" + "|".join(f" {str(v):>{w}} " for v, w in zip(row, widths)) + "|")
+    print(line)
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cairnctl", description="cairnctl: a command-line client for cairn (etcdctl v3 style)")
+    parser.add_argument("--endpoints", default=DEFAULT_ENDPOINTS, help="comma-separated client endpoints (tcp://host:port)")
+    parser.add_argument("-w", "--write-out", default="simple", choices=["simple", "json", "fields", "table"])
+    parser.add_argument("--command-timeout", type=float, default=5.0, help="seconds")
+    parser.add_argument("--dial-timeout", type=float, default=2.0, help="seconds")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    put = commands.add_parser("put", help="put a key")
+    put.add_argument("key")
+    put.add_argument("value", nargs="?")
+    put.add_argument("--prev-kv", action="store_true")
+    put.add_argument("--lease", default="", help="lease ID in hex")
+    put.add_argument("--ignore-value", action="store_true")
+    put.add_argument("--ignore-lease", action="store_true")
+    put.set_defaults(run=cmd_put)
+
+    get = commands.add_parser("get", help="get a key or a range")
+    get.add_argument("key")
+    get.add_argument("range_end", nargs="?")
+    get.add_argument("--prefix", action="store_true")
+    get.add_argument("--from-key", action="store_true")
+    get.add_argument("--rev", type=int, default=0)
+    get.add_argument("--limit", type=int, default=0)
+    get.add_argument("--keys-only", action="store_true")
+    get.add_argument("--count-only", action="store_true")
+    get.add_argument("--print-value-only", action="store_true")
+    get.add_argument("--sort-by", choices=["KEY", "VERSION", "CREATE", "MODIFY", "VALUE", "key", "version", "create", "modify", "value"])
+    get.add_argument("--order", choices=["ASCEND", "DESCEND", "ascend", "descend"])
+    get.add_argument("--consistency", default="l", choices=["l", "s", "L", "S"], help="l: linearizable, s: serializable")
+    get.set_defaults(run=cmd_get)
+
+    delete = commands.add_parser("del", help="delete a key or a range")
+    delete.add_argument("key")
+    delete.add_argument("range_end", nargs="?")
+    delete.add_argument("--prefix", action="store_true")
+    delete.add_argument("--from-key", action="store_true")
+    delete.add_argument("--prev-kv", action="store_true")
+    delete.set_defaults(run=cmd_del)
+
+    compaction = commands.add_parser("compaction", help="compact the key-value history")
+    compaction.add_argument("revision", type=int)
+    compaction.add_argument("--physical", action="store_true")
+    compaction.set_defaults(run=cmd_compaction)
+
+    endpoint = commands.add_parser("endpoint", help="endpoint status / health")
+    endpoint_commands = endpoint.add_subparsers(dest="endpoint_command", required=True)
+    status = endpoint_commands.add_parser("status")
+    status.add_argument("--cluster", action="store_true", help="all members, from member list")
+    status.set_defaults(run=cmd_endpoint_status)
+    health = endpoint_commands.add_parser("health")
+    health.add_argument("--cluster", action="store_true")
+    health.set_defaults(run=cmd_endpoint_health)
+
+    member = commands.add_parser("member", help="member list")
+    member_commands = member.add_subparsers(dest="member_command", required=True)
+    member_list = member_commands.add_parser("list")
+    member_list.set_defaults(run=cmd_member_list)
+
+    move_leader = commands.add_parser("move-leader", help="transfer leadership to another member")
+    move_leader.add_argument("transferee", help="member ID in hex")
+    move_leader.set_defaults(run=cmd_move_leader)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    for endpoint in endpoints:
+        if not endpoint.startswith("tcp://"):
+            print(f"Error: endpoint {endpoint!r} is not tcp://HOST:PORT", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        with Client(endpoints, timeout=args.command_timeout, dial_timeout=args.dial_timeout) as client:
+            args.run(client, args)
+    except UsageError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except CairnError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except (TypeError, ValueError) as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

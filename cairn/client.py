@@ -1,0 +1,279 @@
+"""cairn's client library (the contract in DESIGN.md, modelled on etcd's clientv3).
+
+    from cairn import Client, Compare, Op
+    with Client(["tcp://127.0.0.1:2379"], timeout=5.0) as c:
+        c.put(b"foo", b"bar")
+        c.get(b"foo").kvs[0].value
+
+Failover rules, so that a member failure is hidden without ever hiding an
+uncertain write:
+* A request that provably never left this process (the endpoint would not
+  connect: Unavailable) or that the member rejected before it reached a Raft log
+  (NoLeader, TooManyRequests, Stopping) is retried on the next endpoint, with
+  exponential back-off and jitter, until the call's timeout.
+* A read that times out is retried on the next endpoint too: reads are safe to
+  repeat.
+* A write that was sent and got no answer (timeout, or the member's own Timeout)
+  raises IndeterminateError: it may or may not have been applied, and only the
+  caller can decide what to do.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from cairn.transport_thread import TransportThread
+from transport import messages as m
+from transport.codec import encode
+from transport.errors import (
+    CairnError,
+    IndeterminateError,
+    RequestTooLargeError,
+    TimeoutError_,
+    Unavailable,
+    from_response,
+)
+
+DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+BACKOFF_S_MIN = 0.025
+BACKOFF_S_MAX = 1.0
+
+_SORT_ORDERS = {None: m.SORT_NONE, "none": m.SORT_NONE, "ascend": m.SORT_ASCEND, "descend": m.SORT_DESCEND}
+_SORT_TARGETS = {
+    None: m.SORT_BY_KEY, "key": m.SORT_BY_KEY, "version": m.SORT_BY_VERSION, "create": m.SORT_BY_CREATE,
+    "mod": m.SORT_BY_MOD, "value": m.SORT_BY_VALUE,
+}
+
+
+def to_bytes(value) -> bytes:
+    """Keys and values are bytes; str is accepted and encoded as UTF-8."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"expected bytes or str, got {type(value).__name__}")
+
+
+def prefix_range_end(prefix: bytes) -> bytes:
+    """The range end covering every key with this prefix (etcd's GetPrefixRangeEnd)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"  # every byte was 0xff: no upper bound
+
+
+def resolve_range_end(key: bytes, range_end, prefix: bool, from_key: bool) -> bytes:
+    if prefix:
+        return prefix_range_end(key) if key else b"\0"
+    if from_key:
+        return b"\0"
+    return to_bytes(range_end) if range_end is not None else b""
+
+
+class _CompareTarget:
+    def __init__(self, target: int, key, range_end=None):
+        self.target = target
+        self.key = to_bytes(key)
+        self.range_end = to_bytes(range_end) if range_end is not None else b""
+
+    def _make(self, result: int, operand) -> m.Compare:
+        operand = to_bytes(operand) if self.target == m.TARGET_VALUE else int(operand)
+        return m.Compare(result, self.target, self.key, operand, self.range_end)
+
+    def __eq__(self, operand):  # type: ignore[override]
+        return self._make(m.COMPARE_EQUAL, operand)
+
+    def __ne__(self, operand):  # type: ignore[override]
+        return self._make(m.COMPARE_NOT_EQUAL, operand)
+
+    def __gt__(self, operand):
+        return self._make(m.COMPARE_GREATER, operand)
+
+    def __lt__(self, operand):
+        return self._make(m.COMPARE_LESS, operand)
+
+    __hash__ = None
+
+
+class Compare:
+    """Txn guards: Compare.value(k) == v, Compare.mod_revision(k) > 3, ..."""
+
+    value = staticmethod(lambda key, range_end=None: _CompareTarget(m.TARGET_VALUE, key, range_end))
+    version = staticmethod(lambda key, range_end=None: _CompareTarget(m.TARGET_VERSION, key, range_end))
+    create_revision = staticmethod(lambda key, range_end=None: _CompareTarget(m.TARGET_CREATE, key, range_end))
+    mod_revision = staticmethod(lambda key, range_end=None: _CompareTarget(m.TARGET_MOD, key, range_end))
+    lease = staticmethod(lambda key, range_end=None: _CompareTarget(m.TARGET_LEASE, key, range_end))
+
+
+def range_request(key, range_end=None, prefix=False, from_key=False, revision=0, limit=0, keys_only=False,
+                  count_only=False, serializable=False, sort_order=None, sort_target=None, min_mod_revision=0,
+                  max_mod_revision=0, min_create_revision=0, max_create_revision=0) -> m.RangeRequest:
+    key = to_bytes(key)
+    if sort_order not in _SORT_ORDERS:
+        raise ValueError(f"sort_order must be one of ascend, descend, none; got {sort_order!r}")
+    if sort_target not in _SORT_TARGETS:
+        raise ValueError(f"sort_target must be one of key, version, create, mod, value; got {sort_target!r}")
+    return m.RangeRequest(
+        key=key, range_end=resolve_range_end(key, range_end, prefix, from_key), limit=limit, revision=revision,
+        sort_order=_SORT_ORDERS[sort_order], sort_target=_SORT_TARGETS[sort_target], serializable=serializable,
+        keys_only=keys_only, count_only=count_only, min_mod_revision=min_mod_revision, max_mod_revision=max_mod_revision,
+        min_create_revision=min_create_revision, max_create_revision=max_create_revision,
+    )
+
+
+class Op:
+    """Txn operations: Op.put, Op.get, Op.delete, Op.txn."""
+
+    @staticmethod
+    def put(key, value, lease=0, prev_kv=False, ignore_value=False, ignore_lease=False) -> m.PutRequest:
+        return m.PutRequest(to_bytes(key), to_bytes(value), lease, prev_kv, ignore_value, ignore_lease)
+
+    @staticmethod
+    def get(key, **options) -> m.RangeRequest:
+        return range_request(key, **options)
+
+    @staticmethod
+    def delete(key, range_end=None, prefix=False, from_key=False, prev_kv=False) -> m.DeleteRangeRequest:
+        key = to_bytes(key)
+        return m.DeleteRangeRequest(key, resolve_range_end(key, range_end, prefix, from_key), prev_kv)
+
+    @staticmethod
+    def txn(compare=(), success=(), failure=()) -> m.TxnRequest:
+        return m.TxnRequest(tuple(compare), tuple(success), tuple(failure))
+
+
+class Client:
+    def __init__(self, endpoints, timeout: float = 5.0, dial_timeout: float = 2.0,
+                 max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES, max_send_bytes: int = 1536 * 1024 + 4096):
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        if not endpoints:
+            raise ValueError("at least one endpoint is required")
+        self.endpoints = list(endpoints)
+        self.timeout = timeout
+        self.max_send_bytes = max_send_bytes
+        self._transport = TransportThread(self.endpoints, dial_timeout, max_receive_bytes)
+        self._preferred = 0
+        self._lock = threading.Lock()
+        self._random = random.Random()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # ------------------------------------------------------------------ KV
+
+    def put(self, key, value, lease=0, prev_kv=False, ignore_value=False, ignore_lease=False, timeout=None) -> m.PutResponse:
+        return self._call(Op.put(key, value, lease, prev_kv, ignore_value, ignore_lease), write=True, timeout=timeout)
+
+    def get(self, key, range_end=None, prefix=False, from_key=False, revision=0, limit=0, keys_only=False,
+            count_only=False, serializable=False, sort_order=None, sort_target=None, timeout=None, **filters) -> m.RangeResponse:
+        request = range_request(key, range_end, prefix, from_key, revision, limit, keys_only, count_only,
+                                serializable, sort_order, sort_target, **filters)
+        return self._call(request, write=False, timeout=timeout)
+
+    def delete(self, key, range_end=None, prefix=False, from_key=False, prev_kv=False, timeout=None) -> m.DeleteRangeResponse:
+        return self._call(Op.delete(key, range_end, prefix, from_key, prev_kv), write=True, timeout=timeout)
+
+    def txn(self, compare=(), success=(), failure=(), timeout=None) -> m.TxnResponse:
+        return self._call(Op.txn(compare, success, failure), write=True, timeout=timeout)
+
+    def compact(self, revision: int, physical: bool = False, timeout=None) -> m.CompactionResponse:
+        return self._call(m.CompactionRequest(revision, physical), write=True, timeout=timeout)
+
+    # ------------------------------------------------------------------ cluster
+
+    def status(self, endpoint: str | None = None, timeout=None) -> m.StatusResponse:
+        """Status of one member (the given endpoint, else the preferred one)."""
+        return self._call(m.StatusRequest(), write=False, timeout=timeout, endpoint=endpoint)
+
+    def member_list(self, timeout=None) -> m.MemberListResponse:
+        return self._call(m.MemberListRequest(), write=False, timeout=timeout)
+
+    def move_leader(self, target_id: int, timeout=None) -> m.MoveLeaderResponse:
+        """Hand leadership to member target_id; returns once it leads."""
+        return self._call(m.MoveLeaderRequest(target_id), write=False, timeout=timeout)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _call(self, request, write: bool, timeout=None, endpoint: str | None = None):
+        """Send request, failing over between endpoints as the module docstring says."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        request_id = self._transport.next_request_id()
+        frame = encode(request, request_id)
+        if len(frame) > self.max_send_bytes:
+            raise RequestTooLargeError(f"request is {len(frame)} bytes, more than max_send_bytes {self.max_send_bytes}")
+        if endpoint is not None and endpoint not in self.endpoints:
+            raise ValueError(f"unknown endpoint {endpoint}")
+        fixed = self.endpoints.index(endpoint) if endpoint is not None else None
+        backoff = BACKOFF_S_MIN
+        last_error: CairnError | None = None
+        while True:
+            index = fixed if fixed is not None else self._preferred
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if write and isinstance(last_error, TimeoutError_):
+                    raise IndeterminateError("write outcome unknown: no answer before the timeout", endpoint=self.endpoints[index])
+                raise last_error or TimeoutError_("request timed out")
+            future = self._transport.submit(index, frame, request_id)
+            try:
+                reply = future.result(timeout=remaining)
+            except FutureTimeout:
+                self._transport.forget(request_id)
+                if write:
+                    raise IndeterminateError(
+                        "write outcome unknown: sent, but no answer before the timeout", endpoint=self.endpoints[index]
+                    ) from None
+                last_error = TimeoutError_("read timed out", endpoint=self.endpoints[index])
+                self._rotate(fixed, index)
+                continue
+            except CairnError as error:  # Unavailable: never left this process
+                last_error = error
+                self._rotate(fixed, index)
+                if fixed is not None:
+                    raise
+                backoff = self._sleep(backoff, deadline)
+                continue
+            if isinstance(reply, m.ErrorResponse):
+                error = from_response(reply)
+                if isinstance(error, TimeoutError_) and write:
+                    raise IndeterminateError(f"write outcome unknown: {error.message}", endpoint=self.endpoints[index])
+                if error.retryable and fixed is None:
+                    last_error = error
+                    self._rotate(fixed, index)
+                    request_id = self._transport.next_request_id()
+                    frame = encode(request, request_id)
+                    backoff = self._sleep(backoff, deadline)
+                    continue
+                raise error
+            return reply
+
+    def _rotate(self, fixed, index: int) -> None:
+        if fixed is None and len(self.endpoints) > 1:
+            with self._lock:
+                if self._preferred == index:
+                    self._preferred = (index + 1) % len(self.endpoints)
+
+    def _sleep(self, backoff: float, deadline: float) -> float:
+        """Exponential back-off with full jitter, never past the deadline."""
+        pause = min(self._random.uniform(0, backoff), max(0.0, deadline - time.monotonic()))
+        time.sleep(pause)
+        return min(backoff * 2, BACKOFF_S_MAX)
+
+
+__all__ = ["Client", "Compare", "Op", "Unavailable", "prefix_range_end"]

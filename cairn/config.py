@@ -1,0 +1,291 @@
+"""Cluster and member configuration: one YAML file, validated on load.
+
+A config file has two sections:
+
+    cluster:                      # who is in the cluster
+      name: local
+      members:
+        - {name: n1, peer: tcp://127.0.0.1:2380, client: tcp://127.0.0.1:2379}
+    member:                       # how every member runs (optional; defaults below)
+      data_dir: data/{name}       # {name} is the member's name; relative to the file
+      log_level: info
+      ...
+
+Every limit of the system lives here, each with the reason for its default, and
+relations between them are checked (STYLE.md: "a limit on everything, in one
+validated config"). Any problem raises ConfigError with a one-line message naming
+the file and the field; `cairn node` prints it and exits with status 2 before
+anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+
+import yaml
+
+EXIT_CONFIG_ERROR = 2
+
+
+class ConfigError(Exception):
+    """One line: '<file>: <field>: <problem>'."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    # etcd's default --max-request-bytes: big enough for any sane value, small
+    # enough that one request cannot stall a batch.
+    max_request_bytes: int = 1536 * 1024
+    # etcd's default --max-txn-ops.
+    max_txn_ops: int = 128
+    # Requests a frontend holds in flight; past it clients get TooManyRequests
+    # instead of the member queueing without bound.
+    max_pending_requests: int = 20000
+    # Messages drained from one socket per loop turn: bounds a batch's latency.
+    max_batch_messages: int = 4096
+    # ZeroMQ high-water marks (messages): a slow peer costs at most this much memory.
+    socket_hwm: int = 100000
+    # Raft: entries and bytes in one AppendEntries, messages in flight per peer,
+    # uncommitted bytes a leader accepts before refusing proposals.
+    max_entries_per_message: int = 1024
+    max_bytes_per_message: int = 4 * 1024 * 1024
+    max_inflight_messages: int = 256
+    max_uncommitted_bytes: int = 64 * 1024 * 1024
+    # Committed entries handed to apply and not yet acknowledged.
+    max_apply_inflight_entries: int = 16384
+    # A database larger than this raises the NOSPACE alarm (etcd's default quota is 2 GiB).
+    quota_backend_bytes: int = 2 * 1024 * 1024 * 1024
+    # Bytes of keys and values in one chunk of a large range response.
+    range_chunk_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AutoCompaction:
+    mode: str = "off"  # "off" | "revision" | "periodic"
+    retention: int = 0  # revisions kept ("revision") or seconds kept ("periodic")
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSettings:
+    data_dir: str = "data/{name}"
+    log_level: str = "info"
+    # One Raft tick. etcd's default heartbeat is 100 ms and election 1000 ms.
+    tick_ms: int = 100
+    heartbeat_ticks: int = 1
+    election_ticks: int = 10
+    # How long a frontend waits for a request's outcome before answering Timeout.
+    request_timeout_ms: int = 7000
+    # How long a proposal waits for a leader before failing with NoLeader.
+    no_leader_wait_ms: int = 3000
+    # Applied entries kept in the Raft log before it is compacted behind a snapshot.
+    snapshot_entries: int = 10000
+    # LMDB map sizes: address space reserved, not disk used.
+    kv_map_bytes: int = 8 * 1024 * 1024 * 1024
+    raft_map_bytes: int = 4 * 1024 * 1024 * 1024
+    auto_compaction: AutoCompaction = field(default_factory=AutoCompaction)
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSpec:
+    name: str
+    peer: str
+    client: str
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    path: str
+    name: str
+    id: int
+    members: tuple[MemberSpec, ...]
+    settings: MemberSettings
+
+    def member(self, name: str) -> MemberSpec:
+        for member in self.members:
+            if member.name == name:
+                return member
+        raise ConfigError(f"{self.path}: cluster.members: no member named {name!r}")
+
+    def member_by_id(self, member_id: int) -> MemberSpec | None:
+        return next((m for m in self.members if m.id == member_id), None)
+
+    def data_dir(self, name: str) -> str:
+        """The member's data dir, absolute; relative paths are taken from the config file's directory."""
+        path = self.settings.data_dir.replace("{name}", name)
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.dirname(os.path.abspath(self.path)), path)
+        return os.path.normpath(path)
+
+    def client_endpoints(self) -> list[str]:
+        return [member.client for member in self.members]
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+
+
+def member_id_for(cluster_name: str, member_name: str) -> int:
+    """Stable 63-bit id derived from names, as etcd derives ids from its config."""
+    digest = hashlib.sha256(f"{cluster_name}/{member_name}".encode()).digest()
+    return (int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)) or 1
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """('127.0.0.1', 2379) from 'tcp://127.0.0.1:2379'; ValueError otherwise."""
+    match = re.fullmatch(r"tcp://(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})", text)
+    if not match:
+        raise ValueError(f"{text!r} is not tcp://HOST:PORT")
+    host, port = match.group(1), int(match.group(2))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    if host.startswith("["):
+        ipaddress.IPv6Address(host[1:-1])
+    return host, port
+
+
+def load(path: str) -> ClusterConfig:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}: {where}: invalid YAML: {problem}") from None
+    return from_document(document, path)
+
+
+def from_document(document, path: str = "<config>") -> ClusterConfig:
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: top level: expected a mapping with 'cluster' and 'member'")
+    _no_unknown_keys(document, {"cluster", "member"}, path, "")
+    cluster = _require(document, "cluster", dict, path, "")
+    _no_unknown_keys(cluster, {"name", "members"}, path, "cluster")
+    name = _require(cluster, "name", str, path, "cluster")
+    if not _NAME.match(name):
+        raise ConfigError(f"{path}: cluster.name: {name!r} must be 1-32 letters, digits, '.', '_' or '-'")
+    members = _members(_require(cluster, "members", list, path, "cluster"), name, path)
+    settings = _settings(document.get("member") or {}, path)
+    cluster_id = int.from_bytes(
+        hashlib.sha256(("cluster:" + name + "/" + ",".join(sorted(m.name for m in members))).encode()).digest()[:8], "big"
+    ) & ((1 << 63) - 1)
+    return ClusterConfig(path=path, name=name, id=cluster_id, members=members, settings=settings)
+
+
+def _members(items: list, cluster_name: str, path: str) -> tuple[MemberSpec, ...]:
+    if not items:
+        raise ConfigError(f"{path}: cluster.members: at least one member is required")
+    members, names, addresses = [], set(), {}
+    for position, item in enumerate(items):
+        where = f"cluster.members[{position}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{path}: {where}: expected a mapping with name, peer, client")
+        _no_unknown_keys(item, {"name", "peer", "client"}, path, where)
+        name = _require(item, "name", str, path, where)
+        if not _NAME.match(name):
+            raise ConfigError(f"{path}: {where}.name: {name!r} must be 1-32 letters, digits, '.', '_' or '-'")
+        if name in names:
+            raise ConfigError(f"{path}: {where}.name: duplicate member name {name!r}")
+        names.add(name)
+        urls = {}
+        for key in ("peer", "client"):
+            url = _require(item, key, str, path, where)
+            try:
+                host_port = parse_address(url)
+            except ValueError as error:
+                raise ConfigError(f"{path}: {where}.{key}: {error}") from None
+            if host_port in addresses:
+                raise ConfigError(f"{path}: {where}.{key}: address {url} already used by {addresses[host_port]}")
+            addresses[host_port] = f"{where}.{key}"
+            urls[key] = url
+        members.append(MemberSpec(name=name, peer=urls["peer"], client=urls["client"], id=member_id_for(cluster_name, name)))
+    return tuple(members)
+
+
+def _settings(document, path: str) -> MemberSettings:
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: member: expected a mapping")
+    values = _dataclass_values(MemberSettings, document, path, "member")
+    settings = MemberSettings(**values)
+    _check_relations(settings, path)
+    return settings
+
+
+def _dataclass_values(cls, document: dict, path: str, where: str) -> dict:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _no_unknown_keys(document, set(fields), path, where)
+    values = {}
+    for key, value in document.items():
+        spec = fields[key]
+        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: {where}.{key}: expected a mapping")
+            values[key] = type(default)(**_dataclass_values(type(default), value, path, f"{where}.{key}"))
+            continue
+        expected = type(default)
+        if expected is int and (type(value) is not int):
+            raise ConfigError(f"{path}: {where}.{key}: expected an integer, got {value!r}")
+        if expected is int and value < 0:
+            raise ConfigError(f"{path}: {where}.{key}: must not be negative, got {value}")
+        if expected is str and type(value) is not str:
+            raise ConfigError(f"{path}: {where}.{key}: expected a string, got {value!r}")
+        values[key] = value
+    return values
+
+
+def _check_relations(settings: MemberSettings, path: str) -> None:
+    problems = []
+    if settings.log_level not in LOG_LEVELS:
+        problems.append(("member.log_level", f"must be one of {', '.join(LOG_LEVELS)}"))
+    if settings.tick_ms < 1:
+        problems.append(("member.tick_ms", "must be at least 1"))
+    if settings.heartbeat_ticks < 1:
+        problems.append(("member.heartbeat_ticks", "must be at least 1"))
+    # Raft needs several heartbeats per election timeout or followers start
+    # elections while the leader is healthy (etcd's tuning guide says 5-10x).
+    if settings.election_ticks <= 2 * settings.heartbeat_ticks:
+        problems.append(("member.election_ticks", "must be more than 2 * heartbeat_ticks"))
+    if settings.snapshot_entries < 1:
+        problems.append(("member.snapshot_entries", "must be at least 1"))
+    if settings.auto_compaction.mode not in ("off", "revision", "periodic"):
+        problems.append(("member.auto_compaction.mode", "must be off, revision or periodic"))
+    limits = settings.limits
+    if limits.max_request_bytes < 1024:
+        problems.append(("member.limits.max_request_bytes", "must be at least 1024"))
+    if limits.max_bytes_per_message < limits.max_request_bytes:
+        problems.append(("member.limits.max_bytes_per_message", "must be at least max_request_bytes"))
+    if limits.max_txn_ops < 1:
+        problems.append(("member.limits.max_txn_ops", "must be at least 1"))
+    for key in ("max_pending_requests", "max_batch_messages", "socket_hwm", "max_entries_per_message", "max_inflight_messages"):
+        if getattr(limits, key) < 1:
+            problems.append((f"member.limits.{key}", "must be at least 1"))
+    if problems:
+        where, problem = problems[0]
+        raise ConfigError(f"{path}: {where}: {problem}")
+
+
+def _no_unknown_keys(document: dict, allowed: set, path: str, where: str) -> None:
+    for key in document:
+        if key not in allowed:
+            prefix = f"{where}." if where else ""
+            raise ConfigError(f"{path}: {prefix}{key}: unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _require(document: dict, key: str, kind: type, path: str, where: str):
+    prefix = f"{where}." if where else ""
+    if key not in document or document[key] is None:
+        raise ConfigError(f"{path}: {prefix}{key}: missing")
+    value = document[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{path}: {prefix}{key}: expected {kind.__name__}, got {type(value).__name__}")
+    return value

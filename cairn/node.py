@@ -1,0 +1,114 @@
+"""`cairn`: run a member (node), a whole local cluster (cluster), or read logs (logs).
+
+    cairn node    --config configs/local-3node.yaml --name n1
+    cairn cluster --config configs/local-3node.yaml
+    cairn logs    data/n1 data/n2 [--actor raft] [--level warning] [--request ID] [--json] [--follow]
+
+Exit status 2 means the configuration (or the command line) is wrong and nothing
+was started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from cairn import config as config_module
+from cairn.config import EXIT_CONFIG_ERROR, ConfigError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="cairn", description="cairn: an etcd-v3-compatible key-value store")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    node = commands.add_parser("node", help="run one member in the foreground")
+    node.add_argument("--config", required=True, help="cluster YAML file")
+    node.add_argument("--name", required=True, help="this member's name in the config")
+
+    cluster = commands.add_parser("cluster", help="run every member of a local config in the foreground")
+    cluster.add_argument("--config", required=True)
+
+    logs = commands.add_parser("logs", help="merge the actor logs of data dirs in time order")
+    logs.add_argument("data_dirs", nargs="+", help="member data dirs (or a config file with --config)")
+    logs.add_argument("--actor", action="append", help="only these actors (repeatable)")
+    logs.add_argument("--level", default="debug", choices=["debug", "info", "warning", "error"], help="minimum level")
+    logs.add_argument("--request", type=int, help="only lines about this request id")
+    logs.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
+
+    args = parser.parse_args(argv)
+    if args.command == "logs":
+        from cairn.logview import run_logs
+
+        return run_logs(args)
+    try:
+        cluster_config = config_module.load(args.config)
+        if args.command == "node":
+            cluster_config.member(args.name)
+    except ConfigError as error:
+        print(f"cairn: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    if args.command == "node":
+        return run_node(cluster_config, args.name)
+    return run_cluster(cluster_config)
+
+
+def run_node(cluster_config, name: str) -> int:
+    from actors.supervisor import DataDirLocked, Supervisor
+
+    try:
+        supervisor = Supervisor(cluster_config, name)
+    except DataDirLocked as error:
+        print(f"cairn: {error}", file=sys.stderr)
+        return 1
+    member = cluster_config.member(name)
+    print(f"cairn member {name} ({member.id:x}) serving clients on {member.client}, data in {supervisor.data_dir}", flush=True)
+    return supervisor.run()
+
+
+def run_cluster(cluster_config) -> int:
+    """Every member as its own `cairn node` process; Ctrl-C or SIGTERM stops them all."""
+    children = []
+    stopping = False
+
+    def stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for member in cluster_config.members:
+        command = [sys.executable, "-m", "cairn.node", "node", "--config", cluster_config.path, "--name", member.name]
+        children.append(subprocess.Popen(command, start_new_session=True))
+    print("cairn cluster '%s' is up. Client endpoints:" % cluster_config.name, flush=True)
+    print("  " + ",".join(cluster_config.client_endpoints()), flush=True)
+    print("Try: cairnctl --endpoints=%s put foo bar   (Ctrl-C stops the cluster)" % cluster_config.client_endpoints()[0], flush=True)
+    status = 0
+    try:
+        while not stopping:
+            for child in children:
+                if child.poll() is not None:
+                    print(f"cairn: member process {child.pid} exited with {child.returncode}", file=sys.stderr, flush=True)
+                    stopping = True
+                    status = 1
+            time.sleep(0.2)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+    print("cairn cluster stopped.", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The client's I/O thread: owns every ZeroMQ socket of one Client.
+
+Theory of operation
+-------------------
+ZeroMQ sockets must not be shared between threads, and a Client must be usable
+from many. So callers never touch a socket: `submit` puts (endpoint, frame) on a
+queue, wakes the I/O thread through an inproc pair, and returns a Future. The
+thread sends on one DEALER per endpoint and routes each reply to its Future by
+request id, so many requests are in flight at once over one connection.
+
+DEALER sockets use ZMQ_IMMEDIATE: a frame is only queued to a completed
+connection. A request for an endpoint that does not connect within
+dial_timeout fails with Unavailable, and it provably never left this process,
+so the caller may send it elsewhere.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+
+import zmq
+
+from transport import codec
+from transport.errors import CairnError, MalformedRequestError, Unavailable
+
+POLL_MS = 50
+
+
+class TransportThread:
+    def __init__(self, endpoints: list[str], dial_timeout: float, max_receive_bytes: int):
+        self.endpoints = list(endpoints)
+        self.dial_timeout = dial_timeout
+        self.max_receive_bytes = max_receive_bytes
+        self.context = zmq.Context()
+        self.submissions = deque()
+        self.pending: dict[int, Future] = {}
+        self.lock = threading.Lock()
+        self.request_ids = itertools.count(int.from_bytes(os.urandom(6), "big") << 12)
+        wake_address = f"inproc://cairn-client-wake-{id(self)}"
+        self.wake_receiver = self.context.socket(zmq.PAIR)
+        self.wake_receiver.bind(wake_address)
+        self.wake_sender = self.context.socket(zmq.PAIR)
+        self.wake_sender.connect(wake_address)
+        self.wake_lock = threading.Lock()
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, name="cairn-client-io", daemon=True)
+        self.thread.start()
+
+    def next_request_id(self) -> int:
+        return next(self.request_ids) & ((1 << 64) - 1)
+
+    def submit(self, endpoint: int, frame: bytes, request_id: int) -> Future:
+        future: Future = Future()
+        if self.closed:
+            future.set_exception(Unavailable("client is closed"))
+            return future
+        with self.lock:
+            self.pending[request_id] = future
+        self.submissions.append((endpoint, frame, request_id, time.monotonic() + self.dial_timeout))
+        with self.wake_lock:
+            self.wake_sender.send(b"", zmq.NOBLOCK)
+        return future
+
+    def forget(self, request_id: int) -> None:
+        with self.lock:
+            self.pending.pop(request_id, None)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with self.wake_lock:
+            self.wake_sender.send(b"", zmq.NOBLOCK)
+        self.thread.join(timeout=5)
+        with self.lock:
+            pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(Unavailable("client closed"))
+
+    # ------------------------------------------------------------------ thread
+
+    def _run(self) -> None:
+        dealers = []
+        for endpoint in self.endpoints:
+            socket = self.context.socket(zmq.DEALER)
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.setsockopt(zmq.IMMEDIATE, 1)
+            socket.setsockopt(zmq.RCVHWM, 0)
+            socket.connect(endpoint)
+            dealers.append(socket)
+        poller = zmq.Poller()
+        poller.register(self.wake_receiver, zmq.POLLIN)
+        for socket in dealers:
+            poller.register(socket, zmq.POLLIN)
+        unsent: deque = deque()
+        try:
+            while not self.closed:
+                events = dict(poller.poll(POLL_MS))
+                if self.wake_receiver in events:
+                    try:
+                        while True:
+                            self.wake_receiver.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass
+                while self.submissions:
+                    unsent.append(self.submissions.popleft())
+                unsent = self._send_all(dealers, unsent)
+                for socket in dealers:
+                    if socket in events:
+                        self._receive_all(socket)
+        finally:
+            for socket in dealers:
+                socket.close(linger=0)
+            self.wake_receiver.close(linger=0)
+            self.wake_sender.close(linger=0)
+            self.context.term()
+
+    def _send_all(self, dealers, unsent: deque) -> deque:
+        still_unsent = deque()
+        now = time.monotonic()
+        for item in unsent:
+            endpoint, frame, request_id, deadline = item
+            with self.lock:
+                if request_id not in self.pending:
+                    continue  # the caller gave up
+            try:
+                dealers[endpoint].send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                if now < deadline:
+                    still_unsent.append(item)
+                else:
+                    self._resolve(request_id, error=Unavailable(f"cannot connect to {self.endpoints[endpoint]}", endpoint=self.endpoints[endpoint]))
+        return still_unsent
+
+    def _receive_all(self, socket) -> None:
+        while True:
+            try:
+                frame = socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                request_id, message = codec.decode(frame, self.max_receive_bytes)
+            except CairnError as error:
+                request_id = codec.peek_request_id(frame)
+                self._resolve(request_id, error=MalformedRequestError(f"bad reply from server: {error.message}"))
+                continue
+            self._resolve(request_id, result=message)
+
+    def _resolve(self, request_id: int, result=None, error=None) -> None:
+        with self.lock:
+            future = self.pending.pop(request_id, None)
+        if future is None or future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

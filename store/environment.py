@@ -1,0 +1,69 @@
+"""Opening a member's two LMDB environments.
+
+<data_dir>/raft  the Raft log and hard state, written only by the raft actor.
+<data_dir>/kv    the MVCC keyspace and lease table, written only by the apply actor
+                 and read concurrently by frontend and watch (LMDB readers never
+                 block the single writer, so reads need not hop through apply).
+
+Both are opened with sync on: a commit returns after fsync, and every writer
+commits once per batch, so there is one fsync per batch, never one per request.
+"""
+
+from __future__ import annotations
+
+import os
+
+import lmdb
+
+RAFT_MAX_DBS = 4
+
+
+def kv_path(data_dir: str) -> str:
+    return os.path.join(data_dir, "kv")
+
+
+def raft_path(data_dir: str) -> str:
+    return os.path.join(data_dir, "raft")
+
+
+def open_kv(data_dir: str, map_bytes: int, readonly: bool = False) -> lmdb.Environment:
+    from store.mvcc import KeySpace
+
+    os.makedirs(kv_path(data_dir), exist_ok=True)
+    env = lmdb.open(
+        kv_path(data_dir),
+        map_size=map_bytes,
+        max_dbs=KeySpace.MAX_DBS,
+        sync=True,
+        metasync=True,
+        readahead=False,
+        max_readers=256,
+        # Readers in other processes (frontend, watch) must not keep stale
+        # snapshots of freed pages alive: every read txn is short.
+        lock=True,
+    )
+    env.reader_check()  # clear reader slots of processes killed with kill -9
+    return env
+
+
+def open_raft(data_dir: str, map_bytes: int) -> lmdb.Environment:
+    os.makedirs(raft_path(data_dir), exist_ok=True)
+    env = lmdb.open(raft_path(data_dir), map_size=map_bytes, max_dbs=RAFT_MAX_DBS, sync=True, metasync=True, readahead=False)
+    env.reader_check()
+    return env
+
+
+def prepare_member_store(config, member_name: str) -> None:
+    """Create both environments and their databases before any actor starts, so
+    readers in other processes never race the creation of a named database."""
+    from store.mvcc import KeySpace
+    from store.raftlog import RaftLogStore
+
+    data_dir = config.data_dir(member_name)
+    settings = config.settings
+    kv = open_kv(data_dir, settings.kv_map_bytes)
+    KeySpace(kv)
+    kv.close()
+    raft = open_raft(data_dir, settings.raft_map_bytes)
+    RaftLogStore(raft)
+    raft.close()

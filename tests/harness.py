@@ -1,0 +1,193 @@
+"""Start real cairn members for tests: free loopback ports, a temporary directory,
+and a guaranteed stop (each member runs in its own process group, which is
+killed by its id; nothing else is ever signalled)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import yaml
+
+from cairn import Client
+from cairn import config as config_module
+from transport.errors import CairnError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+START_TIMEOUT_S = 30.0
+
+
+def free_ports(count: int) -> list[int]:
+    sockets, ports = [], []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+        ports.append(s.getsockname()[1])
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def write_config(directory, members: int = 1, **member_settings) -> str:
+    ports = free_ports(2 * members)
+    document = {
+        "cluster": {
+            "name": "test",
+            "members": [
+                {"name": f"n{i + 1}", "peer": f"tcp://127.0.0.1:{ports[2 * i]}", "client": f"tcp://127.0.0.1:{ports[2 * i + 1]}"}
+                for i in range(members)
+            ],
+        },
+        "member": {"data_dir": "data/{name}", "log_level": "info", **member_settings},
+    }
+    path = os.path.join(str(directory), "cluster.yaml")
+    with open(path, "w") as handle:
+        yaml.safe_dump(document, handle)
+    return path
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """{child pid: comm} from /proc (no psutil needed)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError):
+            continue
+        if ppid == pid:
+            found[int(entry)] = comm
+    return found
+
+
+class Member:
+    def __init__(self, cluster: "Cluster", name: str):
+        self.cluster = cluster
+        self.name = name
+        self.spec = cluster.config.member(name)
+        self.data_dir = cluster.config.data_dir(name)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.spec.client
+
+    def start(self) -> None:
+        assert self.process is None or self.process.poll() is not None
+        log = open(os.path.join(self.cluster.directory, f"{self.name}.out"), "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cairn.node", "node", "--config", self.cluster.config_path, "--name", self.name],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def actor_pids(self) -> dict[str, int]:
+        """{actor name: pid} of the running actors, from their process titles."""
+        pids = {}
+        for pid, comm in children_of(self.process.pid).items():
+            prefix = f"cairn[{self.name}] "
+            if comm.startswith(prefix):
+                short = comm[len(prefix):]
+                for actor in ("raft", "apply", "lease", "watch", "frontend"):
+                    if actor.startswith(short):
+                        pids[actor] = pid
+        return pids
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._reap_group()
+        return self.process.returncode
+
+    def kill9(self) -> None:
+        """kill -9 the whole member: supervisor and every actor at once."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self._reap_group()
+
+    def _reap_group(self) -> None:
+        """Wait until no process of the member's group is left."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def log_records(self, actor: str) -> list[dict]:
+        path = os.path.join(self.data_dir, "logs", f"{actor}.log")
+        if not os.path.exists(path):
+            return []
+        with open(path) as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+
+class Cluster:
+    def __init__(self, directory, members: int = 1, **member_settings):
+        self.directory = str(directory)
+        self.config_path = write_config(directory, members, **member_settings)
+        self.config = config_module.load(self.config_path)
+        self.members = {m.name: Member(self, m.name) for m in self.config.members}
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members.values()]
+
+    def start(self) -> "Cluster":
+        for member in self.members.values():
+            member.start()
+        self.wait_ready()
+        return self
+
+    def client(self, endpoints=None, timeout: float = 10.0) -> Client:
+        return Client(endpoints or self.endpoints, timeout=timeout)
+
+    def wait_ready(self, members=None, timeout: float = START_TIMEOUT_S) -> None:
+        """Until every given member serves a linearizable read (so it has a leader)."""
+        deadline = time.monotonic() + timeout
+        for member in members or self.members.values():
+            with Client([member.endpoint], timeout=2.0, dial_timeout=1.0) as client:
+                while True:
+                    try:
+                        client.get(b"__ready__")
+                        break
+                    except CairnError:
+                        if time.monotonic() > deadline:
+                            raise AssertionError(f"member {member.name} did not become ready in {timeout}s")
+                        self._check_alive(member)
+
+    @staticmethod
+    def _check_alive(member: Member) -> None:
+        if member.process.poll() is not None:
+            out = open(os.path.join(member.cluster.directory, f"{member.name}.out")).read()
+            raise AssertionError(f"member {member.name} exited with {member.process.returncode}:\n{out}")
+
+    def stop(self) -> None:
+        for member in self.members.values():
+            member.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()

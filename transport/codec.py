@@ -1,0 +1,312 @@
+"""CBOR codec for cairn's messages, with validation at the boundary.
+
+Theory of operation
+-------------------
+A frame is one CBOR array:  [PROTOCOL_VERSION, request_id, body]
+and a body is                [tag, field_1, field_2, ...]
+where tag is the message class's name and the fields follow the dataclass's field
+order. Nested messages (a KeyValue inside a RangeResponse, an Entry inside a
+RaftMessage) are bodies too, so a union field (`PutRequest | RangeRequest`) is
+decoded by its tag.
+
+Each class's wire schema is compiled once from its type annotations into a tuple
+of per-field converters. Decoding checks every field's type, so a malformed frame
+raises MalformedRequestError here and never reaches an actor's logic. Trailing
+fields that have defaults may be omitted, which keeps frames small and lets a
+newer peer add defaulted fields without breaking an older one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+
+import cbor2
+
+from transport import messages, raft_messages
+from transport.errors import MalformedRequestError, RequestTooLargeError, UnsupportedVersionError
+from transport.messages import PROTOCOL_VERSION
+
+# A frame's nesting is at most a few levels (txn in txn ...); CBOR bombs are deeper.
+MAX_NESTING = 64
+
+_REGISTRY: dict[str, type] = {}
+_SCHEMAS: dict[type, tuple] = {}
+
+
+def register(cls: type) -> type:
+    """Make a message class known to the codec (tag = class name)."""
+    assert dataclasses.is_dataclass(cls), cls
+    tag = cls.__name__
+    assert _REGISTRY.get(tag, cls) is cls, f"duplicate message tag {tag}"
+    _REGISTRY[tag] = cls
+    return cls
+
+
+def _register_module(module) -> None:
+    for value in vars(module).values():
+        if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == module.__name__:
+            register(value)
+
+
+# ---------------------------------------------------------------------------
+# Decoding: converters compiled from annotations
+# ---------------------------------------------------------------------------
+
+
+def _fail(expected: str, value) -> typing.NoReturn:
+    raise MalformedRequestError(f"expected {expected}, got {type(value).__name__}")
+
+
+def _convert_int(value, depth):
+    if type(value) is not int:
+        _fail("int", value)
+    return value
+
+
+def _convert_bool(value, depth):
+    if type(value) is not bool:
+        _fail("bool", value)
+    return value
+
+
+def _convert_bytes(value, depth):
+    if type(value) is not bytes:
+        _fail("bytes", value)
+    return value
+
+
+def _convert_str(value, depth):
+    if type(value) is not str:
+        _fail("str", value)
+    return value
+
+
+def _convert_none(value, depth):
+    if value is not None:
+        _fail("null", value)
+    return value
+
+
+_SIMPLE = {int: _convert_int, bool: _convert_bool, bytes: _convert_bytes, str: _convert_str, type(None): _convert_none}
+
+
+def _converter_for(annotation):
+    """A function(value, depth) -> value that validates one field's wire value."""
+    if annotation in _SIMPLE:
+        return _SIMPLE[annotation]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return _union_converter(typing.get_args(annotation))
+    if origin is tuple:
+        return _tuple_converter(typing.get_args(annotation))
+    if origin is dict:
+        return _dict_converter(typing.get_args(annotation))
+    if dataclasses.is_dataclass(annotation):
+        return _message_converter((annotation,))
+    raise TypeError(f"codec cannot carry fields of type {annotation!r}")
+
+
+def _union_converter(options):
+    """Dispatch on the wire type: a CBOR array is a message (or a tuple), a map a
+    dict, anything else must be one of the simple types listed."""
+    by_wire_type = {}
+    message_options = tuple(o for o in options if dataclasses.is_dataclass(o))
+    if message_options:
+        by_wire_type[list] = _message_converter(message_options)
+    for option in options:
+        if dataclasses.is_dataclass(option):
+            continue
+        origin = typing.get_origin(option)
+        if origin is tuple:
+            assert list not in by_wire_type, f"ambiguous union {options}"
+            by_wire_type[list] = _tuple_converter(typing.get_args(option))
+        elif origin is dict:
+            by_wire_type[dict] = _dict_converter(typing.get_args(option))
+        else:
+            by_wire_type[option] = _SIMPLE[option]
+    names = " | ".join(getattr(o, "__name__", str(o)) for o in options)
+
+    def convert(value, depth):
+        converter = by_wire_type.get(type(value))
+        if converter is None:
+            _fail(names, value)
+        return converter(value, depth)
+
+    return convert
+
+
+def _tuple_converter(args):
+    assert len(args) == 2 and args[1] is Ellipsis, f"only tuple[X, ...] is supported, got {args}"
+    item = _lazy(args[0])
+
+    def convert(value, depth):
+        if type(value) is not list:
+            _fail("array", value)
+        return tuple(item(v, depth + 1) for v in value)
+
+    return convert
+
+
+def _dict_converter(args):
+    key_convert, value_convert = _lazy(args[0]), _lazy(args[1])
+
+    def convert(value, depth):
+        if type(value) is not dict:
+            _fail("map", value)
+        return {key_convert(k, depth): value_convert(v, depth) for k, v in value.items()}
+
+    return convert
+
+
+def _lazy(annotation):
+    """Resolve converters on first use so classes can refer to each other (a
+    TxnRequest holds TxnRequests)."""
+    resolved = None
+
+    def convert(value, depth):
+        nonlocal resolved
+        if resolved is None:
+            resolved = _converter_for(annotation)
+        return resolved(value, depth)
+
+    return convert
+
+
+def _message_converter(allowed: tuple[type, ...]):
+    allowed_set = frozenset(allowed)
+    names = " | ".join(c.__name__ for c in allowed)
+
+    def convert(value, depth):
+        if type(value) is not list or not value:
+            _fail(names, value)
+        cls = _REGISTRY.get(value[0]) if type(value[0]) is str else None
+        if cls not in allowed_set:
+            raise MalformedRequestError(f"expected {names}, got tag {value[0]!r}")
+        return _decode_body(cls, value, depth + 1)
+
+    return convert
+
+
+def _schema(cls):
+    schema = _SCHEMAS.get(cls)
+    if schema is None:
+        hints = typing.get_type_hints(cls, vars(_module_of(cls)))
+        fields = dataclasses.fields(cls)
+        required = sum(
+            1 for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        )
+        converters = tuple(_lazy(hints[f.name]) for f in fields)
+        schema = (required, converters, tuple(f.name for f in fields))
+        _SCHEMAS[cls] = schema
+    return schema
+
+
+def _module_of(cls):
+    import sys
+
+    return sys.modules[cls.__module__]
+
+
+def _decode_body(cls, body: list, depth: int):
+    if depth > MAX_NESTING:
+        raise MalformedRequestError("message nested too deeply")
+    required, converters, names = _schema(cls)
+    count = len(body) - 1
+    if count < required or count > len(converters):
+        raise MalformedRequestError(f"{cls.__name__}: expected {required}..{len(converters)} fields, got {count}")
+    values = []
+    for index in range(count):
+        try:
+            values.append(converters[index](body[index + 1], depth))
+        except MalformedRequestError as error:
+            raise MalformedRequestError(f"{cls.__name__}.{names[index]}: {error.message}") from None
+    return cls(*values)
+
+
+# ---------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------
+
+
+def to_wire(obj):
+    """A message as nested lists (the body), ready for CBOR."""
+    if obj is None or type(obj) in (int, bool, bytes, str):
+        return obj
+    if type(obj) is tuple or type(obj) is list:
+        return [to_wire(item) for item in obj]
+    if type(obj) is dict:
+        return {key: to_wire(value) for key, value in obj.items()}
+    cls = type(obj)
+    names = _field_names(cls)
+    return [cls.__name__, *[to_wire(getattr(obj, name)) for name in names]]
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls):
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        assert _REGISTRY.get(cls.__name__) is cls, f"{cls.__name__} is not a registered message"
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        _FIELD_NAMES[cls] = names
+    return names
+
+
+def encode(message, request_id: int = 0) -> bytes:
+    """One frame: [version, request_id, body]."""
+    return cbor2.dumps([PROTOCOL_VERSION, request_id, to_wire(message)])
+
+
+def decode(frame: bytes, max_bytes: int | None = None):
+    """(request_id, message) from one frame; MalformedRequestError,
+    UnsupportedVersionError or RequestTooLargeError when the frame is bad."""
+    request_id, body = decode_envelope(frame, max_bytes)
+    return request_id, decode_body(body)
+
+
+def decode_envelope(frame: bytes, max_bytes: int | None = None):
+    """(request_id, raw body) — the cheap first half of decode, so a frame that
+    is only forwarded need not be decoded further."""
+    if max_bytes is not None and len(frame) > max_bytes:
+        raise RequestTooLargeError(f"etcdserver: request is too large ({len(frame)} bytes > {max_bytes})")
+    try:
+        envelope = cbor2.loads(frame)
+    except Exception as error:  # cbor2 raises several types on garbage; all mean "malformed"
+        raise MalformedRequestError(f"malformed frame: not CBOR ({error.__class__.__name__})") from None
+    if type(envelope) is not list or len(envelope) != 3:
+        raise MalformedRequestError("malformed frame: expected [version, request_id, body]")
+    version, request_id, body = envelope
+    if type(version) is not int:
+        raise MalformedRequestError("malformed frame: version is not an int")
+    if version != PROTOCOL_VERSION:
+        raise UnsupportedVersionError(f"unsupported protocol version {version} (this member speaks {PROTOCOL_VERSION})")
+    if type(request_id) is not int or not 0 <= request_id < 1 << 64:
+        raise MalformedRequestError("malformed frame: request_id is not a 64-bit unsigned int")
+    return request_id, body
+
+
+def decode_body(body):
+    if type(body) is not list or not body or type(body[0]) is not str:
+        raise MalformedRequestError("malformed frame: body is not [tag, fields...]")
+    cls = _REGISTRY.get(body[0])
+    if cls is None:
+        raise MalformedRequestError(f"unknown message type {body[0]!r}")
+    return _decode_body(cls, body, 0)
+
+
+def peek_request_id(frame: bytes) -> int:
+    """The request id of a frame that may be malformed, or 0 — so an error reply
+    can still name the request it answers."""
+    try:
+        envelope = cbor2.loads(frame)
+        request_id = envelope[1]
+        return request_id if type(request_id) is int and 0 <= request_id < 1 << 64 else 0
+    except Exception:
+        return 0
+
+
+_register_module(messages)
+_register_module(raft_messages)

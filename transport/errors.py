@@ -1,0 +1,237 @@
+"""Operating errors: typed results that travel to the client.
+
+Each class has a stable `code` (the wire name in ErrorResponse.code) and may carry
+typed details. Programmer errors are not here: those are assertions that crash
+the actor (see STYLE.md, "Two kinds of errors").
+
+Messages follow etcd's wording (rpctypes/error.go) where etcd has one, so users
+searching for an etcd error find the same meaning here.
+"""
+
+from __future__ import annotations
+
+from transport.messages import ErrorResponse
+
+
+class CairnError(Exception):
+    """Base of every operating error. `retryable` marks errors that prove the
+    request never reached the Raft log, so a client may safely send it again."""
+
+    code = "Unknown"
+    retryable = False
+
+    def __init__(self, message: str = "", **details):
+        super().__init__(message or self.default_message())
+        self.message = message or self.default_message()
+        self.details = details
+
+    def default_message(self) -> str:
+        return self.code
+
+    def to_response(self) -> ErrorResponse:
+        return ErrorResponse(code=self.code, message=self.message, details=self.details or None)
+
+    def __getattr__(self, name):
+        # details are exposed as attributes: err.compact_revision, err.leader_hint
+        try:
+            return self.__dict__["details"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __reduce__(self):
+        return (_rebuild, (self.code, self.message, self.details))
+
+
+def _rebuild(code, message, details):
+    return from_response(ErrorResponse(code, message, details))
+
+
+class InvalidArgumentError(CairnError):
+    code = "InvalidArgument"
+
+
+class EmptyKeyError(InvalidArgumentError):
+    code = "EmptyKey"
+
+    def default_message(self):
+        return "etcdserver: key is not provided"
+
+
+class KeyTooLongError(InvalidArgumentError):
+    code = "KeyTooLong"
+
+
+class DuplicateKeyError(InvalidArgumentError):
+    code = "DuplicateKey"
+
+    def default_message(self):
+        return "etcdserver: duplicate key given in txn request"
+
+
+class TooManyOpsError(InvalidArgumentError):
+    code = "TooManyOps"
+
+    def default_message(self):
+        return "etcdserver: too many operations in txn request"
+
+
+class ValueProvidedError(InvalidArgumentError):
+    code = "ValueProvided"
+
+    def default_message(self):
+        return "etcdserver: value is provided"
+
+
+class LeaseProvidedError(InvalidArgumentError):
+    code = "LeaseProvided"
+
+    def default_message(self):
+        return "etcdserver: lease is provided"
+
+
+class KeyNotFoundError(CairnError):
+    """ignore_value / ignore_lease on a key that does not exist."""
+
+    code = "KeyNotFound"
+
+    def default_message(self):
+        return "etcdserver: key not found"
+
+
+class CompactedError(CairnError):
+    """details: compact_revision."""
+
+    code = "Compacted"
+
+    def default_message(self):
+        return "etcdserver: mvcc: required revision has been compacted"
+
+
+class FutureRevisionError(CairnError):
+    code = "FutureRevision"
+
+    def default_message(self):
+        return "etcdserver: mvcc: required revision is a future revision"
+
+
+class LeaseNotFoundError(CairnError):
+    code = "LeaseNotFound"
+
+    def default_message(self):
+        return "etcdserver: requested lease not found"
+
+
+class LeaseExistsError(CairnError):
+    code = "LeaseExists"
+
+    def default_message(self):
+        return "etcdserver: lease already exists"
+
+
+class LeaseTTLTooLargeError(CairnError):
+    code = "LeaseTTLTooLarge"
+
+    def default_message(self):
+        return "etcdserver: too large lease TTL"
+
+
+class RequestTooLargeError(CairnError):
+    code = "RequestTooLarge"
+    retryable = False
+
+    def default_message(self):
+        return "etcdserver: request is too large"
+
+
+class MalformedRequestError(CairnError):
+    code = "MalformedRequest"
+
+
+class UnsupportedVersionError(MalformedRequestError):
+    code = "UnsupportedVersion"
+
+
+class NoSpaceError(CairnError):
+    code = "NoSpace"
+
+    def default_message(self):
+        return "etcdserver: mvcc: database space exceeded"
+
+
+class NoLeaderError(CairnError):
+    """The request never reached a leader's log: safe to retry."""
+
+    code = "NoLeader"
+    retryable = True
+
+    def default_message(self):
+        return "etcdserver: no leader"
+
+
+class NotLeaderError(CairnError):
+    code = "NotLeader"
+    retryable = True
+
+    def default_message(self):
+        return "etcdserver: not leader"
+
+
+class TooManyRequestsError(CairnError):
+    """A queue is at its limit; the request was not accepted: safe to retry."""
+
+    code = "TooManyRequests"
+    retryable = True
+
+    def default_message(self):
+        return "etcdserver: too many requests"
+
+
+class TimeoutError_(CairnError):
+    """The member took the request but gave no answer in time: the outcome of a
+    write is unknown (see IndeterminateError in the client)."""
+
+    code = "Timeout"
+
+    def default_message(self):
+        return "etcdserver: request timed out"
+
+
+class Unavailable(CairnError):
+    """No endpoint could be reached."""
+
+    code = "Unavailable"
+    retryable = True
+
+
+class IndeterminateError(CairnError):
+    """A write was sent but its outcome is unknown: it may or may not have been
+    applied. Never retried silently."""
+
+    code = "Indeterminate"
+
+
+class StoppingError(CairnError):
+    code = "Stopping"
+    retryable = True
+
+    def default_message(self):
+        return "etcdserver: server stopped"
+
+
+def _all_subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)
+
+
+ERRORS_BY_CODE: dict[str, type[CairnError]] = {c.code: c for c in _all_subclasses(CairnError)}
+ERRORS_BY_CODE[CairnError.code] = CairnError
+
+
+def from_response(response: ErrorResponse) -> CairnError:
+    """The exception an ErrorResponse stands for (CairnError for unknown codes)."""
+    cls = ERRORS_BY_CODE.get(response.code, CairnError)
+    error = cls(response.message, **(response.details or {}))
+    if cls is CairnError:
+        error.code = response.code
+    return error

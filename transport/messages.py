@@ -1,0 +1,430 @@
+"""Every message that crosses a process boundary, declared once.
+
+Theory of operation
+-------------------
+Messages are frozen, slotted dataclasses. `transport.codec` turns them into CBOR
+frames and back; the codec reads each class's field annotations, so a field's type
+here *is* its wire schema: decoding rejects a frame whose fields do not match.
+Nothing in this module does I/O, so the pure cores (the Raft core, the MVCC rules)
+may import it.
+
+The client API mirrors etcd v3's protobufs (rpc.proto, kv.proto) field for field
+where etcd defines them, so anyone who knows etcd can read these. Enumerations are
+plain ints with named constants, as in etcd's protobufs.
+
+Envelopes (see codec): [PROTOCOL_VERSION, tag, request_id, [fields...]]. The
+request id travels in the envelope, not in each message, so every actor can log it
+and an error reply can echo it even when the body is malformed.
+
+Raft's peer messages live in transport/raft_messages.py; the codec registers both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transport import raft_messages
+
+PROTOCOL_VERSION = 1
+
+
+# ---------------------------------------------------------------------------
+# Keyspace data (etcd mvccpb)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """A key's state at one revision (etcd mvccpb.KeyValue)."""
+
+    key: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    value: bytes
+    lease: int = 0
+
+
+EVENT_PUT = 0
+EVENT_DELETE = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change of one key (etcd mvccpb.Event). For DELETE, kv holds the key and
+    the tombstone's mod_revision, with empty value and version 0."""
+
+    type: int
+    kv: KeyValue
+    prev_kv: KeyValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHeader:
+    cluster_id: int
+    member_id: int
+    revision: int
+    raft_term: int
+
+
+# ---------------------------------------------------------------------------
+# KV requests (etcd etcdserverpb)
+# ---------------------------------------------------------------------------
+
+SORT_NONE = 0
+SORT_ASCEND = 1
+SORT_DESCEND = 2
+
+SORT_BY_KEY = 0
+SORT_BY_VERSION = 1
+SORT_BY_CREATE = 2
+SORT_BY_MOD = 3
+SORT_BY_VALUE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class RangeRequest:
+    """range_end: b"" = the single key; b"\\0" = every key >= key; otherwise [key, range_end)."""
+
+    key: bytes
+    range_end: bytes = b""
+    limit: int = 0
+    revision: int = 0
+    sort_order: int = SORT_NONE
+    sort_target: int = SORT_BY_KEY
+    serializable: bool = False
+    keys_only: bool = False
+    count_only: bool = False
+    min_mod_revision: int = 0
+    max_mod_revision: int = 0
+    min_create_revision: int = 0
+    max_create_revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PutRequest:
+    key: bytes
+    value: bytes = b""
+    lease: int = 0
+    prev_kv: bool = False
+    ignore_value: bool = False
+    ignore_lease: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRangeRequest:
+    key: bytes
+    range_end: bytes = b""
+    prev_kv: bool = False
+
+
+COMPARE_EQUAL = 0
+COMPARE_GREATER = 1
+COMPARE_LESS = 2
+COMPARE_NOT_EQUAL = 3
+
+TARGET_VERSION = 0
+TARGET_CREATE = 1
+TARGET_MOD = 2
+TARGET_VALUE = 3
+TARGET_LEASE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """etcd Compare. `operand` is bytes for TARGET_VALUE, an int otherwise."""
+
+    result: int
+    target: int
+    key: bytes
+    operand: int | bytes
+    range_end: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class TxnRequest:
+    compare: tuple[Compare, ...] = ()
+    success: tuple[RangeRequest | PutRequest | DeleteRangeRequest | TxnRequest, ...] = ()
+    failure: tuple[RangeRequest | PutRequest | DeleteRangeRequest | TxnRequest, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionRequest:
+    revision: int
+    physical: bool = False
+
+
+# ---------------------------------------------------------------------------
+# KV responses
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResponse:
+    header: ResponseHeader
+    kvs: tuple[KeyValue, ...] = ()
+    more: bool = False
+    count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PutResponse:
+    header: ResponseHeader
+    prev_kv: KeyValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRangeResponse:
+    header: ResponseHeader
+    deleted: int = 0
+    prev_kvs: tuple[KeyValue, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResponse:
+    header: ResponseHeader
+    succeeded: bool = False
+    responses: tuple[RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionResponse:
+    header: ResponseHeader
+
+
+# ---------------------------------------------------------------------------
+# Maintenance and cluster
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StatusResponse:
+    header: ResponseHeader
+    version: str
+    db_size: int
+    leader: int
+    raft_index: int
+    raft_term: int
+    raft_applied_index: int
+    errors: tuple[str, ...] = ()
+    name: str = ""
+    is_learner: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberListRequest:
+    linearizable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberListResponse:
+    header: ResponseHeader
+    members: tuple[Member, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MoveLeaderRequest:
+    """Transfer leadership to target_id (etcdctl move-leader); sent to any member."""
+
+    target_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoveLeaderResponse:
+    header: ResponseHeader
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorResponse:
+    """An operating error that reaches the client (see transport.errors).
+
+    code names the error class; details carries its typed extras (for example
+    {"compact_revision": 5}); leader_hint is the leader's member id where known.
+    """
+
+    code: str
+    message: str
+    details: dict[str, int | str] | None = None
+
+
+# ---------------------------------------------------------------------------
+# Intra-node messages between a member's actors (ipc://). Each carries a batch:
+# the actors drain their sockets and hand on everything queued as one message.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeBatch:
+    """frontend -> raft: proposals to append. Each item is an entry payload
+    (see transport.entries): the origin member id and the client's frame,
+    forwarded without re-encoding."""
+
+    request_ids: tuple[int, ...]
+    payloads: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalsRejected:
+    """raft -> frontend: proposals that never reached a leader's log, so the
+    client may retry them safely. code is an errors code (NoLeader, TooManyRequests)."""
+
+    request_ids: tuple[int, ...]
+    code: str
+    leader_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexRequest:
+    """frontend -> raft: one ReadIndex round for every linearizable read queued."""
+
+    context: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexResult:
+    """raft -> frontend: reads of `context` may be served once applied >= index.
+    code is "" on success, else an errors code (NoLeader)."""
+
+    context: int
+    index: int
+    code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RaftStatus:
+    """raft -> frontend, lease, watch: published on every change of leader or
+    term and at most once a tick otherwise."""
+
+    member_id: int
+    term: int
+    leader_id: int
+    role: str
+    commit_index: int
+    last_index: int
+    applied_index: int
+    quorum_active: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedEntries:
+    """raft -> apply: committed entries in log order."""
+
+    entries: tuple[raft_messages.Entry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyNeed:
+    """apply -> raft: send committed entries from index `next_index` on (sent at
+    start and whenever apply sees a gap)."""
+
+    next_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """apply -> raft and frontend: everything up to index is applied and durable;
+    frames answers this member's requests in the batch."""
+
+    index: int
+    revision: int
+    request_ids: tuple[int, ...] = ()
+    frames: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TransferLeadership:
+    """frontend -> raft: move-leader."""
+
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """supervisor/tests -> any actor: stop cleanly."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEvents:
+    """apply -> watch: the events of one applied batch, in revision order;
+    revision is the store revision after the batch."""
+
+    revision: int
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RaftBatch:
+    """raft -> raft of another member (tcp): every message for that peer from one
+    Ready, in one frame."""
+
+    sender: int
+    messages: tuple[raft_messages.RaftMessage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Failpoint:
+    """test -> raft: drop traffic to and from these peers (a partition), or heal
+    with empty tuples. delay_ms holds outgoing traffic to them for that long."""
+
+    drop_peers: tuple[int, ...] = ()
+    delay_peers: tuple[int, ...] = ()
+    delay_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """raft -> raft (tcp): one piece of a keyspace snapshot (an LMDB file)
+    streamed to a follower that needs entries the leader has compacted away.
+    `message` is the core's MSG_SNAP, stepped on the follower once installed."""
+
+    sender: int
+    snapshot_id: int
+    offset: int
+    data: bytes
+    last: bool
+    total_bytes: int
+    message: raft_messages.RaftMessage
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunkAck:
+    """raft -> raft (tcp): chunks up to offset arrived (flow control); ok False aborts."""
+
+    sender: int
+    snapshot_id: int
+    offset: int
+    ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """raft -> apply: replace the keyspace with the LMDB copy in directory path."""
+
+    path: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInstalled:
+    """apply -> raft: the keyspace now holds the snapshot; applied is its applied index."""
+
+    index: int
+    applied: int
+    ok: bool = True
+    error: str = ""
