@@ -138,6 +138,64 @@ def cmd_del(client: Client, args) -> None:
             _print_kv(kv)
 
 
+def cmd_txn(client: Client, args) -> None:
+    from cairn.txn_syntax import TxnSyntaxError, read_txn
+
+    interactive = args.interactive and sys.stdin.isatty()
+
+    def prompt(section):
+        print(f"{section}:", flush=True)
+
+    try:
+        compares, success, failure = read_txn(sys.stdin, prompt if interactive else None)
+    except TxnSyntaxError as error:
+        raise UsageError(str(error)) from None
+    response = client.txn(compares, success, failure)
+    if args.write_out == "json":
+        print(json.dumps({"header": header_json(response.header), "succeeded": response.succeeded,
+                          "responses": [_response_json(r) for r in response.responses]}))
+        return
+    print("SUCCESS" if response.succeeded else "FAILURE")
+    for op_response in response.responses:
+        print()
+        _print_op_response(op_response)
+
+
+def _response_json(response) -> dict:
+    if isinstance(response, m.PutResponse):
+        out = {"response_put": {"header": header_json(response.header)}}
+        if response.prev_kv:
+            out["response_put"]["prev_kv"] = kv_json(response.prev_kv)
+        return out
+    if isinstance(response, m.RangeResponse):
+        return {"response_range": {"header": header_json(response.header), "kvs": [kv_json(kv) for kv in response.kvs],
+                                   "count": response.count, "more": response.more}}
+    if isinstance(response, m.DeleteRangeResponse):
+        return {"response_delete_range": {"header": header_json(response.header), "deleted": response.deleted,
+                                          "prev_kvs": [kv_json(kv) for kv in response.prev_kvs]}}
+    return {"response_txn": {"header": header_json(response.header), "succeeded": response.succeeded,
+                             "responses": [_response_json(r) for r in response.responses]}}
+
+
+def _print_op_response(response) -> None:
+    if isinstance(response, m.PutResponse):
+        print("OK")
+        if response.prev_kv:
+            _print_kv(response.prev_kv)
+    elif isinstance(response, m.RangeResponse):
+        for kv in response.kvs:
+            _print_kv(kv)
+    elif isinstance(response, m.DeleteRangeResponse):
+        print(response.deleted)
+        for kv in response.prev_kvs:
+            _print_kv(kv)
+    else:
+        print("SUCCESS" if response.succeeded else "FAILURE")
+        for inner in response.responses:
+            print()
+            _print_op_response(inner)
+
+
 def cmd_compaction(client: Client, args) -> None:
     response = client.compact(args.revision, physical=args.physical)
     if args.write_out == "json":
@@ -306,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("--from-key", action="store_true")
     delete.add_argument("--prev-kv", action="store_true")
     delete.set_defaults(run=cmd_del)
+
+    txn = commands.add_parser("txn", help="a transaction, in etcdctl's syntax, from stdin")
+    txn.add_argument("-i", "--interactive", action="store_true", help="prompt for each section")
+    txn.set_defaults(run=cmd_txn)
 
     compaction = commands.add_parser("compaction", help="compact the key-value history")
     compaction.add_argument("revision", type=int)

@@ -234,12 +234,15 @@ class Client:
             try:
                 reply = future.result(timeout=remaining)
             except FutureTimeout:
-                self._transport.forget(request_id)
+                was_sent = self._transport.forget(request_id)
+                address = self.endpoints[index]
+                if not was_sent:
+                    raise Unavailable(f"cannot connect to {address}", endpoint=address) from None
                 if write:
                     raise IndeterminateError(
-                        "write outcome unknown: sent, but no answer before the timeout", endpoint=self.endpoints[index]
+                        "write outcome unknown: sent, but no answer before the timeout", endpoint=address
                     ) from None
-                last_error = TimeoutError_("read timed out", endpoint=self.endpoints[index])
+                last_error = TimeoutError_("read timed out", endpoint=address)
                 self._rotate(fixed, index)
                 continue
             except CairnError as error:  # Unavailable: never left this process

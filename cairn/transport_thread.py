@@ -39,6 +39,7 @@ class TransportThread:
         self.context = zmq.Context()
         self.submissions = deque()
         self.pending: dict[int, Future] = {}
+        self.sent: set[int] = set()  # request ids that left this process
         self.lock = threading.Lock()
         self.request_ids = itertools.count(int.from_bytes(os.urandom(6), "big") << 12)
         wake_address = f"inproc://cairn-client-wake-{id(self)}"
@@ -66,9 +67,14 @@ class TransportThread:
             self.wake_sender.send(b"", zmq.NOBLOCK)
         return future
 
-    def forget(self, request_id: int) -> None:
+    def forget(self, request_id: int) -> bool:
+        """Stop waiting for request_id; True if its frame had already been sent
+        (so a write's outcome is unknown), False if it never left this process."""
         with self.lock:
             self.pending.pop(request_id, None)
+            was_sent = request_id in self.sent
+            self.sent.discard(request_id)
+        return was_sent
 
     def close(self) -> None:
         if self.closed:
@@ -129,13 +135,17 @@ class TransportThread:
             with self.lock:
                 if request_id not in self.pending:
                     continue  # the caller gave up
-            try:
-                dealers[endpoint].send(frame, zmq.NOBLOCK)
-            except zmq.Again:
-                if now < deadline:
-                    still_unsent.append(item)
-                else:
-                    self._resolve(request_id, error=Unavailable(f"cannot connect to {self.endpoints[endpoint]}", endpoint=self.endpoints[endpoint]))
+                try:
+                    dealers[endpoint].send(frame, zmq.NOBLOCK)
+                    self.sent.add(request_id)
+                    continue
+                except zmq.Again:
+                    pass
+            if now < deadline:
+                still_unsent.append(item)
+            else:
+                address = self.endpoints[endpoint]
+                self._resolve(request_id, error=Unavailable(f"cannot connect to {address}", endpoint=address))
         return still_unsent
 
     def _receive_all(self, socket) -> None:
@@ -155,6 +165,7 @@ class TransportThread:
     def _resolve(self, request_id: int, result=None, error=None) -> None:
         with self.lock:
             future = self.pending.pop(request_id, None)
+            self.sent.discard(request_id)
         if future is None or future.done():
             return
         if error is not None:

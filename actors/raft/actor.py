@@ -284,7 +284,7 @@ class RaftActor(Actor):
                 self.status_due = 0.0
             for event in ready.events:
                 name, fields = event[0], (event[1] if len(event) > 1 else {})
-                self.log.info(name, term=self.core.term, **_printable(fields))
+                self.log.info(name, **{"term": self.core.term, **_printable(fields)})
             self.core.advance(ready)
 
     def _fail_read_rounds(self) -> None:
