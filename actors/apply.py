@@ -24,7 +24,16 @@ from store.mvcc import KeySpace
 from transport import codec
 from transport.entries import split_payload
 from transport.errors import CairnError, MalformedRequestError
-from transport.messages import Applied, ApplyNeed, AppliedEvents, CommittedEntries, ResponseHeader
+from store.snapshot_install import replace_keyspace
+from transport.messages import (
+    Applied,
+    AppliedEvents,
+    ApplyNeed,
+    CommittedEntries,
+    InstallSnapshot,
+    ResponseHeader,
+    SnapshotInstalled,
+)
 from transport.sockets import inbox, outbox
 
 
@@ -58,6 +67,8 @@ class ApplyActor(Actor):
                 continue
             if isinstance(message, CommittedEntries):
                 self.pending_entries.extend(message.entries)
+            elif isinstance(message, InstallSnapshot):
+                self.install_snapshot(message)
             else:
                 self.log.warning("unexpected_message", type=type(message).__name__)
 
@@ -101,6 +112,23 @@ class ApplyActor(Actor):
         self._send(self.to_raft, Applied(self.applied, self.revision))
         if events:
             self._send(self.to_watch, AppliedEvents(self.revision, tuple(events)))
+
+    def install_snapshot(self, message: InstallSnapshot) -> None:
+        """Replace the keyspace with the leader's snapshot (one transaction), then
+        tell raft, so it steps the snapshot into its core only once the data is here."""
+        self.pending_entries = []  # entries queued before the snapshot are superseded by it
+        try:
+            applied = replace_keyspace(self.env, self.keyspace, message.path)
+        except Exception as error:  # a broken snapshot is refused; the leader sends another
+            self.log.error("snapshot_install_failed", index=message.index, error=f"{type(error).__name__}: {error}")
+            self._send(self.to_raft, SnapshotInstalled(message.index, self.applied, ok=False, error=str(error)))
+            return
+        with self.env.begin() as txn:
+            self.revision = self.keyspace.current_revision(txn)
+        self.applied = applied
+        self.log.info("snapshot_installed", index=message.index, applied=applied, revision=self.revision)
+        self._send(self.to_raft, SnapshotInstalled(message.index, applied))
+        self._send(self.to_frontend, Applied(self.applied, self.revision))
 
     def _execute(self, txn, header, frame: bytes, index: int):
         try:

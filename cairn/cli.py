@@ -215,7 +215,8 @@ def cmd_endpoint_status(client: Client, args) -> None:
     rows, failed = [], False
     for endpoint in _endpoints_to_query(client, args):
         try:
-            status = client.status(endpoint=endpoint)
+            with Client([endpoint], timeout=client.timeout) as single:
+                status = single.status()
         except CairnError as error:
             print(f"Failed to get the status of endpoint {endpoint} ({error})", file=sys.stderr)
             failed = True

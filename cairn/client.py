@@ -70,12 +70,14 @@ def prefix_range_end(prefix: bytes) -> bytes:
     return b"\0"  # every byte was 0xff: no upper bound
 
 
-def resolve_range_end(key: bytes, range_end, prefix: bool, from_key: bool) -> bytes:
+def resolve_range(key: bytes, range_end, prefix: bool, from_key: bool) -> tuple[bytes, bytes]:
+    """(key, range_end) as etcd's clientv3 sets them: an empty key with prefix or
+    from_key means every key, which etcd spells key = range_end = "\0"."""
     if prefix:
-        return prefix_range_end(key) if key else b"\0"
+        return (key, prefix_range_end(key)) if key else (b"\0", b"\0")
     if from_key:
-        return b"\0"
-    return to_bytes(range_end) if range_end is not None else b""
+        return key or b"\0", b"\0"
+    return key, to_bytes(range_end) if range_end is not None else b""
 
 
 class _CompareTarget:
@@ -121,8 +123,9 @@ def range_request(key, range_end=None, prefix=False, from_key=False, revision=0,
         raise ValueError(f"sort_order must be one of ascend, descend, none; got {sort_order!r}")
     if sort_target not in _SORT_TARGETS:
         raise ValueError(f"sort_target must be one of key, version, create, mod, value; got {sort_target!r}")
+    key, range_end = resolve_range(key, range_end, prefix, from_key)
     return m.RangeRequest(
-        key=key, range_end=resolve_range_end(key, range_end, prefix, from_key), limit=limit, revision=revision,
+        key=key, range_end=range_end, limit=limit, revision=revision,
         sort_order=_SORT_ORDERS[sort_order], sort_target=_SORT_TARGETS[sort_target], serializable=serializable,
         keys_only=keys_only, count_only=count_only, min_mod_revision=min_mod_revision, max_mod_revision=max_mod_revision,
         min_create_revision=min_create_revision, max_create_revision=max_create_revision,
@@ -142,8 +145,8 @@ class Op:
 
     @staticmethod
     def delete(key, range_end=None, prefix=False, from_key=False, prev_kv=False) -> m.DeleteRangeRequest:
-        key = to_bytes(key)
-        return m.DeleteRangeRequest(key, resolve_range_end(key, range_end, prefix, from_key), prev_kv)
+        key, range_end = resolve_range(to_bytes(key), range_end, prefix, from_key)
+        return m.DeleteRangeRequest(key, range_end, prev_kv)
 
     @staticmethod
     def txn(compare=(), success=(), failure=()) -> m.TxnRequest:

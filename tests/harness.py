@@ -134,6 +134,29 @@ class Member:
         except ProcessLookupError:
             pass
 
+    def failpoint(self, drop_peers=(), delay_peers=(), delay_ms: int = 0) -> None:
+        """Partition this member's raft actor from drop_peers (both directions as
+        seen from here), or heal it with no arguments."""
+        import zmq
+
+        from transport import codec
+        from transport.messages import Failpoint
+        from transport.sockets import ipc_endpoint
+
+        context = zmq.Context()
+        try:
+            socket = context.socket(zmq.PUSH)
+            socket.setsockopt(zmq.LINGER, 2000)
+            socket.connect(ipc_endpoint(self.data_dir, "raft"))
+            socket.send(codec.encode(Failpoint(tuple(drop_peers), tuple(delay_peers), delay_ms)))
+            socket.close()
+        finally:
+            context.term()
+
+    def status(self, timeout: float = 2.0):
+        with Client([self.endpoint], timeout=timeout, dial_timeout=1.0) as client:
+            return client.status()
+
     def log_records(self, actor: str) -> list[dict]:
         path = os.path.join(self.data_dir, "logs", f"{actor}.log")
         if not os.path.exists(path):
@@ -181,6 +204,27 @@ class Cluster:
         if member.process.poll() is not None:
             out = open(os.path.join(member.cluster.directory, f"{member.name}.out")).read()
             raise AssertionError(f"member {member.name} exited with {member.process.returncode}:\n{out}")
+
+    def leader(self, among=None, timeout: float = START_TIMEOUT_S) -> Member:
+        """The member every live member of `among` agrees leads, waiting for one."""
+        among = list(among or self.running())
+        by_id = {m.spec.id: m for m in self.members.values()}
+        deadline = time.monotonic() + timeout
+        while True:
+            leaders = set()
+            for member in among:
+                try:
+                    leaders.add(member.status().leader)
+                except CairnError:
+                    leaders.add(None)
+            if len(leaders) == 1 and (leader := leaders.pop()) in by_id and by_id[leader] in among:
+                return by_id[leader]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no agreed leader among {[m.name for m in among]}")
+            time.sleep(0.1)
+
+    def running(self) -> list[Member]:
+        return [m for m in self.members.values() if m.process is not None and m.process.poll() is None]
 
     def stop(self) -> None:
         for member in self.members.values():

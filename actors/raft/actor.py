@@ -114,6 +114,7 @@ class RaftActor(Actor):
         self.proposal_ids: list[int] = []
         self.proposal_payloads: list[bytes] = []
         self.waiting_for_leader = deque()  # (deadline, request_ids, payloads)
+        self.leaderless_since: float | None = time.monotonic()
         self.read_contexts: list[int] = []
         self.read_rounds: dict[int, list[int]] = {}
         self.next_read_round = 1
@@ -214,10 +215,16 @@ class RaftActor(Actor):
         self._publish_status(now)
 
     def _propose(self, now: float) -> None:
+        wait_s = self.settings.no_leader_wait_ms / 1000
+        if self.core.leader_id:
+            self.leaderless_since = None
+        elif self.leaderless_since is None:
+            self.leaderless_since = now
         if self.proposal_ids:
-            self.waiting_for_leader.append(
-                (now + self.settings.no_leader_wait_ms / 1000, self.proposal_ids, self.proposal_payloads)
-            )
+            # A member leaderless for a whole wait already answers at once: the
+            # client backs off and retries, rather than every retry waiting again.
+            long_leaderless = self.leaderless_since is not None and now - self.leaderless_since >= wait_s
+            self.waiting_for_leader.append((now if long_leaderless else now + wait_s, self.proposal_ids, self.proposal_payloads))
             self.proposal_ids, self.proposal_payloads = [], []
         if not self.waiting_for_leader:
             return

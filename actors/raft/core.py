@@ -403,9 +403,12 @@ class RaftCore:
         log = self._log
         if ready.snapshot is not None:
             log.applied = max(log.applied, ready.snapshot.index)
-        if ready.entries:
-            last = ready.entries[-1]
-            log.stable_to(last.index, last.term)
+        # If a conflicting append replaced part of what was persisted meanwhile, only
+        # the still-identical prefix counts as durable (the rest goes out again).
+        for e in reversed(ready.entries):
+            if log.term(e.index) == e.term:
+                log.stable_to(e.index, e.term)
+                break
         if ready.committed_entries:
             log.applied = max(log.applied, ready.committed_entries[-1].index)
         if self._role == LEADER:
