@@ -233,8 +233,8 @@ class FrontendActor(Actor):
             request_ids = tuple(request_id for request_id, _ in self.proposals)
             payloads = tuple(payload for _, payload in self.proposals)
             self.proposals = []
-            self.send_to_raft(ProposeBatch(request_ids, payloads), request_ids)
             self.log.info("proposed", request_ids=list(request_ids))
+            self.send_to_raft(ProposeBatch(request_ids, payloads), request_ids)
         if self.awaiting_read_index:
             context = self.next_context
             self.next_context += 1

@@ -326,13 +326,35 @@ class UsageError(Exception):
     pass
 
 
+def _global_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """etcdctl's global flags. Every subcommand takes them too (as cobra's
+    persistent flags), with defaults suppressed so they only override."""
+    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    parser.add_argument("--endpoints", default=default(DEFAULT_ENDPOINTS), help="comma-separated client endpoints (tcp://host:port)")
+    parser.add_argument("-w", "--write-out", default=default("simple"), choices=["simple", "json", "fields", "table"])
+    parser.add_argument("--command-timeout", type=float, default=default(5.0), help="seconds")
+    parser.add_argument("--dial-timeout", type=float, default=default(2.0), help="seconds")
+
+
+class _Subcommands:
+    """add_parser that gives every subcommand the global flags."""
+
+    def __init__(self, action, common):
+        self.action, self.common = action, common
+
+    def add_parser(self, name, **options):
+        return self.action.add_parser(name, parents=[self.common], **options)
+
+    def add_subparsers(self, parser, **options):
+        return _Subcommands(parser.add_subparsers(**options), self.common)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cairnctl", description="cairnctl: a command-line client for cairn (etcdctl v3 style)")
-    parser.add_argument("--endpoints", default=DEFAULT_ENDPOINTS, help="comma-separated client endpoints (tcp://host:port)")
-    parser.add_argument("-w", "--write-out", default="simple", choices=["simple", "json", "fields", "table"])
-    parser.add_argument("--command-timeout", type=float, default=5.0, help="seconds")
-    parser.add_argument("--dial-timeout", type=float, default=2.0, help="seconds")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _global_flags(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_flags(common, suppress=True)
+    commands = _Subcommands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), common)
 
     put = commands.add_parser("put", help="put a key")
     put.add_argument("key")
@@ -376,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     compaction.set_defaults(run=cmd_compaction)
 
     endpoint = commands.add_parser("endpoint", help="endpoint status / health")
-    endpoint_commands = endpoint.add_subparsers(dest="endpoint_command", required=True)
+    endpoint_commands = commands.add_subparsers(endpoint, dest="endpoint_command", required=True)
     status = endpoint_commands.add_parser("status")
     status.add_argument("--cluster", action="store_true", help="all members, from member list")
     status.set_defaults(run=cmd_endpoint_status)
@@ -385,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.set_defaults(run=cmd_endpoint_health)
 
     member = commands.add_parser("member", help="member list")
-    member_commands = member.add_subparsers(dest="member_command", required=True)
+    member_commands = commands.add_subparsers(member, dest="member_command", required=True)
     member_list = member_commands.add_parser("list")
     member_list.set_defaults(run=cmd_member_list)
 

@@ -88,13 +88,18 @@ def run_cluster(cluster_config) -> int:
     print("  " + ",".join(cluster_config.client_endpoints()), flush=True)
     print("Try: cairnctl --endpoints=%s put foo bar   (Ctrl-C stops the cluster)" % cluster_config.client_endpoints()[0], flush=True)
     status = 0
+    reported = set()
     try:
-        while not stopping:
-            for child in children:
-                if child.poll() is not None:
-                    print(f"cairn: member process {child.pid} exited with {child.returncode}", file=sys.stderr, flush=True)
-                    stopping = True
+        # A member that dies is reported, and the others keep serving (that is
+        # what a failover looks like); restart it with `cairn node --name ...`.
+        while not stopping and len(reported) < len(children):
+            for member, child in zip(cluster_config.members, children):
+                if child.pid not in reported and child.poll() is not None:
+                    reported.add(child.pid)
                     status = 1
+                    print(f"cairn: member {member.name} (pid {child.pid}) exited with {child.returncode}; "
+                          f"restart it with: cairn node --config {cluster_config.path} --name {member.name}",
+                          file=sys.stderr, flush=True)
             time.sleep(0.2)
     finally:
         for child in children:

@@ -74,7 +74,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from actors.raft.log import RaftLog
-from actors.raft.progress import NEVER, PROBE, REPLICATE, SNAPSHOT, STATE_NAMES, Progress
+from actors.raft.progress import PROBE, REPLICATE, SNAPSHOT, STATE_NAMES, Progress
+from actors.raft.read_only import ReadOnly, ReadRequest
 from transport.raft_messages import (
     CAMPAIGN_TRANSFER,
     MESSAGE_TYPE_NAMES,
@@ -171,51 +172,6 @@ class Ready:
     events: tuple[tuple, ...]
 
 
-class _ReadRequest:
-    __slots__ = ("index", "context", "requester", "acks")
-
-    def __init__(self, index: int, context: bytes, requester: int, leader: int) -> None:
-        self.index = index
-        self.context = context
-        self.requester = requester
-        self.acks = {leader}
-
-
-class _ReadOnly:
-    """ReadIndex requests waiting for their leadership-confirming heartbeat round
-    (etcd read_only.go). A heartbeat carrying context C was sent after every request
-    queued up to C, so a quorum of acks for C confirms all of them."""
-
-    __slots__ = ("pending", "queue")
-
-    def __init__(self) -> None:
-        self.pending: dict[bytes, _ReadRequest] = {}
-        self.queue: list[bytes] = []
-
-    def add(self, request: _ReadRequest) -> bool:
-        if request.context in self.pending:
-            return False
-        self.pending[request.context] = request
-        self.queue.append(request.context)
-        return True
-
-    def ack(self, context: bytes, voter: int) -> int:
-        request = self.pending.get(context)
-        if request is None:
-            return 0
-        request.acks.add(voter)
-        return len(request.acks)
-
-    def release_through(self, context: bytes) -> list[_ReadRequest]:
-        position = self.queue.index(context)
-        released = [self.pending.pop(c) for c in self.queue[: position + 1]]
-        del self.queue[: position + 1]
-        return released
-
-    def last_context(self) -> bytes:
-        return self.queue[-1] if self.queue else b""
-
-
 class RaftCore:
     def __init__(self, config: RaftConfig, persisted: PersistedState, rng: random.Random) -> None:
         self._cfg = config
@@ -257,7 +213,7 @@ class RaftCore:
         self._randomized_election_timeout = config.election_ticks
         self._lead_transferee = 0
         self._transfer_elapsed = 0
-        self._read_only = _ReadOnly()
+        self._read_only = ReadOnly()
         self._reads_awaiting_commit: list[tuple[int, bytes]] = []
         self._uncommitted_size = 0
         self._outstanding: Ready | None = None
@@ -524,7 +480,7 @@ class RaftCore:
                 reason="leadership_lost",
                 count=len(self._read_only.pending) + len(self._reads_awaiting_commit),
             )
-        self._read_only = _ReadOnly()
+        self._read_only = ReadOnly()
         self._reads_awaiting_commit = []
         self._uncommitted_size = 0
 
@@ -815,6 +771,9 @@ class RaftCore:
             # Completeness); say so, and the leader skips ahead.
             self._send(MSG_APP_RESP, m.sender, index=log.committed)
             return
+        # From here m.index >= committed, so the new entries all lie above the commit
+        # index and the log's "never overwrite a committed entry" assertion cannot be
+        # triggered by any message.
         last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
             # Sent in the Ready that carries the appended entries: durable first (§5.1).
@@ -935,7 +894,8 @@ class RaftCore:
 
     def _bcast_heartbeat(self, context: bytes | None) -> None:
         if context is None:
-            context = self._read_only.last_context()
+            # Later heartbeats repeat the newest round, so a lost one is retried.
+            context = self._read_only.last_round()
         committed = self._log.committed
         for v in self._voters:
             if v != self._id:
@@ -1011,10 +971,8 @@ class RaftCore:
             return
         # Thesis §6.4 steps 2-3: remember commit now, confirm leadership by a round
         # of heartbeats carrying the context.
-        if self._read_only.add(_ReadRequest(log.committed, context, requester, self._id)):
-            self._bcast_heartbeat(context)
-        else:
-            self._event("dropped_read_index", reason="duplicate_context", origin=requester)
+        round_id = self._read_only.add(ReadRequest(log.committed, context, requester, self._id))
+        self._bcast_heartbeat(round_id)
 
     def _answer_read(self, requester: int, index: int, context: bytes) -> None:
         if requester == self._id:
