@@ -16,25 +16,40 @@ hands the batch's events to the watch hub.
 
 from __future__ import annotations
 
+import os
+
 import zmq
 
 from actors.base import Actor
-from store.environment import open_kv
+from store.alarms import Alarms, bytes_in_use, has_put
+from store.environment import open_kv, replicated_databases
 from store.mvcc import KeySpace
-from transport import codec
-from transport.entries import split_payload
-from transport.errors import CairnError, MalformedRequestError
 from store.snapshot_install import replace_keyspace
+from transport import codec
+from transport.entries import make_payload, split_payload
+from transport.errors import CairnError, MalformedRequestError, NoSpaceError
 from transport.messages import (
+    ALARM_ACTIVATE,
+    ALARM_DEACTIVATE,
+    ALARM_NOSPACE,
+    AlarmRequest,
+    AlarmResponse,
     Applied,
     AppliedEvents,
     ApplyNeed,
     CommittedEntries,
     InstallSnapshot,
+    ProposeBatch,
     ResponseHeader,
     SnapshotInstalled,
 )
 from transport.sockets import inbox, outbox
+
+
+# How often the keyspace size is measured against the quota, and how long to
+# wait before proposing the alarm again if the first proposal got lost.
+QUOTA_CHECK_S = 1.0
+ALARM_RETRY_S = 5.0
 
 
 class ApplyActor(Actor):
@@ -44,6 +59,9 @@ class ApplyActor(Actor):
         super().__init__(config, member_name)
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         self.keyspace = KeySpace(self.env)
+        self.alarms = Alarms(self.env)
+        self.quota_checked_at = 0.0
+        self.alarm_proposed_at = 0.0
         with self.env.begin() as txn:
             self.applied = self.keyspace.applied_index(txn)
             self.revision = self.keyspace.current_revision(txn)
@@ -138,12 +156,44 @@ class ApplyActor(Actor):
             # still meet a newer request. Every member answers the same way.
             self.log.error("entry_undecodable", index=index, error=str(error))
             return codec.peek_request_id(frame), MalformedRequestError(str(error)).to_response(), []
+        if isinstance(request, AlarmRequest):
+            return request_id, self._alarm(txn, header, request), []
+        if has_put(request) and self.alarms.no_space(txn):
+            # etcd's capped applier: every member refuses the same writes, since
+            # the alarm itself came through the log.
+            return request_id, NoSpaceError().to_response(), []
         writer = self.keyspace.writer(txn, header, self.limits.max_txn_ops)
         try:
             response, events = writer.execute(request)
         except CairnError as error:
             return request_id, error.to_response(), []
         return request_id, response, events
+
+    def _alarm(self, txn, header, request: AlarmRequest) -> AlarmResponse:
+        header = ResponseHeader(header.cluster_id, header.member_id, self.keyspace.current_revision(txn), header.raft_term)
+        if request.action == ALARM_ACTIVATE:
+            self.log.warning("alarm_activated", alarm_member=request.member_id, alarm=request.alarm)
+            return AlarmResponse(header, (self.alarms.activate(txn, request.member_id, request.alarm),))
+        if request.action == ALARM_DEACTIVATE:
+            self.log.warning("alarm_deactivated", alarm_member=request.member_id, alarm=request.alarm)
+            return AlarmResponse(header, self.alarms.deactivate(txn, request.member_id, request.alarm))
+        return AlarmResponse(header, self.alarms.list(txn, request.member_id))
+
+    def on_timer(self, now: float) -> None:
+        """Raise NOSPACE through the log when this member's keyspace outgrows the quota."""
+        if now - self.quota_checked_at < QUOTA_CHECK_S:
+            return
+        self.quota_checked_at = now
+        with self.env.begin() as txn:
+            used = bytes_in_use(self.env, txn, replicated_databases())
+            alarmed = any(a.member_id == self.member.id for a in self.alarms.list(txn, self.member.id))
+        if used <= self.limits.quota_backend_bytes or alarmed or now - self.alarm_proposed_at < ALARM_RETRY_S:
+            return
+        self.alarm_proposed_at = now
+        self.log.warning("quota_exceeded", bytes_in_use=used, quota=self.limits.quota_backend_bytes)
+        request_id = int.from_bytes(os.urandom(8), "big") >> 1
+        frame = codec.encode(AlarmRequest(ALARM_ACTIVATE, self.member.id, ALARM_NOSPACE), request_id)
+        self._send(self.to_raft, ProposeBatch((request_id,), (make_payload(self.member.id, frame),)))
 
     def _send(self, socket, message) -> None:
         try:

@@ -29,6 +29,7 @@ from collections import deque
 import zmq
 
 from actors.base import Actor
+from store.alarms import Alarms
 from store.environment import kv_path, open_kv
 from store.mvcc import KeySpace
 from transport import codec
@@ -45,6 +46,10 @@ from transport.errors import (
     from_response,
 )
 from transport.messages import (
+    ALARM_GET,
+    ALARM_NAMES,
+    AlarmRequest,
+    AlarmResponse,
     Applied,
     CompactionRequest,
     DeleteRangeRequest,
@@ -85,6 +90,7 @@ class FrontendActor(Actor):
         self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         self.keyspace = KeySpace(self.env)
+        self.alarms = Alarms(self.env)
         with self.env.begin() as txn:
             self.applied_index = self.keyspace.applied_index(txn)
             self.revision = self.keyspace.current_revision(txn)
@@ -122,7 +128,9 @@ class FrontendActor(Actor):
                 self.reply_error(identity, request_id, error)
 
     def dispatch(self, identity: bytes, request_id: int, request, frame: bytes, now: float) -> None:
-        if isinstance(request, WRITE_REQUESTS):
+        if isinstance(request, AlarmRequest) and request.action == ALARM_GET:
+            self.send(identity, request_id, self.alarm_list(request.member_id))
+        elif isinstance(request, WRITE_REQUESTS) or isinstance(request, AlarmRequest):
             self.check_write(request)
             if request_id in self.pending_writes:
                 raise MalformedRequestError(f"request id {request_id} is already in flight")
@@ -299,6 +307,7 @@ class FrontendActor(Actor):
             db_size = 0
         header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
         errors = () if self.raft.leader_id else ("etcdserver: no leader",)
+        errors += tuple(f"memberID:{a.member_id:x} alarm:{ALARM_NAMES.get(a.alarm, a.alarm)}" for a in self.alarm_list().alarms)
         return StatusResponse(
             header=header,
             version=VERSION,
@@ -310,6 +319,11 @@ class FrontendActor(Actor):
             errors=errors,
             name=self.member.name,
         )
+
+    def alarm_list(self, member_id: int = 0) -> AlarmResponse:
+        with self.env.begin() as txn:
+            alarms = self.alarms.list(txn, member_id)
+        return AlarmResponse(ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term), alarms)
 
     def member_list(self) -> MemberListResponse:
         header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)

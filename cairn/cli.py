@@ -288,6 +288,23 @@ def cmd_member_list(client: Client, args) -> None:
             print(", ".join(row))
 
 
+def cmd_alarm_list(client: Client, args) -> None:
+    _print_alarms(client.alarm_list(), args)
+
+
+def cmd_alarm_disarm(client: Client, args) -> None:
+    _print_alarms(client.alarm_disarm(), args)
+
+
+def _print_alarms(response: m.AlarmResponse, args) -> None:
+    if args.write_out == "json":
+        print(json.dumps({"header": header_json(response.header),
+                          "alarms": [{"memberID": a.member_id, "alarm": m.ALARM_NAMES.get(a.alarm, a.alarm)} for a in response.alarms]}))
+        return
+    for alarm in response.alarms:
+        print(f"memberID:{alarm.member_id:x} alarm:{m.ALARM_NAMES.get(alarm.alarm, alarm.alarm)}")
+
+
 def cmd_move_leader(client: Client, args) -> None:
     try:
         target = int(args.transferee, 16)
@@ -410,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     member_commands = commands.add_subparsers(member, dest="member_command", required=True)
     member_list = member_commands.add_parser("list")
     member_list.set_defaults(run=cmd_member_list)
+
+    alarm = commands.add_parser("alarm", help="alarm list / disarm")
+    alarm_commands = commands.add_subparsers(alarm, dest="alarm_command", required=True)
+    alarm_commands.add_parser("list").set_defaults(run=cmd_alarm_list)
+    alarm_commands.add_parser("disarm").set_defaults(run=cmd_alarm_disarm)
 
     move_leader = commands.add_parser("move-leader", help="transfer leadership to another member")
     move_leader.add_argument("transferee", help="member ID in hex")

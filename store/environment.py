@@ -26,6 +26,15 @@ def raft_path(data_dir: str) -> str:
     return os.path.join(data_dir, "raft")
 
 
+def replicated_databases() -> dict:
+    """Every named database of the keyspace environment that Raft entries
+    change: what a snapshot carries and what the quota measures."""
+    from store import alarms
+    from store.mvcc import KeySpace
+
+    return {**KeySpace.DATABASES, **alarms.DATABASES}
+
+
 def open_kv(data_dir: str, map_bytes: int, readonly: bool = False) -> lmdb.Environment:
     from store.mvcc import KeySpace
 
@@ -56,6 +65,7 @@ def open_raft(data_dir: str, map_bytes: int) -> lmdb.Environment:
 def prepare_member_store(config, member_name: str) -> None:
     """Create both environments and their databases before any actor starts, so
     readers in other processes never race the creation of a named database."""
+    from store.alarms import Alarms
     from store.mvcc import KeySpace
     from store.raftlog import RaftLogStore
 
@@ -63,6 +73,7 @@ def prepare_member_store(config, member_name: str) -> None:
     settings = config.settings
     kv = open_kv(data_dir, settings.kv_map_bytes)
     KeySpace(kv)
+    Alarms(kv)
     kv.close()
     raft = open_raft(data_dir, settings.raft_map_bytes)
     RaftLogStore(raft)

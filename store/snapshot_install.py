@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import lmdb
 
+from store.environment import replicated_databases
 from store.mvcc import KeySpace
 
 
@@ -20,9 +21,13 @@ def replace_keyspace(env: lmdb.Environment, keyspace: KeySpace, snapshot_path: s
     source = lmdb.open(snapshot_path, readonly=True, lock=False, max_dbs=KeySpace.MAX_DBS, subdir=True)
     try:
         with env.begin(write=True) as txn, source.begin() as source_txn:
-            for name, (dupsort, dupfixed) in KeySpace.DATABASES.items():
+            for name, (dupsort, dupfixed) in replicated_databases().items():
                 target = env.open_db(name, txn=txn, dupsort=dupsort, dupfixed=dupfixed)
-                origin = source.open_db(name, txn=source_txn, create=False, dupsort=dupsort, dupfixed=dupfixed)
+                try:
+                    origin = source.open_db(name, txn=source_txn, create=False, dupsort=dupsort, dupfixed=dupfixed)
+                except lmdb.NotFoundError:  # a leader whose store predates this database
+                    txn.drop(target, delete=False)
+                    continue
                 txn.drop(target, delete=False)
                 items = source_txn.cursor(db=origin).iternext(keys=True, values=True)
                 # dupsort databases take their duplicates one by one; the others

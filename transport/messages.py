@@ -236,6 +236,37 @@ class MemberListResponse:
     members: tuple[Member, ...] = ()
 
 
+ALARM_NONE = 0
+ALARM_NOSPACE = 1
+ALARM_NAMES = {ALARM_NONE: "NONE", ALARM_NOSPACE: "NOSPACE"}
+
+ALARM_GET = 0
+ALARM_ACTIVATE = 1
+ALARM_DEACTIVATE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmMember:
+    member_id: int
+    alarm: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmRequest:
+    """etcd's Maintenance.Alarm: GET lists alarms (member_id 0 = every member);
+    ACTIVATE and DEACTIVATE go through the Raft log so every member agrees."""
+
+    action: int = ALARM_GET
+    member_id: int = 0
+    alarm: int = ALARM_NONE
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmResponse:
+    header: ResponseHeader
+    alarms: tuple[AlarmMember, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class MoveLeaderRequest:
     """Transfer leadership to target_id (etcdctl move-leader); sent to any member."""

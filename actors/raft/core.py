@@ -58,8 +58,8 @@ timeout ignore (pre-)vote requests (thesis §4.2.3), unless the election is a
 leadership transfer.
 
 ReadIndex (thesis §6.4): the leader records commit_index for the read, confirms it is
-still leader by a heartbeat round whose responses echo the read's context, then emits
-ReadState(index, context). A new leader first waits until an entry of its own term
+still leader by a heartbeat round (the heartbeats carry a round id of the leader's,
+see read_only.py), then emits ReadState(index, context) on the requesting node. A new leader first waits until an entry of its own term
 (the election no-op) is committed, because before that its commit index may lag
 behind entries committed by its predecessor.
 
@@ -402,7 +402,9 @@ class RaftCore:
         return True
 
     def read_index(self, context: bytes) -> bool:
-        assert context, "a read needs a non-empty, cluster-unique context"
+        # The context comes back in the ReadState; it only has to be unique among
+        # this node's own outstanding reads.
+        assert context, "a read needs a non-empty context"
         if self._role == LEADER:
             self._leader_read_index(context, self._id)
             return True
@@ -970,7 +972,7 @@ class RaftCore:
             self._answer_read(requester, log.committed, context)
             return
         # Thesis §6.4 steps 2-3: remember commit now, confirm leadership by a round
-        # of heartbeats carrying the context.
+        # of heartbeats carrying the request's round id.
         round_id = self._read_only.add(ReadRequest(log.committed, context, requester, self._id))
         self._bcast_heartbeat(round_id)
 
