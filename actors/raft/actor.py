@@ -32,6 +32,7 @@ from collections import deque
 import zmq
 
 from actors.base import Actor
+from actors.raft.auto_compaction import AutoCompactor
 from actors.raft.core import PersistedState, RaftConfig, RaftCore
 from actors.raft.peers import Peers
 from actors.raft.snapshots import SnapshotReceiver, SnapshotSender
@@ -39,11 +40,13 @@ from store.environment import open_kv, open_raft
 from store.mvcc import KeySpace
 from store.raftlog import RaftLogStore
 from transport import codec
+from transport.entries import make_payload
 from transport.errors import CairnError, NoLeaderError, TooManyRequestsError
 from transport.messages import (
     Applied,
     ApplyNeed,
     CommittedEntries,
+    CompactionRequest,
     Failpoint,
     ProposalsRejected,
     ProposeBatch,
@@ -122,6 +125,10 @@ class RaftActor(Actor):
         self.committed_for_apply = applied
         self.sent_to_apply = applied
         self.apply_acked = applied
+        self.revision = 0  # the keyspace revision apply last reported
+        auto = self.settings.auto_compaction
+        self.auto_compactor = AutoCompactor(auto.mode, auto.retention)
+        self.auto_compaction_checked_at = 0.0
         self.last_status = None
         self.status_due = 0.0
         if len(voters) == 1:
@@ -166,6 +173,7 @@ class RaftActor(Actor):
                 self.read_contexts.append(message.context)
             elif isinstance(message, Applied):
                 self.apply_acked = max(self.apply_acked, message.index)
+                self.revision = max(self.revision, message.revision)
             elif isinstance(message, ApplyNeed):
                 self.log.info("apply_needs", next_index=message.next_index, sent=self.sent_to_apply)
                 self.apply_acked = max(self.apply_acked, message.next_index - 1)
@@ -204,6 +212,7 @@ class RaftActor(Actor):
             messages, self.peer_messages = self.peer_messages, []
             for message in messages:
                 self.core.step(message)
+        self._auto_compact(now)
         self._propose(now)
         self._read_index()
         self._drain_ready()
@@ -244,6 +253,20 @@ class RaftActor(Actor):
         while self.waiting_for_leader and self.waiting_for_leader[0][0] <= now:
             _, ids, _ = self.waiting_for_leader.popleft()
             self._reject(ids, NoLeaderError.code)
+
+    def _auto_compact(self, now: float) -> None:
+        """The leader proposes compactions for auto_compaction (checked once a second)."""
+        if now - self.auto_compaction_checked_at < 1.0 or self.core.role != "leader":
+            return
+        self.auto_compaction_checked_at = now
+        target = self.auto_compactor.next_target(now, self.revision)
+        if target is None:
+            return
+        request_id = int.from_bytes(os.urandom(8), "big") >> 1
+        frame = codec.encode(CompactionRequest(target), request_id)
+        self.proposal_ids.append(request_id)
+        self.proposal_payloads.append(make_payload(self.member.id, frame))
+        self.log.info("auto_compaction_proposed", revision=target, request_id=request_id, term=self.core.term)
 
     def _reject(self, request_ids, code: str) -> None:
         self.log.warning("proposals_rejected", request_ids=request_ids, code=code, term=self.core.term)

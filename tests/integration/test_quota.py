@@ -47,3 +47,27 @@ def test_nospace_alarm_blocks_writes_keeps_reads_and_disarms_after_compaction(tm
             assert c.get(b"small").kvs[0].value == b"1"
     finally:
         cluster.stop()
+
+
+def test_auto_compaction_by_revision(tmp_path):
+    from transport.errors import CompactedError
+
+    cluster = Cluster(tmp_path, members=1, auto_compaction={"mode": "revision", "retention": 20})
+    try:
+        cluster.start()
+        with cluster.client() as c:
+            for i in range(60):
+                c.put(b"auto", str(i).encode())
+            last = c.get(b"auto").header.revision
+            deadline = time.monotonic() + 15
+            while True:  # the leader proposes within about a second
+                try:
+                    c.get(b"auto", revision=2)
+                except CompactedError as error:
+                    assert 2 < error.compact_revision <= last - 20
+                    break
+                assert time.monotonic() < deadline, "auto-compaction never ran"
+                time.sleep(0.2)
+            assert c.get(b"auto", revision=last - 20).kvs  # the retained window is readable
+    finally:
+        cluster.stop()
