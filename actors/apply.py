@@ -38,6 +38,7 @@ from transport.messages import (
     AppliedEvents,
     ApplyNeed,
     CommittedEntries,
+    CompactionRequest,
     InstallSnapshot,
     ProposeBatch,
     ResponseHeader,
@@ -49,6 +50,10 @@ from transport.sockets import inbox, outbox
 # How often the keyspace size is measured against the quota, and how long to
 # wait before proposing the alarm again if the first proposal got lost.
 QUOTA_CHECK_S = 1.0
+# Records a physical compaction examines per write transaction: a compaction of
+# a huge history is spread over many short transactions between batches, so it
+# never holds up the entries behind it.
+COMPACTION_STEP_RECORDS = 5000
 ALARM_RETRY_S = 5.0
 
 
@@ -63,6 +68,7 @@ class ApplyActor(Actor):
         self.quota_checked_at = 0.0
         self.alarm_proposed_at = 0.0
         with self.env.begin() as txn:
+            self.compaction_pending = self.keyspace.compaction_pending(txn)
             self.applied = self.keyspace.applied_index(txn)
             self.revision = self.keyspace.current_revision(txn)
         hwm = self.limits.socket_hwm
@@ -164,7 +170,11 @@ class ApplyActor(Actor):
             return request_id, NoSpaceError().to_response(), []
         writer = self.keyspace.writer(txn, header, self.limits.max_txn_ops)
         try:
-            response, events = writer.execute(request)
+            if isinstance(request, CompactionRequest):
+                response, events = writer.compact(request, max_records=COMPACTION_STEP_RECORDS), []
+                self.compaction_pending = True
+            else:
+                response, events = writer.execute(request)
         except CairnError as error:
             return request_id, error.to_response(), []
         return request_id, response, events
@@ -179,7 +189,24 @@ class ApplyActor(Actor):
             return AlarmResponse(header, self.alarms.deactivate(txn, request.member_id, request.alarm))
         return AlarmResponse(header, self.alarms.list(txn, request.member_id))
 
+    def timeout_ms(self) -> int:
+        return 0 if self.compaction_pending else self.settings.tick_ms
+
     def on_timer(self, now: float) -> None:
+        if self.compaction_pending and not self.pending_entries:
+            self._compaction_step()
+        self._check_quota(now)
+
+    def _compaction_step(self) -> None:
+        """One bounded step of a physical compaction, in its own transaction."""
+        header = ResponseHeader(self.config.id, self.member.id, 0, 0)
+        with self.env.begin(write=True) as txn:
+            done = self.keyspace.writer(txn, header).compact_step(COMPACTION_STEP_RECORDS)
+        self.compaction_pending = not done
+        if done:
+            self.log.info("compaction_finished", revision=self.revision)
+
+    def _check_quota(self, now: float) -> None:
         """Raise NOSPACE through the log when this member's keyspace outgrows the quota."""
         if now - self.quota_checked_at < QUOTA_CHECK_S:
             return
