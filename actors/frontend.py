@@ -63,7 +63,12 @@ from transport.messages import (
     ProposeBatch,
     PutRequest,
     RaftStatus,
+    SORT_ASCEND,
+    SORT_BY_KEY,
+    SORT_NONE,
+    RangeChunk,
     RangeRequest,
+    RangeResponse,
     ReadIndexRequest,
     ReadIndexResult,
     ResponseHeader,
@@ -75,11 +80,24 @@ from transport.messages import (
 from transport.sockets import configure, inbox, outbox
 
 VERSION = "0.1.0"
+
+
+class RangeStream:
+    """A large range being answered in chunks, one chunk per loop turn."""
+
+    __slots__ = ("identity", "request_id", "request", "revision", "header_revision", "resume", "sent")
+
+    def __init__(self, identity, request_id, request, revision, header_revision, resume, sent):
+        self.identity, self.request_id, self.request = identity, request_id, request
+        self.revision, self.header_revision, self.resume, self.sent = revision, header_revision, resume, sent
 WRITE_REQUESTS = (PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest)
 
 
 class FrontendActor(Actor):
     name = "frontend"
+
+    def timeout_ms(self) -> int:
+        return 0 if self.range_streams else self.settings.tick_ms
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
@@ -104,6 +122,7 @@ class FrontendActor(Actor):
         self.read_rounds: dict[int, tuple[float, list]] = {}  # context -> (deadline, reads)
         self.reads_at_index: list[tuple[int, list]] = []  # (read index, reads) awaiting apply
         self.next_context = 1
+        self.range_streams: deque[RangeStream] = deque()
         self.leader_moves: list[tuple[bytes, int, int, float]] = []  # (identity, request id, target, deadline)
         self.add_reader(self.router, self.on_client_frames, multipart=True)
         self.add_reader(self.inbox, self.on_inbox)
@@ -258,19 +277,69 @@ class FrontendActor(Actor):
         if self.serve_now:
             reads, self.serve_now = self.serve_now, []
             self.serve_reads(reads)
+        if self.range_streams:
+            self.continue_streams()
 
     def serve_reads(self, reads) -> None:
-        """Every read of the turn in one short LMDB read transaction."""
+        """Every read of the turn in one short LMDB read transaction; a range
+        larger than range_chunk_bytes continues as a stream of chunks."""
         header = ResponseHeader(self.config.id, self.member.id, 0, self.raft.term)
         with self.env.begin() as txn:
             reader = self.keyspace.reader(txn, header)
             for identity, request_id, request in reads:
                 try:
-                    response = reader.range(request)
+                    if not self.start_stream(reader, identity, request_id, request):
+                        self.send(identity, request_id, reader.range(request))
                 except CairnError as error:
                     self.reply_error(identity, request_id, error)
-                    continue
-                self.send(identity, request_id, response)
+
+    @staticmethod
+    def pageable(request: RangeRequest) -> bool:
+        """Key-ordered results can be produced page by page; other sort orders
+        need the whole result in memory, as in etcd."""
+        key_order = request.sort_order == SORT_NONE or (
+            request.sort_order == SORT_ASCEND and request.sort_target == SORT_BY_KEY)
+        return key_order and not request.count_only and bool(request.range_end)
+
+    def start_stream(self, reader, identity, request_id, request: RangeRequest) -> bool:
+        if not self.pageable(request):
+            return False
+        revision = request.revision or reader.revision
+        kvs, resume = reader.range_page(request, revision, None, self.limits.range_chunk_bytes)
+        if resume is None or (request.limit and len(kvs) >= request.limit):
+            return False  # small enough for one response
+        self.send(identity, request_id, RangeChunk(tuple(kvs)))
+        self.range_streams.append(RangeStream(identity, request_id, request, revision, reader.revision, resume, len(kvs)))
+        return True
+
+    def continue_streams(self) -> None:
+        """One chunk of each large range per turn, each in its own short read
+        transaction so LMDB can reuse freed pages meanwhile."""
+        header = ResponseHeader(self.config.id, self.member.id, 0, self.raft.term)
+        for _ in range(len(self.range_streams)):
+            stream = self.range_streams.popleft()
+            request = stream.request
+            try:
+                with self.env.begin() as txn:
+                    reader = self.keyspace.reader(txn, header)
+                    kvs, resume = reader.range_page(request, stream.revision, stream.resume, self.limits.range_chunk_bytes)
+                    if request.limit:
+                        kvs = kvs[: request.limit - stream.sent]
+                    stream.sent += len(kvs)
+                    done = resume is None or (request.limit and stream.sent >= request.limit)
+                    if not done:
+                        self.send(stream.identity, stream.request_id, RangeChunk(tuple(kvs)))
+                        stream.resume = resume
+                        self.range_streams.append(stream)
+                        continue
+                    count = reader.count(request, stream.revision)  # once, at the end
+            except CairnError as error:  # e.g. compacted away mid-stream
+                self.reply_error(stream.identity, stream.request_id, error)
+                continue
+            final_header = ResponseHeader(self.config.id, self.member.id, stream.header_revision, self.raft.term)
+            more = bool(request.limit) and count > stream.sent
+            self.log.info("range_streamed", request_id=stream.request_id, kvs=stream.sent, revision=stream.revision)
+            self.send(stream.identity, stream.request_id, RangeResponse(final_header, tuple(kvs), more, count))
 
     def send_to_raft(self, message, request_ids) -> None:
         try:

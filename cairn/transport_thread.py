@@ -27,6 +27,7 @@ import zmq
 
 from transport import codec
 from transport.errors import CairnError, MalformedRequestError, Unavailable
+from transport.messages import RangeChunk, RangeResponse
 
 POLL_MS = 50
 
@@ -40,6 +41,7 @@ class TransportThread:
         self.submissions = deque()
         self.pending: dict[int, Future] = {}
         self.sent: set[int] = set()  # request ids that left this process
+        self.chunks: dict[int, list] = {}  # request id -> kvs of a large range so far
         self.lock = threading.Lock()
         self.request_ids = itertools.count(int.from_bytes(os.urandom(6), "big") << 12)
         wake_address = f"inproc://cairn-client-wake-{id(self)}"
@@ -72,6 +74,7 @@ class TransportThread:
         (so a write's outcome is unknown), False if it never left this process."""
         with self.lock:
             self.pending.pop(request_id, None)
+            self.chunks.pop(request_id, None)
             was_sent = request_id in self.sent
             self.sent.discard(request_id)
         return was_sent
@@ -160,14 +163,22 @@ class TransportThread:
                 request_id = codec.peek_request_id(frame)
                 self._resolve(request_id, error=MalformedRequestError(f"bad reply from server: {error.message}"))
                 continue
+            if type(message) is RangeChunk:
+                with self.lock:
+                    if request_id in self.pending:
+                        self.chunks.setdefault(request_id, []).extend(message.kvs)
+                continue
             self._resolve(request_id, result=message)
 
     def _resolve(self, request_id: int, result=None, error=None) -> None:
         with self.lock:
             future = self.pending.pop(request_id, None)
             self.sent.discard(request_id)
+            chunks = self.chunks.pop(request_id, None)
         if future is None or future.done():
             return
+        if chunks and type(result) is RangeResponse:
+            result = RangeResponse(result.header, tuple(chunks) + result.kvs, result.more, result.count)
         if error is not None:
             future.set_exception(error)
         else:

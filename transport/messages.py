@@ -168,6 +168,14 @@ class RangeResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class RangeChunk:
+    """Part of a large range's answer: chunks arrive in key order under the
+    request's id, then a RangeResponse with the rest, `count` and `more`."""
+
+    kvs: tuple[KeyValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PutResponse:
     header: ResponseHeader
     prev_kv: KeyValue | None = None
