@@ -51,6 +51,9 @@ from transport.messages import (
     AlarmRequest,
     AlarmResponse,
     Applied,
+    ClientReplies,
+    ClientRequests,
+    ClientsGone,
     CompactionRequest,
     DeleteRangeRequest,
     ErrorResponse,
@@ -76,6 +79,9 @@ from transport.messages import (
     StatusResponse,
     TransferLeadership,
     TxnRequest,
+    WatchCancelRequest,
+    WatchCreateRequest,
+    WatchProgressRequest,
 )
 from transport.sockets import configure, inbox, outbox
 
@@ -91,6 +97,7 @@ class RangeStream:
         self.identity, self.request_id, self.request = identity, request_id, request
         self.revision, self.header_revision, self.resume, self.sent = revision, header_revision, resume, sent
 WRITE_REQUESTS = (PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest)
+WATCH_REQUESTS = (WatchCreateRequest, WatchCancelRequest, WatchProgressRequest)
 
 
 class FrontendActor(Actor):
@@ -103,7 +110,13 @@ class FrontendActor(Actor):
         super().__init__(config, member_name)
         hwm = self.limits.socket_hwm
         self.router = configure(self.context.socket(zmq.ROUTER), hwm)
+        # An empty frame tells when a client connection comes or goes, so the
+        # watches and lease streams of a vanished client can be dropped.
+        self.router.setsockopt(zmq.ROUTER_NOTIFY, zmq.NOTIFY_DISCONNECT)
         self.router.bind(self.member.client)
+        self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
+        self.for_watch: list[tuple[bytes, bytes]] = []
+        self.gone: list[bytes] = []
         self.inbox = inbox(self.context, self.data_dir, "frontend", hwm)
         self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
@@ -134,6 +147,9 @@ class FrontendActor(Actor):
         now = time.monotonic()
         for parts in messages:
             identity = parts[0]
+            if len(parts) == 2 and not parts[1]:
+                self.gone.append(identity)  # ROUTER_NOTIFY: the connection closed
+                continue
             if len(parts) != 2:
                 self.reply_error(identity, 0, MalformedRequestError("malformed frame: expected exactly one frame per request"))
                 continue
@@ -164,6 +180,8 @@ class FrontendActor(Actor):
                 raise EmptyKeyError()
             read = (identity, request_id, request)
             (self.serve_now if request.serializable else self.awaiting_read_index).append(read)
+        elif isinstance(request, WATCH_REQUESTS):
+            self.for_watch.append((identity, frame))
         elif isinstance(request, StatusRequest):
             self.send(identity, request_id, self.status())
         elif isinstance(request, MemberListRequest):
@@ -215,6 +233,9 @@ class FrontendActor(Actor):
                 self.on_read_index(message)
             elif isinstance(message, ProposalsRejected):
                 self.on_rejected(message)
+            elif isinstance(message, ClientReplies):
+                for identity, frame in zip(message.identities, message.frames):
+                    self.router.send_multipart([identity, frame])
             elif isinstance(message, RaftStatus):
                 self.raft = message
                 self.answer_leader_moves()
@@ -256,6 +277,13 @@ class FrontendActor(Actor):
     # ------------------------------------------------------------------ batch end
 
     def on_batch_end(self) -> None:
+        if self.for_watch:
+            identities, frames = zip(*self.for_watch)
+            self.for_watch = []
+            self.forward(self.to_watch, ClientRequests(identities, frames), identities, frames)
+        if self.gone:
+            gone, self.gone = tuple(self.gone), []
+            self.forward(self.to_watch, ClientsGone(gone), (), ())
         if self.proposals:
             request_ids = tuple(request_id for request_id, _ in self.proposals)
             payloads = tuple(payload for _, payload in self.proposals)
@@ -340,6 +368,15 @@ class FrontendActor(Actor):
             more = bool(request.limit) and count > stream.sent
             self.log.info("range_streamed", request_id=stream.request_id, kvs=stream.sent, revision=stream.revision)
             self.send(stream.identity, stream.request_id, RangeResponse(final_header, tuple(kvs), more, count))
+
+    def forward(self, socket, message, identities, frames) -> None:
+        """Hand client frames to the actor that serves them; if its queue is full
+        the clients get TooManyRequests now rather than silence."""
+        try:
+            socket.send(codec.encode(message), zmq.NOBLOCK)
+        except zmq.Again:
+            for identity, frame in zip(identities, frames):
+                self.reply_error(identity, codec.peek_request_id(frame), TooManyRequestsError())
 
     def send_to_raft(self, message, request_ids) -> None:
         try:

@@ -42,6 +42,7 @@ class TransportThread:
         self.pending: dict[int, Future] = {}
         self.sent: set[int] = set()  # request ids that left this process
         self.chunks: dict[int, list] = {}  # request id -> kvs of a large range so far
+        self.streams: dict[int, object] = {}  # request id -> callback(message) for streamed replies
         self.lock = threading.Lock()
         self.request_ids = itertools.count(int.from_bytes(os.urandom(6), "big") << 12)
         wake_address = f"inproc://cairn-client-wake-{id(self)}"
@@ -57,17 +58,37 @@ class TransportThread:
     def next_request_id(self) -> int:
         return next(self.request_ids) & ((1 << 64) - 1)
 
-    def submit(self, endpoint: int, frame: bytes, request_id: int) -> Future:
+    def submit(self, endpoint: int, frame: bytes, request_id: int, resolve_on_send: bool = False) -> Future:
+        """Queue a frame for the I/O thread. The Future resolves with the reply
+        (or, with resolve_on_send, with None as soon as the frame is sent: its
+        replies go to a subscription)."""
         future: Future = Future()
         if self.closed:
             future.set_exception(Unavailable("client is closed"))
             return future
+        key = (request_id, "send") if resolve_on_send else request_id
         with self.lock:
-            self.pending[request_id] = future
-        self.submissions.append((endpoint, frame, request_id, time.monotonic() + self.dial_timeout))
+            self.pending[key] = future
+        self.submissions.append((endpoint, frame, key, time.monotonic() + self.dial_timeout))
         with self.wake_lock:
             self.wake_sender.send(b"", zmq.NOBLOCK)
         return future
+
+    def subscribe(self, request_id: int, callback) -> None:
+        """Every reply under request_id goes to callback(message) (called on the
+        I/O thread: it must only hand the message on, e.g. to a queue) instead of
+        resolving a Future. Used by watches and keep-alive streams."""
+        with self.lock:
+            self.streams[request_id] = callback
+
+    def unsubscribe(self, request_id: int) -> None:
+        with self.lock:
+            self.streams.pop(request_id, None)
+
+    def send(self, endpoint: int, frame: bytes, request_id: int) -> Future:
+        """Send a frame whose replies go to a subscription; the Future resolves
+        with None once sent, or fails with Unavailable if it cannot be."""
+        return self.submit(endpoint, frame, request_id, resolve_on_send=True)
 
     def forget(self, request_id: int) -> bool:
         """Stop waiting for request_id; True if its frame had already been sent
@@ -140,10 +161,14 @@ class TransportThread:
                     continue  # the caller gave up
                 try:
                     dealers[endpoint].send(frame, zmq.NOBLOCK)
-                    self.sent.add(request_id)
-                    continue
                 except zmq.Again:
                     pass
+                else:
+                    if type(request_id) is tuple:  # a stream's frame: done once sent
+                        self.pending.pop(request_id).set_result(None)
+                    else:
+                        self.sent.add(request_id)
+                    continue
             if now < deadline:
                 still_unsent.append(item)
             else:
@@ -162,6 +187,11 @@ class TransportThread:
             except CairnError as error:
                 request_id = codec.peek_request_id(frame)
                 self._resolve(request_id, error=MalformedRequestError(f"bad reply from server: {error.message}"))
+                continue
+            with self.lock:
+                stream = self.streams.get(request_id)
+            if stream is not None:
+                stream(message)
                 continue
             if type(message) is RangeChunk:
                 with self.lock:

@@ -467,3 +467,71 @@ class SnapshotInstalled:
     applied: int
     ok: bool = True
     error: str = ""
+
+
+# ---------------------------------------------------------------------------
+# Watch (etcd's Watch service). One client connection carries many watches:
+# every response of a watch travels under the request id of its
+# WatchCreateRequest, so the client routes it to that watch's stream.
+# ---------------------------------------------------------------------------
+
+WATCH_FILTER_NOPUT = 0
+WATCH_FILTER_NODELETE = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WatchCreateRequest:
+    key: bytes
+    range_end: bytes = b""
+    start_revision: int = 0
+    progress_notify: bool = False
+    filters: tuple[int, ...] = ()
+    prev_kv: bool = False
+    watch_id: int = 0
+    fragment: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WatchCancelRequest:
+    watch_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchProgressRequest:
+    """Ask for a progress notification on every watch of this connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchResponse:
+    header: ResponseHeader
+    watch_id: int
+    created: bool = False
+    canceled: bool = False
+    compact_revision: int = 0
+    cancel_reason: str = ""
+    fragment: bool = False
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequests:
+    """frontend -> watch (or lease): client frames this actor serves, forwarded
+    untouched with the identity of the connection they came from."""
+
+    identities: tuple[bytes, ...]
+    frames: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReplies:
+    """watch (or lease) -> frontend: frames to send to client connections as they are."""
+
+    identities: tuple[bytes, ...]
+    frames: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientsGone:
+    """frontend -> watch and lease: these client connections closed."""
+
+    identities: tuple[bytes, ...]
