@@ -53,7 +53,6 @@ from transport.messages import (
     Applied,
     ClientReplies,
     ClientRequests,
-    ClientsGone,
     CompactionRequest,
     DeleteRangeRequest,
     ErrorResponse,
@@ -110,13 +109,9 @@ class FrontendActor(Actor):
         super().__init__(config, member_name)
         hwm = self.limits.socket_hwm
         self.router = configure(self.context.socket(zmq.ROUTER), hwm)
-        # An empty frame tells when a client connection comes or goes, so the
-        # watches and lease streams of a vanished client can be dropped.
-        self.router.setsockopt(zmq.ROUTER_NOTIFY, zmq.NOTIFY_DISCONNECT)
         self.router.bind(self.member.client)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
         self.for_watch: list[tuple[bytes, bytes]] = []
-        self.gone: list[bytes] = []
         self.inbox = inbox(self.context, self.data_dir, "frontend", hwm)
         self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
@@ -147,9 +142,6 @@ class FrontendActor(Actor):
         now = time.monotonic()
         for parts in messages:
             identity = parts[0]
-            if len(parts) == 2 and not parts[1]:
-                self.gone.append(identity)  # ROUTER_NOTIFY: the connection closed
-                continue
             if len(parts) != 2:
                 self.reply_error(identity, 0, MalformedRequestError("malformed frame: expected exactly one frame per request"))
                 continue
@@ -281,9 +273,6 @@ class FrontendActor(Actor):
             identities, frames = zip(*self.for_watch)
             self.for_watch = []
             self.forward(self.to_watch, ClientRequests(identities, frames), identities, frames)
-        if self.gone:
-            gone, self.gone = tuple(self.gone), []
-            self.forward(self.to_watch, ClientsGone(gone), (), ())
         if self.proposals:
             request_ids = tuple(request_id for request_id, _ in self.proposals)
             payloads = tuple(payload for _, payload in self.proposals)

@@ -528,10 +528,3 @@ class ClientReplies:
 
     identities: tuple[bytes, ...]
     frames: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ClientsGone:
-    """frontend -> watch and lease: these client connections closed."""
-
-    identities: tuple[bytes, ...]
