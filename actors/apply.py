@@ -20,6 +20,7 @@ import os
 
 import zmq
 
+from actors.apply_leases import LEASE_WRITES, LeaseChanges, apply_lease_request, min_lease_ttl_s
 from actors.base import Actor
 from store.alarms import Alarms, bytes_in_use, has_put
 from store.environment import open_kv, replicated_databases
@@ -40,6 +41,7 @@ from transport.messages import (
     CommittedEntries,
     CompactionRequest,
     InstallSnapshot,
+    LeaseGrantRequest,
     ProposeBatch,
     ResponseHeader,
     SnapshotInstalled,
@@ -76,6 +78,9 @@ class ApplyActor(Actor):
         self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
+        self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
+        self.min_lease_ttl_s = min_lease_ttl_s(self.settings)
+        self.lease_changes = LeaseChanges()
         self.add_reader(self.inbox, self.on_frames)
         self.pending_entries = []
         self.need_sent = False
@@ -114,6 +119,7 @@ class ApplyActor(Actor):
     def _apply(self, entries) -> None:
         request_ids, frames, events = [], [], []
         member_id = self.member.id
+        self.lease_changes = LeaseChanges()
         with self.env.begin(write=True) as txn:
             for entry in entries:
                 if not entry.data:
@@ -136,6 +142,8 @@ class ApplyActor(Actor):
         self._send(self.to_raft, Applied(self.applied, self.revision))
         if events:
             self._send(self.to_watch, AppliedEvents(self.revision, tuple(events)))
+        if self.lease_changes:
+            self._send(self.to_lease, self.lease_changes.message())
 
     def install_snapshot(self, message: InstallSnapshot) -> None:
         """Replace the keyspace with the leader's snapshot (one transaction), then
@@ -164,13 +172,16 @@ class ApplyActor(Actor):
             return codec.peek_request_id(frame), MalformedRequestError(str(error)).to_response(), []
         if isinstance(request, AlarmRequest):
             return request_id, self._alarm(txn, header, request), []
-        if has_put(request) and self.alarms.no_space(txn):
+        if (has_put(request) or isinstance(request, LeaseGrantRequest)) and self.alarms.no_space(txn):
             # etcd's capped applier: every member refuses the same writes, since
             # the alarm itself came through the log.
             return request_id, NoSpaceError().to_response(), []
         writer = self.keyspace.writer(txn, header, self.limits.max_txn_ops)
         try:
-            if isinstance(request, CompactionRequest):
+            if isinstance(request, LEASE_WRITES):
+                header = ResponseHeader(header.cluster_id, header.member_id, self.keyspace.current_revision(txn), header.raft_term)
+                response, events = apply_lease_request(writer, header, request, self.min_lease_ttl_s, self.lease_changes)
+            elif isinstance(request, CompactionRequest):
                 response, events = writer.compact(request, max_records=COMPACTION_STEP_RECORDS), []
                 self.compaction_pending = True
             else:

@@ -76,10 +76,16 @@ class Actor:
         self.context = zmq.Context()
         self.stopping = False
         self._readers: list[tuple[zmq.Socket, object, bool]] = []
+        self._readers_changed = False
 
     def add_reader(self, socket: zmq.Socket, handler, multipart: bool = False) -> None:
         """handler(list of frames) is called with everything drained from socket."""
         self._readers.append((socket, handler, multipart))
+        self._readers_changed = True
+
+    def remove_reader(self, socket: zmq.Socket) -> None:
+        self._readers = [reader for reader in self._readers if reader[0] is not socket]
+        self._readers_changed = True
 
     def timeout_ms(self) -> int:
         return self.settings.tick_ms
@@ -94,11 +100,14 @@ class Actor:
         """Answer what is pending with an error and release resources."""
 
     def serve(self) -> None:
-        poller = zmq.Poller()
-        for socket, _, _ in self._readers:
-            poller.register(socket, zmq.POLLIN)
         limit = self.limits.max_batch_messages
+        poller = None
         while not self.stopping:
+            if self._readers_changed or poller is None:
+                poller = zmq.Poller()
+                for socket, _, _ in self._readers:
+                    poller.register(socket, zmq.POLLIN)
+                self._readers_changed = False
             ready = dict(poller.poll(self.timeout_ms()))
             for socket, handler, multipart in self._readers:
                 if socket in ready:

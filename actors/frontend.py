@@ -55,6 +55,11 @@ from transport.messages import (
     ClientRequests,
     CompactionRequest,
     DeleteRangeRequest,
+    LeaseGrantRequest,
+    LeaseKeepAliveRequest,
+    LeaseLeasesRequest,
+    LeaseRevokeRequest,
+    LeaseTimeToLiveRequest,
     ErrorResponse,
     Member,
     MemberListRequest,
@@ -87,6 +92,12 @@ from transport.sockets import configure, inbox, outbox
 VERSION = "0.1.0"
 
 
+def new_lease_id() -> int:
+    """A positive 63-bit id; random, so ids from different members never need
+    coordinating (a collision, 1 in 2^63, is refused as LeaseExists)."""
+    return (int.from_bytes(os.urandom(8), "big") >> 1) or 1
+
+
 class RangeStream:
     """A large range being answered in chunks, one chunk per loop turn."""
 
@@ -97,6 +108,9 @@ class RangeStream:
         self.revision, self.header_revision, self.resume, self.sent = revision, header_revision, resume, sent
 WRITE_REQUESTS = (PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest)
 WATCH_REQUESTS = (WatchCreateRequest, WatchCancelRequest, WatchProgressRequest)
+# Lease requests the lease actor answers (the leader's holds the deadlines).
+LEASE_ACTOR_REQUESTS = (LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest)
+LEASE_WRITE_REQUESTS = (LeaseGrantRequest, LeaseRevokeRequest)
 
 
 class FrontendActor(Actor):
@@ -112,6 +126,8 @@ class FrontendActor(Actor):
         self.router.bind(self.member.client)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
         self.for_watch: list[tuple[bytes, bytes]] = []
+        self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
+        self.for_lease: list[tuple[bytes, bytes]] = []
         self.inbox = inbox(self.context, self.data_dir, "frontend", hwm)
         self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
@@ -157,7 +173,11 @@ class FrontendActor(Actor):
     def dispatch(self, identity: bytes, request_id: int, request, frame: bytes, now: float) -> None:
         if isinstance(request, AlarmRequest) and request.action == ALARM_GET:
             self.send(identity, request_id, self.alarm_list(request.member_id))
-        elif isinstance(request, WRITE_REQUESTS) or isinstance(request, AlarmRequest):
+        elif isinstance(request, WRITE_REQUESTS + LEASE_WRITE_REQUESTS) or isinstance(request, AlarmRequest):
+            if isinstance(request, LeaseGrantRequest) and request.id == 0:
+                # etcd's server picks the id before the log, so every member applies the same one
+                request = LeaseGrantRequest(request.ttl, new_lease_id())
+                frame = codec.encode(request, request_id)
             self.check_write(request)
             if request_id in self.pending_writes:
                 raise MalformedRequestError(f"request id {request_id} is already in flight")
@@ -174,6 +194,8 @@ class FrontendActor(Actor):
             (self.serve_now if request.serializable else self.awaiting_read_index).append(read)
         elif isinstance(request, WATCH_REQUESTS):
             self.for_watch.append((identity, frame))
+        elif isinstance(request, LEASE_ACTOR_REQUESTS):
+            self.for_lease.append((identity, frame))
         elif isinstance(request, StatusRequest):
             self.send(identity, request_id, self.status())
         elif isinstance(request, MemberListRequest):
@@ -273,6 +295,10 @@ class FrontendActor(Actor):
             identities, frames = zip(*self.for_watch)
             self.for_watch = []
             self.forward(self.to_watch, ClientRequests(identities, frames), identities, frames)
+        if self.for_lease:
+            identities, frames = zip(*self.for_lease)
+            self.for_lease = []
+            self.forward(self.to_lease, ClientRequests(identities, frames), identities, frames)
         if self.proposals:
             request_ids = tuple(request_id for request_id, _ in self.proposals)
             payloads = tuple(payload for _, payload in self.proposals)

@@ -1,17 +1,64 @@
 """The lease-expiry actor: lease deadlines in memory, acting only on the leader.
 
-For now it follows the member's Raft status (who leads, whether the leader has
-recently heard from a quorum), which is what expiry will be gated on; lease
-grant, keep-alive, expiry and checkpoints are issue 5's work.
+Theory of operation
+-------------------
+Every member's lease actor mirrors the replicated lease table (loaded from the
+store at start, then kept current by LeasesChanged from apply). Only the
+leader's keeps deadlines (actors/lease_table.py) and acts on them:
+
+* keep-alives, TimeToLive and Leases requests are answered here, without the
+  Raft log. A member that does not lead forwards them to the leader's frontend
+  (as a client would) and relays the answer, so clients may use any member.
+* each tick, expired leases are revoked by proposing LeaseExpireRequest
+  entries, many leases per entry — but only while the leader has heard from a
+  quorum within an election timeout (RaftStatus.quorum_active): a leader cut off
+  or starved of CPU must not revoke every lease it believes has expired.
+* every checkpoint_interval, remaining TTLs are proposed as
+  LeaseCheckpointRequest entries in batches, so a new leader resumes from them
+  (see lease_table.promote).
 """
 
 from __future__ import annotations
 
+import os
+import time
+
+import zmq
+
 from actors.base import Actor
+from actors.lease_table import LeaseTable
+from store.environment import open_kv
+from store.mvcc import KeySpace
 from transport import codec
-from transport.errors import CairnError
-from transport.messages import RaftStatus
-from transport.sockets import inbox
+from transport.entries import make_payload
+from transport.errors import CairnError, MalformedRequestError, NoLeaderError
+from transport.messages import (
+    ClientReplies,
+    ClientRequests,
+    LeaseCheckpointRequest,
+    LeaseExpireRequest,
+    LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse,
+    LeaseLeasesRequest,
+    LeaseLeasesResponse,
+    LeasesChanged,
+    LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
+    ProposeBatch,
+    RaftStatus,
+    ResponseHeader,
+)
+from transport.sockets import configure, inbox, outbox
+
+# Leases revoked per log entry, and entries proposed per tick: 10,000 leases
+# expiring at once become 20 entries spread over a few ticks, never a stall.
+EXPIRE_BATCH = 500
+EXPIRE_ENTRIES_PER_TICK = 4
+CHECKPOINT_INTERVAL_S = 5.0
+CHECKPOINT_BATCH = 1000
+# A forwarded request with no answer from the leader in this long is dropped
+# (the client times out and retries).
+FORWARD_TIMEOUT_S = 5.0
 
 
 class LeaseActor(Actor):
@@ -19,11 +66,34 @@ class LeaseActor(Actor):
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
-        self.inbox = inbox(self.context, self.data_dir, "lease", self.limits.socket_hwm)
+        hwm = self.limits.socket_hwm
+        self.inbox = inbox(self.context, self.data_dir, "lease", hwm)
+        self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
+        self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
         self.add_reader(self.inbox, self.on_frames)
-        self.is_leader = False
+        self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
+        self.keyspace = KeySpace(self.env)
+        self.table = LeaseTable()
+        self.table.load(self._stored_leases())
+        self.election_timeout_s = self.settings.election_ticks * self.settings.tick_ms / 1000
+        self.raft = RaftStatus(self.member.id, 0, 0, "follower", 0, 0, 0)
+        self.replies: list[tuple[bytes, bytes]] = []
+        self.leader_link: zmq.Socket | None = None
+        self.leader_link_to = 0
+        self.forwarded: dict[int, tuple[bytes, float]] = {}  # request id -> (identity, deadline)
+        self.next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
+        self.log.info("leases_loaded", count=len(self.table.ttl))
+
+    def _stored_leases(self) -> dict[int, tuple[int, int]]:
+        header = ResponseHeader(self.config.id, self.member.id, 0, 0)
+        with self.env.begin() as txn:
+            reader = self.keyspace.reader(txn, header)
+            return {lease: reader.lease(lease) for lease in reader.leases()}
+
+    # ------------------------------------------------------------------ input
 
     def on_frames(self, frames: list[bytes]) -> None:
+        now = time.monotonic()
         for frame in frames:
             try:
                 _, message = codec.decode(frame)
@@ -31,9 +101,165 @@ class LeaseActor(Actor):
                 self.log.error("bad_frame_dropped", error=str(error))
                 continue
             if isinstance(message, RaftStatus):
-                leader = message.role == "leader"
-                if leader != self.is_leader:
-                    self.is_leader = leader
-                    self.log.info("leadership_changed", leader=leader, term=message.term)
+                self.on_status(message, now)
+            elif isinstance(message, LeasesChanged):
+                for lease, ttl in zip(message.granted_ids, message.granted_ttls):
+                    self.table.granted(lease, ttl, now)
+                for lease in message.revoked_ids:
+                    self.table.revoked(lease)
+            elif isinstance(message, ClientRequests):
+                for identity, client_frame in zip(message.identities, message.frames):
+                    self.on_client(identity, client_frame, now)
             else:
                 self.log.warning("unexpected_message", type=type(message).__name__)
+
+    def on_status(self, status: RaftStatus, now: float) -> None:
+        leading = status.role == "leader"
+        if leading and not self.table.leading:
+            # reload: this member may have missed LeasesChanged while it restarted
+            self.table.load(self._stored_leases())
+            self.table.promote(now, self.election_timeout_s)
+            self.log.info("leases_promoted", count=len(self.table.ttl), extend_s=self.election_timeout_s, term=status.term)
+        elif not leading and self.table.leading:
+            self.table.demote()
+            self.log.info("leases_demoted", term=status.term)
+        self.raft = status
+
+    def on_client(self, identity: bytes, frame: bytes, now: float) -> None:
+        try:
+            request_id, request = codec.decode(frame)
+        except CairnError as error:
+            self.reply(identity, codec.peek_request_id(frame), error.to_response())
+            return
+        if not self.table.leading:
+            self.forward(identity, request_id, frame, now)
+            return
+        header = ResponseHeader(self.config.id, self.member.id, 0, self.raft.term)
+        if isinstance(request, LeaseKeepAliveRequest):
+            ttl = self.table.renew(request.id, now)
+            if ttl == 0 and request.id not in self.table.ttl:
+                ttl = self._renew_unseen(request.id, now)
+            self.reply(identity, request_id, LeaseKeepAliveResponse(header, request.id, ttl))
+        elif isinstance(request, LeaseTimeToLiveRequest):
+            self.reply(identity, request_id, self.time_to_live(header, request, now))
+        elif isinstance(request, LeaseLeasesRequest):
+            self.reply(identity, request_id, LeaseLeasesResponse(header, tuple(sorted(self.table.ttl))))
+        else:
+            self.reply(identity, request_id, MalformedRequestError(f"{type(request).__name__} is not a lease request").to_response())
+
+    def _renew_unseen(self, lease: int, now: float) -> int:
+        """A keep-alive can overtake the LeasesChanged of a grant just applied
+        (they reach this actor through different pipes): the store decides."""
+        stored = self._stored_leases().get(lease)
+        if stored is None:
+            return 0
+        self.table.granted(lease, stored[0], now)
+        return self.table.renew(lease, now)
+
+    def time_to_live(self, header, request: LeaseTimeToLiveRequest, now: float) -> LeaseTimeToLiveResponse:
+        remaining = self.table.remaining(request.id, now)
+        if remaining < 0:
+            return LeaseTimeToLiveResponse(header, request.id, -1)
+        keys = ()
+        if request.keys:
+            with self.env.begin() as txn:
+                keys = tuple(self.keyspace.reader(txn, header).lease_keys(request.id))
+        return LeaseTimeToLiveResponse(header, request.id, remaining, self.table.ttl[request.id], keys)
+
+    # ------------------------------------------------------------------ forwarding
+
+    def forward(self, identity: bytes, request_id: int, frame: bytes, now: float) -> None:
+        """Send a lease request to the leader's frontend and relay its answer."""
+        leader = self.config.member_by_id(self.raft.leader_id)
+        if leader is None or leader.id == self.member.id:
+            self.reply(identity, request_id, NoLeaderError().to_response())
+            return
+        if self.leader_link_to != leader.id:
+            self._connect_leader(leader)
+        try:
+            self.leader_link.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            self.reply(identity, request_id, NoLeaderError("etcdserver: leader unreachable").to_response())
+            return
+        self.forwarded[request_id] = (identity, now + FORWARD_TIMEOUT_S)
+
+    def _connect_leader(self, leader) -> None:
+        if self.leader_link is not None:
+            self.remove_reader(self.leader_link)
+            self.leader_link.close(linger=0)
+        self.leader_link = configure(self.context.socket(zmq.DEALER), self.limits.socket_hwm)
+        self.leader_link.setsockopt(zmq.IMMEDIATE, 1)
+        self.leader_link.connect(leader.client)
+        self.leader_link_to = leader.id
+        self.add_reader(self.leader_link, self.on_leader_replies)
+        self.log.info("lease_forwarding_to", leader=leader.id)
+
+    def on_leader_replies(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            request_id = codec.peek_request_id(frame)
+            pending = self.forwarded.pop(request_id, None)
+            if pending is not None:
+                self.replies.append((pending[0], frame))
+
+    # ------------------------------------------------------------------ turn end
+
+    def reply(self, identity: bytes, request_id: int, message) -> None:
+        self.replies.append((identity, codec.encode(message, request_id)))
+
+    def on_batch_end(self) -> None:
+        if self.replies:
+            identities, frames = zip(*self.replies)
+            self.replies = []
+            self._send(self.to_frontend, ClientReplies(identities, frames))
+
+    def on_timer(self, now: float) -> None:
+        if self.forwarded:
+            for request_id, (_, deadline) in list(self.forwarded.items()):
+                if deadline <= now:
+                    del self.forwarded[request_id]
+        if not self.table.leading:
+            return
+        if self.raft.quorum_active:
+            self._expire(now)
+        if now >= self.next_checkpoint:
+            self.next_checkpoint = now + CHECKPOINT_INTERVAL_S
+            self._checkpoint(self.table.checkpoints(now))
+        elif self.table.dirty:
+            self._checkpoint(self.table.dirty_checkpoints(now))
+
+    def _expire(self, now: float) -> None:
+        expired = self.table.expired(now, EXPIRE_BATCH * EXPIRE_ENTRIES_PER_TICK)
+        if not expired:
+            return
+        batches = [tuple(expired[i : i + EXPIRE_BATCH]) for i in range(0, len(expired), EXPIRE_BATCH)]
+        self._propose([LeaseExpireRequest(batch) for batch in batches])
+        self.log.info("leases_expired", count=len(expired), entries=len(batches), term=self.raft.term)
+
+    def _checkpoint(self, points) -> None:
+        if not points:
+            return
+        requests = []
+        for start in range(0, len(points), CHECKPOINT_BATCH):
+            batch = points[start : start + CHECKPOINT_BATCH]
+            requests.append(LeaseCheckpointRequest(tuple(p[0] for p in batch), tuple(p[1] for p in batch)))
+            for lease, remaining in batch:
+                self.table.checkpoint_persisted(lease, remaining)
+        self._propose(requests)
+        self.log.debug("leases_checkpointed", count=len(points), term=self.raft.term)
+
+    def _propose(self, requests) -> None:
+        request_ids, payloads = [], []
+        for request in requests:
+            request_id = int.from_bytes(os.urandom(8), "big") >> 1
+            request_ids.append(request_id)
+            payloads.append(make_payload(self.member.id, codec.encode(request, request_id)))
+        self._send(self.to_raft, ProposeBatch(tuple(request_ids), tuple(payloads)))
+
+    def _send(self, socket, message) -> None:
+        try:
+            socket.send(codec.encode(message), zmq.NOBLOCK)
+        except zmq.Again:
+            self.log.warning("send_queue_full", message=type(message).__name__)
+
+    def close(self) -> None:
+        self.env.close()

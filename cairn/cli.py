@@ -288,6 +288,83 @@ def cmd_member_list(client: Client, args) -> None:
             print(", ".join(row))
 
 
+def _lease_id(text: str) -> int:
+    try:
+        return int(text, 16)
+    except ValueError:
+        raise UsageError(f"bad lease ID {text!r}: expected hex, as lease grant prints") from None
+
+
+def cmd_lease_grant(client: Client, args) -> None:
+    response = client.lease_grant(args.ttl)
+    if args.write_out == "json":
+        print(json.dumps({"header": header_json(response.header), "ID": response.id, "TTL": response.ttl}))
+    else:
+        print(f"lease {response.id:x} granted with TTL({response.ttl}s)")
+
+
+def cmd_lease_revoke(client: Client, args) -> None:
+    lease = _lease_id(args.id)
+    response = client.lease_revoke(lease)
+    if args.write_out == "json":
+        print(json.dumps({"header": header_json(response.header)}))
+    else:
+        print(f"lease {lease:x} revoked")
+
+
+def cmd_lease_timetolive(client: Client, args) -> None:
+    lease = _lease_id(args.id)
+    response = client.lease_time_to_live(lease, keys=args.keys)
+    if args.write_out == "json":
+        print(json.dumps({"header": header_json(response.header), "ID": response.id, "TTL": response.ttl,
+                          "granted-ttl": response.granted_ttl, "keys": [_b64(k) for k in response.keys]}))
+    elif response.ttl < 0:
+        print(f"lease {lease:x} already expired")
+    else:
+        text = f"lease {lease:x} granted with TTL({response.granted_ttl}s), remaining({response.ttl}s)"
+        if args.keys:
+            text += ", attached keys([" + " ".join(_text(k) for k in response.keys) + "])"
+        print(text)
+
+
+def cmd_lease_list(client: Client, args) -> None:
+    response = client.leases()
+    if args.write_out == "json":
+        print(json.dumps({"header": header_json(response.header), "leases": [{"ID": lease} for lease in response.leases]}))
+        return
+    print(f"found {len(response.leases)} leases")
+    for lease in response.leases:
+        print(f"{lease:x}")
+
+
+def cmd_lease_keep_alive(client: Client, args) -> None:
+    from transport.errors import LeaseNotFoundError
+
+    lease = _lease_id(args.id)
+    if args.once:
+        try:
+            response = client.lease_keepalive_once(lease)
+        except LeaseNotFoundError:
+            print(f"lease {lease:x} expired or revoked.")
+            raise SystemExit(EXIT_ERROR)
+        print(f"lease {lease:x} keepalived with TTL({response.ttl})")
+        return
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    keepalive = client.lease_keepalive(lease)
+    try:
+        for response in keepalive:
+            print(f"lease {lease:x} keepalived with TTL({response.ttl})", flush=True)
+        print(f"lease {lease:x} expired or revoked.")
+    except LeaseNotFoundError:
+        print(f"lease {lease:x} expired or revoked.")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        keepalive.close()
+
+
 def cmd_alarm_list(client: Client, args) -> None:
     _print_alarms(client.alarm_list(), args)
 
@@ -427,6 +504,24 @@ def build_parser() -> argparse.ArgumentParser:
     member_commands = commands.add_subparsers(member, dest="member_command", required=True)
     member_list = member_commands.add_parser("list")
     member_list.set_defaults(run=cmd_member_list)
+
+    lease = commands.add_parser("lease", help="lease grant / revoke / timetolive / list / keep-alive")
+    lease_commands = commands.add_subparsers(lease, dest="lease_command", required=True)
+    grant = lease_commands.add_parser("grant")
+    grant.add_argument("ttl", type=int, help="seconds")
+    grant.set_defaults(run=cmd_lease_grant)
+    revoke = lease_commands.add_parser("revoke")
+    revoke.add_argument("id", help="lease ID in hex")
+    revoke.set_defaults(run=cmd_lease_revoke)
+    timetolive = lease_commands.add_parser("timetolive")
+    timetolive.add_argument("id", help="lease ID in hex")
+    timetolive.add_argument("--keys", action="store_true", help="list the keys attached")
+    timetolive.set_defaults(run=cmd_lease_timetolive)
+    lease_commands.add_parser("list").set_defaults(run=cmd_lease_list)
+    keep_alive = lease_commands.add_parser("keep-alive")
+    keep_alive.add_argument("id", help="lease ID in hex")
+    keep_alive.add_argument("--once", action="store_true")
+    keep_alive.set_defaults(run=cmd_lease_keep_alive)
 
     alarm = commands.add_parser("alarm", help="alarm list / disarm")
     alarm_commands = commands.add_subparsers(alarm, dest="alarm_command", required=True)

@@ -31,6 +31,7 @@ from transport.codec import encode
 from transport.errors import (
     CairnError,
     IndeterminateError,
+    LeaseNotFoundError,
     RequestTooLargeError,
     TimeoutError_,
     Unavailable,
@@ -198,6 +199,36 @@ class Client:
 
     def compact(self, revision: int, physical: bool = False, timeout=None) -> m.CompactionResponse:
         return self._call(m.CompactionRequest(revision, physical), write=True, timeout=timeout)
+
+    # ------------------------------------------------------------------ leases
+
+    def lease_grant(self, ttl: int, id: int = 0, timeout=None) -> m.LeaseGrantResponse:
+        """A lease of ttl seconds (raised to the cluster's minimum, as etcd does)."""
+        return self._call(m.LeaseGrantRequest(ttl, id), write=True, timeout=timeout)
+
+    def lease_revoke(self, id: int, timeout=None) -> m.LeaseRevokeResponse:
+        """Revoke the lease; every key attached to it is deleted in one revision."""
+        return self._call(m.LeaseRevokeRequest(id), write=True, timeout=timeout)
+
+    def lease_keepalive_once(self, id: int, timeout=None) -> m.LeaseKeepAliveResponse:
+        """Renew the lease once; LeaseNotFoundError if it expired or never was."""
+        response = self._call(m.LeaseKeepAliveRequest(id), write=False, timeout=timeout)
+        if response.ttl <= 0:
+            raise LeaseNotFoundError()
+        return response
+
+    def lease_keepalive(self, id: int) -> "KeepAlive":
+        """Keep the lease alive in the background until closed: iterate it for the
+        responses (`with c.lease_keepalive(lease) as ka: ...`)."""
+        from cairn.lease_keepalive import KeepAlive
+
+        return KeepAlive(self, id)
+
+    def lease_time_to_live(self, id: int, keys: bool = False, timeout=None) -> m.LeaseTimeToLiveResponse:
+        return self._call(m.LeaseTimeToLiveRequest(id, keys), write=False, timeout=timeout)
+
+    def leases(self, timeout=None) -> m.LeaseLeasesResponse:
+        return self._call(m.LeaseLeasesRequest(), write=False, timeout=timeout)
 
     # ------------------------------------------------------------------ cluster
 

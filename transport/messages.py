@@ -528,3 +528,105 @@ class ClientReplies:
 
     identities: tuple[bytes, ...]
     frames: tuple[bytes, ...]
+
+
+# ---------------------------------------------------------------------------
+# Leases (etcd's Lease service)
+# ---------------------------------------------------------------------------
+
+# etcd's MaxLeaseTTL: 9,000,000,000 seconds.
+MAX_LEASE_TTL_S = 9_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrantRequest:
+    """ttl in seconds; id 0 lets the member that takes the request choose one."""
+
+    ttl: int
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrantResponse:
+    header: ResponseHeader
+    id: int
+    ttl: int
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevokeRequest:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevokeResponse:
+    header: ResponseHeader
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepAliveRequest:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepAliveResponse:
+    """ttl is the renewed TTL in seconds; 0 means the lease is unknown or expired."""
+
+    header: ResponseHeader
+    id: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTimeToLiveRequest:
+    id: int
+    keys: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTimeToLiveResponse:
+    """ttl is the remaining TTL in seconds, -1 when the lease does not exist."""
+
+    header: ResponseHeader
+    id: int
+    ttl: int
+    granted_ttl: int = 0
+    keys: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLeasesRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLeasesResponse:
+    header: ResponseHeader
+    leases: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExpireRequest:
+    """leader's lease actor -> log: revoke these expired leases (each in its own
+    revision, as etcd revokes them); many expiries share one entry."""
+
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseCheckpointRequest:
+    """leader's lease actor -> log: remaining TTLs (seconds) to persist, so a new
+    leader continues from them instead of granting every lease a fresh TTL."""
+
+    ids: tuple[int, ...]
+    remaining_ttls: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeasesChanged:
+    """apply -> lease: the lease table changed in the batch just applied."""
+
+    granted_ids: tuple[int, ...] = ()
+    granted_ttls: tuple[int, ...] = ()
+    revoked_ids: tuple[int, ...] = ()
