@@ -3,6 +3,7 @@
     cairn node    --config configs/local-3node.yaml --name n1
     cairn cluster --config configs/local-3node.yaml
     cairn logs    data/n1 data/n2 [--actor raft] [--level warning] [--request ID] [--json] [--follow]
+    cairn bench   put|range|txn-put|lease-keepalive|standard ...   (see cairn/bench.py)
 
 Exit status 2 means the configuration (or the command line) is wrong and nothing
 was started.
@@ -22,6 +23,11 @@ from cairn.config import EXIT_CONFIG_ERROR, ConfigError
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from cairn.bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="cairn", description="cairn: an etcd-v3-compatible key-value store")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -31,6 +37,8 @@ def main(argv=None) -> int:
 
     cluster = commands.add_parser("cluster", help="run every member of a local config in the foreground")
     cluster.add_argument("--config", required=True)
+
+    commands.add_parser("bench", help="load generator: cairn bench --help")
 
     logs = commands.add_parser("logs", help="merge the actor logs of data dirs in time order")
     logs.add_argument("data_dirs", nargs="+", help="member data dirs (or a config file with --config)")

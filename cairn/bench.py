@@ -1,0 +1,303 @@
+"""`cairn bench`: load generator and latency report, modelled on etcd's benchmark tool.
+
+    cairn bench put   --endpoints E1,E2 --clients 256 --total 20000 --key-size 8 --val-size 256
+    cairn bench range KEY --clients 256 --total 20000 --consistency l|s
+    cairn bench txn-put --clients 64 --total 5000
+    cairn bench lease-keepalive --clients 64 --total 20000
+    cairn bench standard --config configs/local-3node.yaml --output bench-results/latest.json
+
+Theory of operation
+-------------------
+The load is spread over --processes worker processes (so the generator is not
+the bottleneck on a 2-core machine, and the GIL of one process does not cap it).
+Each worker opens --conns connections and keeps clients/processes requests in
+flight: a closed loop where each completed request immediately issues the next
+one, driven by the client's asynchronous transport (no thread per request).
+Latencies are measured per request with a monotonic clock and merged; the report
+gives throughput, a latency histogram and p50/p90/p99/p99.9, as text or JSON.
+`standard` starts a fresh local cluster from a config (in a temporary directory),
+runs a fixed set, writes the figures to a file and stops the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+
+from transport import codec
+from transport import messages as m
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+def make_requests(args, worker: int):
+    """A function(sequence number) -> request for the chosen benchmark."""
+    rng = random.Random(worker)
+    value = b"v" * args.val_size
+
+    def key(n: int) -> bytes:
+        index = n if args.sequential_keys else rng.randrange(args.key_space_size)
+        return str(index % args.key_space_size).zfill(args.key_size).encode()[-args.key_size:]
+
+    if args.command == "put":
+        return lambda n: m.PutRequest(key(n), value)
+    if args.command == "range":
+        start = args.key.encode()
+        end = args.end.encode() if args.end else b""
+        serializable = args.consistency == "s"
+        return lambda n: m.RangeRequest(start, end, serializable=serializable)
+    if args.command == "txn-put":
+        return lambda n: m.TxnRequest(success=tuple(m.PutRequest(key(n * args.txn_ops + i), value) for i in range(args.txn_ops)))
+    if args.command == "lease-keepalive":
+        return lambda n: m.LeaseKeepAliveRequest(args.lease_ids[n % len(args.lease_ids)])
+    raise ValueError(args.command)
+
+
+# ---------------------------------------------------------------------------- worker
+
+
+def run_worker(args, worker: int, inflight: int, total: int, deadline: float, results) -> None:
+    """One process: `inflight` requests in flight until `total` are done or the deadline."""
+    from cairn.transport_thread import TransportThread
+
+    endpoints = args.endpoints.split(",")
+    transports = [TransportThread(endpoints, 2.0, 64 << 20) for _ in range(max(1, args.conns))]
+    make = make_requests(args, worker)
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+    done = threading.Event()
+    issued = [0]
+
+    def issue(slot: int) -> None:
+        with lock:
+            n = issued[0]
+            if n >= total or time.monotonic() >= deadline:
+                if len(latencies) + sum(errors.values()) >= n:
+                    done.set()
+                return
+            issued[0] += 1
+        transport = transports[slot % len(transports)]
+        request_id = transport.next_request_id()
+        started = time.monotonic()
+        future = transport.submit((worker + slot) % len(endpoints), codec.encode(make(n), request_id), request_id)
+
+        def finished(result, slot=slot, started=started):
+            elapsed = time.monotonic() - started
+            error = result.exception()
+            reply = None if error else result.result()
+            with lock:
+                if error is not None:
+                    errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+                elif isinstance(reply, m.ErrorResponse):
+                    errors[reply.code] = errors.get(reply.code, 0) + 1
+                else:
+                    latencies.append(elapsed)
+                if len(latencies) + sum(errors.values()) >= min(total, issued[0]) and (
+                        issued[0] >= total or time.monotonic() >= deadline):
+                    done.set()
+            issue(slot)
+
+        future.add_done_callback(finished)
+
+    for slot in range(inflight):
+        issue(slot)
+    done.wait(timeout=max(1.0, deadline - time.monotonic() + 30))
+    for transport in transports:
+        transport.close()
+    results.put((latencies, errors))
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def summarize(name: str, latencies: list[float], errors: dict, elapsed_s: float, params: dict) -> dict:
+    values = sorted(latencies)
+    buckets = {}
+    for bound_ms in (0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, math.inf):
+        buckets[str(bound_ms)] = 0
+    for value in values:
+        for bound in buckets:
+            if value * 1000 <= float(bound):
+                buckets[bound] += 1
+                break
+    return {
+        "benchmark": name,
+        "params": params,
+        "requests": len(values),
+        "errors": errors,
+        "elapsed_s": round(elapsed_s, 3),
+        "throughput_per_s": round(len(values) / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+        "latency_ms": {
+            "mean": round(1000 * sum(values) / len(values), 3) if values else 0.0,
+            "p50": round(1000 * percentile(values, 0.50), 3),
+            "p90": round(1000 * percentile(values, 0.90), 3),
+            "p99": round(1000 * percentile(values, 0.99), 3),
+            "p99.9": round(1000 * percentile(values, 0.999), 3),
+            "max": round(1000 * values[-1], 3) if values else 0.0,
+        },
+        "histogram_ms": buckets,
+    }
+
+
+def render(summary: dict) -> str:
+    lat = summary["latency_ms"]
+    lines = [
+        f"{summary['benchmark']}: {summary['requests']} requests in {summary['elapsed_s']}s, "
+        f"{summary['throughput_per_s']}/s, errors {summary['errors'] or 0}",
+        f"  latency ms: mean {lat['mean']}  p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  p99.9 {lat['p99.9']}  max {lat['max']}",
+    ]
+    peak = max(summary["histogram_ms"].values() or [1]) or 1
+    for bound, count in summary["histogram_ms"].items():
+        if count:
+            lines.append(f"  <= {bound:>6} ms  {count:>8}  {'#' * max(1, round(40 * count / peak))}")
+    return "\n".join(lines)
+
+
+def run_benchmark(args) -> dict:
+    processes = max(1, min(args.processes, args.clients))
+    per_process = [args.clients // processes + (1 if i < args.clients % processes else 0) for i in range(processes)]
+    totals = [args.total // processes + (1 if i < args.total % processes else 0) for i in range(processes)]
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    started = time.monotonic()
+    deadline = started + args.duration if args.duration else started + 3600
+    workers = [context.Process(target=run_worker, args=(args, i, per_process[i], totals[i] if not args.duration else 1 << 62,
+                                                        deadline, results)) for i in range(processes)]
+    for worker in workers:
+        worker.start()
+    latencies, errors = [], {}
+    for _ in workers:
+        worker_latencies, worker_errors = results.get()
+        latencies.extend(worker_latencies)
+        for code, count in worker_errors.items():
+            errors[code] = errors.get(code, 0) + count
+    elapsed = time.monotonic() - started
+    for worker in workers:
+        worker.join()
+    params = {k: v for k, v in vars(args).items() if k in ("clients", "conns", "total", "duration", "key_size", "val_size",
+                                                            "key_space_size", "sequential_keys", "consistency", "processes",
+                                                            "txn_ops", "key")}
+    return summarize(args.command, latencies, errors, elapsed, params)
+
+
+# ---------------------------------------------------------------------------- standard set
+
+
+STANDARD = [
+    ("sequential put", ["put", "--clients", "1", "--total", "2000", "--processes", "1"]),
+    ("256 concurrent puts", ["put", "--clients", "256", "--total", "30000"]),
+    ("256 concurrent linearizable gets", ["range", "bench-key", "--clients", "256", "--total", "30000", "--consistency", "l"]),
+    ("256 concurrent serializable gets", ["range", "bench-key", "--clients", "256", "--total", "30000", "--consistency", "s"]),
+    ("64 concurrent txn-puts of 4", ["txn-put", "--clients", "64", "--total", "5000", "--txn-ops", "4"]),
+]
+
+
+def run_standard(args) -> int:
+    """A fresh local cluster from the config, in a temporary directory."""
+    import subprocess
+
+    import yaml
+
+    from cairn import Client
+    from cairn.config import load
+
+    config = load(args.config)
+    with tempfile.TemporaryDirectory(prefix="cairn-bench-") as directory:
+        with open(args.config) as handle:
+            document = yaml.safe_load(handle)
+        document.setdefault("member", {})["data_dir"] = os.path.join(directory, "{name}")
+        document["member"]["log_level"] = "warning"
+        path = os.path.join(directory, "bench.yaml")
+        with open(path, "w") as handle:
+            yaml.safe_dump(document, handle)
+        cluster = subprocess.Popen([sys.executable, "-m", "cairn.node", "cluster", "--config", path],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        endpoints = ",".join(config.client_endpoints())
+        try:
+            with Client(endpoints.split(","), timeout=30) as client:
+                client.put(b"bench-key", b"v" * 256)
+            figures = []
+            for name, argv in STANDARD:
+                sub = build_parser().parse_args(["--endpoints", endpoints, *argv])
+                summary = run_benchmark(sub)
+                summary["name"] = name
+                figures.append(summary)
+                print(f"== {name}\n{render(summary)}", flush=True)
+        finally:
+            os.killpg(cluster.pid, 15)
+            cluster.wait(timeout=30)
+    report = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "figures": figures,
+              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as handle:
+        json.dump(report, handle, indent=2)
+    print(f"figures written to {args.output}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cairn bench", description="load generator for cairn")
+    parser.add_argument("--endpoints", default="tcp://127.0.0.1:2379,tcp://127.0.0.1:22379,tcp://127.0.0.1:32379")
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--clients", type=int, default=1, help="requests in flight in total")
+    common.add_argument("--conns", type=int, default=1, help="connections per worker process")
+    common.add_argument("--processes", type=int, default=min(4, os.cpu_count() or 1), help="load generator processes")
+    common.add_argument("--total", type=int, default=10000)
+    common.add_argument("--duration", type=float, default=0, help="seconds; overrides --total")
+    common.add_argument("--key-size", type=int, default=8)
+    common.add_argument("--val-size", type=int, default=8)
+    common.add_argument("--key-space-size", type=int, default=1)
+    common.add_argument("--sequential-keys", action="store_true")
+    common.add_argument("--json", action="store_true", help="print the summary as JSON")
+    commands.add_parser("put", parents=[common])
+    range_ = commands.add_parser("range", parents=[common])
+    range_.add_argument("key")
+    range_.add_argument("end", nargs="?")
+    range_.add_argument("--consistency", default="l", choices=["l", "s"])
+    txn = commands.add_parser("txn-put", parents=[common])
+    txn.add_argument("--txn-ops", type=int, default=1)
+    keepalive = commands.add_parser("lease-keepalive", parents=[common])
+    keepalive.add_argument("--leases", type=int, default=16, help="leases granted and kept alive")
+    standard = commands.add_parser("standard", help="the standard set against a fresh local cluster")
+    standard.add_argument("--config", default="configs/local-3node.yaml")
+    standard.add_argument("--output", default="bench-results/latest.json")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "standard":
+        return run_standard(args)
+    if args.command == "lease-keepalive":
+        from cairn import Client
+
+        with Client(args.endpoints.split(",")) as client:
+            args.lease_ids = [client.lease_grant(3600).id for _ in range(args.leases)]
+    summary = run_benchmark(args)
+    print(json.dumps(summary, indent=2) if args.json else render(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
