@@ -70,6 +70,10 @@ def children_of(pid: int) -> dict[int, str]:
     return found
 
 
+# Every member process a test started, so the session can stop leftovers.
+STARTED: list["Member"] = []
+
+
 class Member:
     def __init__(self, cluster: "Cluster", name: str):
         self.cluster = cluster
@@ -89,6 +93,7 @@ class Member:
             [sys.executable, "-m", "cairn.node", "node", "--config", self.cluster.config_path, "--name", self.name],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        STARTED.append(self)
 
     def actor_pids(self) -> dict[str, int]:
         """{actor name: pid} of the running actors, from their process titles."""
@@ -177,9 +182,15 @@ class Cluster:
         return [m.endpoint for m in self.members.values()]
 
     def start(self) -> "Cluster":
-        for member in self.members.values():
-            member.start()
-        self.wait_ready()
+        """Start every member and wait until each serves; if that fails, stop
+        what was started before raising, so no test leaves members behind."""
+        try:
+            for member in self.members.values():
+                member.start()
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def client(self, endpoints=None, timeout: float = 10.0) -> Client:
