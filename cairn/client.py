@@ -20,27 +20,17 @@ uncertain write:
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
+from cairn import retry
 from cairn.transport_thread import TransportThread
 from transport import messages as m
 from transport.codec import encode
-from transport.errors import (
-    CairnError,
-    IndeterminateError,
-    LeaseNotFoundError,
-    RequestTooLargeError,
-    TimeoutError_,
-    Unavailable,
-    from_response,
-)
+from transport.errors import CairnError, LeaseNotFoundError, RequestTooLargeError, Unavailable
 
 DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
-BACKOFF_S_MIN = 0.025
-BACKOFF_S_MAX = 1.0
 
 _SORT_ORDERS = {None: m.SORT_NONE, "none": m.SORT_NONE, "ascend": m.SORT_ASCEND, "descend": m.SORT_DESCEND}
 _SORT_TARGETS = {
@@ -167,7 +157,6 @@ class Client:
         self._transport = TransportThread(self.endpoints, dial_timeout, max_receive_bytes)
         self._preferred = 0
         self._lock = threading.Lock()
-        self._random = random.Random()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -230,6 +219,20 @@ class Client:
     def leases(self, timeout=None) -> m.LeaseLeasesResponse:
         return self._call(m.LeaseLeasesRequest(), write=False, timeout=timeout)
 
+    # ------------------------------------------------------------------ watch
+
+    def watch(self, key, range_end=None, prefix=False, start_revision=0, prev_kv=False, progress_notify=False,
+              filters=(), fragment=False, watch_id=0, timeout=None):
+        """Watch a key, a range (range_end, b"\\0" = every key from key) or a
+        prefix, from start_revision (0 = from now). Returns once a member has
+        created the watch: a cairn.watch.Watch, a context manager to iterate for
+        WatchResponses, which follows the cluster across member failures without
+        a gap or a duplicate (see cairn/watch.py). filters: "noput", "nodelete"."""
+        from cairn.watch import make_request, manager_for
+
+        request = make_request(key, range_end, prefix, start_revision, prev_kv, progress_notify, filters, fragment, watch_id)
+        return manager_for(self).open(request, self.timeout if timeout is None else timeout)
+
     # ------------------------------------------------------------------ cluster
 
     def status(self, endpoint: str | None = None, timeout=None) -> m.StatusResponse:
@@ -259,71 +262,68 @@ class Client:
     # ------------------------------------------------------------------ plumbing
 
     def _call(self, request, write: bool, timeout=None, endpoint: str | None = None):
-        """Send request, failing over between endpoints as the module docstring says."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        request_id = self._transport.next_request_id()
-        frame = encode(request, request_id)
-        if len(frame) > self.max_send_bytes:
-            raise RequestTooLargeError(f"request is {len(frame)} bytes, more than max_send_bytes {self.max_send_bytes}")
+        """Send request, failing over between endpoints as cairn.retry decides."""
+        call = self._start_call(request, write, timeout, endpoint)
+        while True:
+            index, address, remaining = self._next_attempt(call)
+            future = self._transport.submit(index, call.frame, call.request_id)
+            try:
+                step = retry.after_reply(future.result(timeout=remaining), write, address, call.fixed is None)
+            except FutureTimeout:
+                step = retry.after_timeout(write, self._transport.forget(call.request_id), address)
+            except CairnError as error:
+                step = retry.after_error(error, call.fixed is None)
+            if step.action == retry.RETURN:
+                return step.value
+            if step.action == retry.RAISE:
+                raise step.value
+            time.sleep(self._prepare_retry(call, step, index))
+
+    # The parts of a call both this client and the asyncio one share.
+
+    def _start_call(self, request, write: bool, timeout, endpoint) -> "_Call":
         if endpoint is not None and endpoint not in self.endpoints:
             raise ValueError(f"unknown endpoint {endpoint}")
-        fixed = self.endpoints.index(endpoint) if endpoint is not None else None
-        backoff = BACKOFF_S_MIN
-        last_error: CairnError | None = None
-        while True:
-            index = fixed if fixed is not None else self._preferred
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if write and isinstance(last_error, TimeoutError_):
-                    raise IndeterminateError("write outcome unknown: no answer before the timeout", endpoint=self.endpoints[index])
-                raise last_error or TimeoutError_("request timed out")
-            future = self._transport.submit(index, frame, request_id)
-            try:
-                reply = future.result(timeout=remaining)
-            except FutureTimeout:
-                was_sent = self._transport.forget(request_id)
-                address = self.endpoints[index]
-                if not was_sent:
-                    raise Unavailable(f"cannot connect to {address}", endpoint=address) from None
-                if write:
-                    raise IndeterminateError(
-                        "write outcome unknown: sent, but no answer before the timeout", endpoint=address
-                    ) from None
-                last_error = TimeoutError_("read timed out", endpoint=address)
-                self._rotate(fixed, index)
-                continue
-            except CairnError as error:  # Unavailable: never left this process
-                last_error = error
-                self._rotate(fixed, index)
-                if fixed is not None:
-                    raise
-                backoff = self._sleep(backoff, deadline)
-                continue
-            if isinstance(reply, m.ErrorResponse):
-                error = from_response(reply)
-                if isinstance(error, TimeoutError_) and write:
-                    raise IndeterminateError(f"write outcome unknown: {error.message}", endpoint=self.endpoints[index])
-                if error.retryable and fixed is None:
-                    last_error = error
-                    self._rotate(fixed, index)
-                    request_id = self._transport.next_request_id()
-                    frame = encode(request, request_id)
-                    backoff = self._sleep(backoff, deadline)
-                    continue
-                raise error
-            return reply
+        call = _Call(request, write, time.monotonic() + (self.timeout if timeout is None else timeout),
+                     self.endpoints.index(endpoint) if endpoint is not None else None)
+        self._new_request_id(call)
+        if len(call.frame) > self.max_send_bytes:
+            raise RequestTooLargeError(f"request is {len(call.frame)} bytes, more than max_send_bytes {self.max_send_bytes}")
+        return call
 
-    def _rotate(self, fixed, index: int) -> None:
-        if fixed is None and len(self.endpoints) > 1:
+    def _new_request_id(self, call: "_Call") -> None:
+        call.request_id = self._transport.next_request_id()
+        call.frame = encode(call.request, call.request_id)
+
+    def _next_attempt(self, call: "_Call") -> tuple[int, str, float]:
+        """(endpoint index, its address, seconds left); raises when time is up."""
+        index = call.fixed if call.fixed is not None else self._preferred
+        remaining = call.deadline - time.monotonic()
+        if remaining <= 0:
+            raise retry.out_of_time(call.last_error)
+        return index, self.endpoints[index], remaining
+
+    def _prepare_retry(self, call: "_Call", step: retry.Step, index: int) -> float:
+        """Record the failure, move to the next endpoint; the pause before retrying."""
+        call.last_error = step.value
+        if call.fixed is None and len(self.endpoints) > 1:
             with self._lock:
                 if self._preferred == index:
                     self._preferred = (index + 1) % len(self.endpoints)
+        if step.new_request_id:
+            self._new_request_id(call)
+        return call.backoff.next_pause(call.deadline - time.monotonic()) if step.backoff else 0.0
 
-    def _sleep(self, backoff: float, deadline: float) -> float:
-        """Exponential back-off with full jitter, never past the deadline."""
-        pause = min(self._random.uniform(0, backoff), max(0.0, deadline - time.monotonic()))
-        time.sleep(pause)
-        return min(backoff * 2, BACKOFF_S_MAX)
+
+class _Call:
+    """One request's progress through its attempts."""
+
+    __slots__ = ("request", "write", "deadline", "fixed", "request_id", "frame", "last_error", "backoff")
+
+    def __init__(self, request, write: bool, deadline: float, fixed: int | None):
+        self.request, self.write, self.deadline, self.fixed = request, write, deadline, fixed
+        self.request_id, self.frame, self.last_error = 0, b"", None
+        self.backoff = retry.Backoff()
 
 
 __all__ = ["Client", "Compare", "Op", "Unavailable", "prefix_range_end"]

@@ -34,6 +34,8 @@ def main(argv=None) -> int:
     node = commands.add_parser("node", help="run one member in the foreground")
     node.add_argument("--config", required=True, help="cluster YAML file")
     node.add_argument("--name", required=True, help="this member's name in the config")
+    node.add_argument("--rejoin", action="store_true",
+                      help="this member lost its data dir: take no part in elections until caught up")
 
     cluster = commands.add_parser("cluster", help="run every member of a local config in the foreground")
     cluster.add_argument("--config", required=True)
@@ -61,11 +63,12 @@ def main(argv=None) -> int:
         print(f"cairn: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     if args.command == "node":
-        return run_node(cluster_config, args.name)
+        return run_node(cluster_config, args.name, args.rejoin)
     return run_cluster(cluster_config)
 
 
-def run_node(cluster_config, name: str) -> int:
+def run_node(cluster_config, name: str, rejoin: bool = False) -> int:
+    from actors.raft.actor import REJOIN_MARKER
     from actors.supervisor import DataDirLocked, Supervisor
 
     try:
@@ -73,6 +76,9 @@ def run_node(cluster_config, name: str) -> int:
     except DataDirLocked as error:
         print(f"cairn: {error}", file=sys.stderr)
         return 1
+    if rejoin:
+        with open(os.path.join(supervisor.data_dir, REJOIN_MARKER), "w") as marker:
+            marker.write("rejoining after the loss of this data dir\n")
     member = cluster_config.member(name)
     print(f"cairn member {name} ({member.id:x}) serving clients on {member.client}, data in {supervisor.data_dir}", flush=True)
     return supervisor.run()

@@ -86,11 +86,12 @@ class Member:
     def endpoint(self) -> str:
         return self.spec.client
 
-    def start(self) -> None:
+    def start(self, rejoin: bool = False) -> None:
         assert self.process is None or self.process.poll() is not None
         log = open(os.path.join(self.cluster.directory, f"{self.name}.out"), "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cairn.node", "node", "--config", self.cluster.config_path, "--name", self.name],
+            [sys.executable, "-m", "cairn.node", "node", "--config", self.cluster.config_path, "--name", self.name]
+            + (["--rejoin"] if rejoin else []),
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         STARTED.append(self)

@@ -27,15 +27,17 @@ MSG_VOTE, MSG_PRE_VOTE index/log_term: the candidate's last entry (§5.4.1);
 MSG_VOTE_RESP,         reject. A granted pre-vote response carries the pre-vote's term.
 MSG_PRE_VOTE_RESP
 MSG_HEARTBEAT          commit: min(follower's match, leader's commit) so the follower never
-                       commits an index it may not hold; context: ReadIndex round id.
+                       commits an index it may not hold; context: the leader's ReadIndex
+                       round id (b"" if no read is pending).
 MSG_HEARTBEAT_RESP     context echoed.
 MSG_SNAP               snapshot: the metadata of the leader's latest snapshot; the data
                        travels out of band (the actor streams it).
 MSG_PROP               entries: proposals forwarded by a follower (index/term unset);
                        term is 0: a forwarded proposal is a local request, not a
                        statement about the sender's term.
-MSG_READ_INDEX         context: the read's id; term 0 for the same reason as MSG_PROP.
-MSG_READ_INDEX_RESP    index: the read index; context: the read's id.
+MSG_READ_INDEX         context: the requester's id for the read (echoed back, opaque to the
+                       leader); term 0 for the same reason as MSG_PROP.
+MSG_READ_INDEX_RESP    index: the read index; context: as in the request.
 MSG_TIMEOUT_NOW        (none): "campaign now, skipping pre-vote" (leadership transfer).
 MSG_TRANSFER_LEADER    index: the id of the node that should become leader.
 =====================  =====================================================================

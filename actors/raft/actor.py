@@ -58,10 +58,14 @@ from transport.messages import (
     SnapshotInstalled,
     TransferLeadership,
 )
-from transport.raft_messages import MESSAGE_TYPE_NAMES, MSG_SNAP
+from transport.raft_messages import MESSAGE_TYPE_NAMES, MSG_PRE_VOTE, MSG_SNAP, MSG_VOTE
 from transport.sockets import inbox, outbox
 
 _CONTEXT = struct.Struct(">Q")
+# `cairn node --rejoin` leaves this file in the data dir until the member has
+# caught up, so a restart in between stays in rejoin mode.
+REJOIN_MARKER = "rejoin"
+REJOIN_CONTEXT = b"rejoin"
 # Entries per CommittedEntries message: bounds one message's size and apply's batch.
 APPLY_CHUNK_ENTRIES = 1024
 
@@ -78,6 +82,10 @@ class RaftActor(Actor):
         applied = self._applied_index_on_disk()
         if snapshot is not None:
             applied = max(applied, snapshot.index)
+        # After a snapshot install that crashed before raft persisted it, apply can
+        # be past this log; start from the log's end (apply skips what it has).
+        log_end = entries[-1].index if entries else (snapshot.index if snapshot else 0)
+        applied = min(applied, log_end)
         voters = tuple(m.id for m in config.members)
         limits = self.limits
         self.core = RaftCore(
@@ -131,7 +139,13 @@ class RaftActor(Actor):
         self.auto_compaction_checked_at = 0.0
         self.last_status = None
         self.status_due = 0.0
-        if len(voters) == 1:
+        self.rejoin_marker = os.path.join(self.data_dir, REJOIN_MARKER)
+        self.rejoining = os.path.exists(self.rejoin_marker)
+        self.rejoin_target = 0  # the leader's commit index, learned by a ReadIndex round
+        self.rejoin_asked = False
+        if self.rejoining:
+            self.log.warning("rejoining", reason="data dir lost; no votes until caught up")
+        if len(voters) == 1 and not self.rejoining:
             self.core.campaign()
 
     def _applied_index_on_disk(self) -> int:
@@ -204,14 +218,19 @@ class RaftActor(Actor):
     def on_batch_end(self) -> None:
         now = time.monotonic()
         while now >= self.next_tick:
-            self.core.tick()
+            if not self.rejoining:  # a rejoining member must not campaign
+                self.core.tick()
             self.next_tick += self.tick_s
         if now - self.next_tick > 10 * self.tick_s:  # starved of CPU: do not replay a burst of ticks
             self.next_tick = now + self.tick_s
         if self.peer_messages:
             messages, self.peer_messages = self.peer_messages, []
             for message in messages:
+                if self.rejoining and message.type in (MSG_VOTE, MSG_PRE_VOTE):
+                    continue  # the vote we may have cast before losing our disk must not be cast twice
                 self.core.step(message)
+        if self.rejoining:
+            self._rejoin_progress()
         self._auto_compact(now)
         self._propose(now)
         self._read_index()
@@ -253,6 +272,16 @@ class RaftActor(Actor):
         while self.waiting_for_leader and self.waiting_for_leader[0][0] <= now:
             _, ids, _ = self.waiting_for_leader.popleft()
             self._reject(ids, NoLeaderError.code)
+
+    def _rejoin_progress(self) -> None:
+        """Leave rejoin mode once applied up to the leader's commit index at the
+        time we asked (a ReadIndex round gives exactly that)."""
+        if not self.rejoin_asked and self.core.leader_id:
+            self.rejoin_asked = self.core.read_index(REJOIN_CONTEXT)
+        if self.rejoin_target and self.apply_acked >= self.rejoin_target:
+            self.rejoining = False
+            os.unlink(self.rejoin_marker)
+            self.log.info("rejoined", applied=self.apply_acked, term=self.core.term)
 
     def _auto_compact(self, now: float) -> None:
         """The leader proposes compactions for auto_compaction (checked once a second)."""
@@ -302,6 +331,9 @@ class RaftActor(Actor):
                 self.committed_for_apply = max(self.committed_for_apply, ready.committed_entries[-1].index)
                 self._feed_apply(ready.committed_entries)
             for read_state in ready.read_states:
+                if read_state.context == REJOIN_CONTEXT:
+                    self.rejoin_target = read_state.index
+                    continue
                 round_id = _CONTEXT.unpack(read_state.context)[0]
                 for context in self.read_rounds.pop(round_id, ()):
                     self._send(self.to_frontend, ReadIndexResult(context, read_state.index))

@@ -162,14 +162,14 @@ class SoftState:
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    soft_state: SoftState | None
-    hard_state: HardState | None
-    entries: tuple[Entry, ...]
-    snapshot: SnapshotMeta | None
-    committed_entries: tuple[Entry, ...]
-    messages: tuple[RaftMessage, ...]
-    read_states: tuple[ReadState, ...]
-    events: tuple[tuple, ...]
+    soft_state: SoftState | None  # set when leader or role changed since the last Ready
+    hard_state: HardState | None  # set when changed; durable before messages are sent
+    entries: tuple[Entry, ...]  # append durably; entry i replaces stored entries >= i
+    snapshot: SnapshotMeta | None  # from the leader: install it, drop the stored log
+    committed_entries: tuple[Entry, ...]  # apply in order; all durable by this Ready
+    messages: tuple[RaftMessage, ...]  # send only after the above is durable
+    read_states: tuple[ReadState, ...]  # ReadIndex results: serve once applied >= index
+    events: tuple[tuple, ...]  # (name, fields) to log
 
 
 class RaftCore:
@@ -792,10 +792,13 @@ class RaftCore:
     def _handle_heartbeat(self, m: RaftMessage) -> None:
         if m.commit > self._log.last_index:
             # The leader sends min(match, commit), which we hold; anything else means
-            # our disk lost acknowledged entries. Do not commit what we do not have.
+            # our disk lost acknowledged entries (a wiped data dir). Do not commit
+            # what we do not have, and tell the leader where our log really ends so
+            # it repairs us (by snapshot) instead of waiting forever.
             self._reject(m, "heartbeat_commit_beyond_log")
-        else:
-            self._log.commit_to(m.commit)
+            self._send(MSG_HEARTBEAT_RESP, m.sender, context=m.context, reject=True, reject_hint=self._log.last_index)
+            return
+        self._log.commit_to(m.commit)
         self._send(MSG_HEARTBEAT_RESP, m.sender, context=m.context)
 
     def _handle_snapshot(self, m: RaftMessage) -> None:
@@ -948,6 +951,14 @@ class RaftCore:
         pr = self._progress[m.sender]
         pr.last_heard = self._now
         pr.probe_sent = False
+        if m.reject and m.reject_hint < pr.match:
+            # The follower lost entries it had acknowledged (see _handle_heartbeat).
+            # Lowering match is conservative: our commit index never moves back, and
+            # a member rejoining this way takes no part in elections until it has
+            # caught up (the actor's --rejoin), so no committed entry can be lost.
+            self._events.append(("follower_log_lost", {"peer": m.sender, "match": pr.match, "last_index": m.reject_hint}))
+            pr.match = m.reject_hint
+            pr.become_probe()
         if pr.state == REPLICATE and pr.inflights.full():
             # If every inflight MsgApp was lost we would wait forever; free a slot so
             # one more append goes out and its reply resynchronizes us.

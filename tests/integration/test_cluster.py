@@ -4,6 +4,7 @@ The scenarios of etcd's first README, and more."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -106,7 +107,7 @@ def test_follower_down_past_compaction_catches_up_by_snapshot(cluster):
 
 
 def test_member_with_lost_data_dir_rejoins(cluster):
-    """The documented procedure: stop the member, remove its data dir, start it."""
+    """The documented procedure: stop the member, remove its data dir, start it with --rejoin."""
     leader = cluster.leader()
     victim = next(m for m in cluster.members.values() if m is not leader)
     with cluster.client() as c:
@@ -114,10 +115,14 @@ def test_member_with_lost_data_dir_rejoins(cluster):
             c.put(f"lost/{i}".encode(), b"v")
     victim.stop()
     shutil.rmtree(victim.data_dir)
-    victim.start()
+    victim.start(rejoin=True)
     cluster.wait_ready([victim])
     with Client([victim.endpoint]) as c:
         assert c.get(b"lost/", prefix=True, count_only=True, serializable=True).count == 100
+    raft_log = victim.log_records("raft")
+    assert any(r["event"] == "rejoined" for r in raft_log)
+    assert not os.path.exists(os.path.join(victim.data_dir, "rejoin"))
+    assert any(r["event"] == "follower_log_lost" for r in leader.log_records("raft"))
 
 
 def test_partitioned_leader_steps_down_majority_serves_and_reads_are_never_stale(cluster):
