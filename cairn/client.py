@@ -247,13 +247,14 @@ class Client:
 
     def alarm_disarm(self, member_id: int = 0, alarm: int = m.ALARM_NOSPACE, timeout=None) -> m.AlarmResponse:
         """Deactivate an alarm (every listed alarm when member_id is 0), as etcdctl alarm disarm."""
-        targets = [(member_id, alarm)] if member_id else [(a.member_id, a.alarm) for a in self.alarm_list(timeout).alarms]
-        response = m.AlarmResponse(self.status(timeout=timeout).header, ())
-        disarmed = []
+        listed = self.alarm_list(timeout)
+        targets = [(member_id, alarm)] if member_id else [(a.member_id, a.alarm) for a in listed.alarms]
+        header, disarmed = listed.header, []
         for target_member, target_alarm in targets:
             response = self._call(m.AlarmRequest(m.ALARM_DEACTIVATE, target_member, target_alarm), write=True, timeout=timeout)
+            header = response.header
             disarmed.extend(response.alarms)
-        return m.AlarmResponse(response.header, tuple(disarmed))
+        return m.AlarmResponse(header, tuple(disarmed))
 
     def move_leader(self, target_id: int, timeout=None) -> m.MoveLeaderResponse:
         """Hand leadership to member target_id; returns once it leads."""

@@ -1,0 +1,67 @@
+"""The asyncio client against a real member: same methods, as coroutines."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cairn import Compare, Op
+from cairn.aio import Client
+from tests.harness import Cluster
+from transport.errors import IndeterminateError, LeaseNotFoundError, Unavailable
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    cluster = Cluster(tmp_path_factory.mktemp("aio"), members=1)
+    with cluster:
+        yield cluster
+
+
+def test_kv_txn_and_many_concurrent_requests(cluster):
+    async def scenario():
+        async with Client(cluster.endpoints) as c:
+            put = await c.put("aio/a", "1")
+            assert (await c.get("aio/a")).kvs[0].value == b"1"
+            # 200 requests in flight at once over one connection
+            responses = await asyncio.gather(*(c.put(f"aio/many/{i}", str(i)) for i in range(200)))
+            revisions = sorted(r.header.revision for r in responses)
+            assert len(set(revisions)) == 200 and revisions[0] > put.header.revision
+            assert (await c.get("aio/many/", prefix=True, count_only=True)).count == 200
+            txn = await c.txn(compare=[Compare.value("aio/a") == "1"], success=[Op.put("aio/a", "2")], failure=[])
+            assert txn.succeeded
+            assert (await c.delete("aio/", prefix=True)).deleted == 201
+
+    asyncio.run(scenario())
+
+
+def test_leases_and_keepalive_async_iterator(cluster):
+    async def scenario():
+        async with Client(cluster.endpoints) as c:
+            lease = (await c.lease_grant(2)).id
+            await c.put("aio/leased", "v", lease=lease)
+            seen = 0
+            async for response in c.lease_keepalive(lease):
+                assert response.ttl == 2
+                seen += 1
+                if seen == 4:  # about 2 s of keep-alives: longer than the TTL
+                    break
+            assert (await c.get("aio/leased")).count == 1
+            await c.lease_revoke(lease)
+            with pytest.raises(LeaseNotFoundError):
+                await c.lease_keepalive_once(lease)
+
+    asyncio.run(scenario())
+
+
+def test_unreachable_endpoint_is_unavailable_not_indeterminate():
+    from tests.harness import free_ports
+
+    async def scenario():
+        async with Client([f"tcp://127.0.0.1:{free_ports(1)[0]}"], timeout=1.0, dial_timeout=0.2) as c:
+            with pytest.raises(Unavailable):
+                await c.put("k", "v")
+
+    asyncio.run(scenario())
+    assert not issubclass(Unavailable, IndeterminateError)
