@@ -163,7 +163,9 @@ class FrontendActor(Actor):
                 continue
             frame = parts[1]
             try:
-                request_id, request = codec.decode(frame, self.limits.max_request_bytes)
+                request_id, request, options = codec.decode_with_options(frame, self.limits.max_request_bytes)
+                if options.get("require_leader") and not self.raft.leader_id:
+                    raise NoLeaderError()  # etcd's WithRequireLeader
                 self.dispatch(identity, request_id, request, frame, now)
             except CairnError as error:
                 request_id = codec.peek_request_id(frame)

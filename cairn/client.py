@@ -146,21 +146,31 @@ class Op:
 
 class Client:
     def __init__(self, endpoints, timeout: float = 5.0, dial_timeout: float = 2.0,
-                 max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES, max_send_bytes: int = 1536 * 1024 + 4096):
+                 max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES, max_send_bytes: int = 1536 * 1024 + 4096,
+                 require_leader: bool = False, auto_sync_interval: float = 0.0):
+        """endpoints: tcp:// client URLs of some members. timeout: the default per
+        call (each method takes timeout= too). require_leader: fail with NoLeader
+        rather than be served by a member that has lost its leader.
+        auto_sync_interval: seconds between endpoint discoveries (0 = never)."""
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         if not endpoints:
             raise ValueError("at least one endpoint is required")
-        self.endpoints = list(endpoints)
         self.timeout = timeout
         self.max_send_bytes = max_send_bytes
-        self._transport = TransportThread(self.endpoints, dial_timeout, max_receive_bytes)
+        self._transport = TransportThread(list(endpoints), dial_timeout, max_receive_bytes)
+        self.endpoints = self._transport.endpoints  # one list: discovery appends to it
+        self._options = {"require_leader": True} if require_leader else None
         self._preferred = 0
         self._lock = threading.Lock()
+        self._closing = threading.Event()
+        if auto_sync_interval > 0:
+            threading.Thread(target=self._auto_sync, args=(auto_sync_interval,), name="cairn-client-sync", daemon=True).start()
 
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
+        self._closing.set()
         self._transport.close()
 
     def __enter__(self):
@@ -256,6 +266,28 @@ class Client:
             disarmed.extend(response.alarms)
         return m.AlarmResponse(header, tuple(disarmed))
 
+    def sync_endpoints(self, timeout=None) -> list[str]:
+        """Discover every member's client URL (etcd clientv3's Sync) and prefer the
+        leader's, so writes skip a forwarding hop. Returns the endpoints."""
+        members = self.member_list(timeout).members
+        for member in members:
+            for url in member.client_urls:
+                if url not in self.endpoints:
+                    self._transport.add_endpoint(url)
+        leader = self.status(timeout=timeout).leader
+        for member in members:
+            if member.id == leader and member.client_urls and member.client_urls[0] in self.endpoints:
+                with self._lock:
+                    self._preferred = self.endpoints.index(member.client_urls[0])
+        return list(self.endpoints)
+
+    def _auto_sync(self, interval: float) -> None:
+        while not self._closing.wait(interval):
+            try:
+                self.sync_endpoints()
+            except CairnError:
+                pass  # the next round tries again; requests fail over meanwhile
+
     def move_leader(self, target_id: int, timeout=None) -> m.MoveLeaderResponse:
         """Hand leadership to member target_id; returns once it leads."""
         return self._call(m.MoveLeaderRequest(target_id), write=False, timeout=timeout)
@@ -294,7 +326,7 @@ class Client:
 
     def _new_request_id(self, call: "_Call") -> None:
         call.request_id = self._transport.next_request_id()
-        call.frame = encode(call.request, call.request_id)
+        call.frame = encode(call.request, call.request_id, self._options)
 
     def _next_attempt(self, call: "_Call") -> tuple[int, str, float]:
         """(endpoint index, its address, seconds left); raises when time is up."""

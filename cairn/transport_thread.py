@@ -30,6 +30,11 @@ from transport.errors import CairnError, MalformedRequestError, Unavailable
 from transport.messages import RangeChunk, RangeResponse
 
 POLL_MS = 50
+# ZMTP heartbeats on every connection: an idle connection to a member that died
+# (or a network that dropped it) is closed within HEARTBEAT_TIMEOUT_MS, and
+# ZMQ_IMMEDIATE then fails new requests to it at once instead of queueing them.
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 3000
 
 
 class TransportThread:
@@ -52,8 +57,21 @@ class TransportThread:
         self.wake_sender.connect(wake_address)
         self.wake_lock = threading.Lock()
         self.closed = False
+        self.new_endpoints: deque[str] = deque(self.endpoints)  # the I/O thread connects these
         self.thread = threading.Thread(target=self._run, name="cairn-client-io", daemon=True)
         self.thread.start()
+
+    def add_endpoint(self, address: str) -> int:
+        """Connect to one more endpoint (endpoint discovery); returns its index."""
+        with self.lock:
+            if address in self.endpoints:
+                return self.endpoints.index(address)
+            self.endpoints.append(address)
+            self.new_endpoints.append(address)
+            index = len(self.endpoints) - 1
+        with self.wake_lock:
+            self.wake_sender.send(b"", zmq.NOBLOCK)
+        return index
 
     def next_request_id(self) -> int:
         return next(self.request_ids) & ((1 << 64) - 1)
@@ -117,17 +135,8 @@ class TransportThread:
 
     def _run(self) -> None:
         dealers = []
-        for endpoint in self.endpoints:
-            socket = self.context.socket(zmq.DEALER)
-            socket.setsockopt(zmq.LINGER, 0)
-            socket.setsockopt(zmq.IMMEDIATE, 1)
-            socket.setsockopt(zmq.RCVHWM, 0)
-            socket.connect(endpoint)
-            dealers.append(socket)
         poller = zmq.Poller()
         poller.register(self.wake_receiver, zmq.POLLIN)
-        for socket in dealers:
-            poller.register(socket, zmq.POLLIN)
         unsent: deque = deque()
         try:
             while not self.closed:
@@ -138,6 +147,9 @@ class TransportThread:
                             self.wake_receiver.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         pass
+                while self.new_endpoints:
+                    dealers.append(self._dealer(self.new_endpoints.popleft()))
+                    poller.register(dealers[-1], zmq.POLLIN)
                 while self.submissions:
                     unsent.append(self.submissions.popleft())
                 unsent = self._send_all(dealers, unsent)
@@ -150,6 +162,16 @@ class TransportThread:
             self.wake_receiver.close(linger=0)
             self.wake_sender.close(linger=0)
             self.context.term()
+
+    def _dealer(self, endpoint: str):
+        socket = self.context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.IMMEDIATE, 1)
+        socket.setsockopt(zmq.RCVHWM, 0)
+        socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        socket.connect(endpoint)
+        return socket
 
     def _send_all(self, dealers, unsent: deque) -> deque:
         still_unsent = deque()

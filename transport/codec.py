@@ -255,37 +255,49 @@ def _field_names(cls):
     return names
 
 
-def encode(message, request_id: int = 0) -> bytes:
-    """One frame: [version, request_id, body]."""
+def encode(message, request_id: int = 0, options: dict | None = None) -> bytes:
+    """One frame: [version, request_id, body], plus an options map when given
+    (per-request flags such as require_leader, like gRPC metadata in etcd)."""
+    if options:
+        return cbor2.dumps([PROTOCOL_VERSION, request_id, to_wire(message), options])
     return cbor2.dumps([PROTOCOL_VERSION, request_id, to_wire(message)])
 
 
 def decode(frame: bytes, max_bytes: int | None = None):
     """(request_id, message) from one frame; MalformedRequestError,
     UnsupportedVersionError or RequestTooLargeError when the frame is bad."""
-    request_id, body = decode_envelope(frame, max_bytes)
+    request_id, body, _ = decode_envelope(frame, max_bytes)
     return request_id, decode_body(body)
 
 
+def decode_with_options(frame: bytes, max_bytes: int | None = None):
+    """(request_id, message, options dict) for a member's client door."""
+    request_id, body, options = decode_envelope(frame, max_bytes)
+    return request_id, decode_body(body), options
+
+
 def decode_envelope(frame: bytes, max_bytes: int | None = None):
-    """(request_id, raw body) — the cheap first half of decode, so a frame that
-    is only forwarded need not be decoded further."""
+    """(request_id, raw body, options) — the cheap first half of decode, so a
+    frame that is only forwarded need not be decoded further."""
     if max_bytes is not None and len(frame) > max_bytes:
         raise RequestTooLargeError(f"etcdserver: request is too large ({len(frame)} bytes > {max_bytes})")
     try:
         envelope = cbor2.loads(frame)
     except Exception as error:  # cbor2 raises several types on garbage; all mean "malformed"
         raise MalformedRequestError(f"malformed frame: not CBOR ({error.__class__.__name__})") from None
-    if type(envelope) is not list or len(envelope) != 3:
+    if type(envelope) is not list or len(envelope) not in (3, 4):
         raise MalformedRequestError("malformed frame: expected [version, request_id, body]")
-    version, request_id, body = envelope
+    version, request_id, body = envelope[:3]
+    options = envelope[3] if len(envelope) == 4 else {}
+    if type(options) is not dict:
+        raise MalformedRequestError("malformed frame: options is not a map")
     if type(version) is not int:
         raise MalformedRequestError("malformed frame: version is not an int")
     if version != PROTOCOL_VERSION:
         raise UnsupportedVersionError(f"unsupported protocol version {version} (this member speaks {PROTOCOL_VERSION})")
     if type(request_id) is not int or not 0 <= request_id < 1 << 64:
         raise MalformedRequestError("malformed frame: request_id is not a 64-bit unsigned int")
-    return request_id, body
+    return request_id, body, options
 
 
 def decode_body(body):
