@@ -5,8 +5,12 @@
                  and read concurrently by frontend and watch (LMDB readers never
                  block the single writer, so reads need not hop through apply).
 
-Both are opened with sync on: a commit returns after fsync, and every writer
-commits once per batch, so there is one fsync per batch, never one per request.
+Every writer commits once per batch, so there is one sync per batch, never one
+per request. The Raft log syncs fully (data and meta page): an entry a member
+acknowledged must survive any crash. The keyspace skips the meta-page sync
+(LMDB's NOMETASYNC keeps the database intact; an OS crash may undo only the last
+committed batch): that batch is applied again from the Raft log, which is
+durable on a majority, and apply skips entries it already holds.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def open_kv(data_dir: str, map_bytes: int, readonly: bool = False) -> lmdb.Envir
         map_size=map_bytes,
         max_dbs=KeySpace.MAX_DBS,
         sync=True,
-        metasync=True,
+        metasync=False,
         readahead=False,
         max_readers=256,
         # Readers in other processes (frontend, watch) must not keep stale

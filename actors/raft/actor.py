@@ -316,17 +316,25 @@ class RaftActor(Actor):
     def _drain_ready(self) -> None:
         while self.core.has_ready():
             ready = self.core.ready()
+            messages = self._without_snapshots(ready.messages)
+            # Thesis §10.2.1 (and etcd's server): a leader may send its appends
+            # while it writes them itself; its own entries count toward a commit
+            # only once persisted (advance). Others persist first, then answer.
+            leading = self.core.role == "leader"
+            if leading:
+                self._send_to_peers(messages)
+            started = time.perf_counter()
             self.store.save(ready.hard_state, ready.entries, ready.snapshot)
+            self.log.debug(
+                "ready", entries=len(ready.entries), messages=len(ready.messages), committed=len(ready.committed_entries),
+                persist_ms=round((time.perf_counter() - started) * 1000, 3),
+                last=ready.entries[-1].index if ready.entries else None,
+                commit_to=ready.committed_entries[-1].index if ready.committed_entries else None,
+            )
             if ready.snapshot is not None:
                 self.log.info("snapshot_persisted", index=ready.snapshot.index, term=ready.snapshot.term)
-            messages = ready.messages
-            if any(message.type == MSG_SNAP for message in messages):
-                for message in messages:
-                    if message.type == MSG_SNAP:
-                        self.snapshot_sender.start(message)
-                messages = [message for message in messages if message.type != MSG_SNAP]
-            for peer in self.peers.send(messages):
-                self.core.report_unreachable(peer)
+            if not leading:
+                self._send_to_peers(messages)
             if ready.committed_entries:
                 self.committed_for_apply = max(self.committed_for_apply, ready.committed_entries[-1].index)
                 self._feed_apply(ready.committed_entries)
@@ -348,6 +356,19 @@ class RaftActor(Actor):
                 name, fields = event[0], (event[1] if len(event) > 1 else {})
                 self.log.info(name, **{"term": self.core.term, **_printable(fields)})
             self.core.advance(ready)
+
+    def _without_snapshots(self, messages):
+        """MSG_SNAP goes out as a streamed keyspace copy, not as a message."""
+        if not any(message.type == MSG_SNAP for message in messages):
+            return messages
+        for message in messages:
+            if message.type == MSG_SNAP:
+                self.snapshot_sender.start(message)
+        return [message for message in messages if message.type != MSG_SNAP]
+
+    def _send_to_peers(self, messages) -> None:
+        for peer in self.peers.send(messages):
+            self.core.report_unreachable(peer)
 
     def _fail_read_rounds(self) -> None:
         """A node that stopped leading will never confirm its pending reads."""
