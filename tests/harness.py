@@ -52,6 +52,23 @@ def write_config(directory, members: int = 1, **member_settings) -> str:
     return path
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            found.append(int(entry))
+    return found
+
+
 def children_of(pid: int) -> dict[int, str]:
     """{child pid: comm} from /proc (no psutil needed)."""
     found = {}
@@ -127,12 +144,11 @@ class Member:
         self._reap_group()
 
     def _reap_group(self) -> None:
-        """Wait until no process of the member's group is left."""
+        """Wait until no live process of the member's group is left (zombies
+        waiting for init to reap them hold nothing and are ignored)."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                os.killpg(self.process.pid, 0)
-            except ProcessLookupError:
+            if not group_members(self.process.pid):
                 return
             time.sleep(0.05)
         try:
@@ -239,6 +255,10 @@ class Cluster:
         return [m for m in self.members.values() if m.process is not None and m.process.poll() is None]
 
     def stop(self) -> None:
+        """Signal every member at once, then wait for each."""
+        for member in self.members.values():
+            if member.process is not None and member.process.poll() is None:
+                os.killpg(member.process.pid, signal.SIGTERM)
         for member in self.members.values():
             member.stop()
 
