@@ -1,16 +1,86 @@
-"""The watch hub: receives every applied event of its member and fans it out.
+"""The watch actor: the member's watch hub, serving etcd's Watch service.
 
-For now it follows the applied revision stream from the apply actor; watcher
-registration, history replay and fan-out to clients are issue 6's work.
+Theory of operation
+-------------------
+A thin shell around actors.watch_hub.Hub, which holds every rule (ordering,
+history replay and its seam with the live stream, filters, fragments, progress,
+credit-based flow control, slow watchers, dead clients); read its docstring
+first. This module only does the I/O, in the actor loop's rhythm:
+
+* inbox (ipc PULL): AppliedEvents from apply (every committed batch's events,
+  in revision order) go to Hub.on_events; RaftStatus gives the term for
+  headers; ClientRequests from the frontend carry client frames, each decoded
+  here and handed to the hub with the client's ROUTER identity.
+* store (LMDB, read-only): a watch created at a past revision, or a watcher
+  that fell behind, catches up through Reader.events_since. Each loop turn runs
+  at most catch_up_reads_per_turn bounded reads in ONE short read transaction,
+  so LMDB can reuse freed pages and apply is never held up.
+* frontend (ipc PUSH): the hub's frames, as ClientReplies of about
+  REPLIES_MESSAGE_BYTES each, sent NOBLOCK. zmq.Again means the frontend is
+  behind: the frames go back into the hub (requeue) and the hub's bounded
+  buffers decide what a watcher that falls too far behind reads from the store
+  instead. Nothing waits, nothing is dropped silently.
+* timers: connection expiry and progress notifications (Hub.tick), a check of
+  the store's revision against the live stream every GAP_CHECK_S (an
+  AppliedEvents message lost on a full queue is found even if no later one
+  arrives), and a stats line every STATS_LOG_S that shows the buffers' peaks.
+
+Any member serves watches from its own applied state, followers included.
 """
 
 from __future__ import annotations
 
+import time
+
+import zmq
+
 from actors.base import Actor
+from actors.watch_hub import Hub, HubLimits
+from store.environment import open_kv
+from store.mvcc import KeySpace
 from transport import codec
-from transport.errors import CairnError
-from transport.messages import AppliedEvents, RaftStatus
-from transport.sockets import inbox
+from transport.errors import CairnError, MalformedRequestError
+from transport.messages import (
+    AppliedEvents,
+    ClientReplies,
+    ClientRequests,
+    RaftStatus,
+    ResponseHeader,
+    WatchCancelRequest,
+    WatchCreateRequest,
+    WatchKeepAlive,
+    WatchProgressRequest,
+)
+from transport.sockets import inbox, outbox
+
+# Bytes of client frames per ClientReplies message: the frontend relays each
+# message in one go, so this bounds the time one message holds it.
+REPLIES_MESSAGE_BYTES = 1024 * 1024
+# Messages sent to the frontend per loop turn before the inbox is read again.
+REPLIES_MESSAGES_PER_TURN = 16
+# Messages this actor queues towards the frontend (the frontend's inbox keeps
+# its own high-water mark): small, so a frontend that falls behind shows up as
+# zmq.Again soon and the hub's bounded buffers (and the store) take over.
+REPLIES_HWM = 64
+# After a full queue to the frontend, wait this long before trying again
+# rather than spinning.
+BLOCKED_RETRY_MS = 10
+# How often the store's revision is compared with the live stream's. One
+# interval is also the grace an AppliedEvents message has to arrive.
+GAP_CHECK_S = 1.0
+# How often a line of gauges is logged while there are watchers.
+STATS_LOG_S = 1.0
+# Requests answered as of the store's current revision (read once per batch).
+WATCH_REQUESTS_AT_A_REVISION = (WatchCreateRequest, WatchProgressRequest)
+
+
+def hub_limits(socket_hwm: int) -> HubLimits:
+    """The frontend's ROUTER drops frames to a client whose pipe holds
+    socket_hwm of them. A connection's watches together may have
+    window_responses each unacknowledged, so their number is capped to keep all
+    of them within half that pipe (the other half is for other replies)."""
+    window = HubLimits().window_responses
+    return HubLimits(max_watches_per_connection=max(1, socket_hwm // (2 * window)))
 
 
 class WatchActor(Actor):
@@ -19,8 +89,24 @@ class WatchActor(Actor):
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
         self.inbox = inbox(self.context, self.data_dir, "watch", self.limits.socket_hwm)
+        self.to_frontend = outbox(self.context, self.data_dir, "frontend", REPLIES_HWM)
+        self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
+        self.keyspace = KeySpace(self.env)
+        now = time.monotonic()
+        revision = self.store_revision()
+        self.hub = Hub(config.id, self.member.id, revision, now, hub_limits(self.limits.socket_hwm))
+        self.blocked_until = 0.0
+        self.gap_check_at = now + GAP_CHECK_S
+        self.store_revision_seen = revision
+        self.stats_at = now + STATS_LOG_S
         self.add_reader(self.inbox, self.on_frames)
-        self.revision = 0
+        self.log.info("watch_hub_started", revision=revision)
+
+    def store_revision(self) -> int:
+        with self.env.begin() as txn:
+            return self.keyspace.current_revision(txn)
+
+    # ------------------------------------------------------------------ input
 
     def on_frames(self, frames: list[bytes]) -> None:
         for frame in frames:
@@ -30,7 +116,102 @@ class WatchActor(Actor):
                 self.log.error("bad_frame_dropped", error=str(error))
                 continue
             if isinstance(message, AppliedEvents):
-                self.revision = max(self.revision, message.revision)
-                self.log.debug("events", revision=message.revision, count=len(message.events))
-            elif not isinstance(message, RaftStatus):
+                self.hub.on_events(message.revision, message.events)
+            elif isinstance(message, ClientRequests):
+                self.on_client_requests(message)
+            elif isinstance(message, RaftStatus):
+                self.hub.set_term(message.term)
+            else:
                 self.log.warning("unexpected_message", type=type(message).__name__)
+        self.log_notes()
+
+    def on_client_requests(self, message: ClientRequests) -> None:
+        now = time.monotonic()
+        store_revision = None  # read once per batch, only if a request needs it
+        for identity, frame in zip(message.identities, message.frames):
+            try:
+                request_id, request = codec.decode(frame)
+            except CairnError as error:  # the frontend validated it; a bug or a newer client
+                self.hub.reply_error(identity, codec.peek_request_id(frame), error.to_response())
+                continue
+            if isinstance(request, WatchKeepAlive):
+                self.hub.keepalive(identity, request_id, request, now)
+                continue
+            if isinstance(request, WATCH_REQUESTS_AT_A_REVISION) and store_revision is None:
+                store_revision = self.store_revision()
+            if isinstance(request, WatchCreateRequest):
+                self.hub.create(identity, request_id, request, store_revision, now)
+            elif isinstance(request, WatchCancelRequest):
+                self.hub.cancel(identity, request, now)
+            elif isinstance(request, WatchProgressRequest):
+                self.hub.request_progress(identity, store_revision, now)
+            else:
+                error = MalformedRequestError(f"{type(request).__name__} is not a watch request")
+                self.hub.reply_error(identity, request_id, error.to_response())
+
+    # ------------------------------------------------------------------ work and output
+
+    def timeout_ms(self) -> int:
+        if self.hub.has_catch_up():
+            return 0
+        if self.hub.has_output():
+            return BLOCKED_RETRY_MS if time.monotonic() < self.blocked_until else 0
+        return self.settings.tick_ms
+
+    def on_batch_end(self) -> None:
+        if self.hub.has_catch_up():
+            self.catch_up()
+        self.flush()
+
+    def catch_up(self) -> None:
+        header = ResponseHeader(self.config.id, self.member.id, 0, self.hub.term)
+        records = self.hub.limits.catch_up_records
+        with self.env.begin() as txn:
+            reader = self.keyspace.reader(txn, header)
+
+            def read(start_revision, key, range_end, max_events, prev_kv):
+                return reader.events_since(start_revision, key, range_end, max_events, prev_kv, records)
+
+            reads = self.hub.catch_up(read)
+        if reads:
+            self.log.debug("caught_up", reads=reads, revision=self.hub.revision)
+        self.log_notes()
+
+    def flush(self) -> None:
+        if not self.hub.has_output() or time.monotonic() < self.blocked_until:
+            return
+        for _ in range(REPLIES_MESSAGES_PER_TURN):
+            out = self.hub.take_output(REPLIES_MESSAGE_BYTES)
+            if out is None:
+                return
+            try:
+                self.to_frontend.send(codec.encode(ClientReplies(tuple(out.identities), tuple(out.frames))), zmq.NOBLOCK)
+            except zmq.Again:
+                self.hub.requeue(out)
+                self.blocked_until = time.monotonic() + BLOCKED_RETRY_MS / 1000
+                self.log.warning("frontend_queue_full", frames=len(out.frames), bytes=out.bytes)
+                return
+
+    # ------------------------------------------------------------------ timers
+
+    def on_timer(self, now: float) -> None:
+        self.hub.tick(now)
+        if now >= self.gap_check_at:
+            self.gap_check_at = now + GAP_CHECK_S
+            # What the store held one interval ago must have arrived live by now.
+            self.hub.note_store_revision(self.store_revision_seen)
+            self.store_revision_seen = self.store_revision()
+        if now >= self.stats_at:
+            self.stats_at = now + STATS_LOG_S
+            if self.hub.watcher_count or self.hub.buffered_bytes:
+                self.log.info("watch_stats", **self.hub.stats())
+        self.log_notes()
+        self.flush()
+
+    def log_notes(self) -> None:
+        notes, self.hub.notes = self.hub.notes, []
+        for event, fields in notes:
+            self.log.info(event, **fields)
+
+    def close(self) -> None:
+        self.env.close()

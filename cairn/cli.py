@@ -394,6 +394,154 @@ def cmd_move_leader(client: Client, args) -> None:
         print(json.dumps({"header": header_json(response.header)}))
 
 
+def watch_json(response: m.WatchResponse) -> dict:
+    """etcdctl's -w json for a watch: clientv3.WatchResponse as Go marshals it
+    (event type PUT is 0, omitted; DELETE is 1)."""
+    events = []
+    for event in response.events:
+        out = {"type": 1} if event.type == m.EVENT_DELETE else {}
+        out["kv"] = kv_json(event.kv)
+        if event.prev_kv:
+            out["prev_kv"] = kv_json(event.prev_kv)
+        events.append(out)
+    return {"Header": header_json(response.header), "Events": events, "CompactRevision": response.compact_revision,
+            "Canceled": response.canceled, "Created": response.created}
+
+
+def _print_watch_response(response: m.WatchResponse, write_out: str) -> None:
+    """etcdctl's printWatchCh: events as TYPE, then prev kv (--prev-kv), then kv."""
+    from cairn.watch import is_progress_notify
+
+    if write_out == "json":
+        print(json.dumps(watch_json(response)), flush=True)
+        return
+    if is_progress_notify(response):
+        print(f"progress notify: {response.header.revision}")
+    for event in response.events:
+        print("DELETE" if event.type == m.EVENT_DELETE else "PUT")
+        if event.prev_kv:
+            _print_kv(event.prev_kv)
+        _print_kv(event.kv)
+    sys.stdout.flush()
+
+
+def _watch_canceled_message(response: m.WatchResponse) -> str:
+    reason = response.cancel_reason or ("etcdserver: mvcc: required revision has been compacted" if response.compact_revision else "canceled")
+    return f"watch was canceled ({reason})"
+
+
+def _open_watch(client: Client, args):
+    if args.key is None:
+        raise UsageError("watch needs a key (or -i to read watch commands from stdin)")
+    return client.watch(args.key, range_end=args.range_end, prefix=args.prefix, start_revision=args.rev,
+                        prev_kv=args.prev_kv, progress_notify=args.progress_notify)
+
+
+def _follow(watch, write_out: str, lock) -> bool:
+    """Print the watch's responses until it ends; False if the member canceled it."""
+    while True:
+        response = watch.get(timeout=0.5)
+        if response is None:
+            if watch.ended:
+                return True
+            continue
+        with lock:
+            if response.canceled:
+                print(_watch_canceled_message(response), file=sys.stderr, flush=True)
+                return False
+            _print_watch_response(response, write_out)
+
+
+def cmd_watch(client: Client, args) -> None:
+    """Watch until Ctrl-C or SIGTERM (exit 0) or until the member cancels the
+    watch (exit 1). -i reads `watch KEY [RANGE_END] [flags]` and `progress`
+    lines from stdin, as etcdctl's interactive mode, and keeps watching after
+    the end of input."""
+    import signal
+    import threading
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    lock = threading.Lock()
+    watches = []
+    try:
+        if not args.interactive:
+            watch = _open_watch(client, args)
+            watches.append(watch)
+            if not _follow(watch, args.write_out, lock):
+                raise SystemExit(EXIT_ERROR)
+            return
+        _watch_interactive(client, args, watches, lock)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for watch in watches:
+            watch.cancel()
+
+
+def _watch_interactive(client: Client, args, watches: list, lock) -> None:
+    import shlex
+    import threading
+
+    parser = _interactive_watch_parser()
+    followers = []
+    for line in sys.stdin:
+        line = line.strip()
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            words = []
+        if not words:
+            print(f"Invalid command: {line} (watch and progress supported)", file=sys.stderr, flush=True)
+            continue
+        if words[0] == "progress":
+            for watch in watches:
+                watch.request_progress()
+            continue
+        if words[0] != "watch":
+            print(f"Invalid command {line} (only support watch)", file=sys.stderr, flush=True)
+            continue
+        try:
+            line_args = parser.parse_args(words[1:])
+        except (UsageError, SystemExit) as error:
+            print(f"Invalid command {line} ({error})", file=sys.stderr, flush=True)
+            continue
+        line_args.write_out = args.write_out
+        try:
+            watch = _open_watch(client, line_args)
+        except CairnError as error:
+            print(f"Error: {error}", file=sys.stderr, flush=True)
+            continue
+        watches.append(watch)
+        follower = threading.Thread(target=_follow, args=(watch, args.write_out, lock), daemon=True)
+        follower.start()
+        followers.append(follower)
+    for follower in followers:  # end of input: watch on until interrupted or canceled
+        while follower.is_alive():
+            follower.join(0.5)
+
+
+class _LineParser(argparse.ArgumentParser):
+    """An argparse parser for one interactive line: errors raise, never exit."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _interactive_watch_parser() -> argparse.ArgumentParser:
+    parser = _LineParser(prog="watch", add_help=False)
+    _watch_flags(parser)
+    return parser
+
+
+def _watch_flags(parser) -> None:
+    parser.add_argument("key", nargs="?")
+    parser.add_argument("range_end", nargs="?")
+    parser.add_argument("--prefix", action="store_true", help="watch on a prefix")
+    parser.add_argument("--rev", type=int, default=0, help="revision to start watching from")
+    parser.add_argument("--prev-kv", action="store_true", help="get the previous key-value pair before the event happens")
+    parser.add_argument("--progress-notify", action="store_true", help="get periodic watch progress notifications")
+
+
 def _human_bytes(size: int) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if size < 1000 or unit == "TB":
@@ -531,6 +679,11 @@ def build_parser() -> argparse.ArgumentParser:
     move_leader = commands.add_parser("move-leader", help="transfer leadership to another member")
     move_leader.add_argument("transferee", help="member ID in hex")
     move_leader.set_defaults(run=cmd_move_leader)
+
+    watch = commands.add_parser("watch", help="watch a key, a range or a prefix for changes")
+    _watch_flags(watch)
+    watch.add_argument("-i", "--interactive", action="store_true", help="read watch commands from stdin")
+    watch.set_defaults(run=cmd_watch)
     return parser
 
 

@@ -630,3 +630,33 @@ class LeasesChanged:
     granted_ids: tuple[int, ...] = ()
     granted_ttls: tuple[int, ...] = ()
     revoked_ids: tuple[int, ...] = ()
+
+
+# ---------------------------------------------------------------------------
+# Watch keep-alive and flow control (the watch hub, issue 6)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WatchKeepAlive(WatchProgressRequest):
+    """client -> watch hub, on each connection that has watches: every
+    interval_ms (the hub drops the watches of a connection silent for three
+    intervals) and whenever the application has consumed a share of a watch's
+    credit window. For each watch (watch_ids[i], created under request_ids[i]),
+    consumed[i] counts the responses the application has taken (events or
+    progress; created and canceled responses do not count; fragments of one
+    response count once), which returns credit to the hub.
+
+    The hub answers with one WatchResponse(watch_id=-1) under this request's id,
+    not with progress notifications, and with a canceled response carrying
+    cancel_reason UNKNOWN_WATCH, under the watch's own request id, for each
+    watch it does not hold. A subclass of WatchProgressRequest because it is one
+    for routing: the frontend hands it to the watch actor like any watch
+    request."""
+
+    UNKNOWN_WATCH = "cairn: watch not found on this member"
+
+    interval_ms: int = 2000
+    watch_ids: tuple[int, ...] = ()
+    request_ids: tuple[int, ...] = ()
+    consumed: tuple[int, ...] = ()

@@ -1,0 +1,776 @@
+"""The watch hub's logic: etcd's watch guarantees as a pure state machine.
+
+Theory of operation
+-------------------
+The watch actor (actors/watch.py) is a thin shell around a Hub: it feeds in
+client requests, the apply actor's AppliedEvents and the clock, lends the hub a
+history reader over a short LMDB read transaction, and sends whatever frames
+the hub hands out. The hub itself does no I/O, so every rule below is tested
+deterministically (tests/unit/test_watch_hub.py).
+
+Revisions are the only bookkeeping. Each watcher knows `next_revision`, the
+first revision it has not yet been given; the live stream and the store are two
+sources of the same totally ordered history, and a watcher takes each revision
+from exactly one of them:
+
+* synced: the watcher takes live events (AppliedEvents) of revision >=
+  next_revision, and its coverage follows the hub's revision;
+* unsynced: it ignores live events and reads the store from next_revision
+  (Reader.events_since, whole revisions, a bounded batch per read). A read that
+  reaches past the hub's live revision makes it synced again with next_revision
+  = the read's end + 1, so live events the store already gave it are skipped
+  (no duplicate) and every later one is taken (no gap). This is the seam of a
+  watch created at a past revision, and of every catch-up after falling behind.
+
+Live events with a revision the hub has already passed are duplicates and are
+skipped. A batch whose first revision leaves a hole after the hub's revision
+(the apply actor dropped a message on a full queue, or a snapshot was
+installed) turns every synced watcher that needs the hole unsynced: the store
+fills it. The shell also reports the store's revision once a second
+(note_store_revision), which finds a hole that no later batch reveals.
+
+Responses. Each watcher has a buffer of units waiting to be sent. A unit is
+one response, or the fragments of one revision too large for one response
+(`fragment` watches only), and always holds whole revisions: all events of a
+revision travel in one response (or one fragment series), in revision order. A
+unit's header revision is the revision the watch is complete up to once the
+unit is delivered, so a client resumes exactly after it. Units are merged up to
+MAX_RESPONSE_BYTES while they wait. The created response goes first, through
+the same ordered control queue as cancellations, errors and keep-alive replies.
+
+Flow control (credit). The frontend's ROUTER silently drops frames to a client
+whose pipe is full, and a client that reads slowly would otherwise buffer
+without bound. So at most WINDOW_RESPONSES units per watch may be unacknowledged:
+the client library counts the responses its application has consumed and
+returns that count (WatchKeepAlive.consumed) after every ACK_EVERY responses and
+with its periodic keep-alive. A watch whose window is full keeps its units in
+the hub's buffer; a buffer past BUFFER_EVENTS_MAX events or BUFFER_BYTES_MAX
+bytes is dropped and the watcher turns unsynced from the first revision it was
+not sent: nothing is lost, the store has it, and the watcher catches up as
+credit returns, one bounded read at a time. A full send queue to the frontend
+(zmq.Again) puts the taken units back (requeue), so the buffers absorb it the
+same way. Other watchers and the apply actor never wait on a slow one.
+
+Dead clients. ZeroMQ does not report a vanished client here, so every frame
+from a connection counts as a sign of life, the client library sends a
+WatchKeepAlive every interval_ms while it has watches, and a connection silent
+for IDLE_INTERVALS intervals loses its watches. A keep-alive naming a watch the
+hub does not hold (the member restarted its hub, or dropped an idle
+connection) is answered with a canceled response whose reason is
+WatchKeepAlive.UNKNOWN_WATCH, which the client library answers by re-creating
+the watch from its last revision.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from actors.watch_wire import FRAME_OVERHEAD_BYTES, EncodedEvent, header_bytes, response_frame
+from store.keys import bounds, contains
+from transport import codec
+from transport.errors import CompactedError
+from transport.messages import (
+    EVENT_PUT,
+    WATCH_FILTER_NODELETE,
+    WATCH_FILTER_NOPUT,
+    ErrorResponse,
+    Event,
+    ResponseHeader,
+    WatchCancelRequest,
+    WatchCreateRequest,
+    WatchKeepAlive,
+    WatchResponse,
+)
+
+# etcd's clientv3.InvalidWatchID: the id of a refused watch and of keep-alive replies.
+INVALID_WATCH_ID = -1
+
+REASON_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+REASON_EMPTY_RANGE = "mvcc: watcher range is empty"
+REASON_INVALID_ID = "etcdserver: watch ID must not be negative"
+REASON_TOO_MANY = "etcdserver: too many watches"
+REASON_COMPACTED = "etcdserver: mvcc: required revision has been compacted"
+REASON_UNKNOWN = WatchKeepAlive.UNKNOWN_WATCH
+
+
+@dataclass(frozen=True, slots=True)
+class HubLimits:
+    """Every bound of the hub, each with its reason; tests shrink them."""
+
+    # One response's events, in bytes (etcd splits at its max request size,
+    # 1.5 MiB; a round 1 MiB keeps each frame well under the client's limit).
+    max_response_bytes: int = 1024 * 1024
+    # Units sent and not yet acknowledged per watch. The client acks every
+    # quarter window (cairn.watch.ACK_EVERY_RESPONSES), so a consumer that keeps
+    # up never waits; one that stops holds at most this many responses.
+    window_responses: int = 32
+    # A watcher's unsent backlog before it is dropped and the watcher reads the
+    # store instead: bounds the hub's memory per slow watcher.
+    buffer_events_max: int = 4096
+    buffer_bytes_max: int = 2 * 1024 * 1024
+    # All watchers' backlogs together: past it the largest backlog is dropped.
+    total_buffer_bytes_max: int = 256 * 1024 * 1024
+    # Events per catch-up read (whole revisions), and stored records it may
+    # scan: a narrow watch over a long history holds the read txn briefly.
+    catch_up_events: int = 1000
+    catch_up_records: int = 10000
+    # Catch-up reads per loop turn (one read transaction holds them all), so
+    # live events and client requests are never held up long.
+    catch_up_reads_per_turn: int = 8
+    # etcd's progress notification interval is 10 minutes; 10 s keeps a
+    # progress_notify watch's client well informed at a negligible cost.
+    progress_notify_s: float = 10.0
+    # Keep-alive interval assumed until a client states its own, the range it
+    # may state, and how many silent intervals drop a connection's watches.
+    keepalive_interval_s: float = 2.0
+    keepalive_interval_s_min: float = 0.1
+    keepalive_interval_s_max: float = 60.0
+    idle_intervals: int = 3
+    # Watches per connection and per member: each costs index entries and, when
+    # slow, a bounded backlog; a limit turns a runaway client into an error. The
+    # actor derives the per-connection one from the frontend's high-water mark
+    # (actors/watch.py, hub_limits), so credit alone keeps the ROUTER from dropping.
+    max_watches_per_connection: int = 1000
+    max_watchers: int = 100000
+
+    def __post_init__(self):
+        assert self.window_responses >= 4, "the client acks every quarter window"
+        assert self.buffer_bytes_max >= self.max_response_bytes, "a buffer must hold one full response"
+        assert self.catch_up_events <= self.buffer_events_max, "one catch-up read must fit a buffer"
+        assert self.keepalive_interval_s_min <= self.keepalive_interval_s <= self.keepalive_interval_s_max
+        assert self.idle_intervals >= 2, "one late keep-alive must not drop a connection"
+
+
+class Unit:
+    """What one watcher sends as one response (or one revision's fragments):
+    whole revisions in (first, end]; header_revision goes in the header."""
+
+    __slots__ = ("frames", "first", "end", "header_revision", "fragmented", "events", "bytes", "progress")
+
+    def __init__(self, frames: list[list[EncodedEvent]], first: int, end: int, size: int,
+                 fragmented: bool = False, progress: bool = False, header_revision: int | None = None):
+        self.frames = frames
+        self.first = first
+        self.end = end
+        self.header_revision = end if header_revision is None else header_revision
+        self.fragmented = fragmented
+        self.progress = progress
+        self.events = sum(len(frame) for frame in frames)
+        self.bytes = size
+
+
+class Connection:
+    """One client connection (a ROUTER identity) and its watches."""
+
+    __slots__ = ("identity", "watchers", "next_auto_id", "last_heard", "interval_s")
+
+    def __init__(self, identity: bytes, now: float, interval_s: float):
+        self.identity = identity
+        self.watchers: dict[int, Watcher] = {}
+        self.next_auto_id = 0  # etcd's watchStream hands out 0, 1, 2 ... skipping ids in use
+        self.last_heard = now
+        self.interval_s = interval_s
+
+
+class Watcher:
+    __slots__ = (
+        "connection", "watch_id", "request_id", "key", "range_end", "start", "end", "no_put", "no_delete",
+        "prev_kv", "fragment", "progress_notify", "synced", "next_revision", "queued_revision", "sent_revision",
+        "buffer", "buffer_events", "buffer_bytes", "sent_units", "acked_units", "events_since_progress",
+        "removed", "in_ready", "in_lagging",
+    )
+
+    def __init__(self, connection: Connection, watch_id: int, request_id: int, request: WatchCreateRequest):
+        self.connection = connection
+        self.watch_id = watch_id
+        self.request_id = request_id
+        self.key = request.key or b"\0"  # etcd: an empty key means the smallest key
+        self.range_end = request.range_end
+        self.start, self.end = bounds(self.key, self.range_end)
+        self.no_put = WATCH_FILTER_NOPUT in request.filters
+        self.no_delete = WATCH_FILTER_NODELETE in request.filters
+        self.prev_kv = request.prev_kv
+        self.fragment = request.fragment
+        self.progress_notify = request.progress_notify
+        self.synced = False
+        self.next_revision = 0  # first revision not yet taken from either source
+        self.queued_revision = 0  # complete up to here once the buffer is sent
+        self.sent_revision = 0  # complete up to here on the wire
+        self.buffer: deque[Unit] = deque()
+        self.buffer_events = 0
+        self.buffer_bytes = 0
+        self.sent_units = 0
+        self.acked_units = 0
+        self.events_since_progress = False
+        self.removed = False
+        self.in_ready = False
+        self.in_lagging = False
+
+    @property
+    def single_key(self) -> bool:
+        return not self.range_end
+
+    def wants(self, event: Event) -> bool:
+        if event.type == EVENT_PUT:
+            return not self.no_put
+        return not self.no_delete
+
+
+class Outgoing:
+    """Frames taken from the hub for one message to the frontend; given back
+    with Hub.requeue if the message could not be queued."""
+
+    __slots__ = ("identities", "frames", "bytes", "control", "units")
+
+    def __init__(self):
+        self.identities: list[bytes] = []
+        self.frames: list[bytes] = []
+        self.bytes = 0
+        self.control: list[tuple[bytes, bytes]] = []
+        self.units: list[tuple[Watcher, Unit]] = []
+
+    def add(self, identity: bytes, frame: bytes) -> None:
+        self.identities.append(identity)
+        self.frames.append(frame)
+        self.bytes += len(frame)
+
+
+class Hub:
+    def __init__(self, cluster_id: int, member_id: int, revision: int, now: float, limits: HubLimits | None = None):
+        self.cluster_id = cluster_id
+        self.member_id = member_id
+        self.limits = limits or HubLimits()
+        self.term = 0
+        self.revision = revision  # every event up to here has been seen live or is known to be in the store
+        self.connections: dict[bytes, Connection] = {}
+        self.by_key: dict[bytes, set[Watcher]] = {}
+        self.ranges: set[Watcher] = set()
+        self.watcher_count = 0
+        self.progress_watchers: set[Watcher] = set()
+        self.control: deque[tuple[bytes, bytes]] = deque()
+        self.ready: deque[Watcher] = deque()
+        self.lagging: deque[Watcher] = deque()
+        self.buffered_bytes = 0
+        self.peak_buffer_bytes = 0
+        self.peak_buffer_events = 0
+        self.next_progress_at = now + self.limits.progress_notify_s
+        self.notes: list[tuple[str, dict]] = []  # for the shell to log
+        # identity -> store revision to reach: progress requests waiting for the
+        # live stream (one per connection; the gap check bounds the wait).
+        self.pending_progress: dict[bytes, int] = {}
+
+    # ------------------------------------------------------------------ client requests
+
+    def heard(self, identity: bytes, now: float) -> Connection:
+        connection = self.connections.get(identity)
+        if connection is None:
+            connection = Connection(identity, now, self.limits.keepalive_interval_s)
+            self.connections[identity] = connection
+        connection.last_heard = now
+        return connection
+
+    def create(self, identity: bytes, request_id: int, request: WatchCreateRequest, store_revision: int, now: float) -> None:
+        """store_revision: the store's current revision as the shell just read it
+        (etcd's created header and the start of a watch from "now")."""
+        connection = self.heard(identity, now)
+        current = max(store_revision, self.revision)
+        reason = self._refusal(connection, request)
+        if reason:
+            self.notes.append(("watch_refused", {"request_id": request_id, "reason": reason}))
+            self._send_control(identity, request_id, WatchResponse(
+                self._header(current), INVALID_WATCH_ID, created=True, canceled=True, cancel_reason=reason))
+            return
+        watch_id = request.watch_id or self._auto_id(connection)
+        watcher = Watcher(connection, watch_id, request_id, request)
+        start = request.start_revision
+        if start <= 0:
+            watcher.next_revision, watcher.synced = current + 1, True
+        else:
+            # A future start waits for live events; a past one replays the store first.
+            watcher.next_revision, watcher.synced = start, start > self.revision
+        watcher.queued_revision = watcher.sent_revision = watcher.next_revision - 1
+        connection.watchers[watch_id] = watcher
+        self._index(watcher)
+        self._send_control(identity, request_id, WatchResponse(self._header(current), watch_id, created=True))
+        self.notes.append(("watch_created", {
+            "request_id": request_id, "watch_id": watch_id, "start_revision": watcher.next_revision,
+            "synced": watcher.synced, "revision": current}))
+        self._schedule(watcher)
+
+    def _refusal(self, connection: Connection, request: WatchCreateRequest) -> str:
+        if request.watch_id < 0:
+            return REASON_INVALID_ID
+        if request.watch_id and request.watch_id in connection.watchers:
+            return REASON_DUPLICATE_ID
+        if request.range_end and request.range_end != b"\0" and (request.key or b"\0") >= request.range_end:
+            return REASON_EMPTY_RANGE
+        if len(connection.watchers) >= self.limits.max_watches_per_connection or self.watcher_count >= self.limits.max_watchers:
+            return REASON_TOO_MANY
+        return ""
+
+    @staticmethod
+    def _auto_id(connection: Connection) -> int:
+        while connection.next_auto_id in connection.watchers:
+            connection.next_auto_id += 1
+        watch_id = connection.next_auto_id
+        connection.next_auto_id += 1
+        return watch_id
+
+    def cancel(self, identity: bytes, request: WatchCancelRequest, now: float) -> None:
+        """etcd answers a cancel of an unknown id with nothing."""
+        connection = self.heard(identity, now)
+        watcher = connection.watchers.get(request.watch_id)
+        if watcher is None:
+            self.notes.append(("cancel_unknown_watch", {"watch_id": request.watch_id}))
+            return
+        self._remove(watcher)
+        self._send_control(identity, watcher.request_id, WatchResponse(self._header(self.revision), watcher.watch_id, canceled=True))
+        self.notes.append(("watch_canceled", {"request_id": watcher.request_id, "watch_id": watcher.watch_id}))
+
+    def request_progress(self, identity: bytes, store_revision: int, now: float) -> None:
+        """etcd's RequestProgress: a progress notification on every watch of the
+        connection, queued behind what the watch has pending so it never claims
+        a revision whose events are still to come. It waits until the live
+        stream has reached the store's revision (store_revision, as the shell
+        just read it): a client that wrote, then asked, learns a revision at
+        least as new as its write."""
+        connection = self.heard(identity, now)
+        if store_revision > self.revision:
+            self.pending_progress[identity] = max(store_revision, self.pending_progress.get(identity, 0))
+            return
+        for watcher in connection.watchers.values():
+            self._append_progress(watcher)
+
+    def _answer_pending_progress(self) -> None:
+        for identity, target in list(self.pending_progress.items()):
+            if target > self.revision:
+                continue
+            del self.pending_progress[identity]
+            connection = self.connections.get(identity)
+            if connection is not None:
+                for watcher in connection.watchers.values():
+                    self._append_progress(watcher)
+
+    def keepalive(self, identity: bytes, request_id: int, message: WatchKeepAlive, now: float) -> None:
+        connection = self.heard(identity, now)
+        limits = self.limits
+        connection.interval_s = min(max(message.interval_ms / 1000, limits.keepalive_interval_s_min), limits.keepalive_interval_s_max)
+        for watch_id, watch_request_id, consumed in zip(message.watch_ids, message.request_ids, message.consumed):
+            watcher = connection.watchers.get(watch_id)
+            if watcher is None or watcher.request_id != watch_request_id:
+                self._send_control(identity, watch_request_id, WatchResponse(
+                    self._header(self.revision), watch_id, canceled=True, cancel_reason=REASON_UNKNOWN))
+                self.notes.append(("keepalive_unknown_watch", {"watch_id": watch_id, "request_id": watch_request_id}))
+                continue
+            if consumed > watcher.acked_units:
+                watcher.acked_units = min(consumed, watcher.sent_units)
+                self._schedule(watcher)
+        self._send_control(identity, request_id, WatchResponse(self._header(self.revision), INVALID_WATCH_ID))
+
+    def reply_error(self, identity: bytes, request_id: int, response: ErrorResponse) -> None:
+        self._send_control(identity, request_id, response)
+
+    # ------------------------------------------------------------------ the live stream
+
+    def set_term(self, term: int) -> None:
+        self.term = max(self.term, term)
+
+    def on_events(self, revision: int, events: tuple[Event, ...] | list[Event]) -> None:
+        """One AppliedEvents: events in revision order, revision the store's after them."""
+        if events:
+            first = events[0].kv.mod_revision
+            if first > self.revision + 1:
+                self._gap(first - 1, "events_missing")
+            revision = max(revision, events[-1].kv.mod_revision)
+        if revision <= self.revision:
+            return  # nothing new: a duplicate, or a batch the store already filled in
+        matched: dict[Watcher, list[EncodedEvent]] = {}
+        for event in events:
+            event_revision = event.kv.mod_revision
+            if event_revision <= self.revision:
+                continue
+            encoded = None
+            for watcher in self._matching(event.kv.key):
+                if not watcher.synced or event_revision < watcher.next_revision or not watcher.wants(event):
+                    continue
+                if encoded is None:
+                    encoded = EncodedEvent(event)
+                found = matched.get(watcher)
+                if found is None:
+                    matched[watcher] = [encoded]
+                else:
+                    found.append(encoded)
+        previous = self.revision
+        self.revision = revision
+        for watcher, encoded_events in matched.items():
+            first = max(watcher.queued_revision, previous) + 1
+            self._append_units(watcher, self._build_units(watcher, encoded_events, first, revision), live=True)
+        if self.pending_progress:
+            self._answer_pending_progress()
+
+    def note_store_revision(self, store_revision: int) -> None:
+        """The store had reached store_revision a while ago (the shell's check
+        interval) and the live stream has not: its events were lost on the way."""
+        if store_revision > self.revision:
+            self._gap(store_revision, "live_stream_behind_store")
+
+    def _gap(self, upto: int, reason: str) -> None:
+        """Revisions up to `upto` will not arrive live: every synced watcher that
+        still needs one reads the store instead."""
+        turned = 0
+        for watcher in self._all_watchers():
+            if not watcher.synced:
+                continue
+            next_revision = max(watcher.next_revision, self.revision + 1)
+            if next_revision <= upto:
+                watcher.synced = False
+                watcher.next_revision = next_revision
+                watcher.queued_revision = next_revision - 1
+                turned += 1
+                self._schedule(watcher)
+        self.notes.append(("live_gap", {"reason": reason, "from_revision": self.revision + 1, "to_revision": upto, "watchers": turned}))
+        self.revision = max(self.revision, upto)
+        if self.pending_progress:
+            self._answer_pending_progress()
+
+    def _matching(self, key: bytes):
+        single = self.by_key.get(key)
+        if single:
+            yield from single
+        for watcher in self.ranges:
+            if contains(watcher.start, watcher.end, key):
+                yield watcher
+
+    # ------------------------------------------------------------------ catching up from the store
+
+    def catch_up(self, read) -> int:
+        """Serve lagging watchers from the store: read(start_revision, key,
+        range_end, max_events, prev_kv) -> (events, next_revision), as
+        Reader.events_since; it may raise CompactedError. Returns reads made."""
+        limits = self.limits
+        reads = 0
+        while self.lagging and reads < limits.catch_up_reads_per_turn:
+            watcher = self.lagging.popleft()
+            watcher.in_lagging = False
+            if watcher.removed or watcher.synced or watcher.buffer or not self._window_open(watcher):
+                continue  # rescheduled when that changes
+            reads += 1
+            try:
+                events, next_revision = read(watcher.next_revision, watcher.key, watcher.range_end, limits.catch_up_events, watcher.prev_kv)
+            except CompactedError as error:
+                self._compacted(watcher, int(error.details.get("compact_revision", 0)))
+                continue
+            encoded, next_revision = self._bounded_history(watcher, events, next_revision)
+            first = watcher.queued_revision + 1
+            if encoded:
+                self._append_units(watcher, self._build_units(watcher, encoded, first, next_revision - 1), live=False)
+            watcher.next_revision = next_revision
+            watcher.queued_revision = max(watcher.queued_revision, next_revision - 1)
+            if next_revision > self.revision:
+                watcher.synced = True
+                self.notes.append(("watcher_synced", {"watch_id": watcher.watch_id, "request_id": watcher.request_id, "revision": next_revision - 1}))
+            self._schedule(watcher)
+        return reads
+
+    def _bounded_history(self, watcher: Watcher, events, next_revision: int) -> tuple[list[EncodedEvent], int]:
+        """The read's events the watcher wants, cut at a revision boundary once
+        they pass the buffer's byte limit (one revision is kept whole)."""
+        kept: list[EncodedEvent] = []
+        size, limit = 0, self.limits.buffer_bytes_max
+        for event in events:
+            encoded = EncodedEvent(event)
+            if size > limit and kept and encoded.revision != kept[-1].revision:
+                return kept, encoded.revision  # resume at the first revision not kept
+            if watcher.wants(event):
+                kept.append(encoded)
+                size += len(encoded.encoded(watcher.prev_kv))
+        return kept, next_revision
+
+    def _compacted(self, watcher: Watcher, compact_revision: int) -> None:
+        """etcd: a watch whose next revision is compacted gets compact_revision
+        with canceled set, and is gone."""
+        self._remove(watcher)
+        self._send_control(watcher.connection.identity, watcher.request_id, WatchResponse(
+            self._header(self.revision), watcher.watch_id, canceled=True, compact_revision=compact_revision,
+            cancel_reason=REASON_COMPACTED))
+        self.notes.append(("watch_compacted", {
+            "request_id": watcher.request_id, "watch_id": watcher.watch_id, "compact_revision": compact_revision}))
+
+    # ------------------------------------------------------------------ units and buffers
+
+    def _build_units(self, watcher: Watcher, events: list[EncodedEvent], first: int, end: int) -> list[Unit]:
+        """Whole revisions packed into responses of at most max_response_bytes;
+        a revision larger than that is split into fragments if the watch asked
+        for them, else sent alone. The last unit's coverage ends at `end`."""
+        limit = self.limits.max_response_bytes
+        with_prev = watcher.prev_kv
+        units: list[Unit] = []
+        frame: list[EncodedEvent] = []
+        frame_bytes = 0
+
+        def close_frame():
+            nonlocal frame, frame_bytes
+            if frame:
+                units.append(Unit([frame], 0, frame[-1].revision, frame_bytes + FRAME_OVERHEAD_BYTES))
+                frame, frame_bytes = [], 0
+
+        for group in _revision_groups(events):
+            sizes = [len(event.encoded(with_prev)) for event in group]
+            group_bytes = sum(sizes)
+            if frame and frame_bytes + group_bytes > limit:
+                close_frame()
+            if group_bytes > limit and watcher.fragment:
+                close_frame()
+                units.append(_fragmented_unit(group, sizes, limit))
+            else:
+                frame.extend(group)
+                frame_bytes += group_bytes
+        close_frame()
+        for unit in units:
+            unit.first = first
+            first = unit.end + 1
+        if units:
+            units[-1].end = units[-1].header_revision = max(end, units[-1].end)
+        return units
+
+    def _append_units(self, watcher: Watcher, units: list[Unit], live: bool) -> None:
+        limits = self.limits
+        for unit in units:
+            if live and (watcher.buffer_events + unit.events > limits.buffer_events_max
+                         or watcher.buffer_bytes + unit.bytes > limits.buffer_bytes_max):
+                self._spill(watcher, "buffer_full")
+                return
+            tail = watcher.buffer[-1] if watcher.buffer else None
+            if (tail is not None and not tail.fragmented and not unit.fragmented and not tail.progress
+                    and not unit.progress and tail.bytes + unit.bytes - FRAME_OVERHEAD_BYTES <= limits.max_response_bytes):
+                tail.frames[0].extend(unit.frames[0])
+                tail.events += unit.events
+                tail.bytes += unit.bytes - FRAME_OVERHEAD_BYTES
+                tail.end = tail.header_revision = unit.end
+            else:
+                watcher.buffer.append(unit)
+            watcher.buffer_events += unit.events
+            watcher.buffer_bytes += unit.bytes
+            self.buffered_bytes += unit.bytes
+            watcher.queued_revision = max(watcher.queued_revision, unit.end)
+            watcher.events_since_progress = True
+            self.peak_buffer_bytes = max(self.peak_buffer_bytes, watcher.buffer_bytes)
+            self.peak_buffer_events = max(self.peak_buffer_events, watcher.buffer_events)
+        self._schedule(watcher)
+        if self.buffered_bytes > limits.total_buffer_bytes_max:
+            largest = max(self._all_watchers(), key=lambda w: w.buffer_bytes)
+            self._spill(largest, "total_buffer_full")
+
+    def _append_progress(self, watcher: Watcher) -> None:
+        covered = max(watcher.queued_revision, self.revision) if watcher.synced else watcher.queued_revision
+        header_revision = self.revision if watcher.synced else watcher.queued_revision
+        unit = Unit([[]], watcher.queued_revision + 1, covered, FRAME_OVERHEAD_BYTES, progress=True, header_revision=header_revision)
+        watcher.buffer.append(unit)
+        watcher.buffer_bytes += unit.bytes
+        self.buffered_bytes += unit.bytes
+        watcher.queued_revision = covered
+        self._schedule(watcher)
+
+    def _spill(self, watcher: Watcher, reason: str) -> None:
+        """Drop the watcher's backlog; it reads the store from the first revision
+        it was not sent."""
+        self.notes.append(("watcher_unsynced", {
+            "watch_id": watcher.watch_id, "request_id": watcher.request_id, "reason": reason,
+            "buffer_events": watcher.buffer_events, "buffer_bytes": watcher.buffer_bytes,
+            "buffer_events_max": self.limits.buffer_events_max, "buffer_bytes_max": self.limits.buffer_bytes_max,
+            "next_revision": watcher.sent_revision + 1, "unacked": watcher.sent_units - watcher.acked_units}))
+        self._drop_buffer(watcher)
+        watcher.synced = False
+        watcher.next_revision = watcher.sent_revision + 1
+        watcher.queued_revision = watcher.sent_revision
+        self._schedule(watcher)
+
+    def _drop_buffer(self, watcher: Watcher) -> None:
+        self.buffered_bytes -= watcher.buffer_bytes
+        watcher.buffer.clear()
+        watcher.buffer_events = watcher.buffer_bytes = 0
+
+    def _window_open(self, watcher: Watcher) -> bool:
+        return watcher.sent_units - watcher.acked_units < self.limits.window_responses
+
+    def _schedule(self, watcher: Watcher) -> None:
+        """Put the watcher where the next turn will look for it: ready (units to
+        send and credit) or lagging (unsynced, nothing queued, credit). Entries
+        are checked again when taken, so a stale one costs a skip."""
+        if watcher.removed or not self._window_open(watcher):
+            return
+        if watcher.buffer:
+            if not watcher.in_ready:
+                watcher.in_ready = True
+                self.ready.append(watcher)
+        elif not watcher.synced and not watcher.in_lagging:
+            watcher.in_lagging = True
+            self.lagging.append(watcher)
+
+    # ------------------------------------------------------------------ output
+
+    def has_output(self) -> bool:
+        return bool(self.control or self.ready)
+
+    def has_catch_up(self) -> bool:
+        return bool(self.lagging)
+
+    def take_output(self, max_bytes: int) -> Outgoing | None:
+        """Frames for one message to the frontend (about max_bytes): control
+        first, then one unit per ready watcher in turn, so no watcher starves
+        the others."""
+        out = Outgoing()
+        while self.control and out.bytes < max_bytes:
+            identity, frame = self.control.popleft()
+            out.add(identity, frame)
+            out.control.append((identity, frame))
+        while self.ready and out.bytes < max_bytes:
+            watcher = self.ready.popleft()
+            watcher.in_ready = False
+            if watcher.removed or not watcher.buffer or not self._window_open(watcher):
+                continue
+            unit = watcher.buffer.popleft()
+            watcher.buffer_events -= unit.events
+            watcher.buffer_bytes -= unit.bytes
+            self.buffered_bytes -= unit.bytes
+            for frame in self._frames(watcher, unit):
+                out.add(watcher.connection.identity, frame)
+            watcher.sent_units += 1
+            watcher.sent_revision = unit.end
+            out.units.append((watcher, unit))
+            self._schedule(watcher)
+        return out if out.frames else None
+
+    def requeue(self, out: Outgoing) -> None:
+        """The message could not be queued: put everything back in order."""
+        for item in reversed(out.control):
+            self.control.appendleft(item)
+        for watcher, unit in reversed(out.units):
+            if watcher.removed:
+                continue
+            watcher.buffer.appendleft(unit)
+            watcher.buffer_events += unit.events
+            watcher.buffer_bytes += unit.bytes
+            self.buffered_bytes += unit.bytes
+            watcher.sent_units -= 1
+            watcher.sent_revision = unit.first - 1
+            self._schedule(watcher)
+
+    def _frames(self, watcher: Watcher, unit: Unit) -> list[bytes]:
+        header = header_bytes(self._header(unit.header_revision))
+        last = len(unit.frames) - 1
+        with_prev = watcher.prev_kv
+        return [
+            response_frame(watcher.request_id, header, watcher.watch_id, [event.encoded(with_prev) for event in events],
+                           fragment=unit.fragmented and index < last)
+            for index, events in enumerate(unit.frames)
+        ]
+
+    def _send_control(self, identity: bytes, request_id: int, message) -> None:
+        self.control.append((identity, codec.encode(message, request_id)))
+
+    def _header(self, revision: int) -> ResponseHeader:
+        return ResponseHeader(self.cluster_id, self.member_id, revision, self.term)
+
+    # ------------------------------------------------------------------ timers
+
+    def tick(self, now: float) -> None:
+        self._expire_connections(now)
+        if now >= self.next_progress_at:
+            self.next_progress_at = now + self.limits.progress_notify_s
+            self._progress_notify()
+
+    def _expire_connections(self, now: float) -> None:
+        for identity, connection in list(self.connections.items()):
+            if now - connection.last_heard <= self.limits.idle_intervals * connection.interval_s:
+                continue
+            del self.connections[identity]
+            if connection.watchers:
+                self.notes.append(("connection_expired", {
+                    "watches": len(connection.watchers), "silent_s": round(now - connection.last_heard, 3),
+                    "request_ids": [w.request_id for w in connection.watchers.values()]}))
+            for watcher in list(connection.watchers.values()):
+                self._remove(watcher)
+
+    def _progress_notify(self) -> None:
+        """etcd's progress_notify: a watch that is synced and was sent no events
+        since the last round gets an empty response with the current revision."""
+        for watcher in self.progress_watchers:
+            if watcher.synced and not watcher.buffer and self._window_open(watcher) and not watcher.events_since_progress:
+                self._append_progress(watcher)
+            watcher.events_since_progress = False
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _index(self, watcher: Watcher) -> None:
+        self.watcher_count += 1
+        if watcher.single_key:
+            self.by_key.setdefault(watcher.key, set()).add(watcher)
+        else:
+            self.ranges.add(watcher)
+        if watcher.progress_notify:
+            self.progress_watchers.add(watcher)
+
+    def _remove(self, watcher: Watcher) -> None:
+        if watcher.removed:
+            return
+        watcher.removed = True
+        self.watcher_count -= 1
+        self._drop_buffer(watcher)
+        connection = watcher.connection
+        if connection.watchers.get(watcher.watch_id) is watcher:
+            del connection.watchers[watcher.watch_id]
+        if watcher.single_key:
+            same_key = self.by_key.get(watcher.key)
+            if same_key is not None:
+                same_key.discard(watcher)
+                if not same_key:
+                    del self.by_key[watcher.key]
+        else:
+            self.ranges.discard(watcher)
+        self.progress_watchers.discard(watcher)
+
+    def _all_watchers(self):
+        for connection in self.connections.values():
+            yield from connection.watchers.values()
+
+    def stats(self) -> dict:
+        """Gauges for the shell's periodic log line; peaks restart from now."""
+        unsynced = sum(1 for watcher in self._all_watchers() if not watcher.synced)
+        stats = {
+            "watchers": self.watcher_count, "unsynced": unsynced, "connections": len(self.connections),
+            "revision": self.revision, "buffered_bytes": self.buffered_bytes,
+            "peak_buffer_bytes": self.peak_buffer_bytes, "peak_buffer_events": self.peak_buffer_events,
+            "buffer_bytes_max": self.limits.buffer_bytes_max, "buffer_events_max": self.limits.buffer_events_max,
+        }
+        self.peak_buffer_bytes = max((w.buffer_bytes for w in self._all_watchers()), default=0)
+        self.peak_buffer_events = max((w.buffer_events for w in self._all_watchers()), default=0)
+        return stats
+
+
+def _revision_groups(events: list[EncodedEvent]):
+    """Consecutive events of the same revision, as lists."""
+    group: list[EncodedEvent] = []
+    for event in events:
+        if group and event.revision != group[-1].revision:
+            yield group
+            group = []
+        group.append(event)
+    if group:
+        yield group
+
+
+def _fragmented_unit(group: list[EncodedEvent], sizes: list[int], limit: int) -> Unit:
+    """One revision split into frames of at most `limit` bytes of events (a
+    frame holds at least one event, however large)."""
+    frames: list[list[EncodedEvent]] = [[]]
+    frame_bytes = 0
+    for event, size in zip(group, sizes):
+        if frames[-1] and frame_bytes + size > limit:
+            frames.append([])
+            frame_bytes = 0
+        frames[-1].append(event)
+        frame_bytes += size
+    total = sum(sizes) + FRAME_OVERHEAD_BYTES * len(frames)
+    return Unit(frames, 0, group[-1].revision, total, fragmented=True)

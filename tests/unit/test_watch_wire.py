@@ -1,0 +1,65 @@
+"""Spliced watch frames are byte-for-byte what the codec would encode."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.watch_wire import EncodedEvent, array_header, header_bytes, response_frame
+from transport import codec
+from transport.messages import EVENT_DELETE, EVENT_PUT, Event, KeyValue, ResponseHeader, WatchResponse
+
+HEADER = ResponseHeader(12345678901234, 42, 7, 3)
+
+
+@pytest.mark.parametrize("length", [0, 1, 23, 24, 255, 256, 65535, 65536, 1 << 20])
+def test_array_header_is_cbor2s(length):
+    assert array_header(length) == cbor2.dumps([None] * length)[: len(array_header(length))]
+    assert cbor2.loads(array_header(length) + b"\xf6" * length) == [None] * length
+
+
+def event(key=b"k", revision=5, value=b"v", prev=True, kind=EVENT_PUT):
+    kv = KeyValue(key, 2, revision, 3 if kind == EVENT_PUT else 0, value if kind == EVENT_PUT else b"")
+    previous = KeyValue(key, 2, revision - 1, 2, b"old") if prev else None
+    return Event(kind, kv, previous)
+
+
+@pytest.mark.parametrize("with_prev", [False, True])
+@pytest.mark.parametrize("fragment", [False, True])
+def test_event_frame_equals_codec_encode(with_prev, fragment):
+    events = [event(), event(b"gone", 5, kind=EVENT_DELETE), event(b"new", 5, prev=False)]
+    encoded = [EncodedEvent(e) for e in events]
+    frame = response_frame(2**63 + 5, header_bytes(HEADER), 17, [e.encoded(with_prev) for e in encoded], fragment=fragment)
+    expected_events = tuple(e if with_prev else Event(e.type, e.kv) for e in events)
+    assert frame == codec.encode(WatchResponse(HEADER, 17, fragment=fragment, events=expected_events), 2**63 + 5)
+
+
+def test_control_frames_equal_codec_encode():
+    frame = response_frame(9, header_bytes(HEADER), -1, [], created=True, canceled=True, compact_revision=4,
+                           cancel_reason="mvcc: duplicate watch ID provided on the WatchStream")
+    assert frame == codec.encode(WatchResponse(HEADER, -1, created=True, canceled=True, compact_revision=4,
+                                               cancel_reason="mvcc: duplicate watch ID provided on the WatchStream"), 9)
+
+
+def test_each_encoding_is_made_once_and_shared():
+    shared = EncodedEvent(event())
+    assert shared.encoded(False) is shared.encoded(False)
+    assert shared.encoded(True) is shared.encoded(True)
+    assert shared.encoded(True) != shared.encoded(False)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    keys=st.lists(st.binary(max_size=40), min_size=0, max_size=30),
+    value=st.binary(max_size=300),
+    watch_id=st.integers(-1, 2**62),
+    request_id=st.integers(0, 2**64 - 1),
+    revision=st.integers(1, 2**62),
+)
+def test_any_frame_decodes_to_the_response(keys, value, watch_id, request_id, revision):
+    events = [Event(EVENT_PUT, KeyValue(key, 1, revision, 1, value)) for key in keys]
+    header = ResponseHeader(1, 2, revision, 9)
+    frame = response_frame(request_id, header_bytes(header), watch_id, [EncodedEvent(e).encoded(False) for e in events])
+    assert codec.decode(frame) == (request_id, WatchResponse(header, watch_id, events=tuple(events)))
