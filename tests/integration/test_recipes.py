@@ -1,0 +1,127 @@
+"""Sessions, locks and elections on a real 3-member cluster (issue 7)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+from cairn import Client, Compare, Op
+from cairn.concurrency import Election, Lock, Session
+from tests.harness import Cluster
+
+PROCESSES = 4
+INCREMENTS = 8
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    cluster = Cluster(tmp_path_factory.mktemp("recipes"), members=3)
+    with cluster:
+        yield cluster
+
+
+def contend(endpoints, results):
+    """One contender: increment the shared counter under the lock."""
+    overlaps = 0
+    with Client(endpoints, timeout=20) as client, Session(client, ttl=10) as session:
+        for _ in range(INCREMENTS):
+            with Lock(session, "counter-lock"):
+                marker = f"inside/{os.getpid()}".encode()
+                client.put(marker, b"1")
+                if client.get(b"inside/", prefix=True, count_only=True).count != 1:
+                    overlaps += 1  # someone else is inside too
+                value = int(client.get(b"counter").kvs[0].value)
+                client.put(b"counter", str(value + 1).encode())  # a read-modify-write: lost if not exclusive
+                client.delete(marker)
+    results.put(overlaps)
+
+
+def test_contending_processes_lose_no_update_and_never_overlap(cluster):
+    with cluster.client() as c:
+        c.put(b"counter", b"0")
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    workers = [context.Process(target=contend, args=(cluster.endpoints, results)) for _ in range(PROCESSES)]
+    for worker in workers:
+        worker.start()
+    overlaps = [results.get(timeout=240) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    assert overlaps == [0] * PROCESSES
+    with cluster.client() as c:
+        assert int(c.get(b"counter").kvs[0].value) == PROCESSES * INCREMENTS
+
+
+def hold_forever(endpoints, ready):
+    with Client(endpoints) as client:
+        session = Session(client, ttl=2)
+        Lock(session, "killed-lock").acquire()
+        ready.set()
+        time.sleep(600)
+
+
+def test_a_killed_holder_loses_the_lock_after_its_ttl(cluster):
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    holder = context.Process(target=hold_forever, args=(cluster.endpoints, ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with Client(cluster.endpoints) as c, Session(c, ttl=10) as session:
+            os.kill(holder.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            lock = Lock(session, "killed-lock").acquire(timeout=30)
+            waited = time.monotonic() - killed_at
+            assert waited <= 2 + 1 + 2.5, f"took {waited:.1f}s"  # TTL + an election timeout of extension + slack
+            # fencing: a write guarded by the lock's revision
+            token = (lock.key, lock.revision)
+            fenced = c.txn(compare=[Compare.create_revision(token[0]) == token[1]], success=[Op.put(b"fenced", b"ok")])
+            assert fenced.succeeded
+            lock.release()
+            # a holder that lost the lock (here: released it) can no longer write
+            stale = c.txn(compare=[Compare.create_revision(token[0]) == token[1]], success=[Op.put(b"fenced", b"stale")])
+            assert not stale.succeeded
+            assert c.get(b"fenced").kvs[0].value == b"ok"
+    finally:
+        holder.kill()
+        holder.join()
+
+
+def test_lock_reports_a_lost_lease_instead_of_a_lock(cluster):
+    with Client(cluster.endpoints) as c:
+        first = Session(c, ttl=30)
+        Lock(first, "lost-lock").acquire()
+        short = Session(c, ttl=2)
+        short._keepalive.close()  # its lease will expire while it waits
+        waiter = Lock(short, "lost-lock")
+        from cairn.concurrency import LockLostError
+
+        with pytest.raises(LockLostError):
+            waiter.acquire(timeout=20)
+        first.close()
+
+
+def test_election_survives_the_raft_leader_being_killed(tmp_path):
+    cluster = Cluster(tmp_path, members=3)
+    try:
+        cluster.start()
+        with Client(cluster.endpoints, timeout=10) as c:
+            session = Session(c, ttl=5)
+            election = Election(session, "service-leader")
+            election.campaign(b"n-a")
+            assert election.leader().value == b"n-a"
+            cluster.leader().kill9()
+            time.sleep(6)  # longer than the session TTL: only its keep-alive through failover keeps it
+            assert election.leader().value == b"n-a"
+            election.proclaim(b"n-a v2")
+            assert election.leader().value == b"n-a v2"
+            election.resign()
+            assert election.leader() is None
+            session.close()
+    finally:
+        cluster.stop()
