@@ -365,6 +365,93 @@ def cmd_lease_keep_alive(client: Client, args) -> None:
         keepalive.close()
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM ends a blocking command the way Ctrl-C does (clean release)."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def cmd_lock(client: Client, args) -> None:
+    """etcdctl lock: hold NAME until Ctrl-C, or while COMMAND runs (with
+    ETCD_LOCK_KEY and ETCD_LOCK_REV set, as etcdctl sets them)."""
+    import os
+    import subprocess
+
+    from cairn.concurrency import Lock, Session
+
+    _interrupt_on_sigterm()
+    session = Session(client, ttl=args.ttl)
+    try:
+        lock = Lock(session, args.name).acquire()
+        if args.command_args:
+            environment = dict(os.environ, ETCD_LOCK_KEY=_text(lock.key), ETCD_LOCK_REV=str(lock.revision),
+                               CAIRN_LOCK_KEY=_text(lock.key), CAIRN_LOCK_REV=str(lock.revision))
+            status = subprocess.run(args.command_args, env=environment).returncode
+            lock.release()
+            if status:
+                raise SystemExit(status)
+            return
+        print(_text(lock.key), flush=True)
+        try:
+            session.done.wait()
+            print("session expired: lock lost", file=sys.stderr)
+            raise SystemExit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            lock.release()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()
+
+
+def cmd_elect(client: Client, args) -> None:
+    """etcdctl elect: campaign with PROPOSAL and lead until Ctrl-C, or with
+    --listen print each leader's proposal as leadership changes."""
+    from cairn.concurrency import Election, Session
+
+    _interrupt_on_sigterm()
+    if args.listen:
+        import threading
+
+        stop = threading.Event()
+        session = Session(client, ttl=args.ttl)
+        try:
+            for kv in Election(session, args.name).observe(stop):
+                print(_text(kv.key))
+                print(_text(kv.value), flush=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            session.close()
+        return
+    if args.proposal is None:
+        raise UsageError("elect needs NAME PROPOSAL, or --listen NAME")
+    session = Session(client, ttl=args.ttl)
+    election = Election(session, args.name)
+    try:
+        election.campaign(args.proposal)
+        print(_text(election.key))
+        print(args.proposal, flush=True)
+        session.done.wait()
+        print("session expired: leadership lost", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        election.resign()
+    finally:
+        session.close()
+
+
+def cmd_version(client: Client, args) -> None:
+    from cairn import __version__
+
+    print(f"cairnctl version: {__version__}")
+    print("API version: 3 (etcd v3 semantics)")
+
+
 def cmd_alarm_list(client: Client, args) -> None:
     _print_alarms(client.alarm_list(), args)
 
@@ -670,6 +757,21 @@ def build_parser() -> argparse.ArgumentParser:
     keep_alive.add_argument("id", help="lease ID in hex")
     keep_alive.add_argument("--once", action="store_true")
     keep_alive.set_defaults(run=cmd_lease_keep_alive)
+
+    lock = commands.add_parser("lock", help="acquire a named lock (and run a command holding it)")
+    lock.add_argument("name")
+    lock.add_argument("command_args", nargs=argparse.REMAINDER, help="command to run while holding the lock")
+    lock.add_argument("--ttl", type=int, default=10, help="session TTL in seconds")
+    lock.set_defaults(run=cmd_lock)
+
+    elect = commands.add_parser("elect", help="campaign in a named election, or --listen to it")
+    elect.add_argument("name")
+    elect.add_argument("proposal", nargs="?")
+    elect.add_argument("-l", "--listen", action="store_true", help="print leaders as they change")
+    elect.add_argument("--ttl", type=int, default=10, help="session TTL in seconds")
+    elect.set_defaults(run=cmd_elect)
+
+    commands.add_parser("version", help="print the version").set_defaults(run=cmd_version)
 
     alarm = commands.add_parser("alarm", help="alarm list / disarm")
     alarm_commands = commands.add_subparsers(alarm, dest="alarm_command", required=True)

@@ -82,7 +82,8 @@ def _prefix(name) -> bytes:
 
 
 def _create_and_find_owner(client, key: bytes, prefix: bytes, value: bytes, lease: int):
-    """Our key's create revision and the current owner's (smallest create revision)."""
+    """(our key's create revision, the current owner's, whether we created the
+    key now) — the owner holds the smallest create revision."""
     owner = Op.get(prefix, prefix=True, sort_target="create", sort_order="ascend", limit=1)
     response = client.txn(
         compare=[Compare.create_revision(key) == 0],
@@ -91,7 +92,7 @@ def _create_and_find_owner(client, key: bytes, prefix: bytes, value: bytes, leas
     )
     mine = response.header.revision if response.succeeded else response.responses[0].kvs[0].create_revision
     owners = response.responses[1].kvs
-    return mine, owners[0].create_revision if owners else mine, response.header.revision
+    return mine, owners[0].create_revision if owners else mine, response.succeeded
 
 
 def _wait_for_predecessors(client, prefix: bytes, my_revision: int, session: Session, deadline: float | None) -> None:
@@ -173,13 +174,14 @@ class Election:
         """Block until elected leader with this value."""
         deadline = time.monotonic() + timeout if timeout is not None else None
         value = to_bytes(value)
-        mine, owner, _ = _create_and_find_owner(self.client, self.key, self.prefix, value, self.session.lease)
+        mine, owner, created = _create_and_find_owner(self.client, self.key, self.prefix, value, self.session.lease)
         if owner != mine:
             _wait_for_predecessors(self.client, self.prefix, mine, self.session, deadline)
         if not _still_ours(self.client, self.key, mine):
             raise LockLostError("campaign key is gone: the session's lease expired while waiting")
         self.revision = mine
-        self.proclaim(value)
+        if not created:
+            self.proclaim(value)  # our key was there from an earlier campaign: give it this value
 
     def proclaim(self, value) -> None:
         response = self.client.txn(compare=[Compare.create_revision(self.key) == self.revision],
@@ -199,12 +201,12 @@ class Election:
         return response.kvs[0] if response.kvs else None
 
     def observe(self, stop: threading.Event | None = None):
-        """Yield the leader's KeyValue each time leadership or its value changes."""
+        """Yield the leader's KeyValue each time the leader or its value changes."""
         last = None
         while stop is None or not stop.is_set():
             current = self.client.get(self.prefix, prefix=True, sort_target="create", sort_order="ascend", limit=1)
             kv = current.kvs[0] if current.kvs else None
-            if kv is not None and (last is None or (kv.key, kv.mod_revision) != (last.key, last.mod_revision)):
+            if kv is not None and (last is None or (kv.key, kv.value) != (last.key, last.value)):
                 last = kv
                 yield kv
             with self.client.watch(self.prefix, range_end=prefix_range_end(self.prefix),

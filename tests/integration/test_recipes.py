@@ -125,3 +125,50 @@ def test_election_survives_the_raft_leader_being_killed(tmp_path):
             session.close()
     finally:
         cluster.stop()
+
+
+def _ctl(cluster, *args, **popen):
+    import subprocess
+    import sys
+
+    from tests.harness import REPO
+
+    return subprocess.Popen([sys.executable, "-m", "cairn.cli", "--endpoints", ",".join(cluster.endpoints), *args],
+                            cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def test_cairnctl_lock_runs_commands_one_at_a_time(cluster, tmp_path):
+    log = tmp_path / "critical.log"
+    script = f"echo start $ETCD_LOCK_KEY >> {log}; sleep 0.5; echo end >> {log}"
+    runs = [_ctl(cluster, "lock", "ctl-lock", "sh", "-c", script) for _ in range(3)]
+    for run in runs:
+        assert run.wait(timeout=120) == 0, run.stderr.read()
+    lines = log.read_text().splitlines()
+    assert len(lines) == 6
+    for start, end in zip(lines[0::2], lines[1::2]):  # never two inside at once
+        assert start.startswith("start ctl-lock/") and end == "end"
+    assert len({line.split()[1] for line in lines[0::2]}) == 3  # three sessions, three keys
+
+
+def test_cairnctl_elect_and_listen(cluster):
+    listener = _ctl(cluster, "elect", "--listen", "ctl-election")
+    leader = _ctl(cluster, "elect", "ctl-election", "proposal-1")
+    try:
+        key = leader.stdout.readline().strip()
+        assert key.startswith("ctl-election/")
+        assert leader.stdout.readline().strip() == "proposal-1"
+        assert listener.stdout.readline().strip() == key
+        assert listener.stdout.readline().strip() == "proposal-1"
+        second = _ctl(cluster, "elect", "ctl-election", "proposal-2")
+        leader.terminate()  # resigns
+        assert leader.wait(timeout=30) == 0
+        second_key = second.stdout.readline().strip()
+        assert second.stdout.readline().strip() == "proposal-2"
+        assert listener.stdout.readline().strip() == second_key
+        assert listener.stdout.readline().strip() == "proposal-2"
+        second.terminate()
+        assert second.wait(timeout=30) == 0
+    finally:
+        for process in (listener, leader):
+            process.kill()
+            process.wait()
