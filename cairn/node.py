@@ -67,10 +67,19 @@ def main(argv=None) -> int:
     return run_cluster(cluster_config)
 
 
+# Set by test harnesses: the member then dies with the process that started it,
+# however that process dies (a killed test run must not leave members behind).
+DIE_WITH_PARENT_ENV = "CAIRN_DIE_WITH_PARENT"
+
+
 def run_node(cluster_config, name: str, rejoin: bool = False) -> int:
     from actors.raft.actor import REJOIN_MARKER
     from actors.supervisor import DataDirLocked, Supervisor
 
+    if os.environ.get(DIE_WITH_PARENT_ENV):
+        from actors.base import die_with_parent
+
+        die_with_parent(os.getppid())
     try:
         supervisor = Supervisor(cluster_config, name)
     except DataDirLocked as error:

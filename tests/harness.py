@@ -110,6 +110,7 @@ class Member:
             [sys.executable, "-m", "cairn.node", "node", "--config", self.cluster.config_path, "--name", self.name]
             + (["--rejoin"] if rejoin else []),
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=dict(os.environ, CAIRN_DIE_WITH_PARENT="1"),
         )
         STARTED.append(self)
 

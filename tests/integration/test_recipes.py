@@ -169,6 +169,7 @@ def test_cairnctl_elect_and_listen(cluster):
         second.terminate()
         assert second.wait(timeout=30) == 0
     finally:
-        for process in (listener, leader):
-            process.kill()
-            process.wait()
+        for process in (listener, leader, locals().get("second")):
+            if process is not None:
+                process.kill()
+                process.wait()
