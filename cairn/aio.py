@@ -5,6 +5,7 @@
         await c.put("k", "v")
         response = await c.get("k")
         async for keepalive in c.lease_keepalive(lease_id): ...
+        async for response in c.watch("k", prefix=True): ...
 
 Every request method of cairn.Client ends in `return self._call(...)`; here
 `_call` is a coroutine, so those methods return awaitables with no second copy
@@ -21,6 +22,10 @@ from cairn import client as blocking
 from cairn import retry
 from transport import messages as m
 from transport.errors import CairnError, LeaseNotFoundError
+
+
+# How long one wait for a watch response blocks a worker thread.
+WATCH_POLL_S = 0.5
 
 
 class Client(blocking.Client):
@@ -57,6 +62,20 @@ class Client(blocking.Client):
             response = await self.lease_keepalive_once(id)
             yield response
             await asyncio.sleep(max(response.ttl / 3, 0.5))
+
+    async def watch(self, key, **options):
+        """An async iterator of WatchResponses (the same watch as Client.watch,
+        resumed across member failures); leaving the iteration cancels it."""
+        watch = await asyncio.to_thread(blocking.Client.watch, self, key, **options)
+        try:
+            while True:
+                response = await asyncio.to_thread(watch.get, WATCH_POLL_S)
+                if response is not None:
+                    yield response
+                elif watch.ended:
+                    return
+        finally:
+            await asyncio.to_thread(watch.cancel)
 
     async def alarm_disarm(self, member_id: int = 0, alarm: int = m.ALARM_NOSPACE, timeout=None) -> m.AlarmResponse:
         listed = await self.alarm_list(timeout)

@@ -65,31 +65,33 @@ def make_requests(args, worker: int):
 # ---------------------------------------------------------------------------- worker
 
 
-def run_worker(args, worker: int, inflight: int, total: int, deadline: float, results) -> None:
-    """One process: `inflight` requests in flight until `total` are done or the deadline."""
-    from cairn.transport_thread import TransportThread
-
-    endpoints = args.endpoints.split(",")
-    transports = [TransportThread(endpoints, 2.0, 64 << 20) for _ in range(max(1, args.conns))]
-    make = make_requests(args, worker)
+def closed_loop(transports, endpoint_count: int, make, total: int, inflight: int, deadline: float, offset: int = 0,
+                keep_replies: bool = False):
+    """Keep `inflight` requests in flight until `total` are done or the deadline:
+    each completed request immediately issues the next one. Returns
+    (latencies in seconds, errors by code, replies if asked for)."""
     latencies: list[float] = []
+    replies: list = []
     errors: dict[str, int] = {}
     lock = threading.Lock()
     done = threading.Event()
     issued = [0]
 
+    def finished_all() -> bool:
+        return len(latencies) + sum(errors.values()) >= issued[0] and (issued[0] >= total or time.monotonic() >= deadline)
+
     def issue(slot: int) -> None:
         with lock:
             n = issued[0]
             if n >= total or time.monotonic() >= deadline:
-                if len(latencies) + sum(errors.values()) >= n:
+                if finished_all():
                     done.set()
                 return
             issued[0] += 1
         transport = transports[slot % len(transports)]
         request_id = transport.next_request_id()
         started = time.monotonic()
-        future = transport.submit((worker + slot) % len(endpoints), codec.encode(make(n), request_id), request_id)
+        future = transport.submit((offset + slot) % endpoint_count, codec.encode(make(n), request_id), request_id)
 
         def finished(result, slot=slot, started=started):
             elapsed = time.monotonic() - started
@@ -102,18 +104,32 @@ def run_worker(args, worker: int, inflight: int, total: int, deadline: float, re
                     errors[reply.code] = errors.get(reply.code, 0) + 1
                 else:
                     latencies.append(elapsed)
-                if len(latencies) + sum(errors.values()) >= min(total, issued[0]) and (
-                        issued[0] >= total or time.monotonic() >= deadline):
+                    if keep_replies:
+                        replies.append(reply)
+                if finished_all():
                     done.set()
             issue(slot)
 
         future.add_done_callback(finished)
 
-    for slot in range(inflight):
+    for slot in range(max(1, min(inflight, total))):
         issue(slot)
     done.wait(timeout=max(1.0, deadline - time.monotonic() + 30))
-    for transport in transports:
-        transport.close()
+    return latencies, errors, replies
+
+
+def run_worker(args, worker: int, inflight: int, total: int, deadline: float, results) -> None:
+    """One process of a closed-loop benchmark."""
+    from cairn.transport_thread import TransportThread
+
+    endpoints = args.endpoints.split(",")
+    transports = [TransportThread(endpoints, 2.0, 64 << 20) for _ in range(max(1, args.conns))]
+    try:
+        latencies, errors, _ = closed_loop(transports, len(endpoints), make_requests(args, worker), total, inflight,
+                                           deadline, offset=worker)
+    finally:
+        for transport in transports:
+            transport.close()
     results.put((latencies, errors))
 
 
@@ -157,6 +173,7 @@ def summarize(name: str, latencies: list[float], errors: dict, elapsed_s: float,
 
 
 def render(summary: dict) -> str:
+    """Text report: throughput, percentiles, histogram and any scenario extras."""
     lat = summary["latency_ms"]
     lines = [
         f"{summary['benchmark']}: {summary['requests']} requests in {summary['elapsed_s']}s, "
@@ -167,6 +184,10 @@ def render(summary: dict) -> str:
     for bound, count in summary["histogram_ms"].items():
         if count:
             lines.append(f"  <= {bound:>6} ms  {count:>8}  {'#' * max(1, round(40 * count / peak))}")
+    standard_keys = {"benchmark", "params", "requests", "errors", "elapsed_s", "throughput_per_s", "latency_ms", "histogram_ms", "name"}
+    extras = {key: value for key, value in summary.items() if key not in standard_keys}
+    if extras:
+        lines.append("  " + json.dumps(extras))
     return "\n".join(lines)
 
 
@@ -197,6 +218,130 @@ def run_benchmark(args) -> dict:
     return summarize(args.command, latencies, errors, elapsed, params)
 
 
+# ---------------------------------------------------------------------------- watch fan-out
+
+
+# Latencies are kept for this many watchers per process (every watcher counts its
+# events): 1,000 watchers x 10,000 events would be 10 million samples.
+SAMPLED_WATCHERS_PER_PROCESS = 10
+
+
+def watch_worker(endpoints, prefix: bytes, watchers: int, expected: int, timeout_s: float, ready, results) -> None:
+    from cairn import Client
+
+    with Client(endpoints, timeout=30) as client:
+        watches = [client.watch(prefix, prefix=True) for _ in range(watchers)]
+        ready.put(watchers)
+        latencies, received = [], [0] * watchers
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and min(received) < expected:
+            idle = True
+            for index, watch in enumerate(watches):
+                response = watch.get(timeout=0)
+                while response is not None:
+                    idle = False
+                    now = time.time()
+                    received[index] += len(response.events)
+                    if index < SAMPLED_WATCHERS_PER_PROCESS:
+                        latencies.extend(now - float(event.kv.value) for event in response.events)
+                    response = watch.get(timeout=0)
+            if idle:
+                time.sleep(0.001)
+        for watch in watches:
+            watch.cancel()
+    results.put((latencies, sum(received), min(received)))
+
+
+def run_watch(args) -> dict:
+    """--watchers watchers on one prefix, then a burst of --total puts; the
+    delivery latency of each event (put sent -> event read) is the figure."""
+    endpoints = args.endpoints.split(",")
+    prefix = b"bench-watch/"
+    processes = max(1, min(args.processes, args.watchers))
+    shares = [args.watchers // processes + (1 if i < args.watchers % processes else 0) for i in range(processes)]
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Queue(), context.Queue()
+    timeout_s = 60 + args.total / 100
+    workers = [context.Process(target=watch_worker, args=(endpoints, prefix, share, args.total, timeout_s, ready, results))
+               for share in shares]
+    for worker in workers:
+        worker.start()
+    for _ in workers:
+        ready.get(timeout=120)
+    from cairn.transport_thread import TransportThread
+
+    transport = TransportThread(endpoints, 2.0, 64 << 20)
+    started = time.monotonic()
+    try:
+        put_latencies, put_errors, _ = closed_loop(
+            [transport], len(endpoints),
+            lambda n: m.PutRequest(prefix + str(n % max(1, args.key_space_size)).encode(), repr(time.time()).encode()),
+            args.total, args.clients, started + timeout_s)
+    finally:
+        transport.close()
+    latencies, delivered, least = [], 0, args.total
+    for _ in workers:
+        worker_latencies, worker_delivered, worker_least = results.get(timeout=timeout_s + 60)
+        latencies.extend(worker_latencies)
+        delivered += worker_delivered
+        least = min(least, worker_least)
+    elapsed = time.monotonic() - started
+    for worker in workers:
+        worker.join()
+    summary = summarize("watch", latencies, put_errors, elapsed,
+                        {"watchers": args.watchers, "puts": args.total, "clients": args.clients, "processes": processes})
+    summary["delivered_events"] = delivered
+    summary["every_watcher_got_every_event"] = least == args.total
+    summary["put_throughput_per_s"] = round(len(put_latencies) / elapsed, 1) if elapsed else 0.0
+    summary["note"] = f"latency = put sent -> event read, sampled on {SAMPLED_WATCHERS_PER_PROCESS} watchers per process"
+    return summary
+
+
+# ---------------------------------------------------------------------------- lease expiry
+
+
+def run_lease_expiry(args) -> dict:
+    """Grant --leases leases of --ttl seconds with one key each, let them all
+    expire at once, and measure the latency of other clients' puts meanwhile."""
+    from cairn import Client
+    from cairn.transport_thread import TransportThread
+
+    endpoints = args.endpoints.split(",")
+    transport = TransportThread(endpoints, 2.0, 64 << 20)
+    try:
+        far = time.monotonic() + 600
+        _, errors, grants = closed_loop([transport], len(endpoints), lambda n: m.LeaseGrantRequest(args.ttl),
+                                        args.leases, 64, far, keep_replies=True)
+        ids = [grant.id for grant in grants]
+        granted_at = time.monotonic()
+        closed_loop([transport], len(endpoints), lambda n: m.PutRequest(b"bench-lease/%x" % ids[n], b"v", lease=ids[n]),
+                    len(ids), 64, far)
+        gone_after = []
+
+        def watch_count():
+            with Client(endpoints, timeout=30) as client:
+                while time.monotonic() < granted_at + args.ttl + 120:
+                    if client.get(b"bench-lease/", prefix=True, count_only=True).count == 0:
+                        gone_after.append(time.monotonic() - granted_at)
+                        return
+                    time.sleep(0.2)
+
+        poller = threading.Thread(target=watch_count)
+        poller.start()
+        writer_start = time.monotonic()
+        latencies, writer_errors, _ = closed_loop(
+            [transport], len(endpoints), lambda n: m.PutRequest(b"bench-other/%d" % (n % 100), b"v" * 64),
+            1 << 62, args.clients, granted_at + args.ttl + 10)
+        poller.join()
+    finally:
+        transport.close()
+    summary = summarize("lease-expiry", latencies, {**errors, **writer_errors}, time.monotonic() - writer_start,
+                        {"leases": args.leases, "ttl": args.ttl, "clients": args.clients})
+    summary["all_leases_revoked_after_s"] = round(gone_after[0], 2) if gone_after else None
+    summary["note"] = "latency of other clients' puts while the leases expire"
+    return summary
+
+
 # ---------------------------------------------------------------------------- standard set
 
 
@@ -206,6 +351,9 @@ STANDARD = [
     ("256 concurrent linearizable gets", ["range", "bench-key", "--clients", "256", "--total", "30000", "--consistency", "l"]),
     ("256 concurrent serializable gets", ["range", "bench-key", "--clients", "256", "--total", "30000", "--consistency", "s"]),
     ("64 concurrent txn-puts of 4", ["txn-put", "--clients", "64", "--total", "5000", "--txn-ops", "4"]),
+    ("lease keep-alives", ["lease-keepalive", "--clients", "64", "--total", "20000"]),
+    ("watch fan-out: 100 watchers, 2,000 puts", ["watch", "--watchers", "100", "--total", "2000", "--clients", "16"]),
+    ("10,000 leases expiring at once", ["lease-expiry", "--leases", "10000", "--ttl", "5", "--clients", "16"]),
 ]
 
 
@@ -236,7 +384,7 @@ def run_standard(args) -> int:
             figures = []
             for name, argv in STANDARD:
                 sub = build_parser().parse_args(["--endpoints", endpoints, *argv])
-                summary = run_benchmark(sub)
+                summary = run_one(sub)
                 summary["name"] = name
                 figures.append(summary)
                 print(f"== {name}\n{render(summary)}", flush=True)
@@ -277,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     range_.add_argument("--consistency", default="l", choices=["l", "s"])
     txn = commands.add_parser("txn-put", parents=[common])
     txn.add_argument("--txn-ops", type=int, default=1)
+    watch = commands.add_parser("watch", parents=[common], help="fan-out: watchers on one prefix, then a burst of puts")
+    watch.add_argument("--watchers", type=int, default=100)
+    expiry = commands.add_parser("lease-expiry", parents=[common], help="many leases expiring at once vs other writers")
+    expiry.add_argument("--leases", type=int, default=10000)
+    expiry.add_argument("--ttl", type=int, default=5)
     keepalive = commands.add_parser("lease-keepalive", parents=[common])
     keepalive.add_argument("--leases", type=int, default=16, help="leases granted and kept alive")
     standard = commands.add_parser("standard", help="the standard set against a fresh local cluster")
@@ -285,16 +438,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "standard":
-        return run_standard(args)
+def run_one(args) -> dict:
+    if args.command == "watch":
+        return run_watch(args)
+    if args.command == "lease-expiry":
+        return run_lease_expiry(args)
     if args.command == "lease-keepalive":
         from cairn import Client
 
         with Client(args.endpoints.split(",")) as client:
             args.lease_ids = [client.lease_grant(3600).id for _ in range(args.leases)]
-    summary = run_benchmark(args)
+    return run_benchmark(args)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "standard":
+        return run_standard(args)
+    summary = run_one(args)
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     return 0
 

@@ -65,3 +65,19 @@ def test_unreachable_endpoint_is_unavailable_not_indeterminate():
 
     asyncio.run(scenario())
     assert not issubclass(Unavailable, IndeterminateError)
+
+
+def test_watch_as_an_async_iterator(cluster):
+    async def scenario():
+        async with Client(cluster.endpoints) as c:
+            start = (await c.put("aiow/0", "a")).header.revision
+            events = []
+            async for response in c.watch("aiow/", prefix=True, start_revision=start):
+                events.extend((e.kv.key, e.kv.value) for e in response.events)
+                if len(events) == 1:
+                    await c.put("aiow/1", "b")
+                if len(events) == 2:
+                    break
+            assert events == [(b"aiow/0", b"a"), (b"aiow/1", b"b")]
+
+    asyncio.run(scenario())
