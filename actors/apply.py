@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import os
 
-import zmq
-
 from actors.apply_leases import LEASE_WRITES, LeaseChanges, apply_lease_request, min_lease_ttl_s
 from actors.base import Actor
 from store.alarms import Alarms, bytes_in_use, has_put
@@ -85,7 +83,7 @@ class ApplyActor(Actor):
         self.pending_entries = []
         self.need_sent = False
         self.log.info("apply_recovered", index=self.applied, revision=self.revision)
-        self._send(self.to_raft, ApplyNeed(self.applied + 1))
+        self.send(self.to_raft, ApplyNeed(self.applied + 1))
 
     def on_frames(self, frames: list[bytes]) -> None:
         for frame in frames:
@@ -112,7 +110,7 @@ class ApplyActor(Actor):
             index += 1
         if len(contiguous) < len(by_index):
             self.log.warning("apply_gap", applied=self.applied, missing=index)
-            self._send(self.to_raft, ApplyNeed(index))
+            self.send(self.to_raft, ApplyNeed(index))
         if contiguous:
             self._apply(contiguous)
 
@@ -138,12 +136,12 @@ class ApplyActor(Actor):
             "applied", index=self.applied, entries=len(entries), revision=self.revision, request_ids=request_ids or None
         )
         applied = Applied(self.applied, self.revision, tuple(request_ids), tuple(frames))
-        self._send(self.to_frontend, applied)
-        self._send(self.to_raft, Applied(self.applied, self.revision))
+        self.send(self.to_frontend, applied)
+        self.send(self.to_raft, Applied(self.applied, self.revision))
         if events:
-            self._send(self.to_watch, AppliedEvents(self.revision, tuple(events)))
+            self.send(self.to_watch, AppliedEvents(self.revision, tuple(events)))
         if self.lease_changes:
-            self._send(self.to_lease, self.lease_changes.message())
+            self.send(self.to_lease, self.lease_changes.message())
 
     def install_snapshot(self, message: InstallSnapshot) -> None:
         """Replace the keyspace with the leader's snapshot (one transaction), then
@@ -153,14 +151,14 @@ class ApplyActor(Actor):
             applied = replace_keyspace(self.env, self.keyspace, message.path)
         except Exception as error:  # a broken snapshot is refused; the leader sends another
             self.log.error("snapshot_install_failed", index=message.index, error=f"{type(error).__name__}: {error}")
-            self._send(self.to_raft, SnapshotInstalled(message.index, self.applied, ok=False, error=str(error)))
+            self.send(self.to_raft, SnapshotInstalled(message.index, self.applied, ok=False, error=str(error)))
             return
         with self.env.begin() as txn:
             self.revision = self.keyspace.current_revision(txn)
         self.applied = applied
         self.log.info("snapshot_installed", index=message.index, applied=applied, revision=self.revision)
-        self._send(self.to_raft, SnapshotInstalled(message.index, applied))
-        self._send(self.to_frontend, Applied(self.applied, self.revision))
+        self.send(self.to_raft, SnapshotInstalled(message.index, applied))
+        self.send(self.to_frontend, Applied(self.applied, self.revision))
 
     def _execute(self, txn, header, frame: bytes, index: int):
         try:
@@ -231,15 +229,7 @@ class ApplyActor(Actor):
         self.log.warning("quota_exceeded", bytes_in_use=used, quota=self.limits.quota_backend_bytes)
         request_id = int.from_bytes(os.urandom(8), "big") >> 1
         frame = codec.encode(AlarmRequest(ALARM_ACTIVATE, self.member.id, ALARM_NOSPACE), request_id)
-        self._send(self.to_raft, ProposeBatch((request_id,), (make_payload(self.member.id, frame),)))
-
-    def _send(self, socket, message) -> None:
-        try:
-            socket.send(codec.encode(message), zmq.NOBLOCK)
-        except zmq.Again:
-            # The receiver is gone or far behind; what it misses it asks for again
-            # (raft resends on ApplyNeed, frontend times requests out).
-            self.log.warning("send_queue_full", to=message.__class__.__name__)
+        self.send(self.to_raft, ProposeBatch((request_id,), (make_payload(self.member.id, frame),)))
 
     def close(self) -> None:
         self.env.close()

@@ -25,6 +25,7 @@ import time
 import zmq
 
 from actors import logs
+from transport import codec
 from transport.sockets import drain
 
 PR_SET_NAME = 15
@@ -86,6 +87,18 @@ class Actor:
     def remove_reader(self, socket: zmq.Socket) -> None:
         self._readers = [reader for reader in self._readers if reader[0] is not socket]
         self._readers_changed = True
+
+    def send(self, socket: zmq.Socket, message) -> bool:
+        """Send one message to another actor without blocking. A full queue means
+        the receiver is gone or far behind: the message is dropped and logged, and
+        each protocol recovers what it misses (raft resends on ApplyNeed, the
+        frontend times requests out, leases retry). False if dropped."""
+        try:
+            socket.send(codec.encode(message), zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            self.log.warning("send_queue_full", message=type(message).__name__)
+            return False
 
     def timeout_ms(self) -> int:
         return self.settings.tick_ms

@@ -29,6 +29,7 @@ from collections import deque
 import zmq
 
 from actors.base import Actor
+from actors.lock_service import SERVICE_REQUESTS
 from store.alarms import Alarms
 from store.environment import kv_path, open_kv
 from store.mvcc import KeySpace
@@ -108,8 +109,9 @@ class RangeStream:
         self.revision, self.header_revision, self.resume, self.sent = revision, header_revision, resume, sent
 WRITE_REQUESTS = (PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest)
 WATCH_REQUESTS = (WatchCreateRequest, WatchCancelRequest, WatchProgressRequest)
-# Lease requests the lease actor answers (the leader's holds the deadlines).
-LEASE_ACTOR_REQUESTS = (LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest)
+# Requests the lease actor answers: lease reads (the leader's holds the
+# deadlines) and the Lock and Election services it runs.
+LEASE_ACTOR_REQUESTS = (LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest) + SERVICE_REQUESTS
 LEASE_WRITE_REQUESTS = (LeaseGrantRequest, LeaseRevokeRequest)
 
 

@@ -21,12 +21,15 @@ leader's keeps deadlines (actors/lease_table.py) and acts on them:
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import deque
 
 import zmq
 
 from actors.base import Actor
 from actors.lease_table import LeaseTable
+from actors.lock_service import SERVICE_REQUESTS, LockService
 from store.environment import open_kv
 from store.mvcc import KeySpace
 from transport import codec
@@ -82,6 +85,16 @@ class LeaseActor(Actor):
         self.leader_link_to = 0
         self.forwarded: dict[int, tuple[bytes, float]] = {}  # request id -> (identity, deadline)
         self.next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
+        # Lock and Election services: worker threads hand results back through
+        # this deque and wake the loop through an inproc pair.
+        self.lock_service: LockService | None = None
+        self.service_replies: deque[tuple[bytes, bytes]] = deque()
+        self.service_wake_in = self.context.socket(zmq.PAIR)
+        self.service_wake_in.bind("inproc://lease-service-wake")
+        self.service_wake_out = self.context.socket(zmq.PAIR)
+        self.service_wake_out.connect("inproc://lease-service-wake")
+        self.service_wake_lock = threading.Lock()
+        self.add_reader(self.service_wake_in, self.on_service_replies)
         self.log.info("leases_loaded", count=len(self.table.ttl))
 
     def _stored_leases(self) -> dict[int, tuple[int, int]]:
@@ -131,6 +144,11 @@ class LeaseActor(Actor):
         except CairnError as error:
             self.reply(identity, codec.peek_request_id(frame), error.to_response())
             return
+        if isinstance(request, SERVICE_REQUESTS):
+            if self.lock_service is None:
+                self.lock_service = LockService(self.member.client, self.service_reply)
+            self.lock_service.submit(identity, request_id, request)
+            return
         if not self.table.leading:
             self.forward(identity, request_id, frame, now)
             return
@@ -165,6 +183,16 @@ class LeaseActor(Actor):
             with self.env.begin() as txn:
                 keys = tuple(self.keyspace.reader(txn, header).lease_keys(request.id))
         return LeaseTimeToLiveResponse(header, request.id, remaining, self.table.ttl[request.id], keys)
+
+    def service_reply(self, identity: bytes, frame: bytes) -> None:
+        """Called on a service worker thread."""
+        self.service_replies.append((identity, frame))
+        with self.service_wake_lock:
+            self.service_wake_out.send(b"", zmq.NOBLOCK)
+
+    def on_service_replies(self, frames: list[bytes]) -> None:
+        while self.service_replies:
+            self.replies.append(self.service_replies.popleft())
 
     # ------------------------------------------------------------------ forwarding
 
@@ -210,7 +238,7 @@ class LeaseActor(Actor):
         if self.replies:
             identities, frames = zip(*self.replies)
             self.replies = []
-            self._send(self.to_frontend, ClientReplies(identities, frames))
+            self.send(self.to_frontend, ClientReplies(identities, frames))
 
     def on_timer(self, now: float) -> None:
         if self.forwarded:
@@ -253,13 +281,9 @@ class LeaseActor(Actor):
             request_id = int.from_bytes(os.urandom(8), "big") >> 1
             request_ids.append(request_id)
             payloads.append(make_payload(self.member.id, codec.encode(request, request_id)))
-        self._send(self.to_raft, ProposeBatch(tuple(request_ids), tuple(payloads)))
-
-    def _send(self, socket, message) -> None:
-        try:
-            socket.send(codec.encode(message), zmq.NOBLOCK)
-        except zmq.Again:
-            self.log.warning("send_queue_full", message=type(message).__name__)
+        self.send(self.to_raft, ProposeBatch(tuple(request_ids), tuple(payloads)))
 
     def close(self) -> None:
+        if self.lock_service is not None:
+            self.lock_service.close()
         self.env.close()

@@ -243,6 +243,31 @@ class Client:
         request = make_request(key, range_end, prefix, start_revision, prev_kv, progress_notify, filters, fragment, watch_id)
         return manager_for(self).open(request, self.timeout if timeout is None else timeout)
 
+    # ------------------------------------------------------------------ Lock and Election services
+    # Served by the member (etcd's v3lock and v3election); the caller keeps
+    # `lease` alive. Waiting calls allow the server's wait limit (60 s) by default.
+
+    SERVICE_WAIT_S = 65.0
+
+    def lock(self, name, lease: int, timeout=None) -> m.LockResponse:
+        return self._call(m.LockRequest(to_bytes(name), lease), write=True, timeout=timeout or self.SERVICE_WAIT_S)
+
+    def unlock(self, key, timeout=None) -> m.UnlockResponse:
+        return self._call(m.UnlockRequest(to_bytes(key)), write=True, timeout=timeout)
+
+    def campaign(self, name, lease: int, value, timeout=None) -> m.CampaignResponse:
+        return self._call(m.CampaignRequest(to_bytes(name), lease, to_bytes(value)), write=True,
+                          timeout=timeout or self.SERVICE_WAIT_S)
+
+    def proclaim(self, leader: m.LeaderKey, value, timeout=None) -> m.ProclaimResponse:
+        return self._call(m.ProclaimRequest(leader, to_bytes(value)), write=True, timeout=timeout)
+
+    def leader(self, name, timeout=None) -> m.LeaderResponse:
+        return self._call(m.LeaderRequest(to_bytes(name)), write=False, timeout=timeout)
+
+    def resign(self, leader: m.LeaderKey, timeout=None) -> m.ResignResponse:
+        return self._call(m.ResignRequest(leader), write=True, timeout=timeout)
+
     # ------------------------------------------------------------------ cluster
 
     def status(self, endpoint: str | None = None, timeout=None) -> m.StatusResponse:

@@ -30,24 +30,12 @@ import threading
 import time
 
 from cairn.client import Compare, Op, prefix_range_end, to_bytes
-from transport.errors import CairnError
+from transport.errors import CairnError, ElectionNotLeaderError, LockLostError
 from transport.messages import EVENT_DELETE
 
 
 # How often a waiter looks at its session and deadline while no event comes.
 WAIT_POLL_S = 0.25
-
-
-class LockLostError(CairnError):
-    """The session's lease expired while waiting: the lock is not held."""
-
-    code = "LockLost"
-
-
-class NotLeaderError(CairnError):
-    """proclaim/resign by a candidate that does not lead (any more)."""
-
-    code = "ElectionNotLeader"
 
 
 class Session:
@@ -123,6 +111,26 @@ def _still_ours(client, key: bytes, revision: int) -> bool:
     return response.succeeded
 
 
+def _acquire(session: Session, key: bytes, prefix: bytes, value: bytes, deadline: float | None) -> tuple[int, bool]:
+    """Queue for ownership of prefix and wait for it: (our create revision,
+    whether our key was created now). Raises LockLostError if our lease
+    expired meanwhile; on any failure our queued key is removed."""
+    client = session.client
+    mine, owner, created = _create_and_find_owner(client, key, prefix, value, session.lease)
+    try:
+        if owner != mine:
+            _wait_for_predecessors(client, prefix, mine, session, deadline)
+        if not _still_ours(client, key, mine):
+            raise LockLostError("our key is gone: the session's lease expired while waiting")
+    except BaseException:
+        try:
+            client.delete(key)
+        except CairnError:
+            pass
+        raise
+    return mine, created
+
+
 class Lock:
     def __init__(self, session: Session, name):
         self.session = session
@@ -133,27 +141,12 @@ class Lock:
 
     def acquire(self, timeout: float | None = None) -> "Lock":
         deadline = time.monotonic() + timeout if timeout is not None else None
-        mine, owner, _ = _create_and_find_owner(self.client, self.key, self.prefix, b"", self.session.lease)
-        if owner != mine:
-            try:
-                _wait_for_predecessors(self.client, self.prefix, mine, self.session, deadline)
-            except BaseException:
-                self._delete_quietly()
-                raise
-        if not _still_ours(self.client, self.key, mine):
-            raise LockLostError("lock key is gone: the session's lease expired while waiting")
-        self.revision = mine
+        self.revision, _ = _acquire(self.session, self.key, self.prefix, b"", deadline)
         return self
 
     def release(self) -> None:
         self.client.delete(self.key)
         self.revision = 0
-
-    def _delete_quietly(self) -> None:
-        try:
-            self.client.delete(self.key)
-        except CairnError:
-            pass
 
     def __enter__(self):
         return self.acquire()
@@ -174,12 +167,7 @@ class Election:
         """Block until elected leader with this value."""
         deadline = time.monotonic() + timeout if timeout is not None else None
         value = to_bytes(value)
-        mine, owner, created = _create_and_find_owner(self.client, self.key, self.prefix, value, self.session.lease)
-        if owner != mine:
-            _wait_for_predecessors(self.client, self.prefix, mine, self.session, deadline)
-        if not _still_ours(self.client, self.key, mine):
-            raise LockLostError("campaign key is gone: the session's lease expired while waiting")
-        self.revision = mine
+        self.revision, created = _acquire(self.session, self.key, self.prefix, value, deadline)
         if not created:
             self.proclaim(value)  # our key was there from an earlier campaign: give it this value
 
@@ -187,7 +175,7 @@ class Election:
         response = self.client.txn(compare=[Compare.create_revision(self.key) == self.revision],
                                    success=[Op.put(self.key, value, lease=self.session.lease)], failure=[])
         if not self.revision or not response.succeeded:
-            raise NotLeaderError("not the leader of this election")
+            raise ElectionNotLeaderError("not the leader of this election")
 
     def resign(self) -> None:
         if self.revision:

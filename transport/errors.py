@@ -218,6 +218,18 @@ class StoppingError(CairnError):
         return "etcdserver: server stopped"
 
 
+class LockLostError(CairnError):
+    """The lease behind a lock (or a campaign) expired while waiting: not held."""
+
+    code = "LockLost"
+
+
+class ElectionNotLeaderError(CairnError):
+    """proclaim or resign by a candidate that does not lead (any more)."""
+
+    code = "ElectionNotLeader"
+
+
 def _all_subclasses(cls):
     for sub in cls.__subclasses__():
         yield sub

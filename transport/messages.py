@@ -660,3 +660,89 @@ class WatchKeepAlive(WatchProgressRequest):
     watch_ids: tuple[int, ...] = ()
     request_ids: tuple[int, ...] = ()
     consumed: tuple[int, ...] = ()
+
+
+# ---------------------------------------------------------------------------
+# Lock and Election services (etcd's v3lock and v3election): the recipes of
+# cairn/concurrency.py run by a member on a client's behalf, with the client's
+# lease. Served by any member's lease actor.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LockRequest:
+    """Hold `name` under `lease` (the caller keeps the lease alive); answered
+    once held, with the key that holds it."""
+
+    name: bytes
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class LockResponse:
+    header: ResponseHeader
+    key: bytes
+    revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UnlockRequest:
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UnlockResponse:
+    header: ResponseHeader
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderKey:
+    name: bytes
+    key: bytes
+    rev: int
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRequest:
+    name: bytes
+    lease: int
+    value: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignResponse:
+    header: ResponseHeader
+    leader: LeaderKey
+
+
+@dataclass(frozen=True, slots=True)
+class ProclaimRequest:
+    leader: LeaderKey
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProclaimResponse:
+    header: ResponseHeader
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderRequest:
+    name: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderResponse:
+    header: ResponseHeader
+    kv: KeyValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResignRequest:
+    leader: LeaderKey
+
+
+@dataclass(frozen=True, slots=True)
+class ResignResponse:
+    header: ResponseHeader

@@ -171,7 +171,7 @@ class RaftActor(Actor):
         self.peers.send_frame(chunk.sender, codec.encode(ack))
         if install is not None:
             self.snapshot_to_step = message
-            self._send(self.to_apply, install)
+            self.send(self.to_apply, install)
 
     def on_local(self, frames: list[bytes]) -> None:
         for frame in frames:
@@ -299,7 +299,7 @@ class RaftActor(Actor):
 
     def _reject(self, request_ids, code: str) -> None:
         self.log.warning("proposals_rejected", request_ids=request_ids, code=code, term=self.core.term)
-        self._send(self.to_frontend, ProposalsRejected(tuple(request_ids), code, self.core.leader_id))
+        self.send(self.to_frontend, ProposalsRejected(tuple(request_ids), code, self.core.leader_id))
 
     def _read_index(self) -> None:
         if not self.read_contexts:
@@ -311,7 +311,7 @@ class RaftActor(Actor):
             self.read_rounds[round_id] = contexts
             return
         for context in contexts:
-            self._send(self.to_frontend, ReadIndexResult(context, 0, NoLeaderError.code))
+            self.send(self.to_frontend, ReadIndexResult(context, 0, NoLeaderError.code))
 
     def _drain_ready(self) -> None:
         while self.core.has_ready():
@@ -344,7 +344,7 @@ class RaftActor(Actor):
                     continue
                 round_id = _CONTEXT.unpack(read_state.context)[0]
                 for context in self.read_rounds.pop(round_id, ()):
-                    self._send(self.to_frontend, ReadIndexResult(context, read_state.index))
+                    self.send(self.to_frontend, ReadIndexResult(context, read_state.index))
             if ready.soft_state is not None:
                 self.log.info(
                     "role_changed", role=ready.soft_state.role, leader=ready.soft_state.leader_id, term=self.core.term
@@ -376,7 +376,7 @@ class RaftActor(Actor):
             return
         for contexts in self.read_rounds.values():
             for context in contexts:
-                self._send(self.to_frontend, ReadIndexResult(context, 0, NoLeaderError.code))
+                self.send(self.to_frontend, ReadIndexResult(context, 0, NoLeaderError.code))
         self.read_rounds.clear()
 
     def _feed_apply(self, fresh_entries=()) -> None:
@@ -395,7 +395,7 @@ class RaftActor(Actor):
             if not chunk:
                 self.log.error("apply_entries_missing", first=first, last=last)
                 return
-            if not self._send(self.to_apply, CommittedEntries(chunk)):
+            if not self.send(self.to_apply, CommittedEntries(chunk)):
                 return
             self.sent_to_apply = chunk[-1].index
 
@@ -438,18 +438,10 @@ class RaftActor(Actor):
             except zmq.Again:
                 pass
 
-    def _send(self, socket, message) -> bool:
-        try:
-            socket.send(codec.encode(message), zmq.NOBLOCK)
-            return True
-        except zmq.Again:
-            self.log.warning("send_queue_full", message=type(message).__name__)
-            return False
-
     def close(self) -> None:
         ids = [i for _, batch_ids, _ in self.waiting_for_leader for i in batch_ids] + self.proposal_ids
         if ids:
-            self._send(self.to_frontend, ProposalsRejected(tuple(ids), NoLeaderError.code, 0))
+            self.send(self.to_frontend, ProposalsRejected(tuple(ids), NoLeaderError.code, 0))
         self.snapshot_sender.close()
         self.env.close()
         self.kv_env.close()

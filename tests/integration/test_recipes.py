@@ -173,3 +173,52 @@ def test_cairnctl_elect_and_listen(cluster):
             if process is not None:
                 process.kill()
                 process.wait()
+
+
+def test_lock_service_served_by_the_member(cluster):
+    import threading
+
+    from transport.errors import LockLostError
+
+    with Client(cluster.endpoints) as c1, Client(cluster.endpoints) as c2:
+        first = c1.lease_grant(30).id
+        second = c2.lease_grant(30).id
+        held = c1.lock("svc-lock", first)
+        assert held.key == b"svc-lock/%x" % first and held.revision > 0
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(c2.lock("svc-lock", second)))
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and not got  # waits while the first holds it
+        c1.unlock(held.key)
+        waiter.join(timeout=30)
+        assert got and got[0].key == b"svc-lock/%x" % second and got[0].revision > held.revision
+        # the gap Jepsen found: a waiter whose lease is gone gets an error, not the lock
+        third = c1.lease_grant(30).id
+        failed = []
+
+        def lose():
+            try:
+                c1.lock("svc-lock", third)
+            except LockLostError as error:
+                failed.append(error)
+
+        loser = threading.Thread(target=lose)
+        loser.start()
+        loser.join(timeout=1.0)
+        c1.lease_revoke(third)  # its queued key disappears while it waits
+        c2.unlock(got[0].key)
+        loser.join(timeout=30)
+        assert failed, "a lock was reported for an expired lease"
+
+
+def test_election_service_served_by_the_member(cluster):
+    with Client(cluster.endpoints) as c:
+        lease = c.lease_grant(30).id
+        leader = c.campaign("svc-election", lease, "first").leader
+        assert leader.key == b"svc-election/%x" % lease
+        assert c.leader("svc-election").kv.value == b"first"
+        c.proclaim(leader, "second")
+        assert c.leader("svc-election").kv.value == b"second"
+        c.resign(leader)
+        assert c.leader("svc-election").kv is None
