@@ -116,6 +116,7 @@ class RaftActor(Actor):
         self.snapshot_sender = SnapshotSender(self.data_dir, self.kv_env, self.member.id, self.log)
         self.snapshot_receiver = SnapshotReceiver(self.data_dir, self.member.id, self.log)
         self.snapshot_to_step = None  # the MSG_SNAP waiting for apply to install its data
+        self.pending_install = None  # the InstallSnapshot sent to apply, resent if apply restarts
         self.add_reader(self.inbox, self.on_local)
         self.add_reader(self.peers.inbox, self.on_peer)
 
@@ -171,6 +172,7 @@ class RaftActor(Actor):
         self.peers.send_frame(chunk.sender, codec.encode(ack))
         if install is not None:
             self.snapshot_to_step = message
+            self.pending_install = install
             self.send(self.to_apply, install)
 
     def on_local(self, frames: list[bytes]) -> None:
@@ -190,6 +192,8 @@ class RaftActor(Actor):
                 self.revision = max(self.revision, message.revision)
             elif isinstance(message, ApplyNeed):
                 self.log.info("apply_needs", next_index=message.next_index, sent=self.sent_to_apply)
+                if self.pending_install is not None:
+                    self.send(self.to_apply, self.pending_install)  # apply restarted mid-install
                 self.apply_acked = max(self.apply_acked, message.next_index - 1)
                 self.sent_to_apply = message.next_index - 1
             elif isinstance(message, TransferLeadership):
@@ -204,6 +208,7 @@ class RaftActor(Actor):
 
     def _on_snapshot_installed(self, message: SnapshotInstalled) -> None:
         snapshot_message, self.snapshot_to_step = self.snapshot_to_step, None
+        self.pending_install = None
         self.snapshot_receiver.installed()
         if snapshot_message is None or not message.ok:
             self.log.error("snapshot_install_failed", index=message.index, error=message.error)
@@ -349,8 +354,7 @@ class RaftActor(Actor):
                 self.log.info(
                     "role_changed", role=ready.soft_state.role, leader=ready.soft_state.leader_id, term=self.core.term
                 )
-                if ready.soft_state.role != "leader":
-                    self._fail_read_rounds()
+                self._fail_read_rounds()
                 self.status_due = 0.0
             for event in ready.events:
                 name, fields = event[0], (event[1] if len(event) > 1 else {})
@@ -371,8 +375,10 @@ class RaftActor(Actor):
             self.core.report_unreachable(peer)
 
     def _fail_read_rounds(self) -> None:
-        """A node that stopped leading will never confirm its pending reads."""
-        if not self.read_rounds or self.core.role == "follower" and self.core.leader_id:
+        """After any change of leader or role the core drops pending reads (as
+        etcd's does), so their rounds will never be confirmed: fail them now
+        with NoLeader, which clients retry, rather than let them time out."""
+        if not self.read_rounds:
             return
         for contexts in self.read_rounds.values():
             for context in contexts:
