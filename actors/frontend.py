@@ -146,7 +146,7 @@ class FrontendActor(Actor):
         self.serve_now: list[tuple[bytes, int, object]] = []
         self.awaiting_read_index: list[tuple[bytes, int, object]] = []
         self.read_rounds: dict[int, tuple[float, list]] = {}  # context -> (deadline, reads)
-        self.reads_at_index: list[tuple[int, list]] = []  # (read index, reads) awaiting apply
+        self.reads_at_index: list[tuple[int, float, list]] = []  # (read index, deadline, reads) awaiting apply
         self.next_context = 1
         self.range_streams: deque[RangeStream] = deque()
         self.leader_moves: list[tuple[bytes, int, int, float]] = []  # (identity, request id, target, deadline)
@@ -284,13 +284,11 @@ class FrontendActor(Actor):
         round_ = self.read_rounds.pop(message.context, None)
         if round_ is None:
             return
-        reads = round_[1]
+        deadline, reads = round_
         if message.code:
-            error = from_response(ErrorResponse(message.code, f"etcdserver: {message.code}"))
-            for identity, request_id, _ in reads:
-                self.reply_error(identity, request_id, error)
+            self.fail_reads(reads, from_response(ErrorResponse(message.code, f"etcdserver: {message.code}")))
             return
-        self.reads_at_index.append((message.index, reads))
+        self.reads_at_index.append((message.index, deadline, reads))
 
     # ------------------------------------------------------------------ batch end
 
@@ -316,9 +314,9 @@ class FrontendActor(Actor):
             self.read_rounds[context] = (deadline, self.awaiting_read_index)
             self.awaiting_read_index = []
             self.send_to_raft(ReadIndexRequest(context), ())
-        ready = [reads for index, reads in self.reads_at_index if index <= self.applied_index]
+        ready = [reads for index, _, reads in self.reads_at_index if index <= self.applied_index]
         if ready:
-            self.reads_at_index = [(i, r) for i, r in self.reads_at_index if i > self.applied_index]
+            self.reads_at_index = [waiting for waiting in self.reads_at_index if waiting[0] > self.applied_index]
             for reads in ready:
                 self.serve_now.extend(reads)
         if self.serve_now:
@@ -420,8 +418,14 @@ class FrontendActor(Actor):
         for context, (deadline, reads) in list(self.read_rounds.items()):
             if deadline <= now:
                 del self.read_rounds[context]
-                for identity, request_id, _ in reads:
-                    self.reply_error(identity, request_id, TimeoutError_())
+                self.fail_reads(reads, TimeoutError_())
+        # a read whose round came back waits for this member's apply, but not
+        # past its request's deadline
+        if any(deadline <= now for _, deadline, _ in self.reads_at_index):
+            for _, deadline, reads in self.reads_at_index:
+                if deadline <= now:
+                    self.fail_reads(reads, TimeoutError_())
+            self.reads_at_index = [waiting for waiting in self.reads_at_index if waiting[1] > now]
 
     # ------------------------------------------------------------------ answers
 
@@ -458,6 +462,10 @@ class FrontendActor(Actor):
     def send(self, identity: bytes, request_id: int, message) -> None:
         self.router.send_multipart([identity, codec.encode(message, request_id)])
 
+    def fail_reads(self, reads, error: CairnError) -> None:
+        for identity, request_id, _ in reads:
+            self.reply_error(identity, request_id, error)
+
     def reply_error(self, identity: bytes, request_id: int, error: CairnError) -> None:
         self.router.send_multipart([identity, codec.encode(error.to_response(), request_id)])
 
@@ -466,7 +474,8 @@ class FrontendActor(Actor):
         for request_id, (identity, _) in self.pending_writes.items():
             self.reply_error(identity, request_id, error)
         for _, reads in self.read_rounds.values():
-            for identity, request_id, _ in reads:
-                self.reply_error(identity, request_id, error)
+            self.fail_reads(reads, error)
+        for _, _, reads in self.reads_at_index:
+            self.fail_reads(reads, error)
         self.pending_writes.clear()
         self.env.close()
