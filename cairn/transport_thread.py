@@ -69,8 +69,7 @@ class TransportThread:
             self.endpoints.append(address)
             self.new_endpoints.append(address)
             index = len(self.endpoints) - 1
-        with self.wake_lock:
-            self.wake_sender.send(b"", zmq.NOBLOCK)
+        self._wake()
         return index
 
     def next_request_id(self) -> int:
@@ -81,16 +80,27 @@ class TransportThread:
         (or, with resolve_on_send, with None as soon as the frame is sent: its
         replies go to a subscription)."""
         future: Future = Future()
-        if self.closed:
-            future.set_exception(Unavailable("client is closed"))
-            return future
         key = (request_id, "send") if resolve_on_send else request_id
         with self.lock:
             self.pending[key] = future
         self.submissions.append((endpoint, frame, key, time.monotonic() + self.dial_timeout))
-        with self.wake_lock:
-            self.wake_sender.send(b"", zmq.NOBLOCK)
+        if not self._wake():
+            with self.lock:
+                ours = self.pending.pop(key, None) is not None  # else close() already failed it
+            if ours:
+                future.set_exception(Unavailable("client is closed"))
         return future
+
+    def _wake(self, closing: bool = False) -> bool:
+        """Wake the I/O thread; False if the client is closed. The closed flag,
+        the wake-up and the I/O thread's teardown of the wake socket all happen
+        under wake_lock, so no thread ever sends on a socket that is gone."""
+        with self.wake_lock:
+            if self.closed:
+                return False
+            self.closed = closing
+            self.wake_sender.send(b"", zmq.NOBLOCK)
+            return True
 
     def subscribe(self, request_id: int, callback) -> None:
         """Every reply under request_id goes to callback(message) (called on the
@@ -119,11 +129,8 @@ class TransportThread:
         return was_sent
 
     def close(self) -> None:
-        if self.closed:
+        if not self._wake(closing=True):
             return
-        self.closed = True
-        with self.wake_lock:
-            self.wake_sender.send(b"", zmq.NOBLOCK)
         self.thread.join(timeout=5)
         with self.lock:
             pending, self.pending = self.pending, {}
@@ -159,8 +166,10 @@ class TransportThread:
         finally:
             for socket in dealers:
                 socket.close(linger=0)
+            with self.wake_lock:
+                self.closed = True  # also when the loop died of an error: submits fail, not crash
+                self.wake_sender.close(linger=0)
             self.wake_receiver.close(linger=0)
-            self.wake_sender.close(linger=0)
             self.context.term()
 
     def _dealer(self, endpoint: str):
