@@ -9,7 +9,8 @@ the multiprocessing *spawn* method (a fresh interpreter: no inherited sockets,
 LMDB handles or locks). It waits on the children's sentinels; an actor that
 exits is logged and restarted after a back-off that doubles while it keeps dying
 and resets once it stays up. SIGTERM or SIGINT stops the actors in reverse start
-order (frontend first, so no new requests arrive while the rest wind down), waits
+order (the gateway and frontend first, so no new requests arrive while the
+rest wind down), waits
 for them, kills stragglers, and removes the ipc sockets. The actors also ask the
 kernel to SIGTERM them if the supervisor itself dies (PR_SET_PDEATHSIG).
 """
@@ -35,6 +36,8 @@ ACTOR_CLASSES = {
     "lease": "actors.lease:LeaseActor",
     "watch": "actors.watch:WatchActor",
     "frontend": "actors.frontend:FrontendActor",
+    # Only for members with an `http` address: etcd's JSON gateway, a client of the frontend.
+    "gateway": "actors.gateway:GatewayActor",
 }
 
 RESTART_BACKOFF_S_MIN = 0.1
@@ -87,7 +90,8 @@ class Supervisor:
         self.context = multiprocessing.get_context("spawn")
         self.processes: dict[str, multiprocessing.Process] = {}
         self.started_at: dict[str, float] = {}
-        self.backoff_s: dict[str, float] = {name: RESTART_BACKOFF_S_MIN for name in ACTOR_CLASSES}
+        self.actor_names = [name for name in ACTOR_CLASSES if name != "gateway" or config.member(member_name).http]
+        self.backoff_s: dict[str, float] = {name: RESTART_BACKOFF_S_MIN for name in self.actor_names}
         self.restart_at: dict[str, float] = {}
         self.stopping = False
 
@@ -115,7 +119,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         self.prepare()
         self.log.info("member_starting", member_id=self.config.member(self.member_name).id, data_dir=self.data_dir)
-        for name in ACTOR_CLASSES:
+        for name in self.actor_names:
             self.spawn(name)
         while not self.stopping:
             self._watch_children()
@@ -151,7 +155,7 @@ class Supervisor:
 
     def stop_all(self) -> None:
         self.log.info("member_stopping")
-        for name in reversed(list(ACTOR_CLASSES)):
+        for name in reversed(self.actor_names):
             process = self.processes.get(name)
             if process is not None and process.is_alive():
                 process.terminate()

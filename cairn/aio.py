@@ -24,10 +24,6 @@ from transport import messages as m
 from transport.errors import CairnError, LeaseNotFoundError
 
 
-# How long one wait for a watch response blocks a worker thread.
-WATCH_POLL_S = 0.5
-
-
 class Client(blocking.Client):
     async def _call(self, request, write: bool, timeout=None, endpoint: str | None = None):
         call = self._start_call(request, write, timeout, endpoint)
@@ -63,19 +59,21 @@ class Client(blocking.Client):
             yield response
             await asyncio.sleep(max(response.ttl / 3, 0.5))
 
+    async def open_watch(self, key, **options) -> "AsyncWatch":
+        """Create a watch (Client.watch's options) and return it once the member
+        has created it: an AsyncWatch to await responses from."""
+        watch = await asyncio.to_thread(blocking.Client.watch, self, key, **options)
+        return AsyncWatch(watch, asyncio.get_running_loop())
+
     async def watch(self, key, **options):
         """An async iterator of WatchResponses (the same watch as Client.watch,
         resumed across member failures); leaving the iteration cancels it."""
-        watch = await asyncio.to_thread(blocking.Client.watch, self, key, **options)
+        watch = await self.open_watch(key, **options)
         try:
-            while True:
-                response = await asyncio.to_thread(watch.get, WATCH_POLL_S)
-                if response is not None:
-                    yield response
-                elif watch.ended:
-                    return
+            while (response := await watch.next()) is not None:
+                yield response
         finally:
-            await asyncio.to_thread(watch.cancel)
+            await watch.cancel()
 
     async def alarm_disarm(self, member_id: int = 0, alarm: int = m.ALARM_NOSPACE, timeout=None) -> m.AlarmResponse:
         listed = await self.alarm_list(timeout)
@@ -97,4 +95,40 @@ class Client(blocking.Client):
         await self.aclose()
 
 
-__all__ = ["Client"]
+class AsyncWatch:
+    """A cairn.watch.Watch for an event loop. No thread waits for responses: the
+    watch wakes the loop when it queues one."""
+
+    def __init__(self, watch, loop: asyncio.AbstractEventLoop):
+        self.watch = watch
+        self._loop = loop
+        self._ready = asyncio.Event()
+        watch.set_listener(self._wake)
+
+    def _wake(self) -> None:
+        """Called on the client's I/O thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._ready.set)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    async def next(self) -> m.WatchResponse | None:
+        """The next response; None once the stream has ended (an error ends it by raising)."""
+        while True:
+            self._ready.clear()
+            response = self.watch.get(timeout=0)
+            if response is not None:
+                return response
+            if self.watch.ended:
+                return None
+            await self._ready.wait()
+
+    def request_progress(self) -> None:
+        self.watch.request_progress()
+
+    async def cancel(self) -> m.WatchResponse | None:
+        self.watch.set_listener(None)
+        return await asyncio.to_thread(self.watch.cancel)
+
+
+__all__ = ["Client", "AsyncWatch"]

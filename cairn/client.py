@@ -179,6 +179,13 @@ class Client:
     def __exit__(self, *exc_info):
         self.close()
 
+    def call(self, request, write: bool, timeout=None):
+        """Send one prepared request message (transport/messages.py) and return its
+        response, with the routing and failover rules of the methods below: for
+        front ends that build the messages themselves (the HTTP gateway).
+        write=False marks a request that is safe to send again."""
+        return self._call(request, write=write, timeout=timeout)
+
     # ------------------------------------------------------------------ KV
 
     def put(self, key, value, lease=0, prev_kv=False, ignore_value=False, ignore_lease=False, timeout=None) -> m.PutResponse:

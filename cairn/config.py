@@ -5,7 +5,8 @@ A config file has two sections:
     cluster:                      # who is in the cluster
       name: local
       members:
-        - {name: n1, peer: tcp://127.0.0.1:2380, client: tcp://127.0.0.1:2379}
+        - {name: n1, peer: tcp://127.0.0.1:2380, client: tcp://127.0.0.1:2379,
+           http: http://127.0.0.1:2378}   # optional: etcd's JSON gateway (actors/gateway.py)
     member:                       # how every member runs (optional; defaults below)
       data_dir: data/{name}       # {name} is the member's name; relative to the file
       log_level: info
@@ -97,6 +98,8 @@ class MemberSpec:
     peer: str
     client: str
     id: int
+    # etcd's HTTP JSON gateway of this member ("" = none): http://HOST:PORT
+    http: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,14 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, port
 
 
+def parse_http_address(text: str) -> tuple[str, int]:
+    """('127.0.0.1', 2378) from 'http://127.0.0.1:2378'; ValueError otherwise."""
+    match = re.fullmatch(r"http://(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})/?", text)
+    if not match:
+        raise ValueError(f"{text!r} is not http://HOST:PORT")
+    return parse_address(f"tcp://{match.group(1)}:{match.group(2)}")
+
+
 def load(path: str) -> ClusterConfig:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -189,7 +200,7 @@ def _members(items: list, cluster_name: str, path: str) -> tuple[MemberSpec, ...
         where = f"cluster.members[{position}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{path}: {where}: expected a mapping with name, peer, client")
-        _no_unknown_keys(item, {"name", "peer", "client"}, path, where)
+        _no_unknown_keys(item, {"name", "peer", "client", "http"}, path, where)
         name = _require(item, "name", str, path, where)
         if not _NAME.match(name):
             raise ConfigError(f"{path}: {where}.name: {name!r} must be 1-32 letters, digits, '.', '_' or '-'")
@@ -197,17 +208,21 @@ def _members(items: list, cluster_name: str, path: str) -> tuple[MemberSpec, ...
             raise ConfigError(f"{path}: {where}.name: duplicate member name {name!r}")
         names.add(name)
         urls = {}
-        for key in ("peer", "client"):
+        for key in ("peer", "client", "http"):
+            if key == "http" and item.get("http") is None:
+                urls[key] = ""
+                continue
             url = _require(item, key, str, path, where)
             try:
-                host_port = parse_address(url)
+                host_port = parse_http_address(url) if key == "http" else parse_address(url)
             except ValueError as error:
                 raise ConfigError(f"{path}: {where}.{key}: {error}") from None
             if host_port in addresses:
                 raise ConfigError(f"{path}: {where}.{key}: address {url} already used by {addresses[host_port]}")
             addresses[host_port] = f"{where}.{key}"
             urls[key] = url
-        members.append(MemberSpec(name=name, peer=urls["peer"], client=urls["client"], id=member_id_for(cluster_name, name)))
+        members.append(MemberSpec(name=name, peer=urls["peer"], client=urls["client"], id=member_id_for(cluster_name, name),
+                                  http=urls["http"].rstrip("/")))
     return tuple(members)
 
 

@@ -109,6 +109,19 @@ def make_request(key: bytes, range_end, prefix: bool, start_revision: int, prev_
                                 filters=tuple(codes), prev_kv=prev_kv, watch_id=watch_id, fragment=fragment)
 
 
+class _NotifyingQueue(queue.Queue):
+    """A queue that calls `listener` (if set) after each put, so an event loop can
+    wait for a watch's responses without a thread blocked in get()."""
+
+    listener = None
+
+    def put(self, item, block=True, timeout=None):
+        super().put(item, block, timeout)
+        listener = self.listener
+        if listener is not None:
+            listener()
+
+
 class Watch:
     """One watch: a context manager and an iterator of WatchResponse."""
 
@@ -117,7 +130,7 @@ class Watch:
         self._transport = manager.transport
         self._request = request
         self._lock = threading.Lock()
-        self._queue: queue.Queue = queue.Queue()  # bounded by the hub's window (and one stale window)
+        self._queue = _NotifyingQueue()  # bounded by the hub's window (and one stale window)
         self._ready = threading.Event()
         self._open_error: CairnError | None = None
         self._last_error: CairnError | None = None
@@ -182,6 +195,13 @@ class Watch:
     @property
     def ended(self) -> bool:
         return self._ended
+
+    def set_listener(self, listener) -> None:
+        """listener() is called, on another thread, whenever a response (or the
+        end) is queued: cairn.aio wakes its event loop with it."""
+        self._queue.listener = listener
+        if listener is not None and not self._queue.empty():
+            listener()
 
     def cancel(self) -> m.WatchResponse | None:
         """Cancel the watch; iteration ends. Returns the member's canceled

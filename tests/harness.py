@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import yaml
 
@@ -34,16 +35,18 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def write_config(directory, members: int = 1, **member_settings) -> str:
-    ports = free_ports(2 * members)
+def write_config(directory, members: int = 1, http: bool = False, **member_settings) -> str:
+    """A config of `members` members on free loopback ports; with http=True each
+    member also serves etcd's JSON gateway (actors/gateway.py)."""
+    ports = free_ports(3 * members)
+    entries = []
+    for i in range(members):
+        entry = {"name": f"n{i + 1}", "peer": f"tcp://127.0.0.1:{ports[3 * i]}", "client": f"tcp://127.0.0.1:{ports[3 * i + 1]}"}
+        if http:
+            entry["http"] = f"http://127.0.0.1:{ports[3 * i + 2]}"
+        entries.append(entry)
     document = {
-        "cluster": {
-            "name": "test",
-            "members": [
-                {"name": f"n{i + 1}", "peer": f"tcp://127.0.0.1:{ports[2 * i]}", "client": f"tcp://127.0.0.1:{ports[2 * i + 1]}"}
-                for i in range(members)
-            ],
-        },
+        "cluster": {"name": "test", "members": entries},
         "member": {"data_dir": "data/{name}", "log_level": "info", **member_settings},
     }
     path = os.path.join(str(directory), "cluster.yaml")
@@ -102,6 +105,26 @@ class Member:
     @property
     def endpoint(self) -> str:
         return self.spec.client
+
+    @property
+    def http_url(self) -> str:
+        """The member's JSON gateway, e.g. http://127.0.0.1:PORT ("" if none)."""
+        return self.spec.http
+
+    def wait_http(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Until the member's gateway answers GET /version."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(self.http_url + "/version", timeout=2.0) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gateway of {self.name} did not answer in {timeout}s")
+            Cluster._check_alive(self)
+            time.sleep(0.05)
 
     def start(self, rejoin: bool = False) -> None:
         assert self.process is None or self.process.poll() is not None
@@ -189,9 +212,9 @@ class Member:
 
 
 class Cluster:
-    def __init__(self, directory, members: int = 1, **member_settings):
+    def __init__(self, directory, members: int = 1, http: bool = False, **member_settings):
         self.directory = str(directory)
-        self.config_path = write_config(directory, members, **member_settings)
+        self.config_path = write_config(directory, members, http=http, **member_settings)
         self.config = config_module.load(self.config_path)
         self.members = {m.name: Member(self, m.name) for m in self.config.members}
 
@@ -227,6 +250,8 @@ class Cluster:
                         if time.monotonic() > deadline:
                             raise AssertionError(f"member {member.name} did not become ready in {timeout}s")
                         self._check_alive(member)
+            if member.http_url:
+                member.wait_http(max(1.0, deadline - time.monotonic()))
 
     @staticmethod
     def _check_alive(member: Member) -> None:

@@ -1,0 +1,354 @@
+"""The HTTP JSON gateway: etcd v3's grpc-gateway API, served per member.
+
+Theory of operation
+-------------------
+etcd keeps an HTTP/JSON face beside its gRPC API so that curl users and simple
+programs (Patroni's etcd3 backend above all) need no client library. This actor
+is that face for cairn. It runs an aiohttp server on the member's `http`
+address from the config and is a client of its own member's frontend over
+ZeroMQ (cairn.aio.Client with that one endpoint), so every request takes the
+same routing and consistency path as the library's: writes go to the leader,
+reads are linearizable unless `serializable` is set.
+
+The translation between etcd's JSON mapping and cairn's messages is pure and
+lives in actors/gateway_json.py. Unary calls (kv, lease grant/revoke/timetolive/
+leases, member list, status) answer one JSON object. The two streaming calls
+answer a chunked stream of newline-separated JSON objects, as etcd's gateway
+does: /v3/lease/keepalive answers each request object of the body with one
+`{"result": ...}` and ends; /v3/watch handles every request object of the body
+(create, cancel, progress) and then keeps the stream open, sending each watch's
+responses, until the HTTP client goes away.
+
+Errors are written as etcd's gateway writes them: an HTTP status from the gRPC
+code and `{"error", "message", "code"}`. The gateway never dies of bad input; if
+it dies for another reason the supervisor restarts it like any actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+from aiohttp import web
+
+from actors import gateway_json as gj
+from actors.base import Actor
+from cairn import aio
+from cairn.config import parse_http_address
+from cairn.watch import is_progress_notify
+from transport import messages as m
+from transport.errors import CairnError
+
+# What /version and the status call report: the etcd API this gateway speaks.
+# Clients such as Patroni pick their URL prefix from it (/v3 from 3.4 on).
+ETCD_API_VERSION = "3.4.0"
+# Base64 and JSON make a body larger than the request it carries.
+BODY_OVERHEAD = 2
+# How long stopping waits for open streams before closing them.
+SHUTDOWN_GRACE_S = 1.0
+
+PREFIXES = ("/v3", "/v3beta")
+
+
+class GatewayActor(Actor):
+    name = "gateway"
+
+    def __init__(self, config, member_name: str):
+        super().__init__(config, member_name)
+        self.http_urls = {member.id: member.http for member in config.members}
+        self.client: aio.Client | None = None
+        self._stop: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ process
+
+    def serve(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._stop.set)
+        timeout = self.settings.request_timeout_ms / 1000 + 1.0
+        self.client = aio.Client([self.member.client], timeout=timeout)
+        runner = web.AppRunner(self.application(), access_log=None, handler_cancellation=True,
+                               shutdown_timeout=SHUTDOWN_GRACE_S)
+        await runner.setup()
+        host, port = parse_http_address(self.member.http)
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        self.log.info("gateway_listening", http=self.member.http, frontend=self.member.client)
+        try:
+            if not self.stopping:  # a SIGTERM that came before the loop's handler
+                await self._stop.wait()
+        finally:
+            await runner.cleanup()
+            await self.client.aclose()
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=self.limits.max_request_bytes * BODY_OVERHEAD,
+                              middlewares=[self._errors])
+        app.router.add_get("/version", self.version)
+        app.router.add_get("/health", self.health)
+        unary = {
+            "/kv/range": (gj.range_request, False, gj.range_response),
+            "/kv/put": (gj.put_request, True, gj.put_response),
+            "/kv/deleterange": (gj.delete_range_request, True, gj.delete_range_response),
+            "/kv/txn": (gj.txn_request, True, gj.txn_response),
+            "/kv/compaction": (gj.compaction_request, True, gj.header_only),
+            "/lease/grant": (gj.lease_grant_request, True, gj.lease_grant_response),
+            "/lease/revoke": (gj.lease_revoke_request, True, gj.header_only),
+            "/lease/timetolive": (gj.lease_time_to_live_request, False, gj.lease_time_to_live_response),
+            "/lease/leases": (lambda body: (gj.empty_request("LeaseLeasesRequest")(body), m.LeaseLeasesRequest())[1],
+                              False, gj.lease_leases_response),
+            "/kv/lease/timetolive": (gj.lease_time_to_live_request, False, gj.lease_time_to_live_response),
+            "/kv/lease/leases": (lambda body: (gj.empty_request("LeaseLeasesRequest")(body), m.LeaseLeasesRequest())[1],
+                                 False, gj.lease_leases_response),
+            "/kv/lease/revoke": (gj.lease_revoke_request, True, gj.header_only),
+        }
+        for prefix in PREFIXES:
+            for path, (parse, write, render) in unary.items():
+                app.router.add_post(prefix + path, self._unary(parse, write, render))
+            app.router.add_post(prefix + "/lease/keepalive", self.lease_keepalive)
+            app.router.add_post(prefix + "/watch", self.watch)
+            app.router.add_post(prefix + "/cluster/member/list", self.member_list)
+            app.router.add_post(prefix + "/maintenance/status", self.status)
+            app.router.add_post(prefix + "/auth/authenticate", self.authenticate)
+            app.router.add_post(prefix + "/auth/{name:.*}", self.auth_unimplemented)
+        return app
+
+    # ------------------------------------------------------------------ helpers
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler):
+        """Every failure becomes etcd's error body; nothing escapes to kill the actor."""
+        try:
+            return await handler(request)
+        except gj.BadRequest as error:
+            return self._error(request, *gj.error_body(gj.GRPC_INVALID_ARGUMENT, str(error)))
+        except CairnError as error:
+            return self._error(request, *gj.error_for(error.code, error.message))
+        except web.HTTPRequestEntityTooLarge:
+            return self._error(request, *gj.error_for("RequestTooLarge", "etcdserver: request is too large"))
+        except web.HTTPException:
+            raise
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as error:  # a bug: answer it and keep serving
+            self.log.exception("gateway_handler_failed", path=request.path)
+            return self._error(request, *gj.error_body(gj.GRPC_UNKNOWN, f"cairn gateway: {type(error).__name__}: {error}"))
+
+    def _error(self, request: web.Request, status: int, body: dict) -> web.Response:
+        self.log.info("gateway_error", path=request.path, status=status, code=body["code"], message=body["message"])
+        return _json_response(body, status)
+
+    @staticmethod
+    async def _bodies(request: web.Request) -> list:
+        """The request objects of a body: none (an empty body is an empty
+        request, as etcd's gateway reads it), one, or several in a row (streams)."""
+        raw = await request.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise gj.BadRequest("the body is not UTF-8") from None
+        decoder, objects, position = json.JSONDecoder(), [], 0
+        while True:
+            while position < len(text) and text[position].isspace():
+                position += 1
+            if position == len(text):
+                return objects
+            try:
+                value, position = decoder.raw_decode(text, position)
+            except json.JSONDecodeError as error:
+                raise gj.BadRequest(f"malformed JSON: {error}") from None
+            if not isinstance(value, dict):
+                raise gj.BadRequest(f"expected a JSON object, got {gj._json_type(value)}")
+            objects.append(value)
+
+    async def _body(self, request: web.Request) -> dict:
+        objects = await self._bodies(request)
+        if len(objects) > 1:
+            raise gj.BadRequest("expected one JSON object, got several")
+        return objects[0] if objects else {}
+
+    def _unary(self, parse, write: bool, render):
+        async def handler(request: web.Request) -> web.Response:
+            message = parse(await self._body(request))
+            response = await self.client.call(message, write=write)
+            return _json_response(render(response))
+
+        return handler
+
+    # ------------------------------------------------------------------ handlers
+
+    async def version(self, request: web.Request) -> web.Response:
+        return _json_response({"etcdserver": ETCD_API_VERSION, "etcdcluster": ETCD_API_VERSION})
+
+    async def health(self, request: web.Request) -> web.Response:
+        """etcd's /health: true when a linearizable read succeeds (there is a leader)."""
+        try:
+            await self.client.call(m.RangeRequest(b"health"), write=False)
+        except CairnError as error:
+            return _json_response({"health": "false", "reason": error.message}, 503)
+        return _json_response({"health": "true"})
+
+    async def member_list(self, request: web.Request) -> web.Response:
+        gj.empty_request("MemberListRequest")(await self._body(request))
+        response = await self.client.call(m.MemberListRequest(), write=False)
+        return _json_response(gj.member_list_response(response, self.http_urls))
+
+    async def status(self, request: web.Request) -> web.Response:
+        gj.empty_request("StatusRequest")(await self._body(request))
+        response = await self.client.call(m.StatusRequest(), write=False)
+        return _json_response(gj.status_response(response, ETCD_API_VERSION))
+
+    async def authenticate(self, request: web.Request) -> web.Response:
+        gj.authenticate_request(await self._body(request))
+        return self._error(request, *gj.error_body(gj.GRPC_FAILED_PRECONDITION, gj.AUTH_NOT_ENABLED))
+
+    async def auth_unimplemented(self, request: web.Request) -> web.Response:
+        return self._error(request, *gj.error_body(12, "cairn: authentication is not implemented"))
+
+    async def lease_keepalive(self, request: web.Request) -> web.StreamResponse:
+        """etcd's keep-alive is a stream: one answer per request object of the body."""
+        messages = [gj.lease_keepalive_request(body) for body in (await self._bodies(request) or [{}])]
+        stream = await _open_stream(request)
+        for message in messages:
+            try:
+                response = await self.client.call(message, write=False)
+                line = gj.lease_keepalive_response(response)
+            except CairnError as error:
+                line = gj.stream_error(gj.ERROR_CODES.get(error.code, gj.GRPC_UNKNOWN), error.message)
+            await stream.write(_line(line))
+        await stream.write_eof()
+        return stream
+
+    async def watch(self, request: web.Request) -> web.StreamResponse:
+        requests = [gj.watch_request(body) for body in await self._bodies(request)]
+        stream = await _open_stream(request)
+        session = WatchStream(self.client, stream, self.log)
+        try:
+            for message in requests:
+                await session.handle(message)
+            await session.wait_closed(self._stop)
+        finally:
+            await session.close()
+        return stream
+
+
+class WatchStream:
+    """The watches of one /v3/watch HTTP stream, numbered from 0 as each etcd
+    gRPC watch stream numbers them, each pumping its responses into the stream."""
+
+    def __init__(self, client: aio.Client, stream: web.StreamResponse, log):
+        self.client = client
+        self.stream = stream
+        self.log = log
+        self.watches: dict[int, aio.AsyncWatch] = {}
+        self.pumps: dict[int, asyncio.Task] = {}
+        self.next_id = 0
+        # watches that asked for progress notifications, and progress requests not yet answered
+        self.progress_notify: set[int] = set()
+        self.progress_pending: dict[int, int] = {}
+        self.lock = asyncio.Lock()
+        self.gone = asyncio.Event()
+
+    async def send(self, line: dict) -> None:
+        async with self.lock:
+            try:
+                await self.stream.write(_line(line))
+            except (ConnectionResetError, RuntimeError):  # the HTTP client went away
+                self.gone.set()
+
+    async def handle(self, message) -> None:
+        if isinstance(message, m.WatchCreateRequest):
+            await self.create(message)
+        elif isinstance(message, m.WatchCancelRequest):
+            await self.cancel(message.watch_id)
+        else:
+            for watch_id, watch in self.watches.items():
+                self.progress_pending[watch_id] = self.progress_pending.get(watch_id, 0) + 1
+                watch.request_progress()
+
+    async def create(self, request: m.WatchCreateRequest) -> None:
+        watch_id = request.watch_id or self.next_id
+        if watch_id in self.watches:
+            await self.send({"result": {"header": {}, "watch_id": str(watch_id), "created": True, "canceled": True,
+                                        "cancel_reason": "etcdserver: duplicate watch ID"}})
+            return
+        try:
+            watch = await self.client.open_watch(
+                request.key, range_end=request.range_end or None, start_revision=request.start_revision,
+                prev_kv=request.prev_kv, progress_notify=request.progress_notify, filters=request.filters,
+                fragment=request.fragment)
+        except (CairnError, ValueError) as error:
+            code = gj.ERROR_CODES.get(getattr(error, "code", "InvalidArgument"), gj.GRPC_UNKNOWN)
+            await self.send(gj.stream_error(code, getattr(error, "message", str(error))))
+            return
+        self.next_id = max(self.next_id, watch_id) + 1
+        self.watches[watch_id] = watch
+        if request.progress_notify:
+            self.progress_notify.add(watch_id)
+        header = watch.watch.created_header or m.ResponseHeader(0, 0, 0, 0)
+        await self.send(gj.watch_response(m.WatchResponse(header, 0, created=True), watch_id))
+        self.pumps[watch_id] = asyncio.create_task(self.pump(watch_id, watch))
+
+    async def pump(self, watch_id: int, watch: aio.AsyncWatch) -> None:
+        try:
+            while (response := await watch.next()) is not None:
+                if is_progress_notify(response):
+                    # The member also marks how far a watch is complete with empty
+                    # responses; etcd sends them only when asked. The answer to a
+                    # progress request carries watch_id -1, as etcd 3.4's.
+                    if self.progress_pending.get(watch_id):
+                        self.progress_pending[watch_id] -= 1
+                        await self.send(gj.watch_response(response, -1))
+                    elif watch_id in self.progress_notify:
+                        await self.send(gj.watch_response(response, watch_id))
+                    continue
+                await self.send(gj.watch_response(response, watch_id))
+        except CairnError as error:
+            await self.send(gj.stream_error(gj.ERROR_CODES.get(error.code, gj.GRPC_UNKNOWN), error.message))
+        self.watches.pop(watch_id, None)
+
+    async def cancel(self, watch_id: int) -> None:
+        watch = self.watches.pop(watch_id, None)
+        if watch is None:
+            return  # etcd ignores a cancel of an unknown id
+        pump = self.pumps.pop(watch_id)
+        pump.cancel()
+        response = await watch.cancel()
+        header = response.header if response is not None else (watch.watch.created_header or m.ResponseHeader(0, 0, 0, 0))
+        await self.send(gj.watch_response(m.WatchResponse(header, 0, canceled=True), watch_id))
+
+    async def wait_closed(self, stopping: asyncio.Event) -> None:
+        """Until the HTTP client goes away (the handler is then cancelled) or the gateway stops."""
+        waits = [asyncio.ensure_future(self.gone.wait()), asyncio.ensure_future(stopping.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+    async def close(self) -> None:
+        for pump in self.pumps.values():
+            pump.cancel()
+        watches, self.watches = list(self.watches.values()), {}
+        for watch in watches:
+            try:
+                await asyncio.shield(watch.cancel())
+            except (CairnError, asyncio.CancelledError):
+                pass
+
+
+def _json_response(body: dict, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(body, separators=(",", ":")), status=status, content_type="application/json")
+
+
+def _line(body: dict) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+
+async def _open_stream(request: web.Request) -> web.StreamResponse:
+    stream = web.StreamResponse(headers={"Content-Type": "application/json"})
+    stream.enable_chunked_encoding()
+    await stream.prepare(request)
+    return stream

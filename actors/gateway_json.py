@@ -1,0 +1,500 @@
+"""etcd v3's JSON mapping of its protocol buffers, for the HTTP gateway.
+
+Pure translation, no I/O: a JSON request body (already parsed by json.loads)
+becomes a transport message; a response message becomes the dict etcd 3.4's
+grpc-gateway would write. The rules are protobuf's JSON mapping as etcd
+configures it (OrigName, no EmitDefaults):
+
+* input: a field may be named as in the .proto (`range_end`) or in lowerCamelCase
+  (`rangeEnd`); bytes are base64; int64 is a JSON number or a decimal string;
+  enums are names (`"DESCEND"`) or numbers; null means the default.
+* output: the .proto's names; int64 as decimal strings; enums by name; zero
+  values, empty lists and false are omitted.
+
+One departure from etcd's gateway: a field it does not know is an error here
+(400), where etcd silently ignores it. A misspelt `range_end` would otherwise
+turn a range into a single-key read without a word.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from transport import messages as m
+
+INT64_MIN, UINT64_MAX = -(1 << 63), (1 << 64) - 1
+
+
+class BadRequest(Exception):
+    """The body does not map onto the request message: HTTP 400, gRPC code 3."""
+
+
+# ---------------------------------------------------------------- field kinds
+
+
+def _bytes(value, where: str) -> bytes:
+    if not isinstance(value, str):
+        raise BadRequest(f"{where}: expected a base64 string, got {_json_type(value)}")
+    try:
+        return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        position = next((i for i, c in enumerate(value) if not re.match(r"[A-Za-z0-9+/=]", c)), len(value))
+        raise BadRequest(f"{where}: illegal base64 data at input byte {position}") from None
+
+
+def _int(value, where: str) -> int:
+    if isinstance(value, bool):
+        raise BadRequest(f"{where}: expected an integer, got {_json_type(value)}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"-?\d{1,20}", value):
+        number = int(value)
+    else:
+        raise BadRequest(f"{where}: expected an integer (a number or a decimal string), got {value!r}")
+    if not INT64_MIN <= number <= UINT64_MAX:
+        raise BadRequest(f"{where}: {number} is out of the 64-bit range")
+    return number
+
+
+def _bool(value, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise BadRequest(f"{where}: expected true or false, got {_json_type(value)}")
+    return value
+
+
+def _string(value, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{where}: expected a string, got {_json_type(value)}")
+    return value
+
+
+def _enum(names: dict[str, int]):
+    numbers = set(names.values())
+
+    def parse(value, where: str) -> int:
+        if isinstance(value, str) and value in names:
+            return names[value]
+        if isinstance(value, int) and not isinstance(value, bool) and value in numbers:
+            return value
+        raise BadRequest(f"{where}: {value!r} is not one of {', '.join(names)}")
+
+    return parse
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+SORT_ORDERS = {"NONE": m.SORT_NONE, "ASCEND": m.SORT_ASCEND, "DESCEND": m.SORT_DESCEND}
+SORT_TARGETS = {"KEY": m.SORT_BY_KEY, "VERSION": m.SORT_BY_VERSION, "CREATE": m.SORT_BY_CREATE,
+                "MOD": m.SORT_BY_MOD, "VALUE": m.SORT_BY_VALUE}
+COMPARE_RESULTS = {"EQUAL": m.COMPARE_EQUAL, "GREATER": m.COMPARE_GREATER, "LESS": m.COMPARE_LESS,
+                   "NOT_EQUAL": m.COMPARE_NOT_EQUAL}
+COMPARE_TARGETS = {"VERSION": m.TARGET_VERSION, "CREATE": m.TARGET_CREATE, "MOD": m.TARGET_MOD,
+                   "VALUE": m.TARGET_VALUE, "LEASE": m.TARGET_LEASE}
+WATCH_FILTERS = {"NOPUT": m.WATCH_FILTER_NOPUT, "NODELETE": m.WATCH_FILTER_NODELETE}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _fields(body, message: str, kinds: dict) -> dict:
+    """{proto field name: parsed value} for the fields present in `body`."""
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise BadRequest(f"{message}: expected a JSON object, got {_json_type(body)}")
+    by_name = {}
+    for name in kinds:
+        by_name[name] = name
+        by_name[_camel(name)] = name
+    values = {}
+    for key, value in body.items():
+        name = by_name.get(key)
+        if name is None:
+            raise BadRequest(f"{message}: unknown field {key!r}")
+        if name in values:
+            raise BadRequest(f"{message}: field {name!r} given twice")
+        if value is None:
+            continue
+        values[name] = kinds[name](value, f"{message}.{name}")
+    return values
+
+
+def _list(kind):
+    def parse(value, where: str) -> list:
+        if not isinstance(value, list):
+            raise BadRequest(f"{where}: expected an array, got {_json_type(value)}")
+        return [kind(item, f"{where}[{i}]") for i, item in enumerate(value)]
+
+    return parse
+
+
+# ---------------------------------------------------------------- requests
+
+
+def range_request(body) -> m.RangeRequest:
+    values = _fields(body, "RangeRequest", {
+        "key": _bytes, "range_end": _bytes, "limit": _int, "revision": _int,
+        "sort_order": _enum(SORT_ORDERS), "sort_target": _enum(SORT_TARGETS),
+        "serializable": _bool, "keys_only": _bool, "count_only": _bool,
+        "min_mod_revision": _int, "max_mod_revision": _int, "min_create_revision": _int, "max_create_revision": _int,
+    })
+    return m.RangeRequest(**{"key": b"", **values})
+
+
+def put_request(body) -> m.PutRequest:
+    values = _fields(body, "PutRequest", {
+        "key": _bytes, "value": _bytes, "lease": _int, "prev_kv": _bool, "ignore_value": _bool, "ignore_lease": _bool,
+    })
+    return m.PutRequest(**{"key": b"", **values})
+
+
+def delete_range_request(body) -> m.DeleteRangeRequest:
+    values = _fields(body, "DeleteRangeRequest", {"key": _bytes, "range_end": _bytes, "prev_kv": _bool})
+    return m.DeleteRangeRequest(**{"key": b"", **values})
+
+
+def _compare(body, where: str) -> m.Compare:
+    values = _fields(body, where, {
+        "result": _enum(COMPARE_RESULTS), "target": _enum(COMPARE_TARGETS), "key": _bytes, "range_end": _bytes,
+        "version": _int, "create_revision": _int, "mod_revision": _int, "value": _bytes, "lease": _int,
+    })
+    target = values.get("target", m.TARGET_VERSION)
+    operand_field = {m.TARGET_VERSION: "version", m.TARGET_CREATE: "create_revision", m.TARGET_MOD: "mod_revision",
+                     m.TARGET_VALUE: "value", m.TARGET_LEASE: "lease"}[target]
+    operands = [name for name in ("version", "create_revision", "mod_revision", "value", "lease") if name in values]
+    if any(name != operand_field for name in operands):
+        raise BadRequest(f"{where}: target {_name_of(COMPARE_TARGETS, target)} compares {operand_field}, not {operands[0]}")
+    operand = values.get(operand_field, b"" if target == m.TARGET_VALUE else 0)
+    return m.Compare(values.get("result", m.COMPARE_EQUAL), target, values.get("key", b""), operand,
+                     values.get("range_end", b""))
+
+
+def _request_op(body, where: str):
+    values = _fields(body, where, {
+        "request_range": lambda v, w: range_request(_object(v, w)),
+        "request_put": lambda v, w: put_request(_object(v, w)),
+        "request_delete_range": lambda v, w: delete_range_request(_object(v, w)),
+        "request_txn": lambda v, w: txn_request(_object(v, w)),
+    })
+    if len(values) != 1:
+        raise BadRequest(f"{where}: give exactly one of request_range, request_put, request_delete_range, request_txn")
+    return next(iter(values.values()))
+
+
+def _object(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where}: expected a JSON object, got {_json_type(value)}")
+    return value
+
+
+def txn_request(body) -> m.TxnRequest:
+    values = _fields(body, "TxnRequest", {
+        "compare": _list(_compare), "success": _list(_request_op), "failure": _list(_request_op),
+    })
+    return m.TxnRequest(tuple(values.get("compare", ())), tuple(values.get("success", ())), tuple(values.get("failure", ())))
+
+
+def compaction_request(body) -> m.CompactionRequest:
+    values = _fields(body, "CompactionRequest", {"revision": _int, "physical": _bool})
+    return m.CompactionRequest(values.get("revision", 0), values.get("physical", False))
+
+
+def lease_grant_request(body) -> m.LeaseGrantRequest:
+    values = _fields(body, "LeaseGrantRequest", {"TTL": _int, "ID": _int})
+    return m.LeaseGrantRequest(values.get("TTL", 0), values.get("ID", 0))
+
+
+def lease_revoke_request(body) -> m.LeaseRevokeRequest:
+    return m.LeaseRevokeRequest(_fields(body, "LeaseRevokeRequest", {"ID": _int}).get("ID", 0))
+
+
+def lease_keepalive_request(body) -> m.LeaseKeepAliveRequest:
+    return m.LeaseKeepAliveRequest(_fields(body, "LeaseKeepAliveRequest", {"ID": _int}).get("ID", 0))
+
+
+def lease_time_to_live_request(body) -> m.LeaseTimeToLiveRequest:
+    values = _fields(body, "LeaseTimeToLiveRequest", {"ID": _int, "keys": _bool})
+    return m.LeaseTimeToLiveRequest(values.get("ID", 0), values.get("keys", False))
+
+
+def empty_request(message: str):
+    """Requests with no fields that matter (status, member list, leases)."""
+
+    def parse(body) -> None:
+        _fields(body, message, {"linearizable": _bool})
+
+    return parse
+
+
+def authenticate_request(body) -> tuple[str, str]:
+    values = _fields(body, "AuthenticateRequest", {"name": _string, "password": _string})
+    return values.get("name", ""), values.get("password", "")
+
+
+def watch_request(body):
+    """One object of a watch stream: a WatchCreateRequest, WatchCancelRequest or
+    WatchProgressRequest."""
+    values = _fields(body, "WatchRequest", {
+        "create_request": lambda v, w: _watch_create(_object(v, w), w),
+        "cancel_request": lambda v, w: m.WatchCancelRequest(_fields(_object(v, w), w, {"watch_id": _int}).get("watch_id", 0)),
+        "progress_request": lambda v, w: (_fields(_object(v, w), w, {}), m.WatchProgressRequest())[1],
+    })
+    if len(values) != 1:
+        raise BadRequest("WatchRequest: give exactly one of create_request, cancel_request, progress_request")
+    return next(iter(values.values()))
+
+
+def _watch_create(body: dict, where: str) -> m.WatchCreateRequest:
+    values = _fields(body, where, {
+        "key": _bytes, "range_end": _bytes, "start_revision": _int, "progress_notify": _bool,
+        "filters": _list(_enum(WATCH_FILTERS)), "prev_kv": _bool, "watch_id": _int, "fragment": _bool,
+    })
+    values["filters"] = tuple(values.get("filters", ()))
+    return m.WatchCreateRequest(**{"key": b"", **values})
+
+
+# ---------------------------------------------------------------- responses
+
+
+def _name_of(names: dict[str, int], number: int) -> str:
+    return next((name for name, value in names.items() if value == number), str(number))
+
+
+def _put_int(out: dict, name: str, value: int) -> None:
+    if value:
+        out[name] = str(value)
+
+
+def header(h: m.ResponseHeader, nested: bool = False) -> dict:
+    """A response header; responses inside a txn carry only their revision, as etcd's."""
+    out: dict = {}
+    if not nested:
+        _put_int(out, "cluster_id", h.cluster_id)
+        _put_int(out, "member_id", h.member_id)
+    _put_int(out, "revision", h.revision)
+    if not nested:
+        _put_int(out, "raft_term", h.raft_term)
+    return out
+
+
+def key_value(kv: m.KeyValue) -> dict:
+    out: dict = {}
+    if kv.key:
+        out["key"] = _b64(kv.key)
+    _put_int(out, "create_revision", kv.create_revision)
+    _put_int(out, "mod_revision", kv.mod_revision)
+    _put_int(out, "version", kv.version)
+    if kv.value:
+        out["value"] = _b64(kv.value)
+    _put_int(out, "lease", kv.lease)
+    return out
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def range_response(r: m.RangeResponse, nested: bool = False) -> dict:
+    out = {"header": header(r.header, nested)}
+    if r.kvs:
+        out["kvs"] = [key_value(kv) for kv in r.kvs]
+    if r.more:
+        out["more"] = True
+    _put_int(out, "count", r.count)
+    return out
+
+
+def put_response(r: m.PutResponse, nested: bool = False) -> dict:
+    out = {"header": header(r.header, nested)}
+    if r.prev_kv is not None:
+        out["prev_kv"] = key_value(r.prev_kv)
+    return out
+
+
+def delete_range_response(r: m.DeleteRangeResponse, nested: bool = False) -> dict:
+    out = {"header": header(r.header, nested)}
+    _put_int(out, "deleted", r.deleted)
+    if r.prev_kvs:
+        out["prev_kvs"] = [key_value(kv) for kv in r.prev_kvs]
+    return out
+
+
+_RESPONSE_OPS = {
+    m.RangeResponse: ("response_range", range_response),
+    m.PutResponse: ("response_put", put_response),
+    m.DeleteRangeResponse: ("response_delete_range", delete_range_response),
+}
+
+
+def txn_response(r: m.TxnResponse, nested: bool = False) -> dict:
+    out = {"header": header(r.header, nested)}
+    if r.succeeded:
+        out["succeeded"] = True
+    if r.responses:
+        ops = []
+        for response in r.responses:
+            if isinstance(response, m.TxnResponse):
+                ops.append({"response_txn": txn_response(response, nested=True)})
+            else:
+                name, encode = _RESPONSE_OPS[type(response)]
+                ops.append({name: encode(response, nested=True)})
+        out["responses"] = ops
+    return out
+
+
+def header_only(r) -> dict:
+    return {"header": header(r.header)}
+
+
+def lease_grant_response(r: m.LeaseGrantResponse) -> dict:
+    out = {"header": header(r.header)}
+    _put_int(out, "ID", r.id)
+    _put_int(out, "TTL", r.ttl)
+    if r.error:
+        out["error"] = r.error
+    return out
+
+
+def lease_keepalive_response(r: m.LeaseKeepAliveResponse) -> dict:
+    """etcd's gateway streams keep-alives: each answer is wrapped in "result". A
+    lease that is gone answers with no TTL (TTL 0 is omitted)."""
+    out = {"header": header(r.header)}
+    _put_int(out, "ID", r.id)
+    _put_int(out, "TTL", max(r.ttl, 0))
+    return {"result": out}
+
+
+def lease_time_to_live_response(r: m.LeaseTimeToLiveResponse) -> dict:
+    out = {"header": header(r.header)}
+    _put_int(out, "ID", r.id)
+    _put_int(out, "TTL", r.ttl)
+    _put_int(out, "grantedTTL", r.granted_ttl)
+    if r.keys:
+        out["keys"] = [_b64(key) for key in r.keys]
+    return out
+
+
+def lease_leases_response(r: m.LeaseLeasesResponse) -> dict:
+    out = {"header": header(r.header)}
+    if r.leases:
+        out["leases"] = [{"ID": str(lease)} for lease in r.leases]
+    return out
+
+
+def member_list_response(r: m.MemberListResponse, http_urls: dict[int, str]) -> dict:
+    """Members' clientURLs are their gateways' http URLs where they have one, so
+    that HTTP clients (Patroni) discover the others; the header has no revision, as etcd's."""
+    h = r.header
+    out = {"header": header(m.ResponseHeader(h.cluster_id, h.member_id, 0, h.raft_term))}
+    members = []
+    for member in r.members:
+        entry: dict = {}
+        _put_int(entry, "ID", member.id)
+        if member.name:
+            entry["name"] = member.name
+        if member.peer_urls:
+            entry["peerURLs"] = list(member.peer_urls)
+        client_urls = [http_urls[member.id]] if http_urls.get(member.id) else list(member.client_urls)
+        if client_urls:
+            entry["clientURLs"] = client_urls
+        if member.is_learner:
+            entry["isLearner"] = True
+        members.append(entry)
+    if members:
+        out["members"] = members
+    return out
+
+
+def status_response(r: m.StatusResponse, version: str) -> dict:
+    out: dict = {"header": header(r.header), "version": version}
+    _put_int(out, "dbSize", r.db_size)
+    _put_int(out, "leader", r.leader)
+    _put_int(out, "raftIndex", r.raft_index)
+    _put_int(out, "raftTerm", r.raft_term)
+    _put_int(out, "raftAppliedIndex", r.raft_applied_index)
+    if r.errors:
+        out["errors"] = list(r.errors)
+    if r.is_learner:
+        out["isLearner"] = True
+    return out
+
+
+def event(e: m.Event) -> dict:
+    out: dict = {}
+    if e.type == m.EVENT_DELETE:
+        out["type"] = "DELETE"
+    out["kv"] = key_value(e.kv)
+    if e.prev_kv is not None:
+        out["prev_kv"] = key_value(e.prev_kv)
+    return out
+
+
+def watch_response(r: m.WatchResponse, watch_id: int) -> dict:
+    """One message of the watch stream; `watch_id` is the id within this HTTP
+    stream (each stream numbers its watches from 0, as each etcd gRPC stream does)."""
+    out: dict = {"header": header(r.header)}
+    _put_int(out, "watch_id", watch_id)
+    if r.created:
+        out["created"] = True
+    if r.canceled:
+        out["canceled"] = True
+    _put_int(out, "compact_revision", r.compact_revision)
+    if r.cancel_reason and not r.compact_revision:  # etcd gives no reason for compaction
+        out["cancel_reason"] = r.cancel_reason
+    if r.fragment:
+        out["fragment"] = True
+    if r.events:
+        out["events"] = [event(e) for e in r.events]
+    return {"result": out}
+
+
+# ---------------------------------------------------------------- errors
+
+# Our error codes -> (gRPC code, HTTP status) as etcd's rpctypes and grpc-gateway map them.
+GRPC_INVALID_ARGUMENT, GRPC_NOT_FOUND, GRPC_FAILED_PRECONDITION = 3, 5, 9
+GRPC_RESOURCE_EXHAUSTED, GRPC_OUT_OF_RANGE, GRPC_UNAVAILABLE, GRPC_UNKNOWN = 8, 11, 14, 2
+HTTP_STATUS = {2: 500, 3: 400, 4: 504, 5: 404, 8: 429, 9: 412, 11: 400, 12: 501, 14: 503}
+ERROR_CODES = {
+    "InvalidArgument": GRPC_INVALID_ARGUMENT, "EmptyKey": GRPC_INVALID_ARGUMENT, "KeyTooLong": GRPC_INVALID_ARGUMENT,
+    "DuplicateKey": GRPC_INVALID_ARGUMENT, "TooManyOps": GRPC_INVALID_ARGUMENT, "ValueProvided": GRPC_INVALID_ARGUMENT,
+    "LeaseProvided": GRPC_INVALID_ARGUMENT, "KeyNotFound": GRPC_INVALID_ARGUMENT, "RequestTooLarge": GRPC_INVALID_ARGUMENT,
+    "MalformedRequest": GRPC_INVALID_ARGUMENT, "UnsupportedVersion": GRPC_INVALID_ARGUMENT,
+    "Compacted": GRPC_OUT_OF_RANGE, "FutureRevision": GRPC_OUT_OF_RANGE, "LeaseTTLTooLarge": GRPC_OUT_OF_RANGE,
+    "LeaseNotFound": GRPC_NOT_FOUND, "LeaseExists": GRPC_FAILED_PRECONDITION,
+    "NoSpace": GRPC_RESOURCE_EXHAUSTED, "TooManyRequests": GRPC_RESOURCE_EXHAUSTED,
+    "NoLeader": GRPC_UNAVAILABLE, "NotLeader": GRPC_UNAVAILABLE, "Timeout": GRPC_UNAVAILABLE,
+    "Unavailable": GRPC_UNAVAILABLE, "Indeterminate": GRPC_UNAVAILABLE, "Stopping": GRPC_UNAVAILABLE,
+}
+AUTH_NOT_ENABLED = "etcdserver: authentication is not enabled"
+
+
+def error_body(grpc_code: int, message: str) -> tuple[int, dict]:
+    """(HTTP status, body) of an error, as etcd 3.4's grpc-gateway writes it."""
+    return HTTP_STATUS.get(grpc_code, 500), {"error": message, "message": message, "code": grpc_code}
+
+
+def error_for(code: str, message: str) -> tuple[int, dict]:
+    """(HTTP status, body) for one of cairn's error codes (transport/errors.py)."""
+    return error_body(ERROR_CODES.get(code, GRPC_UNKNOWN), message)
+
+
+def stream_error(grpc_code: int, message: str) -> dict:
+    """An error inside a stream (watch, keep-alive), as the gateway writes it there."""
+    status, _ = error_body(grpc_code, message)
+    return {"error": {"grpc_code": grpc_code, "http_code": status, "message": message,
+                      "http_status": _HTTP_REASONS.get(status, "")}}
+
+
+_HTTP_REASONS = {400: "Bad Request", 404: "Not Found", 412: "Precondition Failed", 429: "Too Many Requests",
+                 500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout"}
