@@ -89,7 +89,8 @@ def run_node(cluster_config, name: str, rejoin: bool = False) -> int:
         with open(os.path.join(supervisor.data_dir, REJOIN_MARKER), "w") as marker:
             marker.write("rejoining after the loss of this data dir\n")
     member = cluster_config.member(name)
-    print(f"cairn member {name} ({member.id:x}) serving clients on {member.client}, data in {supervisor.data_dir}", flush=True)
+    http = f" and {member.http} (etcd's JSON gateway)" if member.http else ""
+    print(f"cairn member {name} ({member.id:x}) serving clients on {member.client}{http}, data in {supervisor.data_dir}", flush=True)
     return supervisor.run()
 
 

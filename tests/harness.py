@@ -144,7 +144,7 @@ class Member:
             prefix = f"cairn[{self.name}] "
             if comm.startswith(prefix):
                 short = comm[len(prefix):]
-                for actor in ("raft", "apply", "lease", "watch", "frontend"):
+                for actor in ("raft", "apply", "lease", "watch", "frontend", "gateway"):
                     if actor.startswith(short):
                         pids[actor] = pid
         return pids
