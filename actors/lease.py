@@ -152,7 +152,9 @@ class LeaseActor(Actor):
         if not self.table.leading:
             self.forward(identity, request_id, frame, now)
             return
-        header = ResponseHeader(self.config.id, self.member.id, 0, self.raft.term)
+        with self.env.begin() as txn:  # the header's revision, as etcd's lease answers carry it
+            revision = self.keyspace.current_revision(txn)
+        header = ResponseHeader(self.config.id, self.member.id, revision, self.raft.term)
         if isinstance(request, LeaseKeepAliveRequest):
             ttl = self.table.renew(request.id, now)
             if ttl == 0 and request.id not in self.table.ttl:

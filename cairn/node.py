@@ -110,6 +110,10 @@ def run_cluster(cluster_config) -> int:
         children.append(subprocess.Popen(command, start_new_session=True))
     print("cairn cluster '%s' is up. Client endpoints:" % cluster_config.name, flush=True)
     print("  " + ",".join(cluster_config.client_endpoints()), flush=True)
+    gateways = [member.http for member in cluster_config.members if member.http]
+    if gateways:
+        print("HTTP (etcd's JSON gateway, for curl):", flush=True)
+        print("  " + ",".join(gateways), flush=True)
     print("Try: cairnctl --endpoints=%s put foo bar   (Ctrl-C stops the cluster)" % cluster_config.client_endpoints()[0], flush=True)
     status = 0
     reported = set()
