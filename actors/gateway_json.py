@@ -443,7 +443,10 @@ def event(e: m.Event) -> dict:
 def watch_response(r: m.WatchResponse, watch_id: int) -> dict:
     """One message of the watch stream; `watch_id` is the id within this HTTP
     stream (each stream numbers its watches from 0, as each etcd gRPC stream does)."""
-    out: dict = {"header": header(r.header)}
+    h = r.header
+    if r.compact_revision:  # etcd's compaction notice carries no revision
+        h = m.ResponseHeader(h.cluster_id, h.member_id, 0, h.raft_term)
+    out: dict = {"header": header(h)}
     _put_int(out, "watch_id", watch_id)
     if r.created:
         out["created"] = True

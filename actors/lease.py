@@ -20,6 +20,8 @@ leader's keeps deadlines (actors/lease_table.py) and acts on them:
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import threading
 import time
@@ -229,7 +231,20 @@ class LeaseActor(Actor):
             request_id = codec.peek_request_id(frame)
             pending = self.forwarded.pop(request_id, None)
             if pending is not None:
-                self.replies.append((pending[0], frame))
+                self.replies.append((pending[0], self._as_own_answer(frame)))
+
+    def _as_own_answer(self, frame: bytes) -> bytes:
+        """The leader's answer with this member's id in its header: the member a
+        client asked is the one that answers, as in etcd, where a follower fills
+        the header of a keep-alive it forwarded."""
+        try:
+            request_id, message = codec.decode(frame)
+        except CairnError:
+            return frame
+        header = getattr(message, "header", None)
+        if header is None or header.member_id == self.member.id:
+            return frame
+        return codec.encode(dataclasses.replace(message, header=dataclasses.replace(header, member_id=self.member.id)), request_id)
 
     # ------------------------------------------------------------------ turn end
 
