@@ -230,7 +230,8 @@ class GatewayActor(Actor):
                 await session.handle(message)
             await session.wait_closed(self._stop)
         finally:
-            await session.close()
+            # When the member stops, its hub goes too: no cancel to wait for.
+            await session.close(cancel_watches=not self._stop.is_set())
         return stream
 
 
@@ -328,10 +329,12 @@ class WatchStream:
             for wait in waits:
                 wait.cancel()
 
-    async def close(self) -> None:
+    async def close(self, cancel_watches: bool = True) -> None:
         for pump in self.pumps.values():
             pump.cancel()
         watches, self.watches = list(self.watches.values()), {}
+        if not cancel_watches:
+            return
         for watch in watches:
             try:
                 await asyncio.shield(watch.cancel())
