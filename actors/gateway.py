@@ -68,6 +68,9 @@ class GatewayActor(Actor):
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._stop.set)
+        # The client's one endpoint is this member. It retries what provably never
+        # reached a Raft log (no leader yet, a leader change) until the timeout,
+        # as etcd's server waits for a leader before it answers.
         timeout = self.settings.request_timeout_ms / 1000 + 1.0
         self.client = aio.Client([self.member.client], timeout=timeout)
         runner = web.AppRunner(self.application(), access_log=None, handler_cancellation=True,

@@ -63,7 +63,10 @@ CHECKPOINT_INTERVAL_S = 5.0
 CHECKPOINT_BATCH = 1000
 # A forwarded request with no answer from the leader in this long is dropped
 # (the client times out and retries).
-FORWARD_TIMEOUT_S = 5.0
+# A forwarded lease request the leader has not answered in this long is failed
+# (NoLeader, retryable), so a client can turn to another member well within a lease's
+# life instead of waiting out its own timeout.
+FORWARD_TIMEOUT_S = 2.0
 
 
 class LeaseActor(Actor):
@@ -138,7 +141,15 @@ class LeaseActor(Actor):
         elif not leading and self.table.leading:
             self.table.demote()
             self.log.info("leases_demoted", term=status.term)
+        if status.leader_id != self.raft.leader_id and self.forwarded:
+            # the leader they went to is gone: no answer will come (retryable)
+            self._fail_forwarded(list(self.forwarded), NoLeaderError("etcdserver: leader changed"))
         self.raft = status
+
+    def _fail_forwarded(self, request_ids: list[int], error) -> None:
+        for request_id in request_ids:
+            identity, _ = self.forwarded.pop(request_id)
+            self.reply(identity, request_id, error.to_response())
 
     def on_client(self, identity: bytes, frame: bytes, now: float) -> None:
         try:
@@ -259,9 +270,9 @@ class LeaseActor(Actor):
 
     def on_timer(self, now: float) -> None:
         if self.forwarded:
-            for request_id, (_, deadline) in list(self.forwarded.items()):
-                if deadline <= now:
-                    del self.forwarded[request_id]
+            late = [request_id for request_id, (_, deadline) in self.forwarded.items() if deadline <= now]
+            if late:
+                self._fail_forwarded(late, NoLeaderError("etcdserver: leader unreachable (no answer in time)"))
         if not self.table.leading:
             return
         if self.raft.quorum_active:

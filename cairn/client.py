@@ -179,12 +179,13 @@ class Client:
     def __exit__(self, *exc_info):
         self.close()
 
-    def call(self, request, write: bool, timeout=None):
+    def call(self, request, write: bool, timeout=None, endpoint: str | None = None):
         """Send one prepared request message (transport/messages.py) and return its
         response, with the routing and failover rules of the methods below: for
         front ends that build the messages themselves (the HTTP gateway).
-        write=False marks a request that is safe to send again."""
-        return self._call(request, write=write, timeout=timeout)
+        write=False marks a request that is safe to send again. With `endpoint`,
+        only that member is asked, and an error is not retried elsewhere."""
+        return self._call(request, write=write, timeout=timeout, endpoint=endpoint)
 
     # ------------------------------------------------------------------ KV
 
