@@ -1,0 +1,45 @@
+"""Which Readies the raft actor syncs to its LMDB log, and that a commit index
+left behind on disk is recovered on restart (etcd's raft.MustSync rule)."""
+
+import random
+
+from actors.raft.actor import must_sync
+from actors.raft.core import PersistedState, RaftConfig, RaftCore, Ready
+from store.environment import open_raft
+from store.raftlog import RaftLogStore
+from transport.raft_messages import Entry, HardState, SnapshotMeta
+
+
+def ready(hard_state=None, entries=(), snapshot=None) -> Ready:
+    return Ready(None, hard_state, tuple(entries), snapshot, (), (), (), ())
+
+
+def test_a_commit_index_moving_alone_needs_no_sync():
+    saved = HardState(term=2, vote=1, commit=5)
+    latest = HardState(term=2, vote=1, commit=9)
+    assert not must_sync(ready(latest), latest, saved)
+
+
+def test_entries_snapshots_terms_and_votes_are_synced():
+    saved = HardState(term=2, vote=1, commit=5)
+    assert must_sync(ready(entries=[Entry(6, 2, b"x")]), saved, saved)
+    assert must_sync(ready(snapshot=SnapshotMeta(10, 2, (1, 2, 3))), saved, saved)
+    assert must_sync(ready(HardState(3, 0, 5)), HardState(3, 0, 5), saved)
+    assert must_sync(ready(HardState(2, 3, 5)), HardState(2, 3, 5), saved)
+
+
+def test_a_restart_recovers_a_commit_index_that_lagged_on_disk(tmp_path):
+    env = open_raft(str(tmp_path), 1 << 24)
+    store = RaftLogStore(env)
+    entries = [Entry(i, 1, b"e%d" % i) for i in range(1, 6)]
+    store.save(HardState(term=1, vote=1, commit=2), entries)  # commit 5 was never written
+    hard_state, snapshot, loaded = store.load()
+    env.close()
+    assert hard_state.commit == 2
+    core = RaftCore(
+        RaftConfig(id=1, voters=(1, 2, 3)),
+        PersistedState(hard_state=hard_state, snapshot=snapshot, entries=loaded, applied=5),
+        random.Random(1),
+    )
+    # apply only ever holds committed entries, so what it applied is committed
+    assert core.commit_index == 5
