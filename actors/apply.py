@@ -11,7 +11,8 @@ and nothing is skipped. Entries at or below the applied index are duplicates
 a message was lost, so the batch stops there and apply asks raft to resend
 (ApplyNeed). After the commit, apply answers its own member's requests through
 the frontend, tells raft how far it got (flow control and log compaction), and
-hands the batch's events to the watch hub.
+hands the batch's events to the watch hub, or, while the hub reports no
+watchers (WatchInterest), only the new revision (the events stay in the store).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from transport.messages import (
     ProposeBatch,
     ResponseHeader,
     SnapshotInstalled,
+    WatchInterest,
 )
 from transport.sockets import inbox, outbox
 
@@ -82,6 +84,9 @@ class ApplyActor(Actor):
         self.add_reader(self.inbox, self.on_frames)
         self.pending_entries = []
         self.need_sent = False
+        # Until the watch hub says otherwise, assume it has watchers: sending
+        # events it does not need is only a cost, eliding ones it needs is a gap.
+        self.hub_watching = True
         self.log.info("apply_recovered", index=self.applied, revision=self.revision)
         self.send(self.to_raft, ApplyNeed(self.applied + 1))
 
@@ -96,6 +101,8 @@ class ApplyActor(Actor):
                 self.pending_entries.extend(message.entries)
             elif isinstance(message, InstallSnapshot):
                 self.install_snapshot(message)
+            elif isinstance(message, WatchInterest):
+                self.hub_watching = message.watching
             else:
                 self.log.warning("unexpected_message", type=type(message).__name__)
 
@@ -139,7 +146,12 @@ class ApplyActor(Actor):
         self.send(self.to_frontend, applied)
         self.send(self.to_raft, Applied(self.applied, self.revision))
         if events:
-            self.send(self.to_watch, AppliedEvents(self.revision, tuple(events)))
+            # With no watchers the hub only needs to know the revision moved; a
+            # watcher created meanwhile reads the elided revisions from the store.
+            if self.hub_watching:
+                self.send(self.to_watch, AppliedEvents(self.revision, tuple(events)))
+            else:
+                self.send(self.to_watch, AppliedEvents(self.revision, (), elided=True))
         if self.lease_changes:
             self.send(self.to_lease, self.lease_changes.message())
 

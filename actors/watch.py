@@ -20,6 +20,8 @@ first. This module only does the I/O, in the actor loop's rhythm:
   behind: the frames go back into the hub (requeue) and the hub's bounded
   buffers decide what a watcher that falls too far behind reads from the store
   instead. Nothing waits, nothing is dropped silently.
+* apply (ipc PUSH): WatchInterest, whether the hub has watchers, on change
+  and every INTEREST_REPEAT_S; without watchers apply sends only revisions.
 * timers: connection expiry and progress notifications (Hub.tick), a check of
   the store's revision against the live stream every GAP_CHECK_S (an
   AppliedEvents message lost on a full queue is found even if no later one
@@ -50,6 +52,7 @@ from transport.messages import (
     WatchCreateRequest,
     WatchKeepAlive,
     WatchProgressRequest,
+    WatchInterest,
 )
 from transport.sockets import inbox, outbox
 
@@ -68,6 +71,8 @@ BLOCKED_RETRY_MS = 10
 # How often the store's revision is compared with the live stream's. One
 # interval is also the grace an AppliedEvents message has to arrive.
 GAP_CHECK_S = 1.0
+# How often apply is reminded whether the hub has watchers (WatchInterest).
+INTEREST_REPEAT_S = 2.0
 # How often a line of gauges is logged while there are watchers.
 STATS_LOG_S = 1.0
 # Requests answered as of the store's current revision (read once per batch).
@@ -90,6 +95,9 @@ class WatchActor(Actor):
         super().__init__(config, member_name)
         self.inbox = inbox(self.context, self.data_dir, "watch", self.limits.socket_hwm)
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", REPLIES_HWM)
+        self.to_apply = outbox(self.context, self.data_dir, "apply", self.limits.socket_hwm)
+        self.interest_sent: bool | None = None  # what apply was last told
+        self.interest_due = 0.0
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         self.keyspace = KeySpace(self.env)
         now = time.monotonic()
@@ -116,7 +124,7 @@ class WatchActor(Actor):
                 self.log.error("bad_frame_dropped", error=str(error))
                 continue
             if isinstance(message, AppliedEvents):
-                self.hub.on_events(message.revision, message.events)
+                self.hub.on_events(message.revision, message.events, message.elided)
             elif isinstance(message, ClientRequests):
                 self.on_client_requests(message)
             elif isinstance(message, RaftStatus):
@@ -162,6 +170,20 @@ class WatchActor(Actor):
         if self.hub.has_catch_up():
             self.catch_up()
         self.flush()
+        self.tell_interest(time.monotonic())
+
+    def tell_interest(self, now: float) -> None:
+        """Tell apply whether we have watchers when that changes, and again every
+        INTEREST_REPEAT_S (apply restarts assuming we do; a lost message is only
+        a cost either way: events we do not need, or a gap the store fills)."""
+        watching = self.hub.watcher_count > 0
+        if watching == self.interest_sent and now < self.interest_due:
+            return
+        if watching != self.interest_sent:
+            self.log.info("watch_interest", watching=watching, revision=self.hub.revision)
+        self.interest_sent = watching
+        self.interest_due = now + INTEREST_REPEAT_S
+        self.send(self.to_apply, WatchInterest(watching))
 
     def catch_up(self) -> None:
         header = ResponseHeader(self.config.id, self.member.id, 0, self.hub.term)
@@ -207,6 +229,7 @@ class WatchActor(Actor):
                 self.log.info("watch_stats", **self.hub.stats())
         self.log_notes()
         self.flush()
+        self.tell_interest(now)
 
     def log_notes(self) -> None:
         notes, self.hub.notes = self.hub.notes, []

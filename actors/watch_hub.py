@@ -26,7 +26,10 @@ Live events with a revision the hub has already passed are duplicates and are
 skipped. A batch whose first revision leaves a hole after the hub's revision
 (the apply actor dropped a message on a full queue, or a snapshot was
 installed) turns every synced watcher that needs the hole unsynced: the store
-fills it. The shell also reports the store's revision once a second
+fills it. So does an elided batch: while the hub has no watchers it tells the
+apply actor so (WatchInterest, from the shell) and apply sends only the new
+revision; a watcher created before apply hears of it reads those revisions
+from the store, like any other gap. The shell also reports the store's revision once a second
 (note_store_revision), which finds a hole that no later batch reveals.
 
 Responses. Each watcher has a buffer of units waiting to be sent. A unit is
@@ -376,8 +379,19 @@ class Hub:
     def set_term(self, term: int) -> None:
         self.term = max(self.term, term)
 
-    def on_events(self, revision: int, events: tuple[Event, ...] | list[Event]) -> None:
-        """One AppliedEvents: events in revision order, revision the store's after them."""
+    def on_events(self, revision: int, events: tuple[Event, ...] | list[Event], elided: bool = False) -> None:
+        """One AppliedEvents: events in revision order, revision the store's after
+        them. elided: apply left the events out (we had no watchers when it last
+        heard from us); any watcher created since reads them from the store."""
+        if elided:
+            if revision > self.revision:
+                if self.watcher_count:
+                    self._gap(revision, "events_elided")
+                else:
+                    self.revision = revision
+                    if self.pending_progress:
+                        self._answer_pending_progress()
+            return
         if events:
             first = events[0].kv.mod_revision
             if first > self.revision + 1:

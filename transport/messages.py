@@ -401,10 +401,24 @@ class Shutdown:
 @dataclass(frozen=True, slots=True)
 class AppliedEvents:
     """apply -> watch: the events of one applied batch, in revision order;
-    revision is the store revision after the batch."""
+    revision is the store revision after the batch. elided: the events were left
+    out because the hub said it had no watchers (WatchInterest); revisions up to
+    `revision` are then in the store only, and a watcher that needs them reads
+    them there."""
 
     revision: int
     events: tuple[Event, ...]
+    elided: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WatchInterest:
+    """watch -> apply: whether the hub has watchers, so whether apply should send
+    each batch's events (encoding them was a quarter of apply's CPU under load
+    with nobody watching). Sent on change and repeated every few seconds, so an
+    apply that restarted (it assumes watchers until told) learns it again."""
+
+    watching: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,67 @@ def followers(cluster):
     return leader, [m for m in cluster.members.values() if m is not leader]
 
 
+def collect_through(watch, revision: int, deadline_s: float = DEADLINE_S) -> list[int]:
+    """Event revisions until `revision` arrived."""
+    revisions = []
+    deadline = time.monotonic() + deadline_s
+    while not revisions or revisions[-1] < revision:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"events arrived through {revisions[-1:]} of {revision}"
+        response = watch.get(timeout=remaining)
+        if response is not None:
+            revisions.extend(e.kv.mod_revision for e in response.events)
+    return revisions
+
+
+def test_watches_created_while_writes_flow_to_a_hub_that_had_none_miss_nothing(cluster):
+    """With no watchers the hub tells apply so, and apply sends only revisions;
+    watches created while writes flow (from now, and from a past revision) must
+    still get every event: what apply elided before it heard of them comes
+    from the store. First in the module, so the hub starts with no watchers."""
+    member = cluster.members["n2"]
+
+    def hub_not_watching():
+        told = [r for r in member.log_records("watch") if r.get("event") == "watch_interest"]
+        return told and told[-1]["watching"] is False
+
+    wait_for(hub_not_watching, "the hub to tell apply it has no watchers")
+    written, stop, failures = [], threading.Event(), []
+
+    def write():
+        try:
+            with cluster.client() as c:
+                i = 0
+                while not stop.is_set():
+                    written.append(c.put(b"elide/%d" % (i % 7), b"%d" % i).header.revision)
+                    i += 1
+        except Exception as error:  # reported by the test thread
+            failures.append(error)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        wait_for(lambda: len(written) >= 20, "writes to flow")
+        start = written[5]
+        with Client([member.endpoint], timeout=10) as c:
+            with c.watch(b"elide/", prefix=True) as from_now, c.watch(b"elide/", prefix=True, start_revision=start) as from_past:
+                created_by = written[-1] + 1  # a revision written after both watches were asked for
+                count = len(written)
+                wait_for(lambda: len(written) >= count + 30, "more writes after the watches")
+                stop.set()
+                writer.join()
+                assert not failures, failures
+                last = written[-1]
+                past = collect_through(from_past, last)
+                now = collect_through(from_now, last)
+    finally:
+        stop.set()
+        writer.join()
+    assert written == list(range(written[0], last + 1))  # nobody else wrote: revisions are contiguous
+    assert past == list(range(start, last + 1))
+    assert now[0] <= created_by + 1 and now == list(range(now[0], last + 1))
+
+
 def test_order_no_gap_no_duplicate_under_concurrent_writers(cluster):
     writers, per_writer = 4, 40
     revisions_written, failures = [], []

@@ -383,6 +383,35 @@ def test_a_lost_last_batch_is_found_by_the_store_revision_check(history):
     assert clients.revisions(A, 1) == [2, 3]
 
 
+def test_elided_batches_move_the_revision_of_a_hub_without_watchers(history):
+    hub = make_hub(history)
+    history.put(b"k")
+    hub.on_events(history.revision, (), elided=True)
+    assert hub.revision == history.revision
+    assert hub.notes == []  # no gap to speak of: nobody needed those events
+
+
+def test_a_watcher_created_while_apply_still_elides_reads_the_store(history):
+    """apply learns of the first watcher a little after the hub has it: the
+    batches it elides meanwhile are read from the store, then live events follow."""
+    hub = make_hub(history)
+    clients = Clients(hub)
+    history.put(b"k")
+    hub.on_events(history.revision, (), elided=True)
+    hub.create(A, 1, WatchCreateRequest(b"k"), history.revision, 0.0)  # from now: 3 on
+    hub.create(A, 2, WatchCreateRequest(b"k", start_revision=2), history.revision, 0.0)  # from the past
+    history.put(b"k")
+    history.put(b"k")
+    hub.on_events(history.revision, (), elided=True)  # 3 and 4, elided
+    live(hub, history, history.put(b"k"))  # apply heard of the watchers: 5 arrives live
+    clients.pump(read=history.read)
+    assert clients.revisions(A, 1) == [3, 4, 5]
+    assert clients.revisions(A, 2) == [2, 3, 4, 5]
+    live(hub, history, history.put(b"k"))
+    clients.pump(read=history.read)
+    assert clients.revisions(A, 1) == [3, 4, 5, 6]
+
+
 # --------------------------------------------------------------------------- slow watchers
 
 
