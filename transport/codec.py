@@ -19,6 +19,7 @@ newer peer add defaulted fields without breaking an older one.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import types
 import typing
 
@@ -90,6 +91,7 @@ def _convert_none(value, depth):
 
 
 _SIMPLE = {int: _convert_int, bool: _convert_bool, bytes: _convert_bytes, str: _convert_str, type(None): _convert_none}
+_PLAIN = frozenset((int, bool, bytes, str))
 
 
 def _converter_for(annotation):
@@ -139,12 +141,25 @@ def _union_converter(options):
 
 def _tuple_converter(args):
     assert len(args) == 2 and args[1] is Ellipsis, f"only tuple[X, ...] is supported, got {args}"
-    item = _lazy(args[0])
+    item_type = args[0]
+    if item_type in _SIMPLE and item_type is not type(None):
+        # tuple[int, ...], tuple[bytes, ...]: one type check per item, no call
+        def convert_simple(value, depth):
+            if type(value) is not list:
+                _fail("array", value)
+            for v in value:
+                if type(v) is not item_type:
+                    _fail(item_type.__name__, v)
+            return tuple(value)
+
+        return convert_simple
+    item = _lazy(item_type)
 
     def convert(value, depth):
         if type(value) is not list:
             _fail("array", value)
-        return tuple(item(v, depth + 1) for v in value)
+        depth += 1
+        return tuple([item(v, depth) for v in value])
 
     return convert
 
@@ -198,7 +213,9 @@ def _schema(cls):
             1 for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         )
         converters = tuple(_lazy(hints[f.name]) for f in fields)
-        schema = (required, converters, tuple(f.name for f in fields))
+        # Fields of one plain type (most of them) are checked inline, without a call.
+        plain = tuple(hints[f.name] if hints[f.name] in _PLAIN else None for f in fields)
+        schema = (required, converters, tuple(f.name for f in fields), plain)
         _SCHEMAS[cls] = schema
     return schema
 
@@ -212,16 +229,21 @@ def _module_of(cls):
 def _decode_body(cls, body: list, depth: int):
     if depth > MAX_NESTING:
         raise MalformedRequestError("message nested too deeply")
-    required, converters, names = _schema(cls)
+    required, converters, names, plain = _schema(cls)
     count = len(body) - 1
     if count < required or count > len(converters):
         raise MalformedRequestError(f"{cls.__name__}: expected {required}..{len(converters)} fields, got {count}")
-    values = []
-    for index in range(count):
-        try:
-            values.append(converters[index](body[index + 1], depth))
-        except MalformedRequestError as error:
-            raise MalformedRequestError(f"{cls.__name__}.{names[index]}: {error.message}") from None
+    values = body[1:]
+    index = 0
+    try:
+        for index, value in enumerate(values):
+            expected = plain[index]
+            if expected is None:
+                values[index] = converters[index](value, depth)
+            elif type(value) is not expected:
+                _fail(expected.__name__, value)
+    except MalformedRequestError as error:
+        raise MalformedRequestError(f"{cls.__name__}.{names[index]}: {error.message}") from None
     return cls(*values)
 
 
@@ -230,29 +252,41 @@ def _decode_body(cls, body: list, depth: int):
 # ---------------------------------------------------------------------------
 
 
+_SCALARS = frozenset((int, bool, bytes, str, type(None)))
+
+
 def to_wire(obj):
     """A message as nested lists (the body), ready for CBOR."""
-    if obj is None or type(obj) in (int, bool, bytes, str):
-        return obj
-    if type(obj) is tuple or type(obj) is list:
-        return [to_wire(item) for item in obj]
-    if type(obj) is dict:
-        return {key: to_wire(value) for key, value in obj.items()}
     cls = type(obj)
-    names = _field_names(cls)
-    return [cls.__name__, *[to_wire(getattr(obj, name)) for name in names]]
+    if cls in _SCALARS:
+        return obj
+    if cls is tuple or cls is list:
+        return [item if type(item) in _SCALARS else to_wire(item) for item in obj]
+    if cls is dict:
+        return {key: to_wire(value) for key, value in obj.items()}
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _fields_of(cls)
+    # A scalar field (most are) is taken as it is, without a call per field.
+    return [cls.__name__, *[value if type(value) in _SCALARS else to_wire(value) for value in fields(obj)]]
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_FIELDS: dict[type, object] = {}
 
 
-def _field_names(cls):
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        assert _REGISTRY.get(cls.__name__) is cls, f"{cls.__name__} is not a registered message"
-        names = tuple(f.name for f in dataclasses.fields(cls))
-        _FIELD_NAMES[cls] = names
-    return names
+def _fields_of(cls):
+    """A function(message) -> tuple of its field values, in wire order."""
+    assert _REGISTRY.get(cls.__name__) is cls, f"{cls.__name__} is not a registered message"
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    if not names:
+        fields = lambda obj: ()  # noqa: E731
+    elif len(names) == 1:
+        getter = operator.attrgetter(names[0])
+        fields = lambda obj: (getter(obj),)  # noqa: E731
+    else:
+        fields = operator.attrgetter(*names)
+    _FIELDS[cls] = fields
+    return fields
 
 
 def encode(message, request_id: int = 0, options: dict | None = None) -> bytes:

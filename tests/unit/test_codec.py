@@ -30,6 +30,11 @@ HEADER = m.ResponseHeader(1, 2, 3, 4)
         m.StatusResponse(HEADER, "0.1.0", 100, 2, 10, 3, 9, ("no leader",)),
         RaftMessage(type=1, to=2, sender=1, term=3, entries=(Entry(1, 1, b"x"), Entry(2, 1, b"")), snapshot=SnapshotMeta(0, 0, (1, 2))),
         m.AppliedEvents(5, (m.Event(m.EVENT_DELETE, m.KeyValue(b"k", 0, 5, 0, b""), m.KeyValue(b"k", 2, 4, 2, b"v")),)),
+        m.AppliedEvents(9, (), elided=True),
+        m.WatchProgressRequest(),  # no fields at all
+        m.WatchInterest(False),  # one field
+        m.ProposeBatch((1, 2), (b"a", b"b")),
+        m.Applied(3, 4, (5,), (b"frame",)),
     ],
 )
 def test_round_trip(message):
@@ -58,6 +63,9 @@ def test_omitted_trailing_defaults_are_filled():
         (cbor2.dumps([1, 1, ["PutRequest", b"k", b"v", True]]), "PutRequest.lease: expected int"),
         (cbor2.dumps([1, 1, ["TxnRequest", [], [["KeyValue", b"k", 1, 1, 1, b""]]]]), "expected RangeRequest"),
         (cbor2.dumps([1, 1, ["RangeResponse", ["ResponseHeader", 1, 2, 3, 4], "not-a-list"]]), "expected array"),
+        (cbor2.dumps([1, 1, ["ProposeBatch", [1, "2"], [b"a", b"b"]]]), "ProposeBatch.request_ids: expected int, got str"),
+        (cbor2.dumps([1, 1, ["ProposeBatch", [1, 2], [b"a", 3]]]), "ProposeBatch.payloads: expected bytes, got int"),
+        (cbor2.dumps([1, 1, ["ProposeBatch", [1, True], [b"a", b"b"]]]), "expected int, got bool"),
     ],
 )
 def test_malformed_frames_are_rejected_with_a_clear_message(frame, message):
