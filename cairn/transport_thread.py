@@ -99,7 +99,10 @@ class TransportThread:
             if self.closed:
                 return False
             self.closed = closing
-            self.wake_sender.send(b"", zmq.NOBLOCK)
+            try:
+                self.wake_sender.send(b"", zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # the wake pipe is full: the I/O thread has wake-ups pending, and drains every submission on each
             return True
 
     def subscribe(self, request_id: int, callback) -> None:

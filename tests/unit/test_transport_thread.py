@@ -38,3 +38,19 @@ def test_close_while_threads_submit_raises_nothing_unexpected():
         for future in futures:
             assert future.done()
             assert isinstance(future.exception(timeout=0), Unavailable)
+
+
+def test_a_full_wake_pipe_does_not_fail_a_submission():
+    """1,000 watches on one client submit acks faster than a busy I/O thread
+    reads its wake pipe: a full pipe means a wake-up is pending, not an error.
+    The I/O thread is held on the client's lock while the pipe overflows."""
+    transport = TransportThread([f"tcp://127.0.0.1:{free_ports(1)[0]}"], dial_timeout=5.0, max_receive_bytes=1 << 20)
+    try:
+        with transport.lock:  # the I/O thread blocks here as soon as it has something to send
+            transport.submissions.append((0, b"frame", 1, float("inf")))
+            transport.pending[1] = None
+            woken = [transport._wake() for _ in range(5000)]  # more than the pipe's two high-water marks
+            transport.pending.pop(1)
+        assert all(woken)
+    finally:
+        transport.close()
