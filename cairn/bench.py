@@ -4,6 +4,8 @@
     cairn bench range KEY --clients 256 --total 20000 --consistency l|s
     cairn bench txn-put --clients 64 --total 5000
     cairn bench lease-keepalive --clients 64 --total 20000
+    cairn bench watch --watchers 1000 --total 10000 --clients 16
+    cairn bench memory --keys 1000000 --val-size 100 --root-pid PID_OF_CAIRN_CLUSTER
     cairn bench standard --config configs/local-3node.yaml --output bench-results/latest.json
 
 Theory of operation
@@ -342,6 +344,97 @@ def run_lease_expiry(args) -> dict:
     return summary
 
 
+# ---------------------------------------------------------------------------- memory of a large keyspace
+
+
+def process_tree(root_pid: int) -> dict[int, str]:
+    """{pid: comm} of root_pid and every process below it, from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        parents[int(entry)] = (int(stat[stat.rindex(")") + 2 :].split()[1]), comm)
+    tree, frontier = {}, [root_pid]
+    while frontier:
+        pid = frontier.pop()
+        if pid in parents:
+            tree[pid] = parents[pid][1]
+        frontier.extend(child for child, (parent, _) in parents.items() if parent == pid)
+    return tree
+
+
+def resident_kib(pid: int) -> dict:
+    """VmRSS and its parts (RssAnon: the heap; RssFile: mapped files, LMDB's
+    pages among them, which the kernel may drop) in KiB, from /proc."""
+    found = {}
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                    found[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return found
+
+
+def actor_memory(root_pid: int) -> dict:
+    """{"name (pid)": "RSS MiB (anon, file)"} for every process under root_pid."""
+    found = {}
+    for pid, comm in sorted(process_tree(root_pid).items()):
+        kib = resident_kib(pid)
+        found[f"{comm} ({pid})"] = (f"{kib.get('VmRSS', 0) / 1024:.1f} MiB (anon {kib.get('RssAnon', 0) / 1024:.1f}, "
+                                    f"file {kib.get('RssFile', 0) / 1024:.1f}, peak {kib.get('VmHWM', 0) / 1024:.1f})")
+    return found
+
+
+def run_memory(args) -> dict:
+    """Load --keys keys of --val-size bytes (txns of --txn-ops puts, --clients in
+    flight), then report each process's resident memory: a member must stay
+    bounded however large its keyspace, since LMDB pages are the kernel's cache."""
+    from cairn import Client
+    from cairn.transport_thread import TransportThread
+
+    if not args.root_pid:
+        raise SystemExit("cairn bench memory: --root-pid PID (the `cairn cluster` or `cairn node` process) is required")
+    endpoints = args.endpoints.split(",")
+    before = actor_memory(args.root_pid)
+    value = b"v" * args.val_size
+    batches = (args.keys + args.txn_ops - 1) // args.txn_ops
+
+    def txn(n: int):
+        first = n * args.txn_ops
+        keys = range(first, min(args.keys, first + args.txn_ops))
+        return m.TxnRequest(success=tuple(m.PutRequest(b"mem/%09d" % k, value) for k in keys))
+
+    transport = TransportThread(endpoints, 2.0, 64 << 20)
+    started = time.monotonic()
+    try:
+        latencies, errors, _ = closed_loop([transport], len(endpoints), txn, batches, args.clients, started + 3600)
+    finally:
+        transport.close()
+    elapsed = time.monotonic() - started
+    with Client(endpoints, timeout=30) as client:
+        count = client.get(b"mem/", prefix=True, count_only=True).count
+        db_size = client.status().db_size
+    after = actor_memory(args.root_pid)
+    summary = summarize("memory", latencies, errors, elapsed,
+                        {"keys": args.keys, "val_size": args.val_size, "txn_ops": args.txn_ops, "clients": args.clients})
+    summary["keys_stored"] = count
+    summary["db_size_bytes"] = db_size
+    summary["rss_before"] = before
+    summary["rss_after"] = after
+    summary["rss_mib_max_after"] = max((float(text.split()[0]) for text in after.values()), default=0.0)
+    summary["note"] = "latency = one txn of txn_ops puts; RSS from /proc/<pid>/status (RssFile includes LMDB's mapped pages)"
+    return summary
+
+
 # ---------------------------------------------------------------------------- standard set
 
 
@@ -352,8 +445,10 @@ STANDARD = [
     ("256 concurrent serializable gets", ["range", "bench-key", "--clients", "256", "--total", "30000", "--consistency", "s"]),
     ("64 concurrent txn-puts of 4", ["txn-put", "--clients", "64", "--total", "5000", "--txn-ops", "4"]),
     ("lease keep-alives", ["lease-keepalive", "--clients", "64", "--total", "20000"]),
-    ("watch fan-out: 100 watchers, 2,000 puts", ["watch", "--watchers", "100", "--total", "2000", "--clients", "16"]),
+    ("watch fan-out: 1,000 watchers, 10,000 puts", ["watch", "--watchers", "1000", "--total", "10000", "--clients", "16"]),
     ("10,000 leases expiring at once", ["lease-expiry", "--leases", "10000", "--ttl", "5", "--clients", "16"]),
+    # last: it leaves the cluster holding a million keys
+    ("1,000,000 keys of 100 bytes: resident memory", ["memory", "--keys", "1000000", "--val-size", "100", "--clients", "16"]),
 ]
 
 
@@ -383,6 +478,8 @@ def run_standard(args) -> int:
                 client.put(b"bench-key", b"v" * 256)
             figures = []
             for name, argv in STANDARD:
+                if argv[0] == "memory":
+                    argv = [*argv, "--root-pid", str(cluster.pid)]
                 sub = build_parser().parse_args(["--endpoints", endpoints, *argv])
                 summary = run_one(sub)
                 summary["name"] = name
@@ -427,6 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     txn.add_argument("--txn-ops", type=int, default=1)
     watch = commands.add_parser("watch", parents=[common], help="fan-out: watchers on one prefix, then a burst of puts")
     watch.add_argument("--watchers", type=int, default=100)
+    memory = commands.add_parser("memory", parents=[common], help="load many keys, report every process's resident memory")
+    memory.add_argument("--keys", type=int, default=1000000)
+    memory.add_argument("--txn-ops", type=int, default=128)
+    memory.add_argument("--root-pid", type=int, default=0, help="pid of `cairn cluster` (or a node): its process tree is measured")
     expiry = commands.add_parser("lease-expiry", parents=[common], help="many leases expiring at once vs other writers")
     expiry.add_argument("--leases", type=int, default=10000)
     expiry.add_argument("--ttl", type=int, default=5)
@@ -443,6 +544,8 @@ def run_one(args) -> dict:
         return run_watch(args)
     if args.command == "lease-expiry":
         return run_lease_expiry(args)
+    if args.command == "memory":
+        return run_memory(args)
     if args.command == "lease-keepalive":
         from cairn import Client
 
