@@ -59,6 +59,11 @@ class Limits:
     max_uncommitted_bytes: int = 64 * 1024 * 1024
     # Committed entries handed to apply and not yet acknowledged.
     max_apply_inflight_entries: int = 16384
+    # Payload bytes of applied entries the raft actor keeps in memory for
+    # followers that fall a little behind (snapshot_entries counts them too):
+    # past it the log is compacted early, so its memory stays bounded whatever
+    # the size of the requests.
+    max_retained_log_bytes: int = 64 * 1024 * 1024
     # A database larger than this raises the NOSPACE alarm (etcd's default quota is 2 GiB).
     quota_backend_bytes: int = 2 * 1024 * 1024 * 1024
     # Bytes of keys and values in one chunk of a large range response.
@@ -279,6 +284,8 @@ def _check_relations(settings: MemberSettings, path: str) -> None:
         problems.append(("member.limits.max_request_bytes", "must be at least 1024"))
     if limits.max_bytes_per_message < limits.max_request_bytes:
         problems.append(("member.limits.max_bytes_per_message", "must be at least max_request_bytes"))
+    if limits.max_retained_log_bytes < limits.max_request_bytes:
+        problems.append(("member.limits.max_retained_log_bytes", "must be at least max_request_bytes"))
     if limits.max_txn_ops < 1:
         problems.append(("member.limits.max_txn_ops", "must be at least 1"))
     for key in ("max_pending_requests", "max_batch_messages", "socket_hwm", "max_entries_per_message", "max_inflight_messages"):

@@ -35,6 +35,7 @@ from actors.base import Actor
 from actors.raft.auto_compaction import AutoCompactor
 from actors.raft.core import PersistedState, RaftConfig, RaftCore
 from actors.raft.peers import Peers
+from actors.raft.retention import RetainedBytes
 from actors.raft.snapshots import SnapshotReceiver, SnapshotSender
 from store.environment import open_kv, open_raft
 from store.mvcc import KeySpace
@@ -135,6 +136,7 @@ class RaftActor(Actor):
         self.committed_for_apply = applied
         self.sent_to_apply = applied
         self.apply_acked = applied
+        self.retained = RetainedBytes()  # bytes of applied entries still in memory
         self.revision = 0  # the keyspace revision apply last reported
         auto = self.settings.auto_compaction
         self.auto_compactor = AutoCompactor(auto.mode, auto.retention)
@@ -217,6 +219,7 @@ class RaftActor(Actor):
         self.log.info("snapshot_installed", index=message.index, applied=message.applied, term=self.core.term)
         applied = max(message.applied, message.index)
         self.committed_for_apply = self.sent_to_apply = self.apply_acked = applied
+        self.retained.drop_through(applied)
         self.core.step(snapshot_message)
 
     # ------------------------------------------------------------------ the turn
@@ -420,20 +423,26 @@ class RaftActor(Actor):
             if not self.send(self.to_apply, CommittedEntries(chunk)):
                 return
             self.sent_to_apply = chunk[-1].index
+            self.retained.add(chunk)
 
     def _maybe_compact(self) -> None:
         """Raft log compaction (§7): keep snapshot_entries applied entries behind
         what apply has acknowledged, so followers slightly behind catch up from
-        the log, and drop the rest."""
+        the log, and drop the rest; keep fewer when they hold more than
+        max_retained_log_bytes (actors/raft/retention.py)."""
         keep = self.settings.snapshot_entries
         compact_to = self.apply_acked - keep
-        if compact_to <= 0 or compact_to - self.core.first_index < keep // 4 + 1:
+        by_bytes = self.retained.compact_point(self.limits.max_retained_log_bytes, min(self.apply_acked, self.core.applied_index))
+        if by_bytes > compact_to:
+            compact_to = by_bytes
+        elif compact_to <= 0 or compact_to - self.core.first_index < keep // 4 + 1:
             return
         compact_to = min(compact_to, self.core.applied_index)
         if compact_to < self.core.first_index:
             return
         term = self.store.term(compact_to)
         self.core.compact(compact_to)
+        self.retained.drop_through(compact_to)
         self.store.save_compaction(compact_to, term, tuple(m.id for m in self.config.members))
         self.log.info("log_compacted", index=compact_to, term=term)
 

@@ -1,0 +1,40 @@
+"""The raft actor's byte bound on applied entries kept in memory (actors/raft/retention.py)."""
+
+from actors.raft.retention import RetainedBytes
+from transport.raft_messages import Entry
+
+
+def entries(first: int, last: int, size: int):
+    return tuple(Entry(index, 1, b"x" * size) for index in range(first, last + 1))
+
+
+def test_under_the_limit_nothing_is_compacted():
+    retained = RetainedBytes()
+    retained.add(entries(1, 10, 100))
+    assert retained.bytes == 1000
+    assert retained.compact_point(1000, upto=10) == 0
+
+
+def test_over_the_limit_compacts_down_to_half_of_it():
+    retained = RetainedBytes()
+    retained.add(entries(1, 10, 100))
+    point = retained.compact_point(600, upto=10)
+    assert point == 7  # entries 8..10 (300 bytes) stay: half of 600
+    retained.drop_through(point)
+    assert retained.bytes == 300
+    assert retained.compact_point(600, upto=10) == 0
+
+
+def test_never_compacts_past_what_apply_has_acknowledged():
+    retained = RetainedBytes()
+    retained.add(entries(1, 10, 100))
+    assert retained.compact_point(200, upto=4) == 4
+
+
+def test_entries_sent_again_are_counted_once():
+    retained = RetainedBytes()
+    retained.add(entries(1, 5, 10))
+    retained.add(entries(3, 8, 10))  # apply restarted: 3..5 re-sent
+    assert retained.bytes == 80
+    retained.drop_through(8)
+    assert retained.bytes == 0
