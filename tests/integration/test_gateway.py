@@ -260,3 +260,24 @@ def test_no_leader_is_unavailable_code_14(tmp_path):
         assert status == 503 and answer["code"] == 14, answer
         # the gateway still answers what needs no quorum
         assert post(n1.http_url, "/v3/kv/range", {"key": b64(b"k"), "serializable": True})[0] == 200
+
+
+def test_a_watch_stream_and_writes_survive_the_members_frontend_restarting(cluster):
+    """The gateway is a client of its member's frontend: when that frontend is
+    killed and restarted by the supervisor, requests wait for it and the watch
+    resumes where it was, with nothing lost."""
+    member = cluster.members["n2"]
+    url = member.http_url
+    stream = Stream(url, "/v3/watch", json.dumps({"create_request": {"key": b64(b"gw/resume")}}).encode())
+    try:
+        assert stream.next()["result"]["created"] is True
+        first = post(url, "/v3/kv/put", {"key": b64(b"gw/resume"), "value": b64(b"1")})[1]
+        assert stream.next()["result"]["header"]["revision"] == first["header"]["revision"]
+        os.kill(member.actor_pids()["frontend"], signal.SIGKILL)
+        status, second = post(url, "/v3/kv/put", {"key": b64(b"gw/resume"), "value": b64(b"2")}, timeout=30)
+        assert status == 200, second
+        result = stream.next(timeout=20)["result"]
+        assert result["header"]["revision"] == second["header"]["revision"]
+        assert result["events"][0]["kv"]["value"] == b64(b"2")
+    finally:
+        stream.close()
