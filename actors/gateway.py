@@ -143,28 +143,11 @@ class GatewayActor(Actor):
         self.log.info("gateway_error", path=request.path, status=status, code=body["code"], message=body["message"])
         return _json_response(body, status)
 
-    @staticmethod
-    async def _bodies(request: web.Request) -> list:
-        """The request objects of a body: none (an empty body is an empty
-        request, as etcd's gateway reads it), one, or several in a row (streams)."""
-        raw = await request.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise gj.BadRequest("the body is not UTF-8") from None
-        decoder, objects, position = json.JSONDecoder(), [], 0
-        while True:
-            while position < len(text) and text[position].isspace():
-                position += 1
-            if position == len(text):
-                return objects
-            try:
-                value, position = decoder.raw_decode(text, position)
-            except json.JSONDecodeError as error:
-                raise gj.BadRequest(f"malformed JSON: {error}") from None
-            if not isinstance(value, dict):
-                raise gj.BadRequest(f"expected a JSON object, got {gj._json_type(value)}")
-            objects.append(value)
+    async def _bodies(self, request: web.Request) -> list:
+        """The request objects of a whole body: none (an empty body is an empty
+        request, as etcd's gateway reads it), one, or several in a row."""
+        reader = gj.JsonObjects(self.limits.max_request_bytes * BODY_OVERHEAD)
+        return reader.feed(await request.read()) + reader.finish()
 
     async def _body(self, request: web.Request) -> dict:
         objects = await self._bodies(request)
@@ -225,17 +208,45 @@ class GatewayActor(Actor):
         return stream
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
-        requests = [gj.watch_request(body) for body in await self._bodies(request)]
+        """Request objects are handled as they arrive in the body, so a client may
+        keep the body open and create or cancel watches later; a bad first
+        object is a 400, a bad later one an error line in the stream."""
+        reader = gj.JsonObjects(self.limits.max_request_bytes * BODY_OVERHEAD)
+        first, ended = [], False
+        while not first and not ended:
+            chunk = await request.content.readany()
+            ended = not chunk
+            first = reader.finish() if ended else reader.feed(chunk)
+        requests = [gj.watch_request(body) for body in first]
         stream = await _open_stream(request)
         session = WatchStream(self.client, stream, self.log)
+        rest = None
         try:
             for message in requests:
                 await session.handle(message)
+            if not ended:
+                rest = asyncio.create_task(self._watch_requests(request, reader, session))
             await session.wait_closed(self._stop)
         finally:
+            if rest is not None:
+                rest.cancel()
             # When the member stops, its hub goes too: no cancel to wait for.
             await session.close(cancel_watches=not self._stop.is_set())
         return stream
+
+    @staticmethod
+    async def _watch_requests(request: web.Request, reader: gj.JsonObjects, session: "WatchStream") -> None:
+        """The rest of a watch body, handled object by object until it ends."""
+        try:
+            while True:
+                chunk = await request.content.readany()
+                bodies = reader.finish() if not chunk else reader.feed(chunk)
+                for body in bodies:
+                    await session.handle(gj.watch_request(body))
+                if not chunk:
+                    return
+        except gj.BadRequest as error:
+            await session.send(gj.stream_error(gj.GRPC_INVALID_ARGUMENT, str(error)))
 
 
 class WatchStream:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
+import json
 import re
 
 from transport import messages as m
@@ -29,6 +31,62 @@ INT64_MIN, UINT64_MAX = -(1 << 63), (1 << 64) - 1
 
 class BadRequest(Exception):
     """The body does not map onto the request message: HTTP 400, gRPC code 3."""
+
+
+# ---------------------------------------------------------------- bodies
+
+
+class JsonObjects:
+    """The JSON objects of a request body, one after another, as its bytes arrive.
+
+    A streaming call's body may hold several request objects and may arrive
+    over time (`curl -N ... -d @-` typed by hand), so objects are handed out as
+    soon as each is complete. Text that does not parse yet is kept until more
+    comes, up to `max_pending_bytes`; whatever is left unparsed at the end of
+    the body is malformed."""
+
+    def __init__(self, max_pending_bytes: int):
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._json = json.JSONDecoder()
+        self._text = ""
+        self._max = max_pending_bytes
+
+    def feed(self, data: bytes) -> list[dict]:
+        try:
+            self._text += self._decoder.decode(data)
+        except UnicodeDecodeError:
+            raise BadRequest("the body is not UTF-8") from None
+        objects = self._parse(final=False)
+        if len(self._text) > self._max:
+            raise BadRequest(f"a request object is larger than {self._max} bytes or malformed")
+        return objects
+
+    def finish(self) -> list[dict]:
+        """The body ended: the last objects, or BadRequest for what is left over."""
+        try:
+            self._text += self._decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise BadRequest("the body is not UTF-8") from None
+        return self._parse(final=True)
+
+    def _parse(self, final: bool) -> list[dict]:
+        objects, text, position = [], self._text, 0
+        while True:
+            while position < len(text) and text[position].isspace():
+                position += 1
+            if position == len(text):
+                break
+            try:
+                value, position = self._json.raw_decode(text, position)
+            except json.JSONDecodeError as error:
+                if final:
+                    raise BadRequest(f"malformed JSON: {error}") from None
+                break  # perhaps incomplete: wait for more
+            if not isinstance(value, dict):
+                raise BadRequest(f"expected a JSON object, got {_json_type(value)}")
+            objects.append(value)
+        self._text = text[position:]
+        return objects
 
 
 # ---------------------------------------------------------------- field kinds

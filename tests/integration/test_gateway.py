@@ -207,6 +207,52 @@ def test_a_cancel_request_ends_one_watch_and_the_stream_stays_open(cluster):
         stream.close()
 
 
+def test_a_watch_body_kept_open_takes_requests_as_they_come(cluster):
+    """As with etcd's gateway (curl -N ... -d @-): the body is read as it arrives."""
+    url = urls(cluster)[2]
+    parsed = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    connection.putrequest("POST", "/v3/watch")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders()
+
+    def send(text: str) -> None:
+        data = text.encode()
+        connection.send(b"%x\r\n%s\r\n" % (len(data), data))
+
+    send(json.dumps({"create_request": {"key": b64(b"gw/live")}}))
+    response = connection.getresponse()
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        try:
+            for line in response:
+                if line.strip():
+                    lines.put(json.loads(line))
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            pass
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert lines.get(timeout=10)["result"]["created"] is True
+        send(json.dumps({"create_request": {"key": b64(b"gw/live2")}}))
+        second = lines.get(timeout=10)["result"]
+        assert second["created"] is True and second["watch_id"] == "1"
+        send(json.dumps({"cancel_request": {"watch_id": "0"}}))
+        assert lines.get(timeout=10)["result"]["canceled"] is True
+        put = post(url, "/v3/kv/put", {"key": b64(b"gw/live2"), "value": b64(b"x")})[1]
+        event = lines.get(timeout=10)["result"]
+        assert event["watch_id"] == "1" and event["header"]["revision"] == put["header"]["revision"]
+        send('{"create_request": ')  # half an object, then a bad end: an error line in the stream
+        send('[}')
+        connection.send(b"0\r\n\r\n")
+        error = lines.get(timeout=10)
+        assert error["error"]["grpc_code"] == 3 and "malformed JSON" in error["error"]["message"]
+    finally:
+        connection.sock.shutdown(2)
+        connection.close()
+
+
 def test_many_watch_streams_at_once_each_get_their_events(cluster):
     """No thread is parked per watch: 40 streams on one gateway all deliver."""
     url = urls(cluster)[1]

@@ -189,3 +189,37 @@ def test_watch_events_name_only_deletes_and_compaction_gives_no_reason_nor_revis
 def test_errors_map_to_etcds_http_status_and_grpc_code(code, status, grpc):
     assert gj.error_for(code, "etcdserver: it went wrong") == (
         status, {"error": "etcdserver: it went wrong", "message": "etcdserver: it went wrong", "code": grpc})
+
+
+# ---------------------------------------------------------------- bodies
+
+
+def test_body_objects_are_handed_out_as_soon_as_each_is_complete():
+    reader = gj.JsonObjects(1024)
+    assert reader.feed(b'{"create_request": {"key": "Zm') == []
+    assert reader.feed(b'9v"}}  {"cancel_') == [{"create_request": {"key": "Zm9v"}}]
+    assert reader.feed(b'request": {"watch_id": "0"}}\n') == [{"cancel_request": {"watch_id": "0"}}]
+    assert reader.finish() == []
+
+
+def test_utf8_split_between_pieces_is_joined():
+    encoded = '{"name": "né"}'.encode()
+    split = encoded.index(b"\xc3") + 1
+    reader = gj.JsonObjects(1024)
+    assert reader.feed(encoded[:split]) == []
+    assert reader.feed(encoded[split:]) == [{"name": "né"}]
+
+
+@pytest.mark.parametrize("pieces, problem", [
+    ([b'{"key": "Zm9v", "value":'], "malformed JSON"),
+    ([b'{"a": 1]'], "malformed JSON"),
+    ([b'["Zm9v"]'], "expected a JSON object, got an array"),
+    ([b'\xff\xfe{}'], "not UTF-8"),
+    ([b'{"a": "' + b"x" * 2000], "larger than 1024 bytes"),
+])
+def test_bad_bodies(pieces, problem):
+    reader = gj.JsonObjects(1024)
+    with pytest.raises(gj.BadRequest, match=problem):
+        for piece in pieces:
+            reader.feed(piece)
+        reader.finish()
