@@ -41,6 +41,22 @@ unit is delivered, so a client resumes exactly after it. Units are merged up to
 MAX_RESPONSE_BYTES while they wait. The created response goes first, through
 the same ordered control queue as cancellations, errors and keep-alive replies.
 
+Sharing the work. Fan-out costs per watcher, so whatever can be done once
+for many watchers is. Watchers with the same key range, filters, prev_kv and
+fragment flag form a Selector: a live event is matched once per selector, and
+a batch's units are built once per selector and copied to each synced watcher
+that takes the whole batch (a watcher whose next revision falls inside the
+batch gets units of its own). When the shell takes output, watchers of one
+connection and selector that are due the same unit (same header, the very
+same events) share one WatchResponses frame, built once, relayed once by the
+frontend and decoded once by the client library, which hands each watch the
+response as if it had come alone (cairn/transport_thread.py). Only watches
+whose create said grouped=True get them; fragments always go alone. Each
+watcher still takes its own unit off its own buffer and spends its own
+credit, so ordering, credit and the resume point are per watch as before;
+and a watcher's second unit in one output never joins a group opened before
+its first (that group's frame would overtake it).
+
 Flow control (credit). The frontend's ROUTER silently drops frames to a client
 whose pipe is full, and a client that reads slowly would otherwise buffer
 without bound. So at most WINDOW_RESPONSES units per watch may be unacknowledged:
@@ -69,7 +85,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from actors.watch_wire import FRAME_OVERHEAD_BYTES, EncodedEvent, header_bytes, response_frame
+from actors.watch_wire import FRAME_OVERHEAD_BYTES, EncodedEvent, events_body, grouped_frame, header_bytes, response_frame
 from store.keys import bounds, contains
 from transport import codec
 from transport.errors import CompactedError
@@ -162,6 +178,37 @@ class Unit:
         self.events = sum(len(frame) for frame in frames)
         self.bytes = size
 
+    def clone(self) -> "Unit":
+        """A copy one watcher may own: a buffered unit grows when the next one
+        is merged into it, so watchers must not share it."""
+        unit = Unit.__new__(Unit)
+        unit.frames = [list(frame) for frame in self.frames]
+        unit.first, unit.end, unit.header_revision = self.first, self.end, self.header_revision
+        unit.fragmented, unit.progress, unit.events, unit.bytes = self.fragmented, self.progress, self.events, self.bytes
+        return unit
+
+
+class Selector:
+    """Watchers that want the same events in the same form: one key range,
+    one filter set, prev_kv or not, fragments or not. A live event is matched
+    once per selector, not once per watcher, and a batch's units are built
+    once per selector and copied to each of its synced watchers."""
+
+    __slots__ = ("identity", "start", "end", "key", "single_key", "no_put", "no_delete", "prev_kv", "fragment", "watchers")
+
+    def __init__(self, identity: tuple, watcher: "Watcher"):
+        self.identity = identity
+        self.start, self.end, self.key = watcher.start, watcher.end, watcher.key
+        self.single_key = watcher.single_key
+        self.no_put, self.no_delete = watcher.no_put, watcher.no_delete
+        self.prev_kv, self.fragment = watcher.prev_kv, watcher.fragment
+        self.watchers: dict[Watcher, None] = {}  # insertion-ordered, for deterministic output
+
+    def wants(self, event: Event) -> bool:
+        if event.type == EVENT_PUT:
+            return not self.no_put
+        return not self.no_delete
+
 
 class Connection:
     """One client connection (a ROUTER identity) and its watches."""
@@ -181,7 +228,7 @@ class Watcher:
         "connection", "watch_id", "request_id", "key", "range_end", "start", "end", "no_put", "no_delete",
         "prev_kv", "fragment", "progress_notify", "synced", "next_revision", "queued_revision", "sent_revision",
         "buffer", "buffer_events", "buffer_bytes", "sent_units", "acked_units", "events_since_progress",
-        "removed", "in_ready", "in_lagging",
+        "removed", "in_ready", "in_lagging", "grouped", "selector",
     )
 
     def __init__(self, connection: Connection, watch_id: int, request_id: int, request: WatchCreateRequest):
@@ -196,6 +243,8 @@ class Watcher:
         self.prev_kv = request.prev_kv
         self.fragment = request.fragment
         self.progress_notify = request.progress_notify
+        self.grouped = request.grouped
+        self.selector: Selector | None = None
         self.synced = False
         self.next_revision = 0  # first revision not yet taken from either source
         self.queued_revision = 0  # complete up to here once the buffer is sent
@@ -213,6 +262,10 @@ class Watcher:
     @property
     def single_key(self) -> bool:
         return not self.range_end
+
+    @property
+    def selector_identity(self) -> tuple:
+        return (self.start, self.end, self.no_put, self.no_delete, self.prev_kv, self.fragment)
 
     def wants(self, event: Event) -> bool:
         if event.type == EVENT_PUT:
@@ -247,8 +300,9 @@ class Hub:
         self.term = 0
         self.revision = revision  # every event up to here has been seen live or is known to be in the store
         self.connections: dict[bytes, Connection] = {}
-        self.by_key: dict[bytes, set[Watcher]] = {}
-        self.ranges: set[Watcher] = set()
+        self.selectors: dict[tuple, Selector] = {}
+        self.by_key: dict[bytes, list[Selector]] = {}
+        self.ranges: list[Selector] = []
         self.watcher_count = 0
         self.progress_watchers: set[Watcher] = set()
         self.control: deque[tuple[bytes, bytes]] = deque()
@@ -399,27 +453,25 @@ class Hub:
             revision = max(revision, events[-1].kv.mod_revision)
         if revision <= self.revision:
             return  # nothing new: a duplicate, or a batch the store already filled in
-        matched: dict[Watcher, list[EncodedEvent]] = {}
+        matched: dict[Selector, list[EncodedEvent]] = {}
         for event in events:
-            event_revision = event.kv.mod_revision
-            if event_revision <= self.revision:
+            if event.kv.mod_revision <= self.revision:
                 continue
             encoded = None
-            for watcher in self._matching(event.kv.key):
-                if not watcher.synced or event_revision < watcher.next_revision or not watcher.wants(event):
+            for selector in self._matching(event.kv.key):
+                if not selector.wants(event):
                     continue
                 if encoded is None:
                     encoded = EncodedEvent(event)
-                found = matched.get(watcher)
+                found = matched.get(selector)
                 if found is None:
-                    matched[watcher] = [encoded]
+                    matched[selector] = [encoded]
                 else:
                     found.append(encoded)
         previous = self.revision
         self.revision = revision
-        for watcher, encoded_events in matched.items():
-            first = max(watcher.queued_revision, previous) + 1
-            self._append_units(watcher, self._build_units(watcher, encoded_events, first, revision), live=True)
+        for selector, encoded_events in matched.items():
+            self._deliver(selector, encoded_events, previous, revision)
         if self.pending_progress:
             self._answer_pending_progress()
 
@@ -448,13 +500,34 @@ class Hub:
         if self.pending_progress:
             self._answer_pending_progress()
 
+    def _deliver(self, selector: Selector, events: list[EncodedEvent], previous: int, revision: int) -> None:
+        """A live batch's events of one selector to each of its synced watchers,
+        from the watcher's next revision on; the units are built once for all
+        that take the whole batch."""
+        template: list[Unit] | None = None
+        first_revision = events[0].revision
+        for watcher in list(selector.watchers):
+            if not watcher.synced:
+                continue
+            if watcher.next_revision > first_revision:
+                taken = [event for event in events if event.revision >= watcher.next_revision]
+                if not taken:
+                    continue
+                units = self._build_units(selector, taken, 0, revision)
+            else:
+                if template is None:
+                    template = self._build_units(selector, events, 0, revision)
+                units = [unit.clone() for unit in template]
+            units[0].first = max(watcher.queued_revision, previous) + 1
+            self._append_units(watcher, units, live=True)
+
     def _matching(self, key: bytes):
         single = self.by_key.get(key)
         if single:
             yield from single
-        for watcher in self.ranges:
-            if contains(watcher.start, watcher.end, key):
-                yield watcher
+        for selector in self.ranges:
+            if contains(selector.start, selector.end, key):
+                yield selector
 
     # ------------------------------------------------------------------ catching up from the store
 
@@ -513,10 +586,11 @@ class Hub:
 
     # ------------------------------------------------------------------ units and buffers
 
-    def _build_units(self, watcher: Watcher, events: list[EncodedEvent], first: int, end: int) -> list[Unit]:
+    def _build_units(self, watcher: Watcher | Selector, events: list[EncodedEvent], first: int, end: int) -> list[Unit]:
         """Whole revisions packed into responses of at most max_response_bytes;
         a revision larger than that is split into fragments if the watch asked
-        for them, else sent alone. The last unit's coverage ends at `end`."""
+        for them, else sent alone. The last unit's coverage ends at `end`.
+        Only the watch's prev_kv and fragment matter, so a Selector will do."""
         limit = self.limits.max_response_bytes
         with_prev = watcher.prev_kv
         units: list[Unit] = []
@@ -639,7 +713,8 @@ class Hub:
             identity, frame = self.control.popleft()
             out.add(identity, frame)
             out.control.append((identity, frame))
-        while self.ready and out.bytes < max_bytes:
+        groups = _Groups()
+        while self.ready and out.bytes + groups.bytes < max_bytes:
             watcher = self.ready.popleft()
             watcher.in_ready = False
             if watcher.removed or not watcher.buffer or not self._window_open(watcher):
@@ -648,12 +723,17 @@ class Hub:
             watcher.buffer_events -= unit.events
             watcher.buffer_bytes -= unit.bytes
             self.buffered_bytes -= unit.bytes
-            for frame in self._frames(watcher, unit):
-                out.add(watcher.connection.identity, frame)
+            if watcher.grouped and not unit.fragmented:
+                groups.add(watcher, unit)
+            else:
+                groups.flush(out, self)  # this watcher's earlier unit may be in a group: keep its order
+                for frame in self._frames(watcher, unit):
+                    out.add(watcher.connection.identity, frame)
             watcher.sent_units += 1
             watcher.sent_revision = unit.end
             out.units.append((watcher, unit))
             self._schedule(watcher)
+        groups.flush(out, self)
         return out if out.frames else None
 
     def requeue(self, out: Outgoing) -> None:
@@ -680,6 +760,15 @@ class Hub:
                            fragment=unit.fragmented and index < last)
             for index, events in enumerate(unit.frames)
         ]
+
+    def _grouped_frame(self, members: list[tuple[Watcher, Unit]]) -> bytes:
+        """One frame for watchers due the same unit: a plain response if alone."""
+        watcher, unit = members[0]
+        if len(members) == 1:
+            return self._frames(watcher, unit)[0]
+        events = [event.encoded(watcher.prev_kv) for event in unit.frames[0]]
+        body = events_body(header_bytes(self._header(unit.header_revision)), events)
+        return grouped_frame([w.request_id for w, _ in members], [w.watch_id for w, _ in members], body)
 
     def _send_control(self, identity: bytes, request_id: int, message) -> None:
         self.control.append((identity, codec.encode(message, request_id)))
@@ -719,10 +808,16 @@ class Hub:
 
     def _index(self, watcher: Watcher) -> None:
         self.watcher_count += 1
-        if watcher.single_key:
-            self.by_key.setdefault(watcher.key, set()).add(watcher)
-        else:
-            self.ranges.add(watcher)
+        identity = watcher.selector_identity
+        selector = self.selectors.get(identity)
+        if selector is None:
+            selector = self.selectors[identity] = Selector(identity, watcher)
+            if selector.single_key:
+                self.by_key.setdefault(selector.key, []).append(selector)
+            else:
+                self.ranges.append(selector)
+        selector.watchers[watcher] = None
+        watcher.selector = selector
         if watcher.progress_notify:
             self.progress_watchers.add(watcher)
 
@@ -735,14 +830,17 @@ class Hub:
         connection = watcher.connection
         if connection.watchers.get(watcher.watch_id) is watcher:
             del connection.watchers[watcher.watch_id]
-        if watcher.single_key:
-            same_key = self.by_key.get(watcher.key)
-            if same_key is not None:
-                same_key.discard(watcher)
+        selector = watcher.selector
+        del selector.watchers[watcher]
+        if not selector.watchers:
+            del self.selectors[selector.identity]
+            if selector.single_key:
+                same_key = self.by_key[selector.key]
+                same_key.remove(selector)
                 if not same_key:
-                    del self.by_key[watcher.key]
-        else:
-            self.ranges.discard(watcher)
+                    del self.by_key[selector.key]
+            else:
+                self.ranges.remove(selector)
         self.progress_watchers.discard(watcher)
 
     def _all_watchers(self):
@@ -761,6 +859,43 @@ class Hub:
         self.peak_buffer_bytes = max((w.buffer_bytes for w in self._all_watchers()), default=0)
         self.peak_buffer_events = max((w.buffer_events for w in self._all_watchers()), default=0)
         return stats
+
+
+class _Groups:
+    """The units of one take_output that can share a frame: same connection,
+    same selector (so the same encoding), same header and the very same
+    events. A watcher joins a group only if it has no unit in the output yet
+    (else a group opened earlier could overtake its earlier unit); a later
+    unit of a watcher opens a group of its own, which comes after."""
+
+    __slots__ = ("groups", "watchers", "bytes")
+
+    def __init__(self):
+        self.groups: dict[tuple, list[tuple[Watcher, Unit]]] = {}
+        self.watchers: set[Watcher] = set()
+        self.bytes = 0
+
+    def add(self, watcher: Watcher, unit: Unit) -> None:
+        events = unit.frames[0]
+        key = (watcher.connection.identity, watcher.selector, unit.header_revision, len(events),
+               id(events[0]) if events else 0, id(events[-1]) if events else 0)
+        members = self.groups.get(key) if watcher not in self.watchers else None
+        if members is not None and members[0][1].frames[0] == events:  # element identity: exact
+            members.append((watcher, unit))
+            self.bytes += 24
+        else:
+            if members is not None or key in self.groups:
+                key = (key, len(self.groups))  # a group of its own, ordered after the rest
+            self.groups[key] = [(watcher, unit)]
+            self.bytes += unit.bytes
+        self.watchers.add(watcher)
+
+    def flush(self, out: Outgoing, hub: Hub) -> None:
+        for members in self.groups.values():
+            out.add(members[0][0].connection.identity, hub._grouped_frame(members))
+        self.groups.clear()
+        self.watchers.clear()
+        self.bytes = 0
 
 
 def _revision_groups(events: list[EncodedEvent]):

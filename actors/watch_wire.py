@@ -12,6 +12,11 @@ envelope's and the body's headers and scalars, then the events' bytes as they
 are. The result is byte-for-byte what codec.encode would produce (a unit test
 holds us to it), so the client decodes it with the ordinary codec.
 
+Many watchers of one connection are usually due the same response (same
+events, same header): a WatchResponses frame carries it once with their
+request and watch ids, so it is built, relayed and decoded once
+(grouped_frame over events_body).
+
 Pure: no sockets, no clock.
 """
 
@@ -20,13 +25,18 @@ from __future__ import annotations
 import cbor2
 
 from transport import codec
-from transport.messages import EVENT_DELETE, PROTOCOL_VERSION, Event, ResponseHeader, WatchResponse
+from transport.messages import EVENT_DELETE, PROTOCOL_VERSION, Event, ResponseHeader, WatchResponse, WatchResponses
 
 # Envelope [version, request_id, body] and body [tag, 8 fields] are fixed-length arrays.
 _ENVELOPE_START = b"\x83" + cbor2.dumps(PROTOCOL_VERSION)
 _BODY_START = bytes([0x80 | 9]) + cbor2.dumps(WatchResponse.__name__)
+# WatchResponses' body: [tag, request_ids, watch_ids, response body].
+_GROUP_START = bytes([0x80 | 4]) + cbor2.dumps(WatchResponses.__name__)
+# The id a grouped response's body carries (the client puts each watch's own).
+GROUPED_WATCH_ID = -1
 _FALSE, _TRUE = cbor2.dumps(False), cbor2.dumps(True)
 _EMPTY_STRING = cbor2.dumps("")
+_ZERO = cbor2.dumps(0)
 # A frame's bytes besides its events (header, ids, flags): generous, for sizing only.
 FRAME_OVERHEAD_BYTES = 96
 
@@ -76,6 +86,28 @@ def response_frame(
         _TRUE if fragment else _FALSE,
         array_header(len(events)),
         *events,
+    ))
+
+
+def events_body(header: bytes, events: list[bytes]) -> bytes:
+    """The body of a WatchResponses' response (watch id -1, no flags): built
+    once, then sent to every watch of the group."""
+    return b"".join((
+        _BODY_START, header, cbor2.dumps(GROUPED_WATCH_ID), _FALSE, _FALSE, _ZERO, _EMPTY_STRING, _FALSE,
+        array_header(len(events)), *events,
+    ))
+
+
+def grouped_frame(request_ids: list[int], watch_ids: list[int], body: bytes) -> bytes:
+    """codec.encode(WatchResponses(request_ids, watch_ids, response),
+    request_ids[0]), with `body` from events_body."""
+    return b"".join((
+        _ENVELOPE_START,
+        cbor2.dumps(request_ids[0]),
+        _GROUP_START,
+        cbor2.dumps(request_ids),
+        cbor2.dumps(watch_ids),
+        body,
     ))
 
 

@@ -27,7 +27,7 @@ import zmq
 
 from transport import codec
 from transport.errors import CairnError, MalformedRequestError, Unavailable
-from transport.messages import RangeChunk, RangeResponse
+from transport.messages import RangeChunk, RangeResponse, WatchResponse, WatchResponses
 
 POLL_MS = 50
 # ZMTP heartbeats on every connection: an idle connection to a member that died
@@ -222,6 +222,9 @@ class TransportThread:
                 request_id = codec.peek_request_id(frame)
                 self._resolve(request_id, error=MalformedRequestError(f"bad reply from server: {error.message}"))
                 continue
+            if type(message) is WatchResponses:
+                self._split(message)
+                continue
             with self.lock:
                 stream = self.streams.get(request_id)
             if stream is not None:
@@ -233,6 +236,17 @@ class TransportThread:
                         self.chunks.setdefault(request_id, []).extend(message.kvs)
                 continue
             self._resolve(request_id, result=message)
+
+    def _split(self, message: WatchResponses) -> None:
+        """One response several watches are due: each gets it as if it had
+        come alone (the events are decoded once and shared)."""
+        r = message.response
+        with self.lock:
+            streams = [self.streams.get(request_id) for request_id in message.request_ids]
+        for stream, watch_id in zip(streams, message.watch_ids):
+            if stream is not None:
+                stream(WatchResponse(r.header, watch_id, r.created, r.canceled, r.compact_revision, r.cancel_reason,
+                                     r.fragment, r.events))
 
     def _resolve(self, request_id: int, result=None, error=None) -> None:
         with self.lock:

@@ -106,7 +106,7 @@ def make_request(key: bytes, range_end, prefix: bool, start_revision: int, prev_
     if start_revision < 0:
         raise ValueError("start_revision must not be negative")
     return m.WatchCreateRequest(key=key, range_end=range_end, start_revision=start_revision, progress_notify=progress_notify,
-                                filters=tuple(codes), prev_kv=prev_kv, watch_id=watch_id, fragment=fragment)
+                                filters=tuple(codes), prev_kv=prev_kv, watch_id=watch_id, fragment=fragment, grouped=True)
 
 
 class _NotifyingQueue(queue.Queue):

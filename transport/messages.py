@@ -503,6 +503,9 @@ class WatchCreateRequest:
     prev_kv: bool = False
     watch_id: int = 0
     fragment: bool = False
+    # cairn: the client accepts WatchResponses (one response for several of
+    # its watches); etcd's clients and older ones leave it False.
+    grouped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,6 +528,19 @@ class WatchResponse:
     cancel_reason: str = ""
     fragment: bool = False
     events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WatchResponses:
+    """watch hub -> client: one response that several watches of one
+    connection are each due (same events, same header), sent once instead of
+    once per watch. The client delivers `response` to each watch as if it had
+    come alone, with watch_ids[i] under request_ids[i]; response.watch_id is
+    -1. Only to watches created with grouped=True; never a fragment."""
+
+    request_ids: tuple[int, ...]
+    watch_ids: tuple[int, ...]
+    response: WatchResponse
 
 
 @dataclass(frozen=True, slots=True)

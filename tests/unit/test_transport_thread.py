@@ -54,3 +54,35 @@ def test_a_full_wake_pipe_does_not_fail_a_submission():
         assert all(woken)
     finally:
         transport.close()
+
+
+def test_a_grouped_watch_response_reaches_each_watch_as_its_own():
+    """A WatchResponses frame from a real ROUTER: each subscribed watch gets the
+    response under its own request id with its own watch id; an id nobody
+    subscribes to (a canceled watch) is skipped."""
+    import queue
+
+    import zmq
+
+    from transport.messages import ResponseHeader, WatchResponse, WatchResponses, WatchProgressRequest
+
+    port = free_ports(1)[0]
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    transport = TransportThread([f"tcp://127.0.0.1:{port}"], dial_timeout=5.0, max_receive_bytes=1 << 20)
+    try:
+        received = queue.Queue()
+        for request_id in (11, 12):
+            transport.subscribe(request_id, lambda message, request_id=request_id: received.put((request_id, message)))
+        transport.send(0, codec.encode(WatchProgressRequest(), 11), 11)
+        assert router.poll(5000)
+        identity, _ = router.recv_multipart()
+        response = WatchResponse(ResponseHeader(1, 2, 3, 4), -1, events=())
+        router.send_multipart([identity, codec.encode(WatchResponses((11, 99, 12), (0, 5, 1), response), 11)])
+        got = sorted(received.get(timeout=5) for _ in range(2))
+        assert got == [(11, WatchResponse(response.header, 0)), (12, WatchResponse(response.header, 1))]
+        assert received.empty()
+    finally:
+        transport.close()
+        router.close(linger=0)

@@ -8,6 +8,8 @@ frames, decodes them with the ordinary codec and acknowledges what it consumed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from actors.watch_hub import (
@@ -33,6 +35,7 @@ from transport.messages import (
     WatchCreateRequest,
     WatchKeepAlive,
     WatchResponse,
+    WatchResponses,
 )
 
 A, B = b"client-a", b"client-b"
@@ -107,6 +110,7 @@ class Clients:
         self.frames: dict[tuple[bytes, int], list[WatchResponse]] = {}
         self.partial: dict[tuple[bytes, int], list[Event]] = {}
         self.other: list[tuple[bytes, int, object]] = []
+        self.wire_frames = 0  # frames the hub sent, a WatchResponses counting once
 
     def pump(self, read=None, turns: int = 100) -> None:
         """Run the shell's turn (catch up, then send everything) until quiet."""
@@ -120,6 +124,12 @@ class Clients:
                 continue
             for identity, frame in zip(out.identities, out.frames):
                 request_id, message = codec.decode(frame)
+                self.wire_frames += 1
+                if isinstance(message, WatchResponses):  # as the client's transport splits it
+                    assert message.response.watch_id == -1 and not message.response.fragment
+                    for request_id, watch_id in zip(message.request_ids, message.watch_ids):
+                        self.receive(identity, request_id, dataclasses.replace(message.response, watch_id=watch_id))
+                    continue
                 self.receive(identity, request_id, message)
         raise AssertionError("hub never went quiet")
 
@@ -597,3 +607,91 @@ def test_keepalive_is_answered_and_unknown_watches_are_reported(history):
     lost = clients.of(A, 8)[0]
     assert lost.canceled and lost.watch_id == 7 and lost.cancel_reason == REASON_UNKNOWN
     assert len(clients.of(A, 1)) == 1  # the known watch is untouched
+
+
+# --------------------------------------------------------------------------- grouped responses
+
+
+def test_watches_of_one_connection_due_the_same_response_share_one_frame(history):
+    hub = make_hub(history)
+    clients = Clients(hub)
+    for request_id in range(1, 51):
+        hub.create(A, request_id, WatchCreateRequest(b"p/", b"p0", grouped=True), history.revision, 0.0)
+    hub.create(B, 1, WatchCreateRequest(b"p/", b"p0", grouped=True), history.revision, 0.0)
+    clients.pump()
+    before = clients.wire_frames
+    live(hub, history, history.put(b"p/1") + history.put(b"p/2"))
+    clients.pump()
+    assert clients.wire_frames - before == 2  # one per connection, not one per watch
+    for identity, request_id in [(A, r) for r in range(1, 51)] + [(B, 1)]:
+        watch_id = created(clients, identity, request_id).watch_id
+        response = clients.of(identity, request_id)[1]
+        assert response.watch_id == watch_id and response.header.revision == history.revision
+        assert clients.revisions(identity, request_id) == [history.revision - 1, history.revision]
+
+
+def test_a_later_unit_of_a_watch_never_joins_an_earlier_group(history):
+    """X's progress notification and W's are alike, but W's comes after an
+    event X has already had: W must get its event first."""
+    hub = make_hub(history, window_responses=4)
+    clients = Clients(hub)
+    hub.create(A, 1, WatchCreateRequest(b"k", grouped=True), history.revision, 0.0)  # X
+    hub.create(A, 2, WatchCreateRequest(b"k", grouped=True), history.revision, 0.0)  # W
+    clients.pump()
+    for _ in range(5):  # four fill both windows, the fifth waits in both buffers
+        live(hub, history, history.put(b"k"))
+        clients.pump()
+    clients.ack(A, 1, 0)
+    clients.pump()  # X gets the fifth; W's window is still closed
+    hub.request_progress(A, history.revision, 0.0)
+    clients.ack(A, 2, 1)  # W: the event, then the progress, in one take_output
+    clients.pump()
+    for request_id in (1, 2):
+        last_two = clients.of(A, request_id)[-2:]
+        assert [len(r.events) for r in last_two] == [1, 0], request_id
+        assert last_two[1].header.revision == history.revision
+
+
+def run_scenario(grouped: bool) -> dict:
+    """Watches of every kind on two connections through slow acks, spills,
+    catch-up reads and progress: the responses each watch receives."""
+    history = History()
+    history.put(b"a/0")
+    hub = make_hub(history, window_responses=4, buffer_events_max=6, catch_up_events=3, max_response_bytes=400,
+                   buffer_bytes_max=4000)
+    clients = Clients(hub)
+    kinds = [
+        dict(key=b"a/", range_end=b"a0"), dict(key=b"a/", range_end=b"a0", prev_kv=True),
+        dict(key=b"a/", range_end=b"a0", filters=(WATCH_FILTER_NODELETE,)), dict(key=b"a/1"),
+        dict(key=b"a/", range_end=b"a0", fragment=True), dict(key=b"a/", range_end=b"a0", start_revision=1),
+    ]
+    watches = []
+    for number in range(24):
+        identity = (A, B)[number % 2]
+        hub.create(identity, number + 1, WatchCreateRequest(**kinds[number % len(kinds)], grouped=grouped), history.revision, 0.0)
+        watches.append((identity, number + 1))
+    clients.pump(history.read)
+    ids = {watch: created(clients, *watch).watch_id for watch in watches}
+    for step in range(60):
+        key = b"a/%d" % (step % 3)
+        events = history.delete(key) if step % 7 == 3 else history.put(key, b"x" * (step % 5) * 40)
+        if step % 11 != 5:  # now and then a batch is lost on the way: the store fills the gap
+            live(hub, history, events)
+        if step % 9 == 0:
+            hub.request_progress(A, history.revision, 0.0)
+        clients.pump(history.read)
+        for index, watch in enumerate(watches):
+            if (step + index) % (1 + index % 4) == 0:  # each watch acknowledges at its own pace
+                clients.ack(*watch, ids[watch])
+    hub.note_store_revision(history.revision)
+    for _ in range(40):
+        for watch in watches:
+            clients.ack(*watch, ids[watch])
+        clients.pump(history.read)
+    return {watch: [dataclasses.replace(r, fragment=False) for r in clients.of(*watch)] for watch in watches}
+
+
+def test_grouped_and_single_responses_are_the_same_responses():
+    grouped, single = run_scenario(True), run_scenario(False)
+    assert grouped == single
+    assert all(len(responses) > 5 for responses in single.values())

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.watch_wire import EncodedEvent, array_header, header_bytes, response_frame
+from actors.watch_wire import EncodedEvent, array_header, events_body, grouped_frame, header_bytes, response_frame
 from transport import codec
-from transport.messages import EVENT_DELETE, EVENT_PUT, Event, KeyValue, ResponseHeader, WatchResponse
+from transport.messages import EVENT_DELETE, EVENT_PUT, Event, KeyValue, ResponseHeader, WatchResponse, WatchResponses
 
 HEADER = ResponseHeader(12345678901234, 42, 7, 3)
 
@@ -63,3 +63,15 @@ def test_any_frame_decodes_to_the_response(keys, value, watch_id, request_id, re
     header = ResponseHeader(1, 2, revision, 9)
     frame = response_frame(request_id, header_bytes(header), watch_id, [EncodedEvent(e).encoded(False) for e in events])
     assert codec.decode(frame) == (request_id, WatchResponse(header, watch_id, events=tuple(events)))
+
+
+@pytest.mark.parametrize("with_prev", [False, True])
+@pytest.mark.parametrize("watches", [1, 2, 30])
+def test_grouped_frame_equals_codec_encode(with_prev, watches):
+    events = [event(), event(b"gone", 5, kind=EVENT_DELETE)]
+    body = events_body(header_bytes(HEADER), [EncodedEvent(e).encoded(with_prev) for e in events])
+    request_ids, watch_ids = [2**63 + n for n in range(watches)], [n * 1000 for n in range(watches)]
+    expected_events = tuple(e if with_prev else Event(e.type, e.kv) for e in events)
+    response = WatchResponse(HEADER, -1, events=expected_events)
+    assert grouped_frame(request_ids, watch_ids, body) == codec.encode(
+        WatchResponses(tuple(request_ids), tuple(watch_ids), response), request_ids[0])
