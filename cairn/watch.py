@@ -180,7 +180,9 @@ class Watch:
         if self._ended:
             return None
         try:
-            generation, item = self._queue.get(timeout=timeout)
+            # timeout=0 is a poll: Queue.get(timeout=0) would still wait on its
+            # condition and raise through it, which 1,000 polled watches pay for.
+            generation, item = self._queue.get(block=False) if timeout == 0 else self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
         if item is _END:

@@ -99,6 +99,7 @@ def open_watch(transport, **options):
 def test_created_sets_the_start_and_events_flow_with_fragments_reassembled(transport):
     watch, rid, create = open_watch(transport)
     assert create.start_revision == 0
+    assert create.grouped  # the library splits WatchResponses (cairn/transport_thread.py)
     transport.deliver(rid, m.WatchResponse(header(10), 0, created=True))
     assert watch.active and watch.covered == 10 and watch.created_header.revision == 10
     transport.deliver(rid, m.WatchResponse(header(11), 0, fragment=True, events=(put(11, b"a"),)))
