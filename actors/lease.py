@@ -221,7 +221,7 @@ class LeaseActor(Actor):
             self._connect_leader(leader)
         try:
             self.leader_link.send(frame, zmq.NOBLOCK)
-        except zmq.Again:
+        except zmq.Again:  # the link's queue is full: the leader is far behind or gone
             self.reply(identity, request_id, NoLeaderError("etcdserver: leader unreachable").to_response())
             return
         self.forwarded[request_id] = (identity, now + FORWARD_TIMEOUT_S)
@@ -230,8 +230,10 @@ class LeaseActor(Actor):
         if self.leader_link is not None:
             self.remove_reader(self.leader_link)
             self.leader_link.close(linger=0)
+        # No ZMQ_IMMEDIATE: the first forwards queue while the connection is made
+        # (with it they failed at once). A leader that never answers is covered
+        # by FORWARD_TIMEOUT_S and by a leader change, which fail them.
         self.leader_link = configure(self.context.socket(zmq.DEALER), self.limits.socket_hwm)
-        self.leader_link.setsockopt(zmq.IMMEDIATE, 1)
         self.leader_link.connect(leader.client)
         self.leader_link_to = leader.id
         self.add_reader(self.leader_link, self.on_leader_replies)

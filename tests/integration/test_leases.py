@@ -101,6 +101,23 @@ def test_keepalive_through_a_follower_is_forwarded_to_the_leader(cluster):
         c.lease_revoke(lease)
 
 
+def test_the_first_keepalive_a_follower_forwards_is_answered(tmp_path):
+    """The follower's lease actor opens its link to the leader on the first
+    forward; that keep-alive must wait for the connection, not fail (asked with
+    no retry: one member, one attempt)."""
+    from transport.messages import LeaseKeepAliveRequest
+
+    with Cluster(tmp_path, members=3) as fresh:
+        leader = fresh.leader()
+        with Client([leader.endpoint]) as c:
+            lease = c.lease_grant(30).id
+        for follower in (m for m in fresh.members.values() if m is not leader):
+            with Client([follower.endpoint]) as c:
+                answer = c.call(LeaseKeepAliveRequest(lease), write=False, endpoint=follower.endpoint)
+                assert answer.ttl == 30
+                assert answer.header.member_id == follower.spec.id  # the member asked answers
+
+
 def test_background_keepalive_helper(cluster):
     with cluster.client() as c:
         lease = c.lease_grant(2).id
