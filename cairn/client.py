@@ -28,7 +28,7 @@ from cairn import retry
 from cairn.transport_thread import TransportThread
 from transport import messages as m
 from transport.codec import encode
-from transport.errors import CairnError, LeaseNotFoundError, RequestTooLargeError, Unavailable
+from transport.errors import CairnError, LeaseNotFoundError, RequestTooLargeError, TimeoutError_, Unavailable
 
 DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 
@@ -371,7 +371,10 @@ class Client:
 
     def _prepare_retry(self, call: "_Call", step: retry.Step, index: int) -> float:
         """Record the failure, move to the next endpoint; the pause before retrying."""
-        call.last_error = step.value
+        if not (isinstance(step.value, TimeoutError_) and call.last_error is not None):
+            # an attempt cut short by the deadline says less than the error before it
+            # (NoLeader, say), which is what the caller gets when time runs out
+            call.last_error = step.value
         if call.fixed is None and len(self.endpoints) > 1:
             with self._lock:
                 if self._preferred == index:
