@@ -58,7 +58,8 @@ def make_requests(args, worker: int):
         serializable = args.consistency == "s"
         return lambda n: m.RangeRequest(start, end, serializable=serializable)
     if args.command == "txn-put":
-        return lambda n: m.TxnRequest(success=tuple(m.PutRequest(key(n * args.txn_ops + i), value) for i in range(args.txn_ops)))
+        # one key per op, distinct within the txn (etcd refuses a txn that puts a key twice)
+        return lambda n: m.TxnRequest(success=tuple(m.PutRequest(key(n) + b"/%d" % i, value) for i in range(args.txn_ops)))
     if args.command == "lease-keepalive":
         return lambda n: m.LeaseKeepAliveRequest(args.lease_ids[n % len(args.lease_ids)])
     raise ValueError(args.command)
