@@ -338,7 +338,7 @@ class Client:
             except FutureTimeout:
                 step = retry.after_timeout(write, self._transport.forget(call.request_id), address)
             except CairnError as error:
-                step = retry.after_error(error, call.fixed is None)
+                step = retry.after_error(error, call.fixed is None, write)
             if step.action == retry.RETURN:
                 return step.value
             if step.action == retry.RAISE:

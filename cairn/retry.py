@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from transport.errors import CairnError, IndeterminateError, TimeoutError_, Unavailable, from_response
+from transport.errors import CairnError, ConnectionLostError, IndeterminateError, TimeoutError_, Unavailable, from_response
 from transport.messages import ErrorResponse
 
 BACKOFF_S_MIN = 0.025
@@ -47,8 +47,14 @@ def after_reply(reply, write: bool, endpoint: str, may_fail_over: bool) -> Step:
     return Step(RAISE, error)
 
 
-def after_error(error: CairnError, may_fail_over: bool) -> Step:
-    """The transport failed the attempt (Unavailable: the frame never left)."""
+def after_error(error: CairnError, may_fail_over: bool, write: bool = False) -> Step:
+    """The transport failed the attempt: Unavailable (the frame never left), or
+    ConnectionLost (it left, and its connection dropped before the answer)."""
+    if isinstance(error, ConnectionLostError):
+        endpoint = error.details.get("endpoint", "")
+        if write:
+            return Step(RAISE, IndeterminateError(f"write outcome unknown: {error.message}", endpoint=endpoint))
+        return Step(RETRY, error, new_request_id=True, backoff=True)
     if may_fail_over and error.retryable:
         return Step(RETRY, error, backoff=True)
     return Step(RAISE, error)

@@ -12,6 +12,13 @@ DEALER sockets use ZMQ_IMMEDIATE: a frame is only queued to a completed
 connection. A request for an endpoint that does not connect within
 dial_timeout fails with Unavailable, and it provably never left this process,
 so the caller may send it elsewhere.
+
+A request that did leave, on a connection that then drops (the member died or
+restarted its frontend), will never be answered: a socket monitor sees the
+disconnection and fails such requests at once with ConnectionLostError, rather
+than leaving them to wait out their deadline. The client then treats them as
+it treats a request that timed out after being sent: a read is sent again, a
+write's outcome is unknown.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from concurrent.futures import Future
 import zmq
 
 from transport import codec
-from transport.errors import CairnError, MalformedRequestError, Unavailable
+from transport.errors import CairnError, ConnectionLostError, MalformedRequestError, Unavailable
 from transport.messages import RangeChunk, RangeResponse, WatchResponse, WatchResponses
 
 POLL_MS = 50
@@ -46,6 +53,7 @@ class TransportThread:
         self.submissions = deque()
         self.pending: dict[int, Future] = {}
         self.sent: set[int] = set()  # request ids that left this process
+        self.sent_on: dict[int, int] = {}  # request id -> the endpoint it left on, while unanswered
         self.chunks: dict[int, list] = {}  # request id -> kvs of a large range so far
         self.streams: dict[int, object] = {}  # request id -> callback(message) for streamed replies
         self.lock = threading.Lock()
@@ -129,6 +137,7 @@ class TransportThread:
             self.chunks.pop(request_id, None)
             was_sent = request_id in self.sent
             self.sent.discard(request_id)
+            self.sent_on.pop(request_id, None)
         return was_sent
 
     def close(self) -> None:
@@ -145,6 +154,7 @@ class TransportThread:
 
     def _run(self) -> None:
         dealers = []
+        monitors = {}  # monitor socket -> endpoint index
         poller = zmq.Poller()
         poller.register(self.wake_receiver, zmq.POLLIN)
         unsent: deque = deque()
@@ -160,13 +170,21 @@ class TransportThread:
                 while self.new_endpoints:
                     dealers.append(self._dealer(self.new_endpoints.popleft()))
                     poller.register(dealers[-1], zmq.POLLIN)
+                    monitor = dealers[-1].get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                    monitors[monitor] = len(dealers) - 1
+                    poller.register(monitor, zmq.POLLIN)
                 while self.submissions:
                     unsent.append(self.submissions.popleft())
                 unsent = self._send_all(dealers, unsent)
                 for socket in dealers:
                     if socket in events:
                         self._receive_all(socket)
+                for monitor, endpoint in monitors.items():
+                    if monitor in events:
+                        self._on_disconnected(monitor, endpoint)
         finally:
+            for monitor in monitors:
+                monitor.close(linger=0)
             for socket in dealers:
                 socket.close(linger=0)
             with self.wake_lock:
@@ -202,6 +220,7 @@ class TransportThread:
                         self.pending.pop(request_id).set_result(None)
                     else:
                         self.sent.add(request_id)
+                        self.sent_on[request_id] = endpoint
                     continue
             if now < deadline:
                 still_unsent.append(item)
@@ -248,10 +267,25 @@ class TransportThread:
                 stream(WatchResponse(r.header, watch_id, r.created, r.canceled, r.compact_revision, r.cancel_reason,
                                      r.fragment, r.events))
 
+    def _on_disconnected(self, monitor, endpoint: int) -> None:
+        """The connection to `endpoint` dropped: what was sent on it and not yet
+        answered never will be."""
+        try:
+            while True:
+                monitor.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        with self.lock:
+            lost = [request_id for request_id, on in self.sent_on.items() if on == endpoint]
+        address = self.endpoints[endpoint]
+        for request_id in lost:
+            self._resolve(request_id, error=ConnectionLostError(f"connection to {address} lost", endpoint=address))
+
     def _resolve(self, request_id: int, result=None, error=None) -> None:
         with self.lock:
             future = self.pending.pop(request_id, None)
             self.sent.discard(request_id)
+            self.sent_on.pop(request_id, None)
             chunks = self.chunks.pop(request_id, None)
         if future is None or future.done():
             return

@@ -203,6 +203,14 @@ class Unavailable(CairnError):
     retryable = True
 
 
+class ConnectionLostError(CairnError):
+    """Client side only: the connection a request left on dropped before the
+    answer came. Handled like a timeout after sending: a read is sent again,
+    a write becomes IndeterminateError."""
+
+    code = "ConnectionLost"
+
+
 class IndeterminateError(CairnError):
     """A write was sent but its outcome is unknown: it may or may not have been
     applied. Never retried silently."""

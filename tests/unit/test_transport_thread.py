@@ -86,3 +86,33 @@ def test_a_grouped_watch_response_reaches_each_watch_as_its_own():
     finally:
         transport.close()
         router.close(linger=0)
+
+
+def test_a_request_on_a_connection_that_drops_fails_at_once_with_connection_lost():
+    """A member that dies after taking a request never answers it: the request
+    fails when the connection drops, not at its deadline."""
+    import time
+
+    import zmq
+
+    from transport.errors import ConnectionLostError
+
+    port = free_ports(1)[0]
+    context = zmq.Context()
+    server = context.socket(zmq.ROUTER)
+    server.bind(f"tcp://127.0.0.1:{port}")
+    transport = TransportThread([f"tcp://127.0.0.1:{port}"], dial_timeout=5.0, max_receive_bytes=1 << 20)
+    try:
+        request_id = transport.next_request_id()
+        future = transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id)
+        assert server.poll(5000)  # the request arrived: it left the client
+        server.recv_multipart()
+        started = time.monotonic()
+        server.close(linger=0)  # the member dies without answering
+        error = future.exception(timeout=10)
+        assert isinstance(error, ConnectionLostError)
+        assert time.monotonic() - started < 5  # far sooner than any request timeout
+        assert transport.forget(request_id) is False  # nothing left pending for it
+    finally:
+        transport.close()
+        context.term()
