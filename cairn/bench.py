@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 
+from cairn.procfs import process_tree
 from transport import codec
 from transport import messages as m
 
@@ -346,28 +347,6 @@ def run_lease_expiry(args) -> dict:
 
 
 # ---------------------------------------------------------------------------- memory of a large keyspace
-
-
-def process_tree(root_pid: int) -> dict[int, str]:
-    """{pid: comm} of root_pid and every process below it, from /proc."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        parents[int(entry)] = (int(stat[stat.rindex(")") + 2 :].split()[1]), comm)
-    tree, frontier = {}, [root_pid]
-    while frontier:
-        pid = frontier.pop()
-        if pid in parents:
-            tree[pid] = parents[pid][1]
-        frontier.extend(child for child, (parent, _) in parents.items() if parent == pid)
-    return tree
 
 
 def resident_kib(pid: int) -> dict:

@@ -17,6 +17,7 @@ import yaml
 
 from cairn import Client
 from cairn import config as config_module
+from cairn.procfs import children_of
 from transport.errors import CairnError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,24 +70,6 @@ def group_members(pgid: int) -> list[int]:
         state, group = fields[0], int(fields[2])
         if group == pgid and state != "Z":
             found.append(int(entry))
-    return found
-
-
-def children_of(pid: int) -> dict[int, str]:
-    """{child pid: comm} from /proc (no psutil needed)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                stat = handle.read()
-            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        except (OSError, ValueError):
-            continue
-        if ppid == pid:
-            found[int(entry)] = comm
     return found
 
 
