@@ -106,6 +106,14 @@ class GatewayActor(Actor):
             "/kv/lease/leases": (lambda body: (gj.empty_request("LeaseLeasesRequest")(body), m.LeaseLeasesRequest())[1],
                                  False, gj.lease_leases_response),
             "/kv/lease/revoke": (gj.lease_revoke_request, True, gj.header_only),
+            "/maintenance/alarm": (gj.alarm_request, True, gj.alarm_response),
+            # etcd's v3lock and v3election services (observe, a stream, is not served)
+            "/lock/lock": (gj.lock_request, True, gj.lock_response),
+            "/lock/unlock": (gj.unlock_request, True, gj.header_only),
+            "/election/campaign": (gj.campaign_request, True, gj.campaign_response),
+            "/election/proclaim": (gj.proclaim_request, True, gj.header_only),
+            "/election/leader": (gj.leader_request, False, gj.leader_response),
+            "/election/resign": (gj.resign_request, True, gj.header_only),
         }
         for prefix in PREFIXES:
             for path, (parse, write, render) in unary.items():
@@ -158,7 +166,9 @@ class GatewayActor(Actor):
     def _unary(self, parse, write: bool, render):
         async def handler(request: web.Request) -> web.Response:
             message = parse(await self._body(request))
-            response = await self.client.call(message, write=write)
+            # Lock and campaign wait for their turn: the member's wait limit, as the client library allows
+            timeout = aio.Client.SERVICE_WAIT_S if isinstance(message, (m.LockRequest, m.CampaignRequest)) else None
+            response = await self.client.call(message, write=write, timeout=timeout)
             return _json_response(render(response))
 
         return handler

@@ -295,6 +295,52 @@ def empty_request(message: str):
     return parse
 
 
+ALARM_ACTIONS = {"GET": m.ALARM_GET, "ACTIVATE": m.ALARM_ACTIVATE, "DEACTIVATE": m.ALARM_DEACTIVATE}
+ALARM_TYPES = {"NONE": m.ALARM_NONE, "NOSPACE": m.ALARM_NOSPACE, "CORRUPT": 2}
+
+
+def alarm_request(body) -> m.AlarmRequest:
+    values = _fields(body, "AlarmRequest", {"action": _enum(ALARM_ACTIONS), "memberID": _int, "alarm": _enum(ALARM_TYPES)})
+    return m.AlarmRequest(values.get("action", m.ALARM_GET), values.get("memberID", 0), values.get("alarm", m.ALARM_NONE))
+
+
+def lock_request(body) -> m.LockRequest:
+    values = _fields(body, "LockRequest", {"name": _bytes, "lease": _int})
+    return m.LockRequest(values.get("name", b""), values.get("lease", 0))
+
+
+def unlock_request(body) -> m.UnlockRequest:
+    return m.UnlockRequest(_fields(body, "UnlockRequest", {"key": _bytes}).get("key", b""))
+
+
+def _leader_key(value, where: str) -> m.LeaderKey:
+    values = _fields(_object(value, where), where, {"name": _bytes, "key": _bytes, "rev": _int, "lease": _int})
+    return m.LeaderKey(values.get("name", b""), values.get("key", b""), values.get("rev", 0), values.get("lease", 0))
+
+
+def campaign_request(body) -> m.CampaignRequest:
+    values = _fields(body, "CampaignRequest", {"name": _bytes, "lease": _int, "value": _bytes})
+    return m.CampaignRequest(values.get("name", b""), values.get("lease", 0), values.get("value", b""))
+
+
+def proclaim_request(body) -> m.ProclaimRequest:
+    values = _fields(body, "ProclaimRequest", {"leader": _leader_key, "value": _bytes})
+    if "leader" not in values:
+        raise BadRequest("ProclaimRequest.leader: missing")
+    return m.ProclaimRequest(values["leader"], values.get("value", b""))
+
+
+def leader_request(body) -> m.LeaderRequest:
+    return m.LeaderRequest(_fields(body, "LeaderRequest", {"name": _bytes}).get("name", b""))
+
+
+def resign_request(body) -> m.ResignRequest:
+    values = _fields(body, "ResignRequest", {"leader": _leader_key})
+    if "leader" not in values:
+        raise BadRequest("ResignRequest.leader: missing")
+    return m.ResignRequest(values["leader"])
+
+
 def authenticate_request(body) -> tuple[str, str]:
     values = _fields(body, "AuthenticateRequest", {"name": _string, "password": _string})
     return values.get("name", ""), values.get("password", "")
@@ -488,6 +534,39 @@ def status_response(r: m.StatusResponse, version: str) -> dict:
     return out
 
 
+def alarm_response(r: m.AlarmResponse) -> dict:
+    out = {"header": header(r.header)}
+    if r.alarms:
+        out["alarms"] = [{**({"memberID": str(a.member_id)} if a.member_id else {}),
+                          **({"alarm": _name_of(ALARM_TYPES, a.alarm)} if a.alarm else {})} for a in r.alarms]
+    return out
+
+
+def lock_response(r: m.LockResponse) -> dict:
+    out = {"header": header(r.header)}
+    if r.key:
+        out["key"] = _b64(r.key)
+    return out
+
+
+def campaign_response(r: m.CampaignResponse) -> dict:
+    leader: dict = {}
+    if r.leader.name:
+        leader["name"] = _b64(r.leader.name)
+    if r.leader.key:
+        leader["key"] = _b64(r.leader.key)
+    _put_int(leader, "rev", r.leader.rev)
+    _put_int(leader, "lease", r.leader.lease)
+    return {"header": header(r.header), "leader": leader}
+
+
+def leader_response(r: m.LeaderResponse) -> dict:
+    out = {"header": header(r.header)}
+    if r.kv is not None:
+        out["kv"] = key_value(r.kv)
+    return out
+
+
 def event(e: m.Event) -> dict:
     out: dict = {}
     if e.type == m.EVENT_DELETE:
@@ -536,6 +615,7 @@ ERROR_CODES = {
     "NoSpace": GRPC_RESOURCE_EXHAUSTED, "TooManyRequests": GRPC_RESOURCE_EXHAUSTED,
     "NoLeader": GRPC_UNAVAILABLE, "NotLeader": GRPC_UNAVAILABLE, "Timeout": GRPC_UNAVAILABLE,
     "Unavailable": GRPC_UNAVAILABLE, "Indeterminate": GRPC_UNAVAILABLE, "Stopping": GRPC_UNAVAILABLE,
+    "ElectionNotLeader": GRPC_FAILED_PRECONDITION, "LockLost": GRPC_FAILED_PRECONDITION,
 }
 AUTH_NOT_ENABLED = "etcdserver: authentication is not enabled"
 

@@ -269,6 +269,36 @@ def test_many_watch_streams_at_once_each_get_their_events(cluster):
     assert post(url, "/v3/kv/range", {"key": b64(b"gw/many")})[0] == 200
 
 
+def test_lock_and_election_services_over_http(cluster):
+    """etcd's v3lock and v3election gateways: a lock held is refused to another
+    session until unlocked; a campaign wins, proclaims, and resigns."""
+    u1, u2, _ = urls(cluster)
+    lease_a = post(u1, "/v3/lease/grant", {"TTL": 30})[1]["ID"]
+    lease_b = post(u2, "/v3/lease/grant", {"TTL": 30})[1]["ID"]
+    status, held = post(u1, "/v3/lock/lock", {"name": b64(b"gw-lock"), "lease": lease_a})
+    assert status == 200 and base64.b64decode(held["key"]).startswith(b"gw-lock/")
+    waiter: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: waiter.put(post(u2, "/v3/lock/lock", {"name": b64(b"gw-lock"), "lease": lease_b},
+                                                    timeout=60)), daemon=True).start()
+    with pytest.raises(queue.Empty):
+        waiter.get(timeout=1.0)  # held by the first session: the second waits
+    assert post(u1, "/v3/lock/unlock", {"key": held["key"]})[0] == 200
+    status, second = waiter.get(timeout=20)
+    assert status == 200 and second["key"] != held["key"]
+    post(u2, "/v3/lock/unlock", {"key": second["key"]})
+
+    status, won = post(u1, "/v3/election/campaign", {"name": b64(b"gw-elect"), "lease": lease_a, "value": b64(b"one")})
+    assert status == 200 and won["leader"]["lease"] == lease_a
+    assert post(u2, "/v3/election/proclaim", {"leader": won["leader"], "value": b64(b"two")})[0] == 200
+    status, leader = post(u2, "/v3/election/leader", {"name": b64(b"gw-elect")})
+    assert status == 200 and leader["kv"]["value"] == b64(b"two")
+    assert post(u1, "/v3/election/resign", {"leader": won["leader"]})[0] == 200
+    status, gone = post(u1, "/v3/election/proclaim", {"leader": won["leader"], "value": b64(b"three")})
+    assert status == 412 and gone["code"] == 9
+    status, alarms = post(u1, "/v3/maintenance/alarm", {"action": "GET"})
+    assert status == 200 and "alarms" not in alarms
+
+
 def test_member_list_points_at_the_gateways(cluster):
     status, answer = post(urls(cluster)[0], "/v3/cluster/member/list", {})
     assert status == 200

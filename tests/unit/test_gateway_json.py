@@ -223,3 +223,30 @@ def test_bad_bodies(pieces, problem):
         for piece in pieces:
             reader.feed(piece)
         reader.finish()
+
+
+# ---------------------------------------------------------------- lock, election, alarm
+
+
+def test_lock_election_and_alarm_requests():
+    assert gj.lock_request({"name": "bXk=", "lease": "7"}) == m.LockRequest(b"my", 7)
+    assert gj.unlock_request({"key": "bXkvMQ=="}) == m.UnlockRequest(b"my/1")
+    assert gj.campaign_request({"name": "ZQ==", "lease": 7, "value": "djE="}) == m.CampaignRequest(b"e", 7, b"v1")
+    leader = {"name": "ZQ==", "key": "ZS8x", "rev": "5", "lease": "7"}
+    assert gj.proclaim_request({"leader": leader, "value": "djI="}) == m.ProclaimRequest(m.LeaderKey(b"e", b"e/1", 5, 7), b"v2")
+    assert gj.resign_request({"leader": leader}) == m.ResignRequest(m.LeaderKey(b"e", b"e/1", 5, 7))
+    assert gj.leader_request({"name": "ZQ=="}) == m.LeaderRequest(b"e")
+    assert gj.alarm_request({"action": "DEACTIVATE", "memberID": "9", "alarm": "NOSPACE"}) == m.AlarmRequest(
+        m.ALARM_DEACTIVATE, 9, m.ALARM_NOSPACE)
+    assert gj.alarm_request({}) == m.AlarmRequest(m.ALARM_GET, 0, m.ALARM_NONE)
+    with pytest.raises(gj.BadRequest, match="ResignRequest.leader: missing"):
+        gj.resign_request({})
+
+
+def test_lock_election_and_alarm_responses():
+    assert gj.lock_response(m.LockResponse(HEADER, b"my/1", 5)) == {"header": gj.header(HEADER), "key": "bXkvMQ=="}
+    assert gj.campaign_response(m.CampaignResponse(HEADER, m.LeaderKey(b"e", b"e/1", 5, 7))) == {
+        "header": gj.header(HEADER), "leader": {"name": "ZQ==", "key": "ZS8x", "rev": "5", "lease": "7"}}
+    assert gj.leader_response(m.LeaderResponse(HEADER)) == {"header": gj.header(HEADER)}
+    assert gj.alarm_response(m.AlarmResponse(HEADER, (m.AlarmMember(9, m.ALARM_NOSPACE),))) == {
+        "header": gj.header(HEADER), "alarms": [{"memberID": "9", "alarm": "NOSPACE"}]}
