@@ -100,12 +100,11 @@ class GatewayActor(Actor):
             "/lease/grant": (gj.lease_grant_request, True, gj.lease_grant_response),
             "/lease/revoke": (gj.lease_revoke_request, True, gj.header_only),
             "/lease/timetolive": (gj.lease_time_to_live_request, False, gj.lease_time_to_live_response),
-            "/lease/leases": (lambda body: (gj.empty_request("LeaseLeasesRequest")(body), m.LeaseLeasesRequest())[1],
-                              False, gj.lease_leases_response),
-            "/kv/lease/timetolive": (gj.lease_time_to_live_request, False, gj.lease_time_to_live_response),
-            "/kv/lease/leases": (lambda body: (gj.empty_request("LeaseLeasesRequest")(body), m.LeaseLeasesRequest())[1],
-                                 False, gj.lease_leases_response),
-            "/kv/lease/revoke": (gj.lease_revoke_request, True, gj.header_only),
+            "/lease/leases": (gj.empty_request(m.LeaseLeasesRequest()), False, gj.lease_leases_response),
+            "/cluster/member/list": (gj.empty_request(m.MemberListRequest()), False,
+                                     lambda response: gj.member_list_response(response, self.http_urls)),
+            "/maintenance/status": (gj.empty_request(m.StatusRequest()), False,
+                                    lambda response: gj.status_response(response, ETCD_API_VERSION)),
             "/maintenance/alarm": (gj.alarm_request, True, gj.alarm_response),
             # etcd's v3lock and v3election services (observe, a stream, is not served)
             "/lock/lock": (gj.lock_request, True, gj.lock_response),
@@ -115,13 +114,13 @@ class GatewayActor(Actor):
             "/election/leader": (gj.leader_request, False, gj.leader_response),
             "/election/resign": (gj.resign_request, True, gj.header_only),
         }
+        for call in ("timetolive", "leases", "revoke"):  # etcd 3.4's older paths of the lease calls
+            unary[f"/kv/lease/{call}"] = unary[f"/lease/{call}"]
         for prefix in PREFIXES:
             for path, (parse, write, render) in unary.items():
                 app.router.add_post(prefix + path, self._unary(parse, write, render))
             app.router.add_post(prefix + "/lease/keepalive", self.lease_keepalive)
             app.router.add_post(prefix + "/watch", self.watch)
-            app.router.add_post(prefix + "/cluster/member/list", self.member_list)
-            app.router.add_post(prefix + "/maintenance/status", self.status)
             app.router.add_post(prefix + "/auth/authenticate", self.authenticate)
             app.router.add_post(prefix + "/auth/{name:.*}", self.auth_unimplemented)
         return app
@@ -185,16 +184,6 @@ class GatewayActor(Actor):
         except CairnError as error:
             return _json_response({"health": "false", "reason": error.message}, 503)
         return _json_response({"health": "true"})
-
-    async def member_list(self, request: web.Request) -> web.Response:
-        gj.empty_request("MemberListRequest")(await self._body(request))
-        response = await self.client.call(m.MemberListRequest(), write=False)
-        return _json_response(gj.member_list_response(response, self.http_urls))
-
-    async def status(self, request: web.Request) -> web.Response:
-        gj.empty_request("StatusRequest")(await self._body(request))
-        response = await self.client.call(m.StatusRequest(), write=False)
-        return _json_response(gj.status_response(response, ETCD_API_VERSION))
 
     async def authenticate(self, request: web.Request) -> web.Response:
         gj.authenticate_request(await self._body(request))

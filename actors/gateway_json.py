@@ -286,11 +286,14 @@ def lease_time_to_live_request(body) -> m.LeaseTimeToLiveRequest:
     return m.LeaseTimeToLiveRequest(values.get("ID", 0), values.get("keys", False))
 
 
-def empty_request(message: str):
-    """Requests with no fields that matter (status, member list, leases)."""
+def empty_request(message):
+    """The parser of a request with no fields that matter (status, member list,
+    leases): the body is checked, and `message` is the request."""
+    name = type(message).__name__
 
-    def parse(body) -> None:
-        _fields(body, message, {"linearizable": _bool})
+    def parse(body):
+        _fields(body, name, {"linearizable": _bool})
+        return message
 
     return parse
 
