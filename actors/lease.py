@@ -81,6 +81,7 @@ class LeaseActor(Actor):
         self.add_reader(self.inbox, self.on_frames)
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         self.keyspace = KeySpace(self.env)
+        self.batch_revision: int | None = None  # see _header_revision
         self.table = LeaseTable()
         self.table.load(self._stored_leases())
         self.election_timeout_s = self.settings.election_ticks * self.settings.tick_ms / 1000
@@ -165,9 +166,7 @@ class LeaseActor(Actor):
         if not self.table.leading:
             self.forward(identity, request_id, frame, now)
             return
-        with self.env.begin() as txn:  # the header's revision, as etcd's lease answers carry it
-            revision = self.keyspace.current_revision(txn)
-        header = ResponseHeader(self.config.id, self.member.id, revision, self.raft.term)
+        header = ResponseHeader(self.config.id, self.member.id, self._header_revision(), self.raft.term)
         if isinstance(request, LeaseKeepAliveRequest):
             ttl = self.table.renew(request.id, now)
             if ttl == 0 and request.id not in self.table.ttl:
@@ -264,7 +263,16 @@ class LeaseActor(Actor):
     def reply(self, identity: bytes, request_id: int, message) -> None:
         self.replies.append((identity, codec.encode(message, request_id)))
 
+    def _header_revision(self) -> int:
+        """The keyspace revision for answers' headers, as etcd's lease answers
+        carry it: read once per batch, not once per keep-alive."""
+        if self.batch_revision is None:
+            with self.env.begin() as txn:
+                self.batch_revision = self.keyspace.current_revision(txn)
+        return self.batch_revision
+
     def on_batch_end(self) -> None:
+        self.batch_revision = None
         if self.replies:
             identities, frames = zip(*self.replies)
             self.replies = []
