@@ -10,8 +10,11 @@ RaftMessage) are bodies too, so a union field (`PutRequest | RangeRequest`) is
 decoded by its tag.
 
 Each class's wire schema is compiled once from its type annotations into a tuple
-of per-field converters. Decoding checks every field's type, so a malformed frame
-raises MalformedRequestError here and never reaches an actor's logic. Trailing
+of per-field converters. Decoding checks every field's type, and every integer's
+range or enumeration (transport/wire_types.py: a plain `int` is etcd's int64),
+so a malformed frame raises MalformedRequestError, and a value outside its
+field's etcd type InvalidArgumentError, here — it never reaches an actor's
+logic, and never the Raft log. Trailing
 fields that have defaults may be omitted, which keeps frames small and lets a
 newer peer add defaulted fields without breaking an older one.
 """
@@ -26,8 +29,9 @@ import typing
 import cbor2
 
 from transport import messages, raft_messages
-from transport.errors import MalformedRequestError, RequestTooLargeError, UnsupportedVersionError
+from transport.errors import InvalidArgumentError, MalformedRequestError, RequestTooLargeError, UnsupportedVersionError
 from transport.messages import PROTOCOL_VERSION
+from transport.wire_types import INT64, IntRange, OneOf
 
 # A frame's nesting is at most a few levels (txn in txn ...); CBOR bombs are deeper.
 MAX_NESTING = 64
@@ -60,10 +64,35 @@ def _fail(expected: str, value) -> typing.NoReturn:
     raise MalformedRequestError(f"expected {expected}, got {type(value).__name__}")
 
 
+_INT64_LOW, _INT64_HIGH = INT64.low, INT64.high
+
+
+def _out_of_range(value: int, allowed) -> typing.NoReturn:
+    if getattr(allowed, "etcd_message", ""):
+        raise InvalidArgumentError(allowed.etcd_message)
+    shown = str(value) if value.bit_length() <= 128 else f"an integer of {value.bit_length()} bits"
+    raise InvalidArgumentError(f"{shown} is out of range for {allowed.describe()}")
+
+
 def _convert_int(value, depth):
     if type(value) is not int:
         _fail("int", value)
+    if not _INT64_LOW <= value <= _INT64_HIGH:
+        _out_of_range(value, INT64)
     return value
+
+
+def _bounded_int_converter(allowed: IntRange | OneOf):
+    """An int field with its etcd type (uint64) or enumeration."""
+
+    def convert(value, depth):
+        if type(value) is not int:
+            _fail("int", value)
+        if not allowed.allows(value):
+            _out_of_range(value, allowed)
+        return value
+
+    return convert
 
 
 def _convert_bool(value, depth):
@@ -99,6 +128,10 @@ def _converter_for(annotation):
     if annotation in _SIMPLE:
         return _SIMPLE[annotation]
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *markers = typing.get_args(annotation)
+        assert base is int and len(markers) == 1 and isinstance(markers[0], (IntRange, OneOf)), annotation
+        return _bounded_int_converter(markers[0])
     if origin in (typing.Union, types.UnionType):
         return _union_converter(typing.get_args(annotation))
     if origin is tuple:
@@ -142,6 +175,19 @@ def _union_converter(options):
 def _tuple_converter(args):
     assert len(args) == 2 and args[1] is Ellipsis, f"only tuple[X, ...] is supported, got {args}"
     item_type = args[0]
+    if item_type is int:
+        # tuple[int, ...]: int64 items, checked inline
+        def convert_int64s(value, depth):
+            if type(value) is not list:
+                _fail("array", value)
+            for v in value:
+                if type(v) is not int:
+                    _fail("int", v)
+                if not _INT64_LOW <= v <= _INT64_HIGH:
+                    _out_of_range(v, INT64)
+            return tuple(value)
+
+        return convert_int64s
     if item_type in _SIMPLE and item_type is not type(None):
         # tuple[int, ...], tuple[bytes, ...]: one type check per item, no call
         def convert_simple(value, depth):
@@ -207,7 +253,7 @@ def _message_converter(allowed: tuple[type, ...]):
 def _schema(cls):
     schema = _SCHEMAS.get(cls)
     if schema is None:
-        hints = typing.get_type_hints(cls, vars(_module_of(cls)))
+        hints = typing.get_type_hints(cls, vars(_module_of(cls)), include_extras=True)
         fields = dataclasses.fields(cls)
         required = sum(
             1 for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -242,8 +288,13 @@ def _decode_body(cls, body: list, depth: int):
                 values[index] = converters[index](value, depth)
             elif type(value) is not expected:
                 _fail(expected.__name__, value)
-    except MalformedRequestError as error:
-        raise MalformedRequestError(f"{cls.__name__}.{names[index]}: {error.message}") from None
+            elif expected is int and not _INT64_LOW <= value <= _INT64_HIGH:
+                _out_of_range(value, INT64)
+    except InvalidArgumentError as error:
+        if error.message.startswith("etcdserver:"):
+            raise  # etcd's own wording, kept as etcd says it
+        # name the field, outermost first: "TxnRequest.compare: Compare.operand: ..."
+        raise type(error)(f"{cls.__name__}.{names[index]}: {error.message}") from None
     return cls(*values)
 
 

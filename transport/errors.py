@@ -143,7 +143,10 @@ class RequestTooLargeError(CairnError):
         return "etcdserver: request is too large"
 
 
-class MalformedRequestError(CairnError):
+class MalformedRequestError(InvalidArgumentError):
+    """A frame that does not follow the schema: not CBOR, a wrong type, an
+    unknown message. An invalid argument in etcd's terms (gRPC INVALID_ARGUMENT)."""
+
     code = "MalformedRequest"
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transport import raft_messages
+from transport.wire_types import Uint64, enum_of
 
 PROTOCOL_VERSION = 1
 
@@ -47,6 +48,7 @@ class KeyValue:
 
 EVENT_PUT = 0
 EVENT_DELETE = 1
+EventType = enum_of("EventType", (EVENT_PUT, EVENT_DELETE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +56,17 @@ class Event:
     """One change of one key (etcd mvccpb.Event). For DELETE, kv holds the key and
     the tombstone's mod_revision, with empty value and version 0."""
 
-    type: int
+    type: EventType
     kv: KeyValue
     prev_kv: KeyValue | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ResponseHeader:
-    cluster_id: int
-    member_id: int
+    cluster_id: Uint64
+    member_id: Uint64
     revision: int
-    raft_term: int
+    raft_term: Uint64
 
 
 # ---------------------------------------------------------------------------
@@ -80,6 +82,9 @@ SORT_BY_VERSION = 1
 SORT_BY_CREATE = 2
 SORT_BY_MOD = 3
 SORT_BY_VALUE = 4
+_INVALID_SORT = "etcdserver: invalid sort option"
+SortOrder = enum_of("SortOrder", (SORT_NONE, SORT_ASCEND, SORT_DESCEND), _INVALID_SORT)
+SortTarget = enum_of("SortTarget", (SORT_BY_KEY, SORT_BY_VERSION, SORT_BY_CREATE, SORT_BY_MOD, SORT_BY_VALUE), _INVALID_SORT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +95,8 @@ class RangeRequest:
     range_end: bytes = b""
     limit: int = 0
     revision: int = 0
-    sort_order: int = SORT_NONE
-    sort_target: int = SORT_BY_KEY
+    sort_order: SortOrder = SORT_NONE
+    sort_target: SortTarget = SORT_BY_KEY
     serializable: bool = False
     keys_only: bool = False
     count_only: bool = False
@@ -128,14 +133,16 @@ TARGET_CREATE = 1
 TARGET_MOD = 2
 TARGET_VALUE = 3
 TARGET_LEASE = 4
+CompareResult = enum_of("CompareResult", (COMPARE_EQUAL, COMPARE_GREATER, COMPARE_LESS, COMPARE_NOT_EQUAL))
+CompareTarget = enum_of("CompareTarget", (TARGET_VERSION, TARGET_CREATE, TARGET_MOD, TARGET_VALUE, TARGET_LEASE))
 
 
 @dataclass(frozen=True, slots=True)
 class Compare:
     """etcd Compare. `operand` is bytes for TARGET_VALUE, an int otherwise."""
 
-    result: int
-    target: int
+    result: CompareResult
+    target: CompareTarget
     key: bytes
     operand: int | bytes
     range_end: bytes = b""
@@ -215,10 +222,10 @@ class StatusResponse:
     header: ResponseHeader
     version: str
     db_size: int
-    leader: int
-    raft_index: int
-    raft_term: int
-    raft_applied_index: int
+    leader: Uint64
+    raft_index: Uint64
+    raft_term: Uint64
+    raft_applied_index: Uint64
     errors: tuple[str, ...] = ()
     name: str = ""
     is_learner: bool = False
@@ -226,7 +233,7 @@ class StatusResponse:
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    id: int
+    id: Uint64
     name: str
     peer_urls: tuple[str, ...]
     client_urls: tuple[str, ...]
@@ -247,16 +254,18 @@ class MemberListResponse:
 ALARM_NONE = 0
 ALARM_NOSPACE = 1
 ALARM_NAMES = {ALARM_NONE: "NONE", ALARM_NOSPACE: "NOSPACE"}
+AlarmType = enum_of("AlarmType", ALARM_NAMES)
 
 ALARM_GET = 0
 ALARM_ACTIVATE = 1
 ALARM_DEACTIVATE = 2
+AlarmAction = enum_of("AlarmAction", (ALARM_GET, ALARM_ACTIVATE, ALARM_DEACTIVATE))
 
 
 @dataclass(frozen=True, slots=True)
 class AlarmMember:
-    member_id: int
-    alarm: int
+    member_id: Uint64
+    alarm: AlarmType
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,9 +273,9 @@ class AlarmRequest:
     """etcd's Maintenance.Alarm: GET lists alarms (member_id 0 = every member);
     ACTIVATE and DEACTIVATE go through the Raft log so every member agrees."""
 
-    action: int = ALARM_GET
-    member_id: int = 0
-    alarm: int = ALARM_NONE
+    action: AlarmAction = ALARM_GET
+    member_id: Uint64 = 0
+    alarm: AlarmType = ALARM_NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +288,7 @@ class AlarmResponse:
 class MoveLeaderRequest:
     """Transfer leadership to target_id (etcdctl move-leader); sent to any member."""
 
-    target_id: int
+    target_id: Uint64
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +321,7 @@ class ProposeBatch:
     (see transport.entries): the origin member id and the client's frame,
     forwarded without re-encoding."""
 
-    request_ids: tuple[int, ...]
+    request_ids: tuple[Uint64, ...]
     payloads: tuple[bytes, ...]
 
 
@@ -321,9 +330,9 @@ class ProposalsRejected:
     """raft -> frontend: proposals that never reached a leader's log, so the
     client may retry them safely. code is an errors code (NoLeader, TooManyRequests)."""
 
-    request_ids: tuple[int, ...]
+    request_ids: tuple[Uint64, ...]
     code: str
-    leader_id: int = 0
+    leader_id: Uint64 = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +348,7 @@ class ReadIndexResult:
     code is "" on success, else an errors code (NoLeader)."""
 
     context: int
-    index: int
+    index: Uint64
     code: str = ""
 
 
@@ -348,13 +357,13 @@ class RaftStatus:
     """raft -> frontend, lease, watch: published on every change of leader or
     term and at most once a tick otherwise."""
 
-    member_id: int
-    term: int
-    leader_id: int
+    member_id: Uint64
+    term: Uint64
+    leader_id: Uint64
     role: str
-    commit_index: int
-    last_index: int
-    applied_index: int
+    commit_index: Uint64
+    last_index: Uint64
+    applied_index: Uint64
     quorum_active: bool = False
 
 
@@ -370,7 +379,7 @@ class ApplyNeed:
     """apply -> raft: send committed entries from index `next_index` on (sent at
     start and whenever apply sees a gap)."""
 
-    next_index: int
+    next_index: Uint64
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,9 +387,9 @@ class Applied:
     """apply -> raft and frontend: everything up to index is applied and durable;
     frames answers this member's requests in the batch."""
 
-    index: int
+    index: Uint64
     revision: int
-    request_ids: tuple[int, ...] = ()
+    request_ids: tuple[Uint64, ...] = ()
     frames: tuple[bytes, ...] = ()
 
 
@@ -388,7 +397,7 @@ class Applied:
 class TransferLeadership:
     """frontend -> raft: move-leader."""
 
-    target: int
+    target: Uint64
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,7 +435,7 @@ class RaftBatch:
     """raft -> raft of another member (tcp): every message for that peer from one
     Ready, in one frame."""
 
-    sender: int
+    sender: Uint64
     messages: tuple[raft_messages.RaftMessage, ...]
 
 
@@ -435,8 +444,8 @@ class Failpoint:
     """test -> raft: drop traffic to and from these peers (a partition), or heal
     with empty tuples. delay_ms holds outgoing traffic to them for that long."""
 
-    drop_peers: tuple[int, ...] = ()
-    delay_peers: tuple[int, ...] = ()
+    drop_peers: tuple[Uint64, ...] = ()
+    delay_peers: tuple[Uint64, ...] = ()
     delay_ms: int = 0
 
 
@@ -446,8 +455,8 @@ class SnapshotChunk:
     streamed to a follower that needs entries the leader has compacted away.
     `message` is the core's MSG_SNAP, stepped on the follower once installed."""
 
-    sender: int
-    snapshot_id: int
+    sender: Uint64
+    snapshot_id: Uint64
     offset: int
     data: bytes
     last: bool
@@ -459,8 +468,8 @@ class SnapshotChunk:
 class SnapshotChunkAck:
     """raft -> raft (tcp): chunks up to offset arrived (flow control); ok False aborts."""
 
-    sender: int
-    snapshot_id: int
+    sender: Uint64
+    snapshot_id: Uint64
     offset: int
     ok: bool = True
 
@@ -470,15 +479,15 @@ class InstallSnapshot:
     """raft -> apply: replace the keyspace with the LMDB copy in directory path."""
 
     path: str
-    index: int
+    index: Uint64
 
 
 @dataclass(frozen=True, slots=True)
 class SnapshotInstalled:
     """apply -> raft: the keyspace now holds the snapshot; applied is its applied index."""
 
-    index: int
-    applied: int
+    index: Uint64
+    applied: Uint64
     ok: bool = True
     error: str = ""
 
@@ -491,6 +500,7 @@ class SnapshotInstalled:
 
 WATCH_FILTER_NOPUT = 0
 WATCH_FILTER_NODELETE = 1
+WatchFilter = enum_of("WatchFilter", (WATCH_FILTER_NOPUT, WATCH_FILTER_NODELETE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,7 +509,7 @@ class WatchCreateRequest:
     range_end: bytes = b""
     start_revision: int = 0
     progress_notify: bool = False
-    filters: tuple[int, ...] = ()
+    filters: tuple[WatchFilter, ...] = ()
     prev_kv: bool = False
     watch_id: int = 0
     fragment: bool = False
@@ -538,7 +548,7 @@ class WatchResponses:
     come alone, with watch_ids[i] under request_ids[i]; response.watch_id is
     -1. Only to watches created with grouped=True; never a fragment."""
 
-    request_ids: tuple[int, ...]
+    request_ids: tuple[Uint64, ...]
     watch_ids: tuple[int, ...]
     response: WatchResponse
 
@@ -688,7 +698,7 @@ class WatchKeepAlive(WatchProgressRequest):
 
     interval_ms: int = 2000
     watch_ids: tuple[int, ...] = ()
-    request_ids: tuple[int, ...] = ()
+    request_ids: tuple[Uint64, ...] = ()
     consumed: tuple[int, ...] = ()
 
 

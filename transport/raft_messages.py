@@ -49,6 +49,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from transport.wire_types import Uint64, enum_of
+
 MSG_APP = 1
 MSG_APP_RESP = 2
 MSG_VOTE = 3
@@ -81,6 +83,8 @@ MESSAGE_TYPE_NAMES: dict[int, str] = {
     MSG_TRANSFER_LEADER: "MSG_TRANSFER_LEADER",
 }
 
+MessageType = enum_of("MessageType", MESSAGE_TYPE_NAMES)
+
 # MSG_VOTE / MSG_PRE_VOTE context marking a leadership-transfer election (etcd's
 # campaignTransfer): voters must not ignore it because of their leader lease.
 CAMPAIGN_TRANSFER = b"CampaignTransfer"
@@ -91,8 +95,8 @@ class Entry:
     """One log entry. data == b"" is the no-op a leader appends when elected
     (§5.4.2 / thesis §3.6.2); the state machine skips it."""
 
-    index: int
-    term: int
+    index: Uint64
+    term: Uint64
     data: bytes
 
 
@@ -101,9 +105,9 @@ class HardState:
     """What must be on disk before any message that depends on it leaves (§5.1 'updated
     on stable storage before responding to RPCs')."""
 
-    term: int = 0
-    vote: int = 0
-    commit: int = 0
+    term: Uint64 = 0
+    vote: Uint64 = 0
+    commit: Uint64 = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,22 +115,22 @@ class SnapshotMeta:
     """Identifies a state-machine snapshot: it contains every entry <= index; term is
     the term of entry `index`; voters is the cluster configuration at that point."""
 
-    index: int
-    term: int
-    voters: tuple[int, ...]
+    index: Uint64
+    term: Uint64
+    voters: tuple[Uint64, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class RaftMessage:
-    type: int
-    to: int
-    sender: int
-    term: int
-    log_term: int = 0
-    index: int = 0
+    type: MessageType
+    to: Uint64
+    sender: Uint64
+    term: Uint64
+    log_term: Uint64 = 0
+    index: Uint64 = 0
     entries: tuple[Entry, ...] = ()
-    commit: int = 0
+    commit: Uint64 = 0
     reject: bool = False
-    reject_hint: int = 0
+    reject_hint: Uint64 = 0
     context: bytes = b""
     snapshot: SnapshotMeta | None = None
