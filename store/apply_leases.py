@@ -1,4 +1,4 @@
-"""Applying lease requests: the part of the apply actor that changes the lease table.
+"""Applying lease requests: the part of the state machine that changes the lease table.
 
 Grants, revokes, expiries and checkpoints reach every member through the log and
 change the lease table in the same transaction as the batch, so all members
