@@ -141,7 +141,6 @@ class ApplyActor(Actor):
                 self.send(self.to_watch, AppliedEvents(self.revision, (), elided=True))
         if batch.lease_changes:
             self.send(self.to_lease, batch.lease_changes.message())
-        self.current_input = ""
 
     def install_snapshot(self, message: InstallSnapshot) -> None:
         """Replace the keyspace with the leader's snapshot (one transaction), then

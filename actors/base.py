@@ -25,6 +25,7 @@ import time
 import zmq
 
 from actors import logs
+from actors.crash_reports import record_crash
 from transport import codec
 from transport.sockets import drain
 
@@ -76,6 +77,9 @@ class Actor:
         self.log = logs.configure(self.data_dir, member_name, self.name, self.settings.log_level)
         self.context = zmq.Context()
         self.stopping = False
+        # What the loop is handling now, for a crash report (actors/crash_reports.py);
+        # an actor may make it finer (the apply actor names the entries).
+        self.current_input = "start-up"
         self._readers: list[tuple[zmq.Socket, object, bool]] = []
         self._readers_changed = False
 
@@ -124,8 +128,11 @@ class Actor:
             ready = dict(poller.poll(self.timeout_ms()))
             for socket, handler, multipart in self._readers:
                 if socket in ready:
+                    self.current_input = handler.__name__
                     handler(drain(socket, limit, multipart))
+            self.current_input = "batch end"
             self.on_batch_end()
+            self.current_input = "timers"
             self.on_timer(time.monotonic())
 
 
@@ -145,9 +152,10 @@ def run(actor_class, config, member_name: str, parent_pid: int) -> None:
         actor.log.info("actor_started", pid=os.getpid())
         actor.serve()
         actor.log.info("actor_stopping", reason="signal")
-    except Exception:  # the top of an actor loop: log, then exit so the supervisor restarts us
+    except Exception as error:  # the top of an actor loop: log, then exit so the supervisor restarts us
         if actor is not None:
-            actor.log.exception("actor_crashed")
+            actor.log.exception("actor_crashed", input=actor.current_input)
+            record_crash(actor.data_dir, actor_class.name, actor.current_input, error)
         else:
             import traceback
 

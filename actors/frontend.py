@@ -29,6 +29,7 @@ from collections import deque
 import zmq
 
 from actors.base import Actor
+from actors.crash_reports import read_member_errors
 from actors.lock_service import SERVICE_REQUESTS
 from store.alarms import Alarms
 from store.environment import kv_path, open_kv
@@ -437,6 +438,7 @@ class FrontendActor(Actor):
         header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
         errors = () if self.raft.leader_id else ("etcdserver: no leader",)
         errors += tuple(f"memberID:{a.member_id:x} alarm:{ALARM_NAMES.get(a.alarm, a.alarm)}" for a in self.alarm_list().alarms)
+        errors += read_member_errors(self.data_dir)
         return StatusResponse(
             header=header,
             version=VERSION,

@@ -27,6 +27,7 @@ import time
 
 from actors import logs
 from actors.base import set_process_title
+from actors.crash_reports import CrashLoops, take_crash, write_member_errors
 from transport.sockets import remove_stale_ipc
 
 # Start order: the log owner first, the client-facing door last.
@@ -93,10 +94,12 @@ class Supervisor:
         self.actor_names = [name for name in ACTOR_CLASSES if name != "gateway" or config.member(member_name).http]
         self.backoff_s: dict[str, float] = {name: RESTART_BACKOFF_S_MIN for name in self.actor_names}
         self.restart_at: dict[str, float] = {}
+        self.crash_loops = CrashLoops()
         self.stopping = False
 
     def prepare(self) -> None:
         remove_stale_ipc(self.data_dir)
+        write_member_errors(self.data_dir, {})
         from store.environment import prepare_member_store
 
         prepare_member_store(self.config, self.member_name)
@@ -131,6 +134,10 @@ class Supervisor:
 
     def _watch_children(self) -> None:
         now = time.monotonic()
+        for name in list(self.crash_loops.errors):
+            if name not in self.restart_at and now - self.started_at[name] >= HEALTHY_AFTER_S and self.crash_loops.healthy(name):
+                self.log.info("actor_recovered", actor_name=name)
+                write_member_errors(self.data_dir, self.crash_loops.errors)
         for name, when in list(self.restart_at.items()):
             if now >= when:
                 del self.restart_at[name]
@@ -146,12 +153,19 @@ class Supervisor:
             uptime = time.monotonic() - self.started_at[name]
             if uptime >= HEALTHY_AFTER_S:
                 self.backoff_s[name] = RESTART_BACKOFF_S_MIN
+                self.crash_loops.healthy(name)
             delay = self.backoff_s[name]
             self.backoff_s[name] = min(delay * 2, RESTART_BACKOFF_S_MAX)
             self.restart_at[name] = time.monotonic() + delay
+            report = take_crash(self.data_dir, name)
             self.log.warning(
-                "actor_died", actor_name=name, pid=process.pid, exitcode=process.exitcode, uptime_s=round(uptime, 3), restart_in_s=delay
+                "actor_died", actor_name=name, pid=process.pid, exitcode=process.exitcode, uptime_s=round(uptime, 3),
+                restart_in_s=delay, input=(report or {}).get("input"), error=(report or {}).get("error"),
             )
+            looping = self.crash_loops.died(name, report)
+            if looping:
+                self.log.error("actor_crash_loop", actor_name=name, input=report.get("input"), error=report.get("error"))
+                write_member_errors(self.data_dir, self.crash_loops.errors)
 
     def stop_all(self) -> None:
         self.log.info("member_stopping")

@@ -71,7 +71,7 @@ def cmd_put(client: Client, args) -> None:
             value = sys.stdin.read() if not sys.stdin.isatty() else None
         if value is None and not args.ignore_value:
             raise UsageError("put command needs 1 argument and input from stdin or 2 arguments")
-    lease = int(args.lease, 16) if args.lease else 0
+    lease = _lease_id(args.lease) if args.lease else 0
     response = client.put(args.key, value or b"", lease=lease, prev_kv=args.prev_kv,
                           ignore_value=args.ignore_value, ignore_lease=args.ignore_lease)
     if args.write_out == "json":
@@ -289,10 +289,14 @@ def cmd_member_list(client: Client, args) -> None:
 
 
 def _lease_id(text: str) -> int:
+    """A lease ID in hex, as `lease grant` prints it; etcd's ids are int64."""
     try:
-        return int(text, 16)
+        lease = int(text, 16)
     except ValueError:
-        raise UsageError(f"bad lease ID {text!r}: expected hex, as lease grant prints") from None
+        raise UsageError(f'bad lease ID arg (strconv.ParseInt: parsing "{text}": invalid syntax), expecting ID in Hex') from None
+    if not -(1 << 63) <= lease < 1 << 63:
+        raise UsageError(f'bad lease ID arg (strconv.ParseInt: parsing "{text}": value out of range), expecting ID in Hex')
+    return lease
 
 
 def cmd_lease_grant(client: Client, args) -> None:

@@ -27,7 +27,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from cairn import retry
 from cairn.transport_thread import TransportThread
 from transport import messages as m
-from transport.codec import encode
+from transport.codec import check, encode
 from transport.errors import CairnError, LeaseNotFoundError, RequestTooLargeError, TimeoutError_, Unavailable
 
 DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
@@ -350,6 +350,7 @@ class Client:
     def _start_call(self, request, write: bool, timeout, endpoint) -> "_Call":
         if endpoint is not None and endpoint not in self.endpoints:
             raise ValueError(f"unknown endpoint {endpoint}")
+        check(request)  # a value outside its etcd type (an int64 lease id ...) is refused here, unsent
         call = _Call(request, write, time.monotonic() + (self.timeout if timeout is None else timeout),
                      self.endpoints.index(endpoint) if endpoint is not None else None)
         self._new_request_id(call)

@@ -340,6 +340,13 @@ def _fields_of(cls):
     return fields
 
 
+def check(message) -> None:
+    """Raise what decoding the message's frame would raise (InvalidArgumentError
+    for a value outside its field's etcd type), without encoding it: a client
+    refuses a request the member would refuse, before sending it."""
+    _decode_body(type(message), to_wire(message), 0)
+
+
 def encode(message, request_id: int = 0, options: dict | None = None) -> bytes:
     """One frame: [version, request_id, body], plus an options map when given
     (per-request flags such as require_leader, like gRPC metadata in etcd)."""
