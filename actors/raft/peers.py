@@ -5,6 +5,13 @@ frame per peer. Sockets use ZMQ_IMMEDIATE, so nothing queues up for a peer that
 is down (a returning peer would otherwise receive a flood of stale messages):
 a send that cannot go out is dropped and reported, and Raft retransmits.
 
+The peer port is a door too: a frame from a stranger, or a corrupt or hostile
+one, is dropped and logged here, never fatal. Only members of the cluster
+config are heard (a RaftBatch's sender, each message's sender, a snapshot
+chunk's); a message must be addressed to this member; a snapshot chunk must
+carry a MSG_SNAP with its metadata and stay within its declared size. What
+passes is then checked by the Raft core's own _validate.
+
 Failpoints (tests): traffic to and from chosen peers can be dropped (a
 partition) or held back for a while (delay), and healed, at run time.
 """
@@ -18,6 +25,7 @@ import zmq
 
 from transport import codec
 from transport.messages import RaftBatch, SnapshotChunk, SnapshotChunkAck
+from transport.raft_messages import MSG_SNAP
 from transport.sockets import configure
 
 PEER_HWM = 1000
@@ -29,6 +37,7 @@ class Peers:
         self.log = log
         self.inbox = configure(context.socket(zmq.PULL), PEER_HWM)
         self.inbox.bind(member.peer)
+        self.known_peers = frozenset(peer.id for peer in members if peer.id != member.id)
         self.outboxes: dict[int, zmq.Socket] = {}
         for peer in members:
             if peer.id == member.id:
@@ -59,17 +68,31 @@ class Peers:
             except Exception as error:  # anything a broken peer sends is dropped, never fatal
                 self.log.warning("peer_frame_dropped", error=str(error))
                 continue
-            if isinstance(batch, (SnapshotChunk, SnapshotChunkAck)):
-                if batch.sender not in self.drop_peers:
-                    others.append(batch)
-                continue
-            if not isinstance(batch, RaftBatch):
-                self.log.warning("peer_frame_dropped", error=f"unexpected {type(batch).__name__}")
+            problem = self._refusal(batch)
+            if problem:
+                self.log.warning("peer_frame_dropped", error=problem, type=type(batch).__name__)
                 continue
             if batch.sender in self.drop_peers:
                 continue
-            messages.extend(m for m in batch.messages if m.to == self.member_id)
+            if isinstance(batch, RaftBatch):
+                messages.extend(m for m in batch.messages if m.to == self.member_id and m.sender == batch.sender)
+            else:
+                others.append(batch)
         return messages, others
+
+    def _refusal(self, frame) -> str:
+        """Why a decoded peer frame must be dropped ("" if it may pass)."""
+        if not isinstance(frame, (RaftBatch, SnapshotChunk, SnapshotChunkAck)):
+            return "unexpected message type"
+        if frame.sender not in self.known_peers:
+            return f"sender {frame.sender:x} is not a member"
+        if isinstance(frame, SnapshotChunk):
+            message = frame.message
+            if message.type != MSG_SNAP or message.snapshot is None or message.sender != frame.sender:
+                return "snapshot chunk without its MSG_SNAP"
+            if not 0 <= frame.offset <= frame.offset + len(frame.data) <= frame.total_bytes:
+                return "snapshot chunk outside its declared size"
+        return ""
 
     def send(self, messages) -> list[int]:
         """Send messages grouped per peer; returns peers that could not be reached."""

@@ -137,3 +137,43 @@ def test_an_actor_that_keeps_dying_on_the_same_input_is_reported_in_status(tmp_p
         assert "CommittedEntries" in looping[0]
         records = member.members["n1"].log_records("supervisor")
         assert any(r.get("event") == "actor_crash_loop" and r.get("actor_name") == "apply" for r in records)
+
+
+def test_strangers_and_hostile_frames_at_the_peer_port_never_stop_the_raft_actor(cluster):
+    from transport.raft_messages import MSG_APP, MSG_HEARTBEAT, MSG_SNAP, Entry, RaftMessage, SnapshotMeta
+
+    target, other = cluster.config.members[0], cluster.config.members[1]
+    stranger = 0x1234
+    snap = RaftMessage(MSG_SNAP, target.id, other.id, 99, snapshot=SnapshotMeta(10, 99, (other.id,)))
+    frames = [
+        b"\xff\x00garbage",
+        cbor2.dumps([m.PROTOCOL_VERSION, 0, ["RaftBatch", other.id, [["RaftMessage", 99, target.id, other.id, 1]]]]),
+        codec.encode(m.RaftBatch(stranger, (RaftMessage(MSG_HEARTBEAT, target.id, stranger, 1000, commit=10**9),))),
+        # a member's batch carrying a message that claims another sender
+        codec.encode(m.RaftBatch(other.id, (RaftMessage(MSG_APP, target.id, stranger, 1000, entries=(Entry(1, 1, b"x"),)),))),
+        # a chunk whose message is not a MSG_SNAP with metadata (it used to crash the receiver)
+        codec.encode(m.SnapshotChunk(other.id, 5, 0, b"x", True, 1, RaftMessage(MSG_HEARTBEAT, target.id, other.id, 99))),
+        codec.encode(m.SnapshotChunk(other.id, 6, 0, b"x" * 10, False, 5, snap)),
+        codec.encode(m.SnapshotChunk(stranger, 7, 0, b"x", True, 1, snap)),
+        codec.encode(m.SnapshotChunkAck(stranger, 7, 0)),
+        codec.encode(m.PutRequest(b"poison/peer", b"v")),
+    ]
+    context = zmq.Context()
+    try:
+        socket = context.socket(zmq.PUSH)
+        socket.setsockopt(zmq.LINGER, 2000)
+        socket.connect(target.peer)
+        for frame in frames:
+            socket.send(frame)
+        socket.close()
+    finally:
+        context.term()
+    raft_log = cluster.members[target.name].log_records
+    deadline = time.monotonic() + 10
+    while len([r for r in raft_log("raft") if r.get("event") == "peer_frame_dropped"]) < len(frames) - 1:
+        assert time.monotonic() < deadline, "the raft actor did not drop every bad frame"
+        time.sleep(0.05)
+    with cluster.client() as client:
+        assert client.put(b"poison/peer-after", b"ok", timeout=10).header.revision > 0
+        assert client.status(endpoint=target.client).raft_term < 99  # no stranger moved the term
+    assert actor_deaths(cluster) == []
