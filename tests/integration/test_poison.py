@@ -28,7 +28,7 @@ POISON_LEASE = 0x8000000000000000
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    with Cluster(tmp_path_factory.mktemp("poison"), members=3) as started:
+    with Cluster(tmp_path_factory.mktemp("poison"), members=3, http=True) as started:
         started.wait_ready()
         yield started
 
@@ -91,6 +91,24 @@ def test_the_client_library_refuses_out_of_range_values_before_sending(cluster):
             client.move_leader(1 << 64)
         with pytest.raises(InvalidArgumentError, match="invalid sort option"):
             client.call(m.RangeRequest(b"poison/", sort_order=5), write=False)
+
+
+def test_the_http_gateway_answers_400_invalid_argument_and_keeps_serving(cluster):
+    import json
+    import urllib.error
+    import urllib.request
+
+    gateway = cluster.members["n3"].http_url
+    request = urllib.request.Request(gateway + "/v3/lease/revoke", data=json.dumps({"ID": str(POISON_LEASE)}).encode())
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400
+    body = json.loads(refused.value.read())
+    assert body["code"] == 3 and "out of range for int64" in body["message"], body
+    put = urllib.request.Request(gateway + "/v3/kv/put", data=json.dumps({"key": "cG9pc29uL2h0dHA=", "value": "MQ=="}).encode())
+    with urllib.request.urlopen(put, timeout=10) as answer:
+        assert answer.status == 200 and int(json.loads(answer.read())["header"]["revision"]) > 0
+    assert actor_deaths(cluster) == []
 
 
 def cairnctl(cluster, *args) -> subprocess.CompletedProcess:
