@@ -30,7 +30,6 @@ from store.environment import open_kv, replicated_databases
 from store.snapshot_install import replace_keyspace
 from transport import codec
 from transport.entries import make_payload
-from transport.errors import CairnError
 from transport.messages import (
     ALARM_ACTIVATE,
     ALARM_NOSPACE,
@@ -74,7 +73,10 @@ class ApplyActor(Actor):
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
         self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
-        self.add_reader(self.inbox, self.on_frames)
+        self.add_inbox(self.inbox)
+        self.on_message(CommittedEntries, lambda message: self.pending_entries.extend(message.entries))
+        self.on_message(InstallSnapshot, self.install_snapshot)
+        self.on_message(WatchInterest, self.on_watch_interest)
         self.pending_entries = []
         # Until the watch hub says otherwise, assume it has watchers: sending
         # events it does not need is only a cost, eliding ones it needs is a gap.
@@ -82,21 +84,8 @@ class ApplyActor(Actor):
         self.log.info("apply_recovered", index=self.applied, revision=self.revision)
         self.send(self.to_raft, ApplyNeed(self.applied + 1))
 
-    def on_frames(self, frames: list[bytes]) -> None:
-        for frame in frames:
-            try:
-                _, message = codec.decode(frame)
-            except CairnError as error:
-                self.log.error("bad_frame_dropped", error=str(error))
-                continue
-            if isinstance(message, CommittedEntries):
-                self.pending_entries.extend(message.entries)
-            elif isinstance(message, InstallSnapshot):
-                self.install_snapshot(message)
-            elif isinstance(message, WatchInterest):
-                self.hub_watching = message.watching
-            else:
-                self.log.warning("unexpected_message", type=type(message).__name__)
+    def on_watch_interest(self, message: WatchInterest) -> None:
+        self.hub_watching = message.watching
 
     def on_batch_end(self) -> None:
         if not self.pending_entries:
@@ -190,6 +179,6 @@ class ApplyActor(Actor):
         frame = codec.encode(AlarmRequest(ALARM_ACTIVATE, self.member.id, ALARM_NOSPACE), request_id)
         self.send(self.to_raft, ProposeBatch((request_id,), (make_payload(self.member.id, frame),)))
 
-    def close(self) -> None:
+    def release(self) -> None:
         self.env.close()
 

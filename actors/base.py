@@ -9,6 +9,17 @@ what the batch produced (one LMDB transaction, one fsync, one message per peer)
 and run its timers. The loop, not the actor, owns process concerns: the process
 title `ps` shows, dying with the supervisor, signals, and logging of a crash.
 
+Every actor has the same parts, so a change to how actors talk lands here:
+* an inbox whose frames are decoded once and dispatched by message type to
+  the handlers the actor registered (`on_message`); a bad frame is logged and
+  counted, an unexpected type logged, and neither stops the actor;
+* one way to send to another actor (`send`), with the policy for a full
+  queue stated by the caller: answer what the message carried, or drop it
+  because its protocol recovers;
+* `answer_pending`, which `close()` calls at shutdown so every request still
+  open gets an answer (Stopping, retryable) instead of a silent wait, then
+  `release` for the actor's resources.
+
 Signals: SIGTERM asks the loop to stop after the current batch; SIGINT is ignored
 because Ctrl-C in a terminal reaches the whole process group and the supervisor
 alone decides the order of shutdown.
@@ -27,10 +38,13 @@ import zmq
 from actors import logs
 from actors.crash_reports import record_crash
 from transport import codec
+from transport.errors import CairnError, StoppingError
 from transport.sockets import drain
 
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
+# How long the answers close() queued may take to leave before the sockets go.
+CLOSE_LINGER_MS = 1000
 
 
 def set_process_title(title: str) -> None:
@@ -62,9 +76,10 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 class Actor:
-    """Base of every actor. Subclasses set `name`, open sockets in __init__ and
-    register readers with add_reader; the loop calls on_batch_end after each turn
-    and on_timer when timer_due_ms says a timer is due."""
+    """Base of every actor. Subclasses set `name`, open sockets in __init__,
+    register their inbox (add_inbox) with a handler per message type
+    (on_message) and any other socket with add_reader; the loop calls
+    on_batch_end after each turn and on_timer at least once per timeout_ms."""
 
     name = "actor"
 
@@ -82,6 +97,9 @@ class Actor:
         self.current_input = "start-up"
         self._readers: list[tuple[zmq.Socket, object, bool]] = []
         self._readers_changed = False
+        self._handlers: dict[type, object] = {}
+        self._inboxes: list[zmq.Socket] = []
+        self.bad_frames = 0  # frames dropped because they did not decode
 
     def add_reader(self, socket: zmq.Socket, handler, multipart: bool = False) -> None:
         """handler(list of frames) is called with everything drained from socket."""
@@ -92,16 +110,51 @@ class Actor:
         self._readers = [reader for reader in self._readers if reader[0] is not socket]
         self._readers_changed = True
 
-    def send(self, socket: zmq.Socket, message) -> bool:
-        """Send one message to another actor without blocking. A full queue means
-        the receiver is gone or far behind: the message is dropped and logged, and
-        each protocol recovers what it misses (raft resends on ApplyNeed, the
-        frontend times requests out, leases retry). False if dropped."""
+    def add_inbox(self, socket: zmq.Socket) -> None:
+        """Read socket as an inbox of messages dispatched by type (on_message)."""
+        self._inboxes.append(socket)
+        self.add_reader(socket, self._dispatch)
+
+    def on_message(self, message_type: type, handler) -> None:
+        """handler(message) for every inbox message of exactly this type."""
+        assert message_type not in self._handlers, f"two handlers for {message_type.__name__}"
+        self._handlers[message_type] = handler
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            try:
+                _, message = codec.decode(frame)
+            except CairnError as error:
+                self.bad_frames += 1
+                self.log.error("bad_frame_dropped", error=str(error), bad_frames=self.bad_frames)
+                continue
+            handler = self._handlers.get(type(message))
+            if handler is None:
+                self.log.warning("unexpected_message", type=type(message).__name__)
+                continue
+            self.current_input = type(message).__name__
+            handler(message)
+
+    def send(self, socket: zmq.Socket, message, on_full=None) -> bool:
+        """Send a message (or a frame already encoded) to another actor without
+        blocking; False if it could not go.
+
+        A full queue means the receiver is gone or far behind, and what then
+        happens is the caller's explicit choice: `on_full()` answers or takes
+        back what the message carried (the frontend fails the requests in it
+        with TooManyRequests, the watch hub requeues its frames); without it the
+        message is dropped and logged, for protocols that recover what they miss
+        (raft resends on ApplyNeed, status is republished every tick, lease
+        expiries are proposed again)."""
+        frame = message if type(message) is bytes else codec.encode(message)
         try:
-            socket.send(codec.encode(message), zmq.NOBLOCK)
+            socket.send(frame, zmq.NOBLOCK)
             return True
         except zmq.Again:
-            self.log.warning("send_queue_full", message=type(message).__name__)
+            if on_full is not None:
+                on_full()
+            else:
+                self.log.warning("send_queue_full", message=type(message).__name__)
             return False
 
     def timeout_ms(self) -> int:
@@ -113,8 +166,29 @@ class Actor:
     def on_timer(self, now: float) -> None:
         """Called at least once per timeout_ms."""
 
-    def close(self) -> None:
-        """Answer what is pending with an error and release resources."""
+    def answer_pending(self, error: CairnError) -> int:
+        """Answer every request this actor still holds with error; how many.
+        Actors that hold requests override it (see close)."""
+        return 0
+
+    def release(self) -> None:
+        """Release the actor's resources (LMDB environments, threads)."""
+
+    def close(self) -> int:
+        """At shutdown: answer what is pending (Stopping: the client retries
+        elsewhere at once), then release resources; how many were answered."""
+        answered = 0
+        try:
+            # What reached the inbox but was not read yet is taken in first, so
+            # a request handed over in the last moment is answered too.
+            for socket in self._inboxes:
+                self._dispatch(drain(socket, self.limits.max_batch_messages))
+            answered = self.answer_pending(StoppingError())
+            if answered:
+                self.log.info("pending_answered", count=answered)
+        finally:
+            self.release()
+        return answered
 
     def serve(self) -> None:
         limit = self.limits.max_batch_messages
@@ -163,7 +237,9 @@ def run(actor_class, config, member_name: str, parent_pid: int) -> None:
         sys.exit(70)
     finally:
         if actor is not None:
+            answered = 0
             try:
-                actor.close()
+                answered = actor.close()
             finally:
-                actor.context.destroy(linger=0)
+                # answers queued by close() get a moment to leave; otherwise no wait
+                actor.context.destroy(linger=CLOSE_LINGER_MS if answered else 0)

@@ -42,9 +42,9 @@ from transport.errors import (
     InvalidArgumentError,
     MalformedRequestError,
     NoLeaderError,
-    StoppingError,
     TimeoutError_,
     TooManyRequestsError,
+    ERRORS_BY_CODE,
     from_response,
 )
 from transport.messages import (
@@ -89,7 +89,7 @@ from transport.messages import (
     WatchCreateRequest,
     WatchProgressRequest,
 )
-from transport.sockets import configure, inbox, outbox
+from transport.sockets import configure, drain, inbox, outbox
 
 VERSION = "0.1.0"
 
@@ -152,7 +152,12 @@ class FrontendActor(Actor):
         self.range_streams: deque[RangeStream] = deque()
         self.leader_moves: list[tuple[bytes, int, int, float]] = []  # (identity, request id, target, deadline)
         self.add_reader(self.router, self.on_client_frames, multipart=True)
-        self.add_reader(self.inbox, self.on_inbox)
+        self.add_inbox(self.inbox)
+        self.on_message(Applied, self.on_applied)
+        self.on_message(ReadIndexResult, self.on_read_index)
+        self.on_message(ProposalsRejected, self.on_rejected)
+        self.on_message(ClientReplies, self.on_client_replies)
+        self.on_message(RaftStatus, self.on_raft_status)
         self.log.info("frontend_listening", client=self.member.client)
 
     # ------------------------------------------------------------------ clients
@@ -177,7 +182,7 @@ class FrontendActor(Actor):
 
     def dispatch(self, identity: bytes, request_id: int, request, frame: bytes, now: float) -> None:
         if isinstance(request, AlarmRequest) and request.action == ALARM_GET:
-            self.send(identity, request_id, self.alarm_list(request.member_id))
+            self.reply(identity, request_id, self.alarm_list(request.member_id))
         elif isinstance(request, WRITE_REQUESTS + LEASE_WRITE_REQUESTS) or isinstance(request, AlarmRequest):
             if isinstance(request, LeaseGrantRequest) and request.id == 0:
                 # etcd's server picks the id before the log, so every member applies the same one
@@ -202,9 +207,9 @@ class FrontendActor(Actor):
         elif isinstance(request, LEASE_ACTOR_REQUESTS):
             self.for_lease.append((identity, frame))
         elif isinstance(request, StatusRequest):
-            self.send(identity, request_id, self.status())
+            self.reply(identity, request_id, self.status())
         elif isinstance(request, MemberListRequest):
-            self.send(identity, request_id, self.member_list())
+            self.reply(identity, request_id, self.member_list())
         elif isinstance(request, MoveLeaderRequest):
             self.move_leader(identity, request_id, request.target_id, now)
         else:
@@ -230,7 +235,7 @@ class FrontendActor(Actor):
         for identity, request_id, target, deadline in self.leader_moves:
             if self.raft.leader_id == target:
                 header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
-                self.send(identity, request_id, MoveLeaderResponse(header))
+                self.reply(identity, request_id, MoveLeaderResponse(header))
             elif now and deadline <= now:
                 self.reply_error(identity, request_id, TimeoutError_("etcdserver: leadership transfer timed out"))
             else:
@@ -239,27 +244,13 @@ class FrontendActor(Actor):
 
     # ------------------------------------------------------------------ actors
 
-    def on_inbox(self, frames: list[bytes]) -> None:
-        for frame in frames:
-            try:
-                _, message = codec.decode(frame)
-            except CairnError as error:
-                self.log.error("bad_frame_dropped", error=str(error))
-                continue
-            if isinstance(message, Applied):
-                self.on_applied(message)
-            elif isinstance(message, ReadIndexResult):
-                self.on_read_index(message)
-            elif isinstance(message, ProposalsRejected):
-                self.on_rejected(message)
-            elif isinstance(message, ClientReplies):
-                for identity, frame in zip(message.identities, message.frames):
-                    self.router.send_multipart([identity, frame])
-            elif isinstance(message, RaftStatus):
-                self.raft = message
-                self.answer_leader_moves()
-            else:
-                self.log.warning("unexpected_message", type=type(message).__name__)
+    def on_client_replies(self, message: ClientReplies) -> None:
+        for identity, frame in zip(message.identities, message.frames):
+            self.router.send_multipart([identity, frame])
+
+    def on_raft_status(self, message: RaftStatus) -> None:
+        self.raft = message
+        self.answer_leader_moves()
 
     def on_applied(self, message: Applied) -> None:
         self.applied_index = max(self.applied_index, message.index)
@@ -274,7 +265,8 @@ class FrontendActor(Actor):
             self.log.info("answered", request_ids=answered, index=message.index, revision=message.revision)
 
     def on_rejected(self, message: ProposalsRejected) -> None:
-        error_class = NoLeaderError if message.code == NoLeaderError.code else TooManyRequestsError
+        # NoLeader, NotLeader, TooManyRequests or Stopping: all retryable, none reached a log
+        error_class = ERRORS_BY_CODE.get(message.code, TooManyRequestsError)
         for request_id in message.request_ids:
             pending = self.pending_writes.pop(request_id, None)
             if pending is not None:
@@ -297,11 +289,11 @@ class FrontendActor(Actor):
         if self.for_watch:
             identities, frames = zip(*self.for_watch)
             self.for_watch = []
-            self.forward(self.to_watch, ClientRequests(identities, frames), identities, frames)
+            self.send(self.to_watch, ClientRequests(identities, frames), on_full=lambda: self.refuse(identities, frames))
         if self.for_lease:
             identities, frames = zip(*self.for_lease)
             self.for_lease = []
-            self.forward(self.to_lease, ClientRequests(identities, frames), identities, frames)
+            self.send(self.to_lease, ClientRequests(identities, frames), on_full=lambda: self.refuse(identities, frames))
         if self.proposals:
             request_ids = tuple(request_id for request_id, _ in self.proposals)
             payloads = tuple(payload for _, payload in self.proposals)
@@ -335,7 +327,7 @@ class FrontendActor(Actor):
             for identity, request_id, request in reads:
                 try:
                     if not self.start_stream(reader, identity, request_id, request):
-                        self.send(identity, request_id, reader.range(request))
+                        self.reply(identity, request_id, reader.range(request))
                 except CairnError as error:
                     self.reply_error(identity, request_id, error)
 
@@ -354,7 +346,7 @@ class FrontendActor(Actor):
         kvs, resume = reader.range_page(request, revision, None, self.limits.range_chunk_bytes)
         if resume is None or (request.limit and len(kvs) >= request.limit):
             return False  # small enough for one response
-        self.send(identity, request_id, RangeChunk(tuple(kvs)))
+        self.reply(identity, request_id, RangeChunk(tuple(kvs)))
         self.range_streams.append(RangeStream(identity, request_id, request, revision, reader.revision, resume, len(kvs)))
         return True
 
@@ -374,7 +366,7 @@ class FrontendActor(Actor):
                     stream.sent += len(kvs)
                     done = resume is None or (request.limit and stream.sent >= request.limit)
                     if not done:
-                        self.send(stream.identity, stream.request_id, RangeChunk(tuple(kvs)))
+                        self.reply(stream.identity, stream.request_id, RangeChunk(tuple(kvs)))
                         stream.resume = resume
                         self.range_streams.append(stream)
                         continue
@@ -385,25 +377,26 @@ class FrontendActor(Actor):
             final_header = ResponseHeader(self.config.id, self.member.id, stream.header_revision, self.raft.term)
             more = bool(request.limit) and count > stream.sent
             self.log.info("range_streamed", request_id=stream.request_id, kvs=stream.sent, revision=stream.revision)
-            self.send(stream.identity, stream.request_id, RangeResponse(final_header, tuple(kvs), more, count))
+            self.reply(stream.identity, stream.request_id, RangeResponse(final_header, tuple(kvs), more, count))
 
-    def forward(self, socket, message, identities, frames) -> None:
-        """Hand client frames to the actor that serves them; if its queue is full
-        the clients get TooManyRequests now rather than silence."""
-        try:
-            socket.send(codec.encode(message), zmq.NOBLOCK)
-        except zmq.Again:
-            for identity, frame in zip(identities, frames):
-                self.reply_error(identity, codec.peek_request_id(frame), TooManyRequestsError())
+    def refuse(self, identities, frames) -> None:
+        """Client frames the actor that serves them cannot take now (its queue is
+        full): the clients get TooManyRequests at once rather than silence."""
+        for identity, frame in zip(identities, frames):
+            self.reply_error(identity, codec.peek_request_id(frame), TooManyRequestsError())
 
     def send_to_raft(self, message, request_ids) -> None:
-        try:
-            self.to_raft.send(codec.encode(message), zmq.NOBLOCK)
-        except zmq.Again:
-            for request_id in request_ids:
-                pending = self.pending_writes.pop(request_id, None)
-                if pending is not None:
-                    self.reply_error(pending[0], request_id, TooManyRequestsError())
+        """To raft; if its queue is full the writes it carried fail now (retryable)."""
+        self.send(self.to_raft, message, on_full=lambda: self.fail_writes(request_ids, TooManyRequestsError()))
+
+    def fail_writes(self, request_ids, error: CairnError) -> int:
+        failed = 0
+        for request_id in request_ids:
+            pending = self.pending_writes.pop(request_id, None)
+            if pending is not None:
+                self.reply_error(pending[0], request_id, error)
+                failed += 1
+        return failed
 
     # ------------------------------------------------------------------ timers
 
@@ -461,7 +454,9 @@ class FrontendActor(Actor):
         members = tuple(Member(m.id, m.name, (m.peer,), (m.client,)) for m in self.config.members)
         return MemberListResponse(header, members)
 
-    def send(self, identity: bytes, request_id: int, message) -> None:
+    def reply(self, identity: bytes, request_id: int, message) -> None:
+        """A message to a client: the ROUTER never blocks (a frame to a client
+        whose pipe is full is dropped, and the client times out and retries)."""
         self.router.send_multipart([identity, codec.encode(message, request_id)])
 
     def fail_reads(self, reads, error: CairnError) -> None:
@@ -471,13 +466,26 @@ class FrontendActor(Actor):
     def reply_error(self, identity: bytes, request_id: int, error: CairnError) -> None:
         self.router.send_multipart([identity, codec.encode(error.to_response(), request_id)])
 
-    def close(self) -> None:
-        error = StoppingError()
-        for request_id, (identity, _) in self.pending_writes.items():
-            self.reply_error(identity, request_id, error)
-        for _, reads in self.read_rounds.values():
-            self.fail_reads(reads, error)
-        for _, _, reads in self.reads_at_index:
-            self.fail_reads(reads, error)
-        self.pending_writes.clear()
+    def answer_pending(self, error: CairnError) -> int:
+        """Every request this door still holds: writes awaiting their entry,
+        reads awaiting a read index or apply, large ranges mid-stream, leader
+        moves, and frames not yet handed to the watch or lease actor."""
+        answered = self.fail_writes(list(self.pending_writes), error)
+        reads = self.awaiting_read_index + self.serve_now
+        reads += [read for _, round_reads in self.read_rounds.values() for read in round_reads]
+        reads += [read for _, _, waiting in self.reads_at_index for read in waiting]
+        reads += [(s.identity, s.request_id, s.request) for s in self.range_streams]
+        reads += [(identity, request_id, None) for identity, request_id, _, _ in self.leader_moves]
+        self.fail_reads(reads, error)
+        handed = self.for_watch + self.for_lease
+        # and what clients sent that this door has not read yet
+        handed += [tuple(parts) for parts in drain(self.router, self.limits.max_batch_messages, multipart=True) if len(parts) == 2]
+        for identity, frame in handed:
+            self.reply_error(identity, codec.peek_request_id(frame), error)
+        self.awaiting_read_index, self.serve_now, self.read_rounds, self.reads_at_index = [], [], {}, []
+        self.range_streams.clear()
+        self.leader_moves, self.for_watch, self.for_lease = [], [], []
+        return answered + len(reads) + len(handed)
+
+    def release(self) -> None:
         self.env.close()

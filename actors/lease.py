@@ -78,7 +78,10 @@ class LeaseActor(Actor):
         self.inbox = inbox(self.context, self.data_dir, "lease", hwm)
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
-        self.add_reader(self.inbox, self.on_frames)
+        self.add_inbox(self.inbox)
+        self.on_message(RaftStatus, self.on_status)
+        self.on_message(LeasesChanged, self.on_leases_changed)
+        self.on_message(ClientRequests, self.on_client_requests)
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         self.keyspace = KeySpace(self.env)
         self.batch_revision: int | None = None  # see _header_revision
@@ -111,28 +114,20 @@ class LeaseActor(Actor):
 
     # ------------------------------------------------------------------ input
 
-    def on_frames(self, frames: list[bytes]) -> None:
+    def on_leases_changed(self, message: LeasesChanged) -> None:
         now = time.monotonic()
-        for frame in frames:
-            try:
-                _, message = codec.decode(frame)
-            except CairnError as error:
-                self.log.error("bad_frame_dropped", error=str(error))
-                continue
-            if isinstance(message, RaftStatus):
-                self.on_status(message, now)
-            elif isinstance(message, LeasesChanged):
-                for lease, ttl in zip(message.granted_ids, message.granted_ttls):
-                    self.table.granted(lease, ttl, now)
-                for lease in message.revoked_ids:
-                    self.table.revoked(lease)
-            elif isinstance(message, ClientRequests):
-                for identity, client_frame in zip(message.identities, message.frames):
-                    self.on_client(identity, client_frame, now)
-            else:
-                self.log.warning("unexpected_message", type=type(message).__name__)
+        for lease, ttl in zip(message.granted_ids, message.granted_ttls):
+            self.table.granted(lease, ttl, now)
+        for lease in message.revoked_ids:
+            self.table.revoked(lease)
 
-    def on_status(self, status: RaftStatus, now: float) -> None:
+    def on_client_requests(self, message: ClientRequests) -> None:
+        now = time.monotonic()
+        for identity, client_frame in zip(message.identities, message.frames):
+            self.on_client(identity, client_frame, now)
+
+    def on_status(self, status: RaftStatus) -> None:
+        now = time.monotonic()
         leading = status.role == "leader"
         if leading and not self.table.leading:
             # reload: this member may have missed LeasesChanged while it restarted
@@ -218,12 +213,10 @@ class LeaseActor(Actor):
             return
         if self.leader_link_to != leader.id:
             self._connect_leader(leader)
-        try:
-            self.leader_link.send(frame, zmq.NOBLOCK)
-        except zmq.Again:  # the link's queue is full: the leader is far behind or gone
-            self.reply(identity, request_id, NoLeaderError("etcdserver: leader unreachable").to_response())
-            return
-        self.forwarded[request_id] = (identity, now + FORWARD_TIMEOUT_S)
+        # the link's queue is full: the leader is far behind or gone (retryable)
+        unreachable = NoLeaderError("etcdserver: leader unreachable").to_response()
+        if self.send(self.leader_link, frame, on_full=lambda: self.reply(identity, request_id, unreachable)):
+            self.forwarded[request_id] = (identity, now + FORWARD_TIMEOUT_S)
 
     def _connect_leader(self, leader) -> None:
         if self.leader_link is not None:
@@ -321,7 +314,18 @@ class LeaseActor(Actor):
             payloads.append(make_payload(self.member.id, codec.encode(request, request_id)))
         self.send(self.to_raft, ProposeBatch(tuple(request_ids), tuple(payloads)))
 
-    def close(self) -> None:
+    def answer_pending(self, error: CairnError) -> int:
+        """Keep-alives forwarded to the leader and not yet answered, and the
+        Lock and Election requests queued or waiting in the service."""
+        answered = len(self.forwarded)
+        self._fail_forwarded(list(self.forwarded), error)
+        if self.lock_service is not None:
+            answered += self.lock_service.stop(error)
+        self.on_service_replies([])
+        self.on_batch_end()  # hand every answer to the frontend
+        return answered
+
+    def release(self) -> None:
         if self.lock_service is not None:
             self.lock_service.close()
         self.env.close()

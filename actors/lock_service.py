@@ -9,16 +9,23 @@ lease-alive re-check before a lock is reported (the gap Jepsen found) is the
 same. The caller's lease stands in for a session: the caller keeps it alive.
 
 A request that waits (Lock, Campaign) occupies a worker thread while it waits,
-so there is a bounded pool (MAX_WORKERS); past that, requests queue in the pool.
+so there is a bounded pool (MAX_WORKERS); past that, requests queue.
 A wait is bounded too (WAIT_LIMIT_S): then the queued key is removed and the
 caller gets Timeout, so a caller that gave up cannot be handed a lock later.
 Results come back through `reply(identity, frame)`, called on a worker thread.
+Every request submitted is answered exactly once: by its worker, or by
+`stop` at shutdown (queued and waiting requests alike get Stopping, and a
+worker that finishes later finds its request already answered). At stop the
+sessions' `done` is set, so a waiter gives up within the recipes' poll
+interval and removes its queued key; the workers are daemon threads, so one
+stuck on a member that is going away cannot hold the process.
 """
 
 from __future__ import annotations
 
+import queue
+import time
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from cairn.client import Client
 from cairn.concurrency import Election, Lock
@@ -44,25 +51,67 @@ SERVICE_REQUESTS = (LockRequest, UnlockRequest, CampaignRequest, ProclaimRequest
 MAX_WORKERS = 64
 WAIT_LIMIT_S = 60.0
 CALL_TIMEOUT_S = 10.0
+# How long stop() lets waiters remove their queued keys before it goes on.
+STOP_WAIT_S = 1.0
 
 
 class LeaseSession:
     """A session over a lease that the caller keeps alive."""
 
-    def __init__(self, client: Client, lease: int):
+    def __init__(self, client: Client, lease: int, done: threading.Event):
         self.client = client
         self.lease = lease
-        self.done = threading.Event()  # never set: expiry shows as our key's disappearance
+        # set only when the service stops; the lease's expiry shows as our key's disappearance
+        self.done = done
 
 
 class LockService:
     def __init__(self, endpoint: str, reply):
         self.client = Client([endpoint], timeout=CALL_TIMEOUT_S)
         self.reply = reply
-        self.pool = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="lock-service")
+        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.workers: list[threading.Thread] = []
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.unanswered: set[tuple[bytes, int]] = set()  # (identity, request id) submitted, not yet answered
 
     def submit(self, identity: bytes, request_id: int, request) -> None:
-        self.pool.submit(self._run, identity, request_id, request)
+        with self.lock:
+            self.unanswered.add((identity, request_id))
+            if len(self.workers) < min(len(self.unanswered), MAX_WORKERS):
+                worker = threading.Thread(target=self._work, name=f"lock-service-{len(self.workers)}", daemon=True)
+                worker.start()
+                self.workers.append(worker)
+        self.requests.put((identity, request_id, request))
+
+    def _work(self) -> None:
+        while True:
+            item = self.requests.get()
+            if item is None or self.stopping.is_set():
+                return
+            self._run(*item)
+
+    def _answer(self, identity: bytes, request_id: int, response) -> None:
+        with self.lock:
+            if (identity, request_id) not in self.unanswered:
+                return  # answered by stop() already
+            self.unanswered.discard((identity, request_id))
+        self.reply(identity, codec.encode(response, request_id))
+
+    def stop(self, error: CairnError) -> int:
+        """Answer every request not answered yet with error, and let the
+        waiters give up (removing their queued keys); how many were answered."""
+        self.stopping.set()
+        with self.lock:
+            pending, self.unanswered = list(self.unanswered), set()
+        for identity, request_id in pending:
+            self.reply(identity, codec.encode(error.to_response(), request_id))
+        for _ in self.workers:
+            self.requests.put(None)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for worker in self.workers:
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        return len(pending)
 
     def _run(self, identity: bytes, request_id: int, request) -> None:
         try:
@@ -71,18 +120,18 @@ class LockService:
             response = error.to_response()
         except TimeoutError:
             response = TimeoutError_(f"etcdserver: not acquired within {WAIT_LIMIT_S:.0f}s").to_response()
-        self.reply(identity, codec.encode(response, request_id))
+        self._answer(identity, request_id, response)
 
     def serve(self, request):
         client = self.client
         if isinstance(request, LockRequest):
-            lock = Lock(LeaseSession(client, request.lease), request.name)
+            lock = Lock(LeaseSession(client, request.lease, self.stopping), request.name)
             lock.acquire(timeout=WAIT_LIMIT_S)
             return LockResponse(client.get(lock.key).header, lock.key, lock.revision)
         if isinstance(request, UnlockRequest):
             return UnlockResponse(client.delete(request.key).header)
         if isinstance(request, CampaignRequest):
-            election = Election(LeaseSession(client, request.lease), request.name)
+            election = Election(LeaseSession(client, request.lease, self.stopping), request.name)
             election.campaign(request.value, timeout=WAIT_LIMIT_S)
             header = client.get(election.key).header
             return CampaignResponse(header, LeaderKey(request.name, election.key, election.revision, request.lease))
@@ -99,10 +148,10 @@ class LockService:
         return ResignResponse(client.get(request.leader.key).header)
 
     def _held(self, leader: LeaderKey) -> Election:
-        election = Election(LeaseSession(self.client, leader.lease), leader.name)
+        election = Election(LeaseSession(self.client, leader.lease, self.stopping), leader.name)
         election.key, election.revision = leader.key, leader.rev
         return election
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.stopping.set()
         self.client.close()

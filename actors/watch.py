@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import time
 
-import zmq
 
 from actors.base import Actor
 from actors.watch_hub import Hub, HubLimits
@@ -107,7 +106,10 @@ class WatchActor(Actor):
         self.gap_check_at = now + GAP_CHECK_S
         self.store_revision_seen = revision
         self.stats_at = now + STATS_LOG_S
-        self.add_reader(self.inbox, self.on_frames)
+        self.add_inbox(self.inbox)
+        self.on_message(AppliedEvents, self.on_applied_events)
+        self.on_message(ClientRequests, self.on_client_requests)
+        self.on_message(RaftStatus, lambda status: self.hub.set_term(status.term))
         self.log.info("watch_hub_started", revision=revision)
 
     def store_revision(self) -> int:
@@ -116,22 +118,8 @@ class WatchActor(Actor):
 
     # ------------------------------------------------------------------ input
 
-    def on_frames(self, frames: list[bytes]) -> None:
-        for frame in frames:
-            try:
-                _, message = codec.decode(frame)
-            except CairnError as error:
-                self.log.error("bad_frame_dropped", error=str(error))
-                continue
-            if isinstance(message, AppliedEvents):
-                self.hub.on_events(message.revision, message.events, message.elided)
-            elif isinstance(message, ClientRequests):
-                self.on_client_requests(message)
-            elif isinstance(message, RaftStatus):
-                self.hub.set_term(message.term)
-            else:
-                self.log.warning("unexpected_message", type=type(message).__name__)
-        self.log_notes()
+    def on_applied_events(self, message: AppliedEvents) -> None:
+        self.hub.on_events(message.revision, message.events, message.elided)
 
     def on_client_requests(self, message: ClientRequests) -> None:
         now = time.monotonic()
@@ -167,6 +155,7 @@ class WatchActor(Actor):
         return self.settings.tick_ms
 
     def on_batch_end(self) -> None:
+        self.log_notes()
         if self.hub.has_catch_up():
             self.catch_up()
         self.flush()
@@ -206,13 +195,16 @@ class WatchActor(Actor):
             out = self.hub.take_output(REPLIES_MESSAGE_BYTES)
             if out is None:
                 return
-            try:
-                self.to_frontend.send(codec.encode(ClientReplies(tuple(out.identities), tuple(out.frames))), zmq.NOBLOCK)
-            except zmq.Again:
-                self.hub.requeue(out)
-                self.blocked_until = time.monotonic() + BLOCKED_RETRY_MS / 1000
-                self.log.warning("frontend_queue_full", frames=len(out.frames), bytes=out.bytes)
+            if not self.send(self.to_frontend, ClientReplies(tuple(out.identities), tuple(out.frames)),
+                             on_full=lambda: self.blocked(out)):
                 return
+
+    def blocked(self, out) -> None:
+        """The frontend is behind: the hub takes the frames back, its bounded
+        buffers decide what a slow watcher reads from the store instead."""
+        self.hub.requeue(out)
+        self.blocked_until = time.monotonic() + BLOCKED_RETRY_MS / 1000
+        self.log.warning("frontend_queue_full", frames=len(out.frames), bytes=out.bytes)
 
     # ------------------------------------------------------------------ timers
 
@@ -236,5 +228,10 @@ class WatchActor(Actor):
         for event, fields in notes:
             self.log.info(event, **fields)
 
-    def close(self) -> None:
+    # The hub holds no request awaiting an answer: a create is answered at once,
+    # and a watch is a stream the client library resumes on another member
+    # from its last revision when this connection goes. So answer_pending is
+    # the base's (nothing to answer).
+
+    def release(self) -> None:
         self.env.close()

@@ -29,7 +29,6 @@ import struct
 import time
 from collections import deque
 
-import zmq
 
 from actors.base import Actor
 from actors.raft.auto_compaction import AutoCompactor
@@ -42,7 +41,7 @@ from store.mvcc import KeySpace
 from store.raftlog import RaftLogStore
 from transport import codec
 from transport.entries import make_payload
-from transport.errors import CairnError, NoLeaderError, TooManyRequestsError
+from transport.errors import NoLeaderError, TooManyRequestsError
 from transport.messages import (
     Applied,
     ApplyNeed,
@@ -119,7 +118,8 @@ class RaftActor(Actor):
         self.snapshot_receiver = SnapshotReceiver(self.data_dir, self.member.id, self.log)
         self.snapshot_to_step = None  # the MSG_SNAP waiting for apply to install its data
         self.pending_install = None  # the InstallSnapshot sent to apply, resent if apply restarts
-        self.add_reader(self.inbox, self.on_local)
+        self.add_inbox(self.inbox)
+        self._register_handlers()
         self.add_reader(self.peers.inbox, self.on_peer)
 
         self.tick_s = self.settings.tick_ms / 1000
@@ -178,36 +178,33 @@ class RaftActor(Actor):
             self.pending_install = install
             self.send(self.to_apply, install)
 
-    def on_local(self, frames: list[bytes]) -> None:
-        for frame in frames:
-            try:
-                request_id, message = codec.decode(frame)
-            except CairnError as error:
-                self.log.error("bad_frame_dropped", error=str(error))
-                continue
-            if isinstance(message, ProposeBatch):
-                self.proposal_ids.extend(message.request_ids)
-                self.proposal_payloads.extend(message.payloads)
-            elif isinstance(message, ReadIndexRequest):
-                self.read_contexts.append(message.context)
-            elif isinstance(message, Applied):
-                self.apply_acked = max(self.apply_acked, message.index)
-                self.revision = max(self.revision, message.revision)
-            elif isinstance(message, ApplyNeed):
-                self.log.info("apply_needs", next_index=message.next_index, sent=self.sent_to_apply)
-                if self.pending_install is not None:
-                    self.send(self.to_apply, self.pending_install)  # apply restarted mid-install
-                self.apply_acked = max(self.apply_acked, message.next_index - 1)
-                self.sent_to_apply = message.next_index - 1
-            elif isinstance(message, TransferLeadership):
-                self.log.info("transfer_leadership_requested", target=message.target, term=self.core.term)
-                self.core.transfer_leadership(message.target)
-            elif isinstance(message, SnapshotInstalled):
-                self._on_snapshot_installed(message)
-            elif isinstance(message, Failpoint):
-                self.peers.set_failpoint(message.drop_peers, message.delay_peers, message.delay_ms)
-            else:
-                self.log.warning("unexpected_message", type=type(message).__name__)
+    def _register_handlers(self) -> None:
+        self.on_message(ProposeBatch, self._on_propose)
+        self.on_message(ReadIndexRequest, lambda message: self.read_contexts.append(message.context))
+        self.on_message(Applied, self._on_applied)
+        self.on_message(ApplyNeed, self._on_apply_need)
+        self.on_message(TransferLeadership, self._on_transfer_leadership)
+        self.on_message(SnapshotInstalled, self._on_snapshot_installed)
+        self.on_message(Failpoint, lambda m: self.peers.set_failpoint(m.drop_peers, m.delay_peers, m.delay_ms))
+
+    def _on_propose(self, message: ProposeBatch) -> None:
+        self.proposal_ids.extend(message.request_ids)
+        self.proposal_payloads.extend(message.payloads)
+
+    def _on_applied(self, message: Applied) -> None:
+        self.apply_acked = max(self.apply_acked, message.index)
+        self.revision = max(self.revision, message.revision)
+
+    def _on_apply_need(self, message: ApplyNeed) -> None:
+        self.log.info("apply_needs", next_index=message.next_index, sent=self.sent_to_apply)
+        if self.pending_install is not None:
+            self.send(self.to_apply, self.pending_install)  # apply restarted mid-install
+        self.apply_acked = max(self.apply_acked, message.next_index - 1)
+        self.sent_to_apply = message.next_index - 1
+
+    def _on_transfer_leadership(self, message: TransferLeadership) -> None:
+        self.log.info("transfer_leadership_requested", target=message.target, term=self.core.term)
+        self.core.transfer_leadership(message.target)
 
     def _on_snapshot_installed(self, message: SnapshotInstalled) -> None:
         snapshot_message, self.snapshot_to_step = self.snapshot_to_step, None
@@ -469,18 +466,26 @@ class RaftActor(Actor):
         self.status_due = now + self.tick_s
         frame = codec.encode(status)
         for socket in (self.to_frontend, self.to_lease, self.to_watch):
-            try:
-                socket.send(frame, zmq.NOBLOCK)
-            except zmq.Again:
-                pass
+            self.send(socket, frame, on_full=_republished_next_tick)
 
-    def close(self) -> None:
+    def answer_pending(self, error) -> int:
+        """Proposals not yet in the log (waiting for a leader, or not yet
+        stepped) go back to the frontend as rejected, so it answers them
+        (retryable: they never reached a log)."""
         ids = [i for _, batch_ids, _ in self.waiting_for_leader for i in batch_ids] + self.proposal_ids
         if ids:
-            self.send(self.to_frontend, ProposalsRejected(tuple(ids), NoLeaderError.code, 0))
+            self.send(self.to_frontend, ProposalsRejected(tuple(ids), error.code, 0))
+        return len(ids)
+
+    def release(self) -> None:
         self.snapshot_sender.close()
         self.env.close()
         self.kv_env.close()
+
+
+def _republished_next_tick() -> None:
+    """A RaftStatus that finds its receiver's queue full is dropped quietly:
+    status goes out again at the next tick."""
 
 
 def must_sync(ready, hard_state: HardState, saved: HardState) -> bool:
