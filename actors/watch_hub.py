@@ -85,7 +85,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from actors.watch_wire import FRAME_OVERHEAD_BYTES, EncodedEvent, events_body, grouped_frame, header_bytes, response_frame
+from transport.watch_wire import FRAME_OVERHEAD_BYTES, EncodedEvent, events_body, grouped_frame, header_bytes, response_frame
 from store.keys import bounds, contains
 from transport import codec
 from transport.errors import CompactedError

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.watch_wire import EncodedEvent, array_header, events_body, grouped_frame, header_bytes, response_frame
+from transport.watch_wire import EncodedEvent, array_header, events_body, grouped_frame, header_bytes, response_frame
 from transport import codec
 from transport.messages import EVENT_DELETE, EVENT_PUT, Event, KeyValue, ResponseHeader, WatchResponse, WatchResponses
 
