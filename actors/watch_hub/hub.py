@@ -70,29 +70,18 @@ credit returns, one bounded read at a time. A full send queue to the frontend
 (zmq.Again) puts the taken units back (requeue), so the buffers absorb it the
 same way. Other watchers and the apply actor never wait on a slow one.
 
-Dead clients. ZeroMQ does not report a vanished client here, so every frame
-from a connection counts as a sign of life, the client library sends a
-WatchKeepAlive every interval_ms while it has watches, and a connection silent
-for IDLE_INTERVALS intervals loses its watches. A keep-alive naming a watch the
-hub does not hold (the member restarted its hub, or dropped an idle
-connection) is answered with a canceled response whose reason is
-WatchKeepAlive.UNKNOWN_WATCH, which the client library answers by re-creating
-the watch from its last revision.
+Dead clients: see watchers.py.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
-from transport.watch_wire import FRAME_OVERHEAD_BYTES, EncodedEvent, events_body, grouped_frame, header_bytes, response_frame
-from store.keys import bounds, contains
+from actors.watch_hub.limits import HubLimits
+from actors.watch_hub.watchers import Connection, Registry, Selector, Watcher
 from transport import codec
 from transport.errors import CompactedError
 from transport.messages import (
-    EVENT_PUT,
-    WATCH_FILTER_NODELETE,
-    WATCH_FILTER_NOPUT,
     ErrorResponse,
     Event,
     ResponseHeader,
@@ -101,64 +90,13 @@ from transport.messages import (
     WatchKeepAlive,
     WatchResponse,
 )
+from transport.watch_wire import FRAME_OVERHEAD_BYTES, EncodedEvent, events_body, grouped_frame, header_bytes, response_frame
 
 # etcd's clientv3.InvalidWatchID: the id of a refused watch and of keep-alive replies.
 INVALID_WATCH_ID = -1
 
-REASON_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
-REASON_EMPTY_RANGE = "mvcc: watcher range is empty"
-REASON_INVALID_ID = "etcdserver: watch ID must not be negative"
-REASON_TOO_MANY = "etcdserver: too many watches"
 REASON_COMPACTED = "etcdserver: mvcc: required revision has been compacted"
 REASON_UNKNOWN = WatchKeepAlive.UNKNOWN_WATCH
-
-
-@dataclass(frozen=True, slots=True)
-class HubLimits:
-    """Every bound of the hub, each with its reason; tests shrink them."""
-
-    # One response's events, in bytes (etcd splits at its max request size,
-    # 1.5 MiB; a round 1 MiB keeps each frame well under the client's limit).
-    max_response_bytes: int = 1024 * 1024
-    # Units sent and not yet acknowledged per watch. The client acks every
-    # quarter window (cairn.watch.ACK_EVERY_RESPONSES), so a consumer that keeps
-    # up never waits; one that stops holds at most this many responses.
-    window_responses: int = 32
-    # A watcher's unsent backlog before it is dropped and the watcher reads the
-    # store instead: bounds the hub's memory per slow watcher.
-    buffer_events_max: int = 4096
-    buffer_bytes_max: int = 2 * 1024 * 1024
-    # All watchers' backlogs together: past it the largest backlog is dropped.
-    total_buffer_bytes_max: int = 256 * 1024 * 1024
-    # Events per catch-up read (whole revisions), and stored records it may
-    # scan: a narrow watch over a long history holds the read txn briefly.
-    catch_up_events: int = 1000
-    catch_up_records: int = 10000
-    # Catch-up reads per loop turn (one read transaction holds them all), so
-    # live events and client requests are never held up long.
-    catch_up_reads_per_turn: int = 8
-    # etcd's progress notification interval is 10 minutes; 10 s keeps a
-    # progress_notify watch's client well informed at a negligible cost.
-    progress_notify_s: float = 10.0
-    # Keep-alive interval assumed until a client states its own, the range it
-    # may state, and how many silent intervals drop a connection's watches.
-    keepalive_interval_s: float = 2.0
-    keepalive_interval_s_min: float = 0.1
-    keepalive_interval_s_max: float = 60.0
-    idle_intervals: int = 3
-    # Watches per connection and per member: each costs index entries and, when
-    # slow, a bounded backlog; a limit turns a runaway client into an error. The
-    # actor derives the per-connection one from the frontend's high-water mark
-    # (actors/watch.py, hub_limits), so credit alone keeps the ROUTER from dropping.
-    max_watches_per_connection: int = 1000
-    max_watchers: int = 100000
-
-    def __post_init__(self):
-        assert self.window_responses >= 4, "the client acks every quarter window"
-        assert self.buffer_bytes_max >= self.max_response_bytes, "a buffer must hold one full response"
-        assert self.catch_up_events <= self.buffer_events_max, "one catch-up read must fit a buffer"
-        assert self.keepalive_interval_s_min <= self.keepalive_interval_s <= self.keepalive_interval_s_max
-        assert self.idle_intervals >= 2, "one late keep-alive must not drop a connection"
 
 
 class Unit:
@@ -188,91 +126,6 @@ class Unit:
         return unit
 
 
-class Selector:
-    """Watchers that want the same events in the same form: one key range,
-    one filter set, prev_kv or not, fragments or not. A live event is matched
-    once per selector, not once per watcher, and a batch's units are built
-    once per selector and copied to each of its synced watchers."""
-
-    __slots__ = ("identity", "start", "end", "key", "single_key", "no_put", "no_delete", "prev_kv", "fragment", "watchers")
-
-    def __init__(self, identity: tuple, watcher: "Watcher"):
-        self.identity = identity
-        self.start, self.end, self.key = watcher.start, watcher.end, watcher.key
-        self.single_key = watcher.single_key
-        self.no_put, self.no_delete = watcher.no_put, watcher.no_delete
-        self.prev_kv, self.fragment = watcher.prev_kv, watcher.fragment
-        self.watchers: dict[Watcher, None] = {}  # insertion-ordered, for deterministic output
-
-    def wants(self, event: Event) -> bool:
-        if event.type == EVENT_PUT:
-            return not self.no_put
-        return not self.no_delete
-
-
-class Connection:
-    """One client connection (a ROUTER identity) and its watches."""
-
-    __slots__ = ("identity", "watchers", "next_auto_id", "last_heard", "interval_s")
-
-    def __init__(self, identity: bytes, now: float, interval_s: float):
-        self.identity = identity
-        self.watchers: dict[int, Watcher] = {}
-        self.next_auto_id = 0  # etcd's watchStream hands out 0, 1, 2 ... skipping ids in use
-        self.last_heard = now
-        self.interval_s = interval_s
-
-
-class Watcher:
-    __slots__ = (
-        "connection", "watch_id", "request_id", "key", "range_end", "start", "end", "no_put", "no_delete",
-        "prev_kv", "fragment", "progress_notify", "synced", "next_revision", "queued_revision", "sent_revision",
-        "buffer", "buffer_events", "buffer_bytes", "sent_units", "acked_units", "events_since_progress",
-        "removed", "in_ready", "in_lagging", "grouped", "selector",
-    )
-
-    def __init__(self, connection: Connection, watch_id: int, request_id: int, request: WatchCreateRequest):
-        self.connection = connection
-        self.watch_id = watch_id
-        self.request_id = request_id
-        self.key = request.key or b"\0"  # etcd: an empty key means the smallest key
-        self.range_end = request.range_end
-        self.start, self.end = bounds(self.key, self.range_end)
-        self.no_put = WATCH_FILTER_NOPUT in request.filters
-        self.no_delete = WATCH_FILTER_NODELETE in request.filters
-        self.prev_kv = request.prev_kv
-        self.fragment = request.fragment
-        self.progress_notify = request.progress_notify
-        self.grouped = request.grouped
-        self.selector: Selector | None = None
-        self.synced = False
-        self.next_revision = 0  # first revision not yet taken from either source
-        self.queued_revision = 0  # complete up to here once the buffer is sent
-        self.sent_revision = 0  # complete up to here on the wire
-        self.buffer: deque[Unit] = deque()
-        self.buffer_events = 0
-        self.buffer_bytes = 0
-        self.sent_units = 0
-        self.acked_units = 0
-        self.events_since_progress = False
-        self.removed = False
-        self.in_ready = False
-        self.in_lagging = False
-
-    @property
-    def single_key(self) -> bool:
-        return not self.range_end
-
-    @property
-    def selector_identity(self) -> tuple:
-        return (self.start, self.end, self.no_put, self.no_delete, self.prev_kv, self.fragment)
-
-    def wants(self, event: Event) -> bool:
-        if event.type == EVENT_PUT:
-            return not self.no_put
-        return not self.no_delete
-
-
 class Outgoing:
     """Frames taken from the hub for one message to the frontend; given back
     with Hub.requeue if the message could not be queued."""
@@ -299,12 +152,7 @@ class Hub:
         self.limits = limits or HubLimits()
         self.term = 0
         self.revision = revision  # every event up to here has been seen live or is known to be in the store
-        self.connections: dict[bytes, Connection] = {}
-        self.selectors: dict[tuple, Selector] = {}
-        self.by_key: dict[bytes, list[Selector]] = {}
-        self.ranges: list[Selector] = []
-        self.watcher_count = 0
-        self.progress_watchers: set[Watcher] = set()
+        self.registry = Registry(self.limits)
         self.control: deque[tuple[bytes, bytes]] = deque()
         self.ready: deque[Watcher] = deque()
         self.lagging: deque[Watcher] = deque()
@@ -319,26 +167,29 @@ class Hub:
 
     # ------------------------------------------------------------------ client requests
 
+    @property
+    def watcher_count(self) -> int:
+        return self.registry.count
+
+    @property
+    def connections(self) -> dict[bytes, Connection]:
+        return self.registry.connections
+
     def heard(self, identity: bytes, now: float) -> Connection:
-        connection = self.connections.get(identity)
-        if connection is None:
-            connection = Connection(identity, now, self.limits.keepalive_interval_s)
-            self.connections[identity] = connection
-        connection.last_heard = now
-        return connection
+        return self.registry.heard(identity, now)
 
     def create(self, identity: bytes, request_id: int, request: WatchCreateRequest, store_revision: int, now: float) -> None:
         """store_revision: the store's current revision as the shell just read it
         (etcd's created header and the start of a watch from "now")."""
         connection = self.heard(identity, now)
         current = max(store_revision, self.revision)
-        reason = self._refusal(connection, request)
+        reason = self.registry.refusal(connection, request)
         if reason:
             self.notes.append(("watch_refused", {"request_id": request_id, "reason": reason}))
             self._send_control(identity, request_id, WatchResponse(
                 self._header(current), INVALID_WATCH_ID, created=True, canceled=True, cancel_reason=reason))
             return
-        watch_id = request.watch_id or self._auto_id(connection)
+        watch_id = request.watch_id or connection.auto_id()
         watcher = Watcher(connection, watch_id, request_id, request)
         start = request.start_revision
         if start <= 0:
@@ -347,32 +198,12 @@ class Hub:
             # A future start waits for live events; a past one replays the store first.
             watcher.next_revision, watcher.synced = start, start > self.revision
         watcher.queued_revision = watcher.sent_revision = watcher.next_revision - 1
-        connection.watchers[watch_id] = watcher
-        self._index(watcher)
+        self.registry.add(watcher)
         self._send_control(identity, request_id, WatchResponse(self._header(current), watch_id, created=True))
         self.notes.append(("watch_created", {
             "request_id": request_id, "watch_id": watch_id, "start_revision": watcher.next_revision,
             "synced": watcher.synced, "revision": current}))
         self._schedule(watcher)
-
-    def _refusal(self, connection: Connection, request: WatchCreateRequest) -> str:
-        if request.watch_id < 0:
-            return REASON_INVALID_ID
-        if request.watch_id and request.watch_id in connection.watchers:
-            return REASON_DUPLICATE_ID
-        if request.range_end and request.range_end != b"\0" and (request.key or b"\0") >= request.range_end:
-            return REASON_EMPTY_RANGE
-        if len(connection.watchers) >= self.limits.max_watches_per_connection or self.watcher_count >= self.limits.max_watchers:
-            return REASON_TOO_MANY
-        return ""
-
-    @staticmethod
-    def _auto_id(connection: Connection) -> int:
-        while connection.next_auto_id in connection.watchers:
-            connection.next_auto_id += 1
-        watch_id = connection.next_auto_id
-        connection.next_auto_id += 1
-        return watch_id
 
     def cancel(self, identity: bytes, request: WatchCancelRequest, now: float) -> None:
         """etcd answers a cancel of an unknown id with nothing."""
@@ -404,7 +235,7 @@ class Hub:
             if target > self.revision:
                 continue
             del self.pending_progress[identity]
-            connection = self.connections.get(identity)
+            connection = self.registry.connections.get(identity)
             if connection is not None:
                 for watcher in connection.watchers.values():
                     self._append_progress(watcher)
@@ -439,7 +270,7 @@ class Hub:
         heard from us); any watcher created since reads them from the store."""
         if elided:
             if revision > self.revision:
-                if self.watcher_count:
+                if self.registry.count:
                     self._gap(revision, "events_elided")
                 else:
                     self.revision = revision
@@ -458,7 +289,7 @@ class Hub:
             if event.kv.mod_revision <= self.revision:
                 continue
             encoded = None
-            for selector in self._matching(event.kv.key):
+            for selector in self.registry.matching(event.kv.key):
                 if not selector.wants(event):
                     continue
                 if encoded is None:
@@ -485,7 +316,7 @@ class Hub:
         """Revisions up to `upto` will not arrive live: every synced watcher that
         still needs one reads the store instead."""
         turned = 0
-        for watcher in self._all_watchers():
+        for watcher in self.registry.watchers():
             if not watcher.synced:
                 continue
             next_revision = max(watcher.next_revision, self.revision + 1)
@@ -520,14 +351,6 @@ class Hub:
                 units = [unit.clone() for unit in template]
             units[0].first = max(watcher.queued_revision, previous) + 1
             self._append_units(watcher, units, live=True)
-
-    def _matching(self, key: bytes):
-        single = self.by_key.get(key)
-        if single:
-            yield from single
-        for selector in self.ranges:
-            if contains(selector.start, selector.end, key):
-                yield selector
 
     # ------------------------------------------------------------------ catching up from the store
 
@@ -647,7 +470,7 @@ class Hub:
             self.peak_buffer_events = max(self.peak_buffer_events, watcher.buffer_events)
         self._schedule(watcher)
         if self.buffered_bytes > limits.total_buffer_bytes_max:
-            largest = max(self._all_watchers(), key=lambda w: w.buffer_bytes)
+            largest = max(self.registry.watchers(), key=lambda w: w.buffer_bytes)
             self._spill(largest, "total_buffer_full")
 
     def _append_progress(self, watcher: Watcher) -> None:
@@ -785,10 +608,7 @@ class Hub:
             self._progress_notify()
 
     def _expire_connections(self, now: float) -> None:
-        for identity, connection in list(self.connections.items()):
-            if now - connection.last_heard <= self.limits.idle_intervals * connection.interval_s:
-                continue
-            del self.connections[identity]
+        for connection in self.registry.expire(now):
             if connection.watchers:
                 self.notes.append(("connection_expired", {
                     "watches": len(connection.watchers), "silent_s": round(now - connection.last_heard, 3),
@@ -799,65 +619,30 @@ class Hub:
     def _progress_notify(self) -> None:
         """etcd's progress_notify: a watch that is synced and was sent no events
         since the last round gets an empty response with the current revision."""
-        for watcher in self.progress_watchers:
+        for watcher in self.registry.progress_watchers:
             if watcher.synced and not watcher.buffer and self._window_open(watcher) and not watcher.events_since_progress:
                 self._append_progress(watcher)
             watcher.events_since_progress = False
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _index(self, watcher: Watcher) -> None:
-        self.watcher_count += 1
-        identity = watcher.selector_identity
-        selector = self.selectors.get(identity)
-        if selector is None:
-            selector = self.selectors[identity] = Selector(identity, watcher)
-            if selector.single_key:
-                self.by_key.setdefault(selector.key, []).append(selector)
-            else:
-                self.ranges.append(selector)
-        selector.watchers[watcher] = None
-        watcher.selector = selector
-        if watcher.progress_notify:
-            self.progress_watchers.add(watcher)
-
     def _remove(self, watcher: Watcher) -> None:
         if watcher.removed:
             return
-        watcher.removed = True
-        self.watcher_count -= 1
+        self.registry.remove(watcher)
         self._drop_buffer(watcher)
-        connection = watcher.connection
-        if connection.watchers.get(watcher.watch_id) is watcher:
-            del connection.watchers[watcher.watch_id]
-        selector = watcher.selector
-        del selector.watchers[watcher]
-        if not selector.watchers:
-            del self.selectors[selector.identity]
-            if selector.single_key:
-                same_key = self.by_key[selector.key]
-                same_key.remove(selector)
-                if not same_key:
-                    del self.by_key[selector.key]
-            else:
-                self.ranges.remove(selector)
-        self.progress_watchers.discard(watcher)
-
-    def _all_watchers(self):
-        for connection in self.connections.values():
-            yield from connection.watchers.values()
 
     def stats(self) -> dict:
         """Gauges for the shell's periodic log line; peaks restart from now."""
-        unsynced = sum(1 for watcher in self._all_watchers() if not watcher.synced)
+        unsynced = sum(1 for watcher in self.registry.watchers() if not watcher.synced)
         stats = {
-            "watchers": self.watcher_count, "unsynced": unsynced, "connections": len(self.connections),
+            "watchers": self.registry.count, "unsynced": unsynced, "connections": len(self.registry.connections),
             "revision": self.revision, "buffered_bytes": self.buffered_bytes,
             "peak_buffer_bytes": self.peak_buffer_bytes, "peak_buffer_events": self.peak_buffer_events,
             "buffer_bytes_max": self.limits.buffer_bytes_max, "buffer_events_max": self.limits.buffer_events_max,
         }
-        self.peak_buffer_bytes = max((w.buffer_bytes for w in self._all_watchers()), default=0)
-        self.peak_buffer_events = max((w.buffer_events for w in self._all_watchers()), default=0)
+        self.peak_buffer_bytes = max((w.buffer_bytes for w in self.registry.watchers()), default=0)
+        self.peak_buffer_events = max((w.buffer_events for w in self.registry.watchers()), default=0)
         return stats
 
 
