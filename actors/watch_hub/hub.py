@@ -32,15 +32,6 @@ revision; a watcher created before apply hears of it reads those revisions
 from the store, like any other gap. The shell also reports the store's revision once a second
 (note_store_revision), which finds a hole that no later batch reveals.
 
-Responses. Each watcher has a buffer of units waiting to be sent. A unit is
-one response, or the fragments of one revision too large for one response
-(`fragment` watches only), and always holds whole revisions: all events of a
-revision travel in one response (or one fragment series), in revision order. A
-unit's header revision is the revision the watch is complete up to once the
-unit is delivered, so a client resumes exactly after it. Units are merged up to
-MAX_RESPONSE_BYTES while they wait. The created response goes first, through
-the same ordered control queue as cancellations, errors and keep-alive replies.
-
 Sharing the work. Fan-out costs per watcher, so whatever can be done once
 for many watchers is. Watchers with the same key range, filters, prev_kv and
 fragment flag form a Selector: a live event is matched once per selector, and
@@ -78,6 +69,7 @@ from __future__ import annotations
 from collections import deque
 
 from actors.watch_hub.limits import HubLimits
+from actors.watch_hub.units import Unit, build_units
 from actors.watch_hub.watchers import Connection, Registry, Selector, Watcher
 from transport import codec
 from transport.errors import CompactedError
@@ -97,33 +89,6 @@ INVALID_WATCH_ID = -1
 
 REASON_COMPACTED = "etcdserver: mvcc: required revision has been compacted"
 REASON_UNKNOWN = WatchKeepAlive.UNKNOWN_WATCH
-
-
-class Unit:
-    """What one watcher sends as one response (or one revision's fragments):
-    whole revisions in (first, end]; header_revision goes in the header."""
-
-    __slots__ = ("frames", "first", "end", "header_revision", "fragmented", "events", "bytes", "progress")
-
-    def __init__(self, frames: list[list[EncodedEvent]], first: int, end: int, size: int,
-                 fragmented: bool = False, progress: bool = False, header_revision: int | None = None):
-        self.frames = frames
-        self.first = first
-        self.end = end
-        self.header_revision = end if header_revision is None else header_revision
-        self.fragmented = fragmented
-        self.progress = progress
-        self.events = sum(len(frame) for frame in frames)
-        self.bytes = size
-
-    def clone(self) -> "Unit":
-        """A copy one watcher may own: a buffered unit grows when the next one
-        is merged into it, so watchers must not share it."""
-        unit = Unit.__new__(Unit)
-        unit.frames = [list(frame) for frame in self.frames]
-        unit.first, unit.end, unit.header_revision = self.first, self.end, self.header_revision
-        unit.fragmented, unit.progress, unit.events, unit.bytes = self.fragmented, self.progress, self.events, self.bytes
-        return unit
 
 
 class Outgoing:
@@ -344,10 +309,10 @@ class Hub:
                 taken = [event for event in events if event.revision >= watcher.next_revision]
                 if not taken:
                     continue
-                units = self._build_units(selector, taken, 0, revision)
+                units = build_units(selector, taken, 0, revision, self.limits.max_response_bytes)
             else:
                 if template is None:
-                    template = self._build_units(selector, events, 0, revision)
+                    template = build_units(selector, events, 0, revision, self.limits.max_response_bytes)
                 units = [unit.clone() for unit in template]
             units[0].first = max(watcher.queued_revision, previous) + 1
             self._append_units(watcher, units, live=True)
@@ -374,7 +339,7 @@ class Hub:
             encoded, next_revision = self._bounded_history(watcher, events, next_revision)
             first = watcher.queued_revision + 1
             if encoded:
-                self._append_units(watcher, self._build_units(watcher, encoded, first, next_revision - 1), live=False)
+                self._append_units(watcher, build_units(watcher, encoded, first, next_revision - 1, limits.max_response_bytes), live=False)
             watcher.next_revision = next_revision
             watcher.queued_revision = max(watcher.queued_revision, next_revision - 1)
             if next_revision > self.revision:
@@ -409,42 +374,6 @@ class Hub:
 
     # ------------------------------------------------------------------ units and buffers
 
-    def _build_units(self, watcher: Watcher | Selector, events: list[EncodedEvent], first: int, end: int) -> list[Unit]:
-        """Whole revisions packed into responses of at most max_response_bytes;
-        a revision larger than that is split into fragments if the watch asked
-        for them, else sent alone. The last unit's coverage ends at `end`.
-        Only the watch's prev_kv and fragment matter, so a Selector will do."""
-        limit = self.limits.max_response_bytes
-        with_prev = watcher.prev_kv
-        units: list[Unit] = []
-        frame: list[EncodedEvent] = []
-        frame_bytes = 0
-
-        def close_frame():
-            nonlocal frame, frame_bytes
-            if frame:
-                units.append(Unit([frame], 0, frame[-1].revision, frame_bytes + FRAME_OVERHEAD_BYTES))
-                frame, frame_bytes = [], 0
-
-        for group in _revision_groups(events):
-            sizes = [len(event.encoded(with_prev)) for event in group]
-            group_bytes = sum(sizes)
-            if frame and frame_bytes + group_bytes > limit:
-                close_frame()
-            if group_bytes > limit and watcher.fragment:
-                close_frame()
-                units.append(_fragmented_unit(group, sizes, limit))
-            else:
-                frame.extend(group)
-                frame_bytes += group_bytes
-        close_frame()
-        for unit in units:
-            unit.first = first
-            first = unit.end + 1
-        if units:
-            units[-1].end = units[-1].header_revision = max(end, units[-1].end)
-        return units
-
     def _append_units(self, watcher: Watcher, units: list[Unit], live: bool) -> None:
         limits = self.limits
         for unit in units:
@@ -452,14 +381,7 @@ class Hub:
                          or watcher.buffer_bytes + unit.bytes > limits.buffer_bytes_max):
                 self._spill(watcher, "buffer_full")
                 return
-            tail = watcher.buffer[-1] if watcher.buffer else None
-            if (tail is not None and not tail.fragmented and not unit.fragmented and not tail.progress
-                    and not unit.progress and tail.bytes + unit.bytes - FRAME_OVERHEAD_BYTES <= limits.max_response_bytes):
-                tail.frames[0].extend(unit.frames[0])
-                tail.events += unit.events
-                tail.bytes += unit.bytes - FRAME_OVERHEAD_BYTES
-                tail.end = tail.header_revision = unit.end
-            else:
+            if not (watcher.buffer and watcher.buffer[-1].merge(unit, limits.max_response_bytes)):
                 watcher.buffer.append(unit)
             watcher.buffer_events += unit.events
             watcher.buffer_bytes += unit.bytes
@@ -681,30 +603,3 @@ class _Groups:
         self.groups.clear()
         self.watchers.clear()
         self.bytes = 0
-
-
-def _revision_groups(events: list[EncodedEvent]):
-    """Consecutive events of the same revision, as lists."""
-    group: list[EncodedEvent] = []
-    for event in events:
-        if group and event.revision != group[-1].revision:
-            yield group
-            group = []
-        group.append(event)
-    if group:
-        yield group
-
-
-def _fragmented_unit(group: list[EncodedEvent], sizes: list[int], limit: int) -> Unit:
-    """One revision split into frames of at most `limit` bytes of events (a
-    frame holds at least one event, however large)."""
-    frames: list[list[EncodedEvent]] = [[]]
-    frame_bytes = 0
-    for event, size in zip(group, sizes):
-        if frames[-1] and frame_bytes + size > limit:
-            frames.append([])
-            frame_bytes = 0
-        frames[-1].append(event)
-        frame_bytes += size
-    total = sum(sizes) + FRAME_OVERHEAD_BYTES * len(frames)
-    return Unit(frames, 0, group[-1].revision, total, fragmented=True)
