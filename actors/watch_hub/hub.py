@@ -37,41 +37,21 @@ for many watchers is. Watchers with the same key range, filters, prev_kv and
 fragment flag form a Selector: a live event is matched once per selector, and
 a batch's units are built once per selector and copied to each synced watcher
 that takes the whole batch (a watcher whose next revision falls inside the
-batch gets units of its own). When the shell takes output, watchers of one
-connection and selector that are due the same unit (same header, the very
-same events) share one WatchResponses frame, built once, relayed once by the
-frontend and decoded once by the client library, which hands each watch the
-response as if it had come alone (cairn/transport_thread.py). Only watches
-whose create said grouped=True get them; fragments always go alone. Each
-watcher still takes its own unit off its own buffer and spends its own
-credit, so ordering, credit and the resume point are per watch as before;
-and a watcher's second unit in one output never joins a group opened before
-its first (that group's frame would overtake it).
+batch gets units of its own). Frames are shared too (WatchResponses): see
+output.py.
 
-Flow control (credit). The frontend's ROUTER silently drops frames to a client
-whose pipe is full, and a client that reads slowly would otherwise buffer
-without bound. So at most WINDOW_RESPONSES units per watch may be unacknowledged:
-the client library counts the responses its application has consumed and
-returns that count (WatchKeepAlive.consumed) after every ACK_EVERY responses and
-with its periodic keep-alive. A watch whose window is full keeps its units in
-the hub's buffer; a buffer past BUFFER_EVENTS_MAX events or BUFFER_BYTES_MAX
-bytes is dropped and the watcher turns unsynced from the first revision it was
-not sent: nothing is lost, the store has it, and the watcher catches up as
-credit returns, one bounded read at a time. A full send queue to the frontend
-(zmq.Again) puts the taken units back (requeue), so the buffers absorb it the
-same way. Other watchers and the apply actor never wait on a slow one.
+Flow control (credit): see credit.py.
 
 Dead clients: see watchers.py.
 """
 
 from __future__ import annotations
 
-from collections import deque
-
+from actors.watch_hub.credit import Credit
 from actors.watch_hub.limits import HubLimits
+from actors.watch_hub.output import Outgoing, Output
 from actors.watch_hub.units import Unit, build_units
 from actors.watch_hub.watchers import Connection, Registry, Selector, Watcher
-from transport import codec
 from transport.errors import CompactedError
 from transport.messages import (
     ErrorResponse,
@@ -82,32 +62,13 @@ from transport.messages import (
     WatchKeepAlive,
     WatchResponse,
 )
-from transport.watch_wire import FRAME_OVERHEAD_BYTES, EncodedEvent, events_body, grouped_frame, header_bytes, response_frame
+from transport.watch_wire import FRAME_OVERHEAD_BYTES, EncodedEvent
 
 # etcd's clientv3.InvalidWatchID: the id of a refused watch and of keep-alive replies.
 INVALID_WATCH_ID = -1
 
 REASON_COMPACTED = "etcdserver: mvcc: required revision has been compacted"
 REASON_UNKNOWN = WatchKeepAlive.UNKNOWN_WATCH
-
-
-class Outgoing:
-    """Frames taken from the hub for one message to the frontend; given back
-    with Hub.requeue if the message could not be queued."""
-
-    __slots__ = ("identities", "frames", "bytes", "control", "units")
-
-    def __init__(self):
-        self.identities: list[bytes] = []
-        self.frames: list[bytes] = []
-        self.bytes = 0
-        self.control: list[tuple[bytes, bytes]] = []
-        self.units: list[tuple[Watcher, Unit]] = []
-
-    def add(self, identity: bytes, frame: bytes) -> None:
-        self.identities.append(identity)
-        self.frames.append(frame)
-        self.bytes += len(frame)
 
 
 class Hub:
@@ -118,12 +79,8 @@ class Hub:
         self.term = 0
         self.revision = revision  # every event up to here has been seen live or is known to be in the store
         self.registry = Registry(self.limits)
-        self.control: deque[tuple[bytes, bytes]] = deque()
-        self.ready: deque[Watcher] = deque()
-        self.lagging: deque[Watcher] = deque()
-        self.buffered_bytes = 0
-        self.peak_buffer_bytes = 0
-        self.peak_buffer_events = 0
+        self.credit = Credit(self.limits, self.registry, self._note)
+        self.output = Output(self.credit, self._header)
         self.next_progress_at = now + self.limits.progress_notify_s
         self.notes: list[tuple[str, dict]] = []  # for the shell to log
         # identity -> store revision to reach: progress requests waiting for the
@@ -140,6 +97,14 @@ class Hub:
     def connections(self) -> dict[bytes, Connection]:
         return self.registry.connections
 
+    @property
+    def buffered_bytes(self) -> int:
+        return self.credit.buffered_bytes
+
+    @property
+    def peak_buffer_events(self) -> int:
+        return self.credit.peak_buffer_events
+
     def heard(self, identity: bytes, now: float) -> Connection:
         return self.registry.heard(identity, now)
 
@@ -151,7 +116,7 @@ class Hub:
         reason = self.registry.refusal(connection, request)
         if reason:
             self.notes.append(("watch_refused", {"request_id": request_id, "reason": reason}))
-            self._send_control(identity, request_id, WatchResponse(
+            self.output.send_control(identity, request_id, WatchResponse(
                 self._header(current), INVALID_WATCH_ID, created=True, canceled=True, cancel_reason=reason))
             return
         watch_id = request.watch_id or connection.auto_id()
@@ -164,11 +129,11 @@ class Hub:
             watcher.next_revision, watcher.synced = start, start > self.revision
         watcher.queued_revision = watcher.sent_revision = watcher.next_revision - 1
         self.registry.add(watcher)
-        self._send_control(identity, request_id, WatchResponse(self._header(current), watch_id, created=True))
+        self.output.send_control(identity, request_id, WatchResponse(self._header(current), watch_id, created=True))
         self.notes.append(("watch_created", {
             "request_id": request_id, "watch_id": watch_id, "start_revision": watcher.next_revision,
             "synced": watcher.synced, "revision": current}))
-        self._schedule(watcher)
+        self.credit.schedule(watcher)
 
     def cancel(self, identity: bytes, request: WatchCancelRequest, now: float) -> None:
         """etcd answers a cancel of an unknown id with nothing."""
@@ -178,7 +143,7 @@ class Hub:
             self.notes.append(("cancel_unknown_watch", {"watch_id": request.watch_id}))
             return
         self._remove(watcher)
-        self._send_control(identity, watcher.request_id, WatchResponse(self._header(self.revision), watcher.watch_id, canceled=True))
+        self.output.send_control(identity, watcher.request_id, WatchResponse(self._header(self.revision), watcher.watch_id, canceled=True))
         self.notes.append(("watch_canceled", {"request_id": watcher.request_id, "watch_id": watcher.watch_id}))
 
     def request_progress(self, identity: bytes, store_revision: int, now: float) -> None:
@@ -212,17 +177,17 @@ class Hub:
         for watch_id, watch_request_id, consumed in zip(message.watch_ids, message.request_ids, message.consumed):
             watcher = connection.watchers.get(watch_id)
             if watcher is None or watcher.request_id != watch_request_id:
-                self._send_control(identity, watch_request_id, WatchResponse(
+                self.output.send_control(identity, watch_request_id, WatchResponse(
                     self._header(self.revision), watch_id, canceled=True, cancel_reason=REASON_UNKNOWN))
                 self.notes.append(("keepalive_unknown_watch", {"watch_id": watch_id, "request_id": watch_request_id}))
                 continue
             if consumed > watcher.acked_units:
                 watcher.acked_units = min(consumed, watcher.sent_units)
-                self._schedule(watcher)
-        self._send_control(identity, request_id, WatchResponse(self._header(self.revision), INVALID_WATCH_ID))
+                self.credit.schedule(watcher)
+        self.output.send_control(identity, request_id, WatchResponse(self._header(self.revision), INVALID_WATCH_ID))
 
     def reply_error(self, identity: bytes, request_id: int, response: ErrorResponse) -> None:
-        self._send_control(identity, request_id, response)
+        self.output.send_control(identity, request_id, response)
 
     # ------------------------------------------------------------------ the live stream
 
@@ -290,7 +255,7 @@ class Hub:
                 watcher.next_revision = next_revision
                 watcher.queued_revision = next_revision - 1
                 turned += 1
-                self._schedule(watcher)
+                self.credit.schedule(watcher)
         self.notes.append(("live_gap", {"reason": reason, "from_revision": self.revision + 1, "to_revision": upto, "watchers": turned}))
         self.revision = max(self.revision, upto)
         if self.pending_progress:
@@ -315,7 +280,7 @@ class Hub:
                     template = build_units(selector, events, 0, revision, self.limits.max_response_bytes)
                 units = [unit.clone() for unit in template]
             units[0].first = max(watcher.queued_revision, previous) + 1
-            self._append_units(watcher, units, live=True)
+            self.credit.append(watcher, units, live=True)
 
     # ------------------------------------------------------------------ catching up from the store
 
@@ -325,11 +290,10 @@ class Hub:
         Reader.events_since; it may raise CompactedError. Returns reads made."""
         limits = self.limits
         reads = 0
-        while self.lagging and reads < limits.catch_up_reads_per_turn:
-            watcher = self.lagging.popleft()
-            watcher.in_lagging = False
-            if watcher.removed or watcher.synced or watcher.buffer or not self._window_open(watcher):
-                continue  # rescheduled when that changes
+        while reads < limits.catch_up_reads_per_turn:
+            watcher = self.credit.next_lagging()  # the others are rescheduled when that changes
+            if watcher is None:
+                break
             reads += 1
             try:
                 events, next_revision = read(watcher.next_revision, watcher.key, watcher.range_end, limits.catch_up_events, watcher.prev_kv)
@@ -339,13 +303,13 @@ class Hub:
             encoded, next_revision = self._bounded_history(watcher, events, next_revision)
             first = watcher.queued_revision + 1
             if encoded:
-                self._append_units(watcher, build_units(watcher, encoded, first, next_revision - 1, limits.max_response_bytes), live=False)
+                self.credit.append(watcher, build_units(watcher, encoded, first, next_revision - 1, limits.max_response_bytes), live=False)
             watcher.next_revision = next_revision
             watcher.queued_revision = max(watcher.queued_revision, next_revision - 1)
             if next_revision > self.revision:
                 watcher.synced = True
                 self.notes.append(("watcher_synced", {"watch_id": watcher.watch_id, "request_id": watcher.request_id, "revision": next_revision - 1}))
-            self._schedule(watcher)
+            self.credit.schedule(watcher)
         return reads
 
     def _bounded_history(self, watcher: Watcher, events, next_revision: int) -> tuple[list[EncodedEvent], int]:
@@ -366,7 +330,7 @@ class Hub:
         """etcd: a watch whose next revision is compacted gets compact_revision
         with canceled set, and is gone."""
         self._remove(watcher)
-        self._send_control(watcher.connection.identity, watcher.request_id, WatchResponse(
+        self.output.send_control(watcher.connection.identity, watcher.request_id, WatchResponse(
             self._header(self.revision), watcher.watch_id, canceled=True, compact_revision=compact_revision,
             cancel_reason=REASON_COMPACTED))
         self.notes.append(("watch_compacted", {
@@ -374,149 +338,28 @@ class Hub:
 
     # ------------------------------------------------------------------ units and buffers
 
-    def _append_units(self, watcher: Watcher, units: list[Unit], live: bool) -> None:
-        limits = self.limits
-        for unit in units:
-            if live and (watcher.buffer_events + unit.events > limits.buffer_events_max
-                         or watcher.buffer_bytes + unit.bytes > limits.buffer_bytes_max):
-                self._spill(watcher, "buffer_full")
-                return
-            if not (watcher.buffer and watcher.buffer[-1].merge(unit, limits.max_response_bytes)):
-                watcher.buffer.append(unit)
-            watcher.buffer_events += unit.events
-            watcher.buffer_bytes += unit.bytes
-            self.buffered_bytes += unit.bytes
-            watcher.queued_revision = max(watcher.queued_revision, unit.end)
-            watcher.events_since_progress = True
-            self.peak_buffer_bytes = max(self.peak_buffer_bytes, watcher.buffer_bytes)
-            self.peak_buffer_events = max(self.peak_buffer_events, watcher.buffer_events)
-        self._schedule(watcher)
-        if self.buffered_bytes > limits.total_buffer_bytes_max:
-            largest = max(self.registry.watchers(), key=lambda w: w.buffer_bytes)
-            self._spill(largest, "total_buffer_full")
-
     def _append_progress(self, watcher: Watcher) -> None:
         covered = max(watcher.queued_revision, self.revision) if watcher.synced else watcher.queued_revision
         header_revision = self.revision if watcher.synced else watcher.queued_revision
         unit = Unit([[]], watcher.queued_revision + 1, covered, FRAME_OVERHEAD_BYTES, progress=True, header_revision=header_revision)
-        watcher.buffer.append(unit)
-        watcher.buffer_bytes += unit.bytes
-        self.buffered_bytes += unit.bytes
-        watcher.queued_revision = covered
-        self._schedule(watcher)
-
-    def _spill(self, watcher: Watcher, reason: str) -> None:
-        """Drop the watcher's backlog; it reads the store from the first revision
-        it was not sent."""
-        self.notes.append(("watcher_unsynced", {
-            "watch_id": watcher.watch_id, "request_id": watcher.request_id, "reason": reason,
-            "buffer_events": watcher.buffer_events, "buffer_bytes": watcher.buffer_bytes,
-            "buffer_events_max": self.limits.buffer_events_max, "buffer_bytes_max": self.limits.buffer_bytes_max,
-            "next_revision": watcher.sent_revision + 1, "unacked": watcher.sent_units - watcher.acked_units}))
-        self._drop_buffer(watcher)
-        watcher.synced = False
-        watcher.next_revision = watcher.sent_revision + 1
-        watcher.queued_revision = watcher.sent_revision
-        self._schedule(watcher)
-
-    def _drop_buffer(self, watcher: Watcher) -> None:
-        self.buffered_bytes -= watcher.buffer_bytes
-        watcher.buffer.clear()
-        watcher.buffer_events = watcher.buffer_bytes = 0
-
-    def _window_open(self, watcher: Watcher) -> bool:
-        return watcher.sent_units - watcher.acked_units < self.limits.window_responses
-
-    def _schedule(self, watcher: Watcher) -> None:
-        """Put the watcher where the next turn will look for it: ready (units to
-        send and credit) or lagging (unsynced, nothing queued, credit). Entries
-        are checked again when taken, so a stale one costs a skip."""
-        if watcher.removed or not self._window_open(watcher):
-            return
-        if watcher.buffer:
-            if not watcher.in_ready:
-                watcher.in_ready = True
-                self.ready.append(watcher)
-        elif not watcher.synced and not watcher.in_lagging:
-            watcher.in_lagging = True
-            self.lagging.append(watcher)
+        self.credit.append_progress(watcher, unit)
 
     # ------------------------------------------------------------------ output
 
     def has_output(self) -> bool:
-        return bool(self.control or self.ready)
+        return self.output.has_output()
 
     def has_catch_up(self) -> bool:
-        return bool(self.lagging)
+        return bool(self.credit.lagging)
 
     def take_output(self, max_bytes: int) -> Outgoing | None:
-        """Frames for one message to the frontend (about max_bytes): control
-        first, then one unit per ready watcher in turn, so no watcher starves
-        the others."""
-        out = Outgoing()
-        while self.control and out.bytes < max_bytes:
-            identity, frame = self.control.popleft()
-            out.add(identity, frame)
-            out.control.append((identity, frame))
-        groups = _Groups()
-        while self.ready and out.bytes + groups.bytes < max_bytes:
-            watcher = self.ready.popleft()
-            watcher.in_ready = False
-            if watcher.removed or not watcher.buffer or not self._window_open(watcher):
-                continue
-            unit = watcher.buffer.popleft()
-            watcher.buffer_events -= unit.events
-            watcher.buffer_bytes -= unit.bytes
-            self.buffered_bytes -= unit.bytes
-            if watcher.grouped and not unit.fragmented:
-                groups.add(watcher, unit)
-            else:
-                groups.flush(out, self)  # this watcher's earlier unit may be in a group: keep its order
-                for frame in self._frames(watcher, unit):
-                    out.add(watcher.connection.identity, frame)
-            watcher.sent_units += 1
-            watcher.sent_revision = unit.end
-            out.units.append((watcher, unit))
-            self._schedule(watcher)
-        groups.flush(out, self)
-        return out if out.frames else None
+        return self.output.take(max_bytes)
 
     def requeue(self, out: Outgoing) -> None:
-        """The message could not be queued: put everything back in order."""
-        for item in reversed(out.control):
-            self.control.appendleft(item)
-        for watcher, unit in reversed(out.units):
-            if watcher.removed:
-                continue
-            watcher.buffer.appendleft(unit)
-            watcher.buffer_events += unit.events
-            watcher.buffer_bytes += unit.bytes
-            self.buffered_bytes += unit.bytes
-            watcher.sent_units -= 1
-            watcher.sent_revision = unit.first - 1
-            self._schedule(watcher)
+        self.output.requeue(out)
 
-    def _frames(self, watcher: Watcher, unit: Unit) -> list[bytes]:
-        header = header_bytes(self._header(unit.header_revision))
-        last = len(unit.frames) - 1
-        with_prev = watcher.prev_kv
-        return [
-            response_frame(watcher.request_id, header, watcher.watch_id, [event.encoded(with_prev) for event in events],
-                           fragment=unit.fragmented and index < last)
-            for index, events in enumerate(unit.frames)
-        ]
-
-    def _grouped_frame(self, members: list[tuple[Watcher, Unit]]) -> bytes:
-        """One frame for watchers due the same unit: a plain response if alone."""
-        watcher, unit = members[0]
-        if len(members) == 1:
-            return self._frames(watcher, unit)[0]
-        events = [event.encoded(watcher.prev_kv) for event in unit.frames[0]]
-        body = events_body(header_bytes(self._header(unit.header_revision)), events)
-        return grouped_frame([w.request_id for w, _ in members], [w.watch_id for w, _ in members], body)
-
-    def _send_control(self, identity: bytes, request_id: int, message) -> None:
-        self.control.append((identity, codec.encode(message, request_id)))
+    def _note(self, event: str, fields: dict) -> None:
+        self.notes.append((event, fields))
 
     def _header(self, revision: int) -> ResponseHeader:
         return ResponseHeader(self.cluster_id, self.member_id, revision, self.term)
@@ -542,7 +385,7 @@ class Hub:
         """etcd's progress_notify: a watch that is synced and was sent no events
         since the last round gets an empty response with the current revision."""
         for watcher in self.registry.progress_watchers:
-            if watcher.synced and not watcher.buffer and self._window_open(watcher) and not watcher.events_since_progress:
+            if watcher.synced and not watcher.buffer and self.credit.window_open(watcher) and not watcher.events_since_progress:
                 self._append_progress(watcher)
             watcher.events_since_progress = False
 
@@ -552,54 +395,12 @@ class Hub:
         if watcher.removed:
             return
         self.registry.remove(watcher)
-        self._drop_buffer(watcher)
+        self.credit.drop(watcher)
 
     def stats(self) -> dict:
         """Gauges for the shell's periodic log line; peaks restart from now."""
         unsynced = sum(1 for watcher in self.registry.watchers() if not watcher.synced)
-        stats = {
+        return {
             "watchers": self.registry.count, "unsynced": unsynced, "connections": len(self.registry.connections),
-            "revision": self.revision, "buffered_bytes": self.buffered_bytes,
-            "peak_buffer_bytes": self.peak_buffer_bytes, "peak_buffer_events": self.peak_buffer_events,
-            "buffer_bytes_max": self.limits.buffer_bytes_max, "buffer_events_max": self.limits.buffer_events_max,
+            "revision": self.revision, **self.credit.stats(),
         }
-        self.peak_buffer_bytes = max((w.buffer_bytes for w in self.registry.watchers()), default=0)
-        self.peak_buffer_events = max((w.buffer_events for w in self.registry.watchers()), default=0)
-        return stats
-
-
-class _Groups:
-    """The units of one take_output that can share a frame: same connection,
-    same selector (so the same encoding), same header and the very same
-    events. A watcher joins a group only if it has no unit in the output yet
-    (else a group opened earlier could overtake its earlier unit); a later
-    unit of a watcher opens a group of its own, which comes after."""
-
-    __slots__ = ("groups", "watchers", "bytes")
-
-    def __init__(self):
-        self.groups: dict[tuple, list[tuple[Watcher, Unit]]] = {}
-        self.watchers: set[Watcher] = set()
-        self.bytes = 0
-
-    def add(self, watcher: Watcher, unit: Unit) -> None:
-        events = unit.frames[0]
-        key = (watcher.connection.identity, watcher.selector, unit.header_revision, len(events),
-               id(events[0]) if events else 0, id(events[-1]) if events else 0)
-        members = self.groups.get(key) if watcher not in self.watchers else None
-        if members is not None and members[0][1].frames[0] == events:  # element identity: exact
-            members.append((watcher, unit))
-            self.bytes += 24
-        else:
-            if members is not None or key in self.groups:
-                key = (key, len(self.groups))  # a group of its own, ordered after the rest
-            self.groups[key] = [(watcher, unit)]
-            self.bytes += unit.bytes
-        self.watchers.add(watcher)
-
-    def flush(self, out: Outgoing, hub: Hub) -> None:
-        for members in self.groups.values():
-            out.add(members[0][0].connection.identity, hub._grouped_frame(members))
-        self.groups.clear()
-        self.watchers.clear()
-        self.bytes = 0

@@ -6,8 +6,7 @@ one response, or the fragments of one revision too large for one response
 revision travel in one response (or one fragment series), in revision order. A
 unit's header revision is the revision the watch is complete up to once the
 unit is delivered, so a client resumes exactly after it. Units are merged up to
-MAX_RESPONSE_BYTES while they wait. The created response goes first, through
-the same ordered control queue as cancellations, errors and keep-alive replies.
+MAX_RESPONSE_BYTES while they wait.
 """
 
 from __future__ import annotations
