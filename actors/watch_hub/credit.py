@@ -16,8 +16,7 @@ same way. Other watchers and the apply actor never wait on a slow one.
 The hub works from two queues of watchers with credit, kept here: ready (units
 buffered; output.py takes one unit of each in turn) and lagging (unsynced with
 an empty buffer; catch_up.py reads the store for them). A watcher is put in
-one whenever that may have changed (schedule) and checked again when taken, so
-a stale entry costs a skip.
+one whenever that may have changed (schedule).
 """
 
 from __future__ import annotations
