@@ -2,10 +2,11 @@
 
 Theory of operation
 -------------------
-A thin shell around actors.watch_hub.Hub, which holds every rule (ordering,
-history replay and its seam with the live stream, filters, fragments, progress,
-credit-based flow control, slow watchers, dead clients); read its docstring
-first. This module only does the I/O, in the actor loop's rhythm:
+A thin shell around actors.watch_hub.Hub, whose package holds every rule
+(ordering, history replay and its seam with the live stream, filters,
+fragments, progress, credit-based flow control, slow watchers, dead clients);
+read its docstring first (actors/watch_hub/__init__.py, with a map of the
+parts). This module only does the I/O, in the actor loop's rhythm:
 
 * inbox (ipc PULL): AppliedEvents from apply (every committed batch's events,
   in revision order) go to Hub.on_events; RaftStatus gives the term for

@@ -17,7 +17,7 @@ response for the iterator.
 
 How far the watch is complete ("covered") is what makes it resumable. The hub
 puts in each response's header the revision up to which the watch is complete
-once that response is delivered (see actors/watch_hub.py); created responses
+once that response is delivered (actors/watch_hub/units.py); created responses
 of a watch from "now" give its starting point. So when the member goes away, a
 new watch created elsewhere with start_revision = covered + 1 continues exactly
 where the old one stopped: responses already queued are delivered, nothing is
@@ -62,7 +62,7 @@ from transport.codec import encode
 from transport.errors import CairnError, InvalidArgumentError, TimeoutError_, Unavailable, from_response
 
 # How often each connection with watches proves the client alive. The hub drops
-# a connection's watches after three silent intervals (actors/watch_hub.py).
+# a connection's watches after three silent intervals (actors/watch_hub/watchers.py).
 KEEPALIVE_INTERVAL_S = 2.0
 # A keep-alive unanswered for this long marks its member as gone: long enough
 # for a loaded member to answer, short enough that a watch moves on quickly.

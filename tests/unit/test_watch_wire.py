@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.watch_wire import EncodedEvent, array_header, events_body, grouped_frame, header_bytes, response_frame
+from transport.watch_wire import (
+    GROUPED_WATCH_ID,
+    EncodedEvent,
+    _Body,
+    array_header,
+    events_body,
+    grouped_frame,
+    header_bytes,
+    response_frame,
+)
 from transport import codec
 from transport.messages import EVENT_DELETE, EVENT_PUT, Event, KeyValue, ResponseHeader, WatchResponse, WatchResponses
 
@@ -75,3 +86,38 @@ def test_grouped_frame_equals_codec_encode(with_prev, watches):
     response = WatchResponse(HEADER, -1, events=expected_events)
     assert grouped_frame(request_ids, watch_ids, body) == codec.encode(
         WatchResponses(tuple(request_ids), tuple(watch_ids), response), request_ids[0])
+
+
+@pytest.mark.parametrize("with_prev", [False, True])
+@pytest.mark.parametrize("fragment", [False, True])
+def test_frames_decode_to_what_codec_encode_gives(with_prev, fragment):
+    """The client decodes a spliced frame with the ordinary codec into the very
+    message codec.encode would have carried: events, prev_kv, fragment flag,
+    and a WatchResponses group around the shared body."""
+    events = [event(), event(b"gone", 5, kind=EVENT_DELETE), event(b"new", 5, prev=False)]
+    encoded = [EncodedEvent(e).encoded(with_prev) for e in events]
+    response = WatchResponse(HEADER, 17, fragment=fragment, events=tuple(e if with_prev else Event(e.type, e.kv) for e in events))
+    frame = response_frame(3, header_bytes(HEADER), 17, encoded, fragment=fragment)
+    assert codec.decode(frame) == codec.decode(codec.encode(response, 3)) == (3, response)
+    assert any(e.prev_kv is not None for e in codec.decode(frame)[1].events) == with_prev
+
+    group = WatchResponses((3, 4, 5), (17, 18, 0), dataclasses.replace(response, watch_id=GROUPED_WATCH_ID, fragment=False))
+    frame = grouped_frame([3, 4, 5], [17, 18, 0], events_body(header_bytes(HEADER), encoded))
+    assert codec.decode(frame) == codec.decode(codec.encode(group, 3)) == (3, group)
+
+
+def test_a_body_is_laid_out_from_its_dataclass():
+    """Field count, order and defaults come from dataclasses.fields: a class the
+    encoder was never written for is laid out as codec.to_wire would."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Probe:
+        given: int
+        text: str = "x"
+        flag: bool = True
+        last: tuple[int, ...] = ()
+
+    body = _Body(Probe, "last")
+    parts = list(body.parts)
+    parts[body.index["given"]] = cbor2.dumps(5)
+    assert b"".join(parts) + cbor2.dumps([1, 2]) == cbor2.dumps(["Probe", 5, "x", True, [1, 2]])
