@@ -84,29 +84,10 @@ CANCEL_WAIT_S = 2.0
 
 _END = object()
 
-FILTERS = {"noput": m.WATCH_FILTER_NOPUT, "nodelete": m.WATCH_FILTER_NODELETE}
-
 
 def is_progress_notify(response: m.WatchResponse) -> bool:
     """etcd's IsProgressNotify: no events, not created, not canceled."""
     return not response.events and not response.created and not response.canceled and not response.compact_revision
-
-
-def make_request(key: bytes, range_end, prefix: bool, start_revision: int, prev_kv: bool, progress_notify: bool,
-                 filters, fragment: bool, watch_id: int) -> m.WatchCreateRequest:
-    from cairn.client import resolve_range, to_bytes
-
-    key, range_end = resolve_range(to_bytes(key), range_end, prefix, False)
-    codes = []
-    for item in filters:
-        code = FILTERS.get(item.lower()) if isinstance(item, str) else item
-        if code not in (m.WATCH_FILTER_NOPUT, m.WATCH_FILTER_NODELETE):
-            raise ValueError(f"unknown watch filter {item!r}: use noput or nodelete")
-        codes.append(code)
-    if start_revision < 0:
-        raise ValueError("start_revision must not be negative")
-    return m.WatchCreateRequest(key=key, range_end=range_end, start_revision=start_revision, progress_notify=progress_notify,
-                                filters=tuple(codes), prev_kv=prev_kv, watch_id=watch_id, fragment=fragment, grouped=True)
 
 
 class _NotifyingQueue(queue.Queue):
