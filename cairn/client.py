@@ -28,6 +28,7 @@ from cairn import retry
 # Compare and prefix_range_end are imported for `from cairn.client import ...`, where they lived before cairn.requests.
 from cairn.requests import Compare, Op, prefix_range_end, range_request, to_bytes, watch_request
 from cairn.transport_thread import TransportThread
+from cairn.watch import Watch, WatchManager
 from transport import messages as m
 from transport.codec import encode
 from transport.errors import CairnError, LeaseNotFoundError, RequestTooLargeError, TimeoutError_, Unavailable
@@ -55,6 +56,7 @@ class Client:
         self._preferred = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._watch_manager: WatchManager | None = None
         if auto_sync_interval > 0:
             threading.Thread(target=self._auto_sync, args=(auto_sync_interval,), name="cairn-client-sync", daemon=True).start()
 
@@ -131,16 +133,21 @@ class Client:
     # ------------------------------------------------------------------ watch
 
     def watch(self, key, range_end=None, prefix=False, start_revision=0, prev_kv=False, progress_notify=False,
-              filters=(), fragment=False, watch_id=0, timeout=None):
+              filters=(), fragment=False, watch_id=0, timeout=None) -> Watch:
         """Watch a key, a range (range_end, b"\\0" = every key from key) or a
         prefix, from start_revision (0 = from now). Returns once a member has
         created the watch: a cairn.watch.Watch, a context manager to iterate for
         WatchResponses, which follows the cluster across member failures without
         a gap or a duplicate (see cairn/watch.py). filters: "noput", "nodelete"."""
-        from cairn.watch import manager_for
-
         request = watch_request(key, range_end, prefix, start_revision, prev_kv, progress_notify, filters, fragment, watch_id)
-        return manager_for(self).open(request, self.timeout if timeout is None else timeout)
+        return self._watches().open(request, self.timeout if timeout is None else timeout)
+
+    def _watches(self) -> WatchManager:
+        """The client's one WatchManager, started on its first watch."""
+        with self._lock:
+            if self._watch_manager is None or not self._watch_manager.thread.is_alive():
+                self._watch_manager = WatchManager(self._transport, lambda: self._preferred, self.timeout)
+            return self._watch_manager
 
     # ------------------------------------------------------------------ Lock and Election services
     # Served by the member (etcd's v3lock and v3election); the caller keeps

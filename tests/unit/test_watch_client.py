@@ -64,7 +64,7 @@ class FakeTransport:
 class FakeManager:
     def __init__(self, transport):
         self.transport = transport
-        self.client = type("C", (), {"timeout": 5.0})()
+        self.cancel_wait_s = 2.0
         self.orphans, self.acks, self.removed = [], [], []
 
     def adopt_orphan(self, endpoint, request_id, watch_id):
