@@ -7,11 +7,13 @@
         async for keepalive in c.lease_keepalive(lease_id): ...
         async for response in c.watch("k", prefix=True): ...
 
-Every request method of cairn.Client ends in `return self._call(...)`; here
-`_call` is a coroutine, so those methods return awaitables with no second copy
-of their argument handling. The failover rules are cairn.retry's, the same as the
-blocking client's. The I/O still runs on the client's transport thread; awaiting
-a reply wraps its concurrent Future, so no event-loop thread ever blocks.
+Every request method of cairn.Client hands a plan (cairn/calls.py) to
+`self._run`; here `_run` is cairn.calls.run_async, so those methods return
+awaitables with no second copy of their argument handling, their failover rules
+(cairn.retry's) or their endpoint discovery: `await c.sync_endpoints()` works,
+and so does auto_sync_interval (its thread runs the same plan). The I/O still
+runs on the client's transport thread; awaiting a reply wraps its concurrent
+Future, so no event-loop thread ever blocks.
 """
 
 from __future__ import annotations
@@ -19,37 +21,16 @@ from __future__ import annotations
 import asyncio
 
 from cairn import client as blocking
-from cairn import retry
+from cairn.calls import run_async
 from transport import messages as m
-from transport.errors import CairnError, LeaseNotFoundError
 
 
 class Client(blocking.Client):
-    async def _call(self, request, write: bool, timeout=None, endpoint: str | None = None):
-        call = self._start_call(request, write, timeout, endpoint)
-        while True:
-            index, address, remaining = self._next_attempt(call)
-            future = self._transport.submit(index, call.frame, call.request_id)
-            try:
-                reply = await asyncio.wait_for(asyncio.wrap_future(future), remaining)
-                step = retry.after_reply(reply, write, address, call.fixed is None)
-            except asyncio.TimeoutError:
-                step = retry.after_timeout(write, self._transport.forget(call.request_id), address)
-            except CairnError as error:
-                step = retry.after_error(error, call.fixed is None, write)
-            if step.action == retry.RETURN:
-                return step.value
-            if step.action == retry.RAISE:
-                raise step.value
-            await asyncio.sleep(self._prepare_retry(call, step, index))
+    # Every request method's plan (cairn/calls.py) becomes a coroutine to await.
+    _run = staticmethod(run_async)
 
-    # Methods that do more than one call, or look at the reply, need their own versions.
-
-    async def lease_keepalive_once(self, id: int, timeout=None) -> m.LeaseKeepAliveResponse:
-        response = await self._call(m.LeaseKeepAliveRequest(id), write=False, timeout=timeout)
-        if response.ttl <= 0:
-            raise LeaseNotFoundError()
-        return response
+    # Lease keep-alives and watches, whose blocking versions wait on threads,
+    # as async iterators.
 
     async def lease_keepalive(self, id: int):
         """An async iterator of keep-alive responses, renewing every ttl/3 seconds
@@ -74,16 +55,6 @@ class Client(blocking.Client):
                 yield response
         finally:
             await watch.cancel()
-
-    async def alarm_disarm(self, member_id: int = 0, alarm: int = m.ALARM_NOSPACE, timeout=None) -> m.AlarmResponse:
-        listed = await self.alarm_list(timeout)
-        targets = [(member_id, alarm)] if member_id else [(a.member_id, a.alarm) for a in listed.alarms]
-        header, disarmed = listed.header, []
-        for target_member, target_alarm in targets:
-            response = await self._call(m.AlarmRequest(m.ALARM_DEACTIVATE, target_member, target_alarm), write=True, timeout=timeout)
-            header = response.header
-            disarmed.extend(response.alarms)
-        return m.AlarmResponse(header, tuple(disarmed))
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)

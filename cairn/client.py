@@ -16,132 +16,30 @@ uncertain write:
 * A write that was sent and got no answer (timeout, or the member's own Timeout)
   raises IndeterminateError: it may or may not have been applied, and only the
   caller can decide what to do.
+
+The rules are cairn.retry's decisions, applied by cairn.calls.CallPlanner,
+which both this client and the asyncio one (cairn/aio.py) run: every request
+method below hands a plan to self._run, which this client runs on the caller's
+thread and cairn.aio.Client returns as a coroutine.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-import time
-from concurrent.futures import TimeoutError as FutureTimeout
 
-from cairn import retry
+from cairn.calls import CallPlanner, Plan, run_blocking
+from cairn.lease_keepalive import KeepAlive
+# Compare and prefix_range_end are imported for `from cairn.client import ...`, where they lived before cairn.requests.
+from cairn.requests import Compare, Op, prefix_range_end, range_request, to_bytes, watch_request
 from cairn.transport_thread import TransportThread
+from cairn.watch import Watch, WatchManager
 from transport import messages as m
-from transport.codec import check, encode
-from transport.errors import CairnError, LeaseNotFoundError, RequestTooLargeError, TimeoutError_, Unavailable
+from transport.errors import CairnError, LeaseNotFoundError, Unavailable
 
 DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 
-_SORT_ORDERS = {None: m.SORT_NONE, "none": m.SORT_NONE, "ascend": m.SORT_ASCEND, "descend": m.SORT_DESCEND}
-_SORT_TARGETS = {
-    None: m.SORT_BY_KEY, "key": m.SORT_BY_KEY, "version": m.SORT_BY_VERSION, "create": m.SORT_BY_CREATE,
-    "mod": m.SORT_BY_MOD, "value": m.SORT_BY_VALUE,
-}
-
-
-def to_bytes(value) -> bytes:
-    """Keys and values are bytes; str is accepted and encoded as UTF-8."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"expected bytes or str, got {type(value).__name__}")
-
-
-def prefix_range_end(prefix: bytes) -> bytes:
-    """The range end covering every key with this prefix (etcd's GetPrefixRangeEnd)."""
-    end = bytearray(prefix)
-    while end:
-        if end[-1] < 0xFF:
-            end[-1] += 1
-            return bytes(end)
-        end.pop()
-    return b"\0"  # every byte was 0xff: no upper bound
-
-
-def resolve_range(key: bytes, range_end, prefix: bool, from_key: bool) -> tuple[bytes, bytes]:
-    """(key, range_end) as etcd's clientv3 sets them: an empty key with prefix or
-    from_key means every key, which etcd spells key = range_end = "\0"."""
-    if prefix:
-        return (key, prefix_range_end(key)) if key else (b"\0", b"\0")
-    if from_key:
-        return key or b"\0", b"\0"
-    return key, to_bytes(range_end) if range_end is not None else b""
-
-
-class _CompareTarget:
-    def __init__(self, target: int, key, range_end=None):
-        self.target = target
-        self.key = to_bytes(key)
-        self.range_end = to_bytes(range_end) if range_end is not None else b""
-
-    def _make(self, result: int, operand) -> m.Compare:
-        operand = to_bytes(operand) if self.target == m.TARGET_VALUE else int(operand)
-        return m.Compare(result, self.target, self.key, operand, self.range_end)
-
-    def __eq__(self, operand):  # type: ignore[override]
-        return self._make(m.COMPARE_EQUAL, operand)
-
-    def __ne__(self, operand):  # type: ignore[override]
-        return self._make(m.COMPARE_NOT_EQUAL, operand)
-
-    def __gt__(self, operand):
-        return self._make(m.COMPARE_GREATER, operand)
-
-    def __lt__(self, operand):
-        return self._make(m.COMPARE_LESS, operand)
-
-    __hash__ = None
-
-
-class Compare:
-    """Txn guards: Compare.value(k) == v, Compare.mod_revision(k) > 3, ..."""
-
-    value = staticmethod(lambda key, range_end=None: _CompareTarget(m.TARGET_VALUE, key, range_end))
-    version = staticmethod(lambda key, range_end=None: _CompareTarget(m.TARGET_VERSION, key, range_end))
-    create_revision = staticmethod(lambda key, range_end=None: _CompareTarget(m.TARGET_CREATE, key, range_end))
-    mod_revision = staticmethod(lambda key, range_end=None: _CompareTarget(m.TARGET_MOD, key, range_end))
-    lease = staticmethod(lambda key, range_end=None: _CompareTarget(m.TARGET_LEASE, key, range_end))
-
-
-def range_request(key, range_end=None, prefix=False, from_key=False, revision=0, limit=0, keys_only=False,
-                  count_only=False, serializable=False, sort_order=None, sort_target=None, min_mod_revision=0,
-                  max_mod_revision=0, min_create_revision=0, max_create_revision=0) -> m.RangeRequest:
-    key = to_bytes(key)
-    if sort_order not in _SORT_ORDERS:
-        raise ValueError(f"sort_order must be one of ascend, descend, none; got {sort_order!r}")
-    if sort_target not in _SORT_TARGETS:
-        raise ValueError(f"sort_target must be one of key, version, create, mod, value; got {sort_target!r}")
-    key, range_end = resolve_range(key, range_end, prefix, from_key)
-    return m.RangeRequest(
-        key=key, range_end=range_end, limit=limit, revision=revision,
-        sort_order=_SORT_ORDERS[sort_order], sort_target=_SORT_TARGETS[sort_target], serializable=serializable,
-        keys_only=keys_only, count_only=count_only, min_mod_revision=min_mod_revision, max_mod_revision=max_mod_revision,
-        min_create_revision=min_create_revision, max_create_revision=max_create_revision,
-    )
-
-
-class Op:
-    """Txn operations: Op.put, Op.get, Op.delete, Op.txn."""
-
-    @staticmethod
-    def put(key, value, lease=0, prev_kv=False, ignore_value=False, ignore_lease=False) -> m.PutRequest:
-        return m.PutRequest(to_bytes(key), to_bytes(value), lease, prev_kv, ignore_value, ignore_lease)
-
-    @staticmethod
-    def get(key, **options) -> m.RangeRequest:
-        return range_request(key, **options)
-
-    @staticmethod
-    def delete(key, range_end=None, prefix=False, from_key=False, prev_kv=False) -> m.DeleteRangeRequest:
-        key, range_end = resolve_range(to_bytes(key), range_end, prefix, from_key)
-        return m.DeleteRangeRequest(key, range_end, prev_kv)
-
-    @staticmethod
-    def txn(compare=(), success=(), failure=()) -> m.TxnRequest:
-        return m.TxnRequest(tuple(compare), tuple(success), tuple(failure))
+log = logging.getLogger(__name__)
 
 
 class Client:
@@ -151,21 +49,35 @@ class Client:
         """endpoints: tcp:// client URLs of some members. timeout: the default per
         call (each method takes timeout= too). require_leader: fail with NoLeader
         rather than be served by a member that has lost its leader.
-        auto_sync_interval: seconds between endpoint discoveries (0 = never)."""
+        auto_sync_interval: seconds between endpoint discoveries (0 = never); a
+        discovery that fails is logged, kept in `sync_error`, and tried again
+        after the next interval."""
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         if not endpoints:
             raise ValueError("at least one endpoint is required")
-        self.timeout = timeout
-        self.max_send_bytes = max_send_bytes
         self._transport = TransportThread(list(endpoints), dial_timeout, max_receive_bytes)
         self.endpoints = self._transport.endpoints  # one list: discovery appends to it
-        self._options = {"require_leader": True} if require_leader else None
-        self._preferred = 0
+        self._calls = CallPlanner(self._transport, timeout, max_send_bytes, {"require_leader": True} if require_leader else None)
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._watch_manager: WatchManager | None = None
+        self.sync_error: Exception | None = None  # the last automatic discovery's failure; None once one succeeds
         if auto_sync_interval > 0:
             threading.Thread(target=self._auto_sync, args=(auto_sync_interval,), name="cairn-client-sync", daemon=True).start()
+
+    @property
+    def timeout(self) -> float:
+        """The default seconds a call may take (each method takes timeout= too)."""
+        return self._calls.timeout
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self._calls.timeout = value
+
+    @property
+    def max_send_bytes(self) -> int:
+        return self._calls.max_send_bytes
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -219,16 +131,17 @@ class Client:
 
     def lease_keepalive_once(self, id: int, timeout=None) -> m.LeaseKeepAliveResponse:
         """Renew the lease once; LeaseNotFoundError if it expired or never was."""
-        response = self._call(m.LeaseKeepAliveRequest(id), write=False, timeout=timeout)
+        return self._run(self._lease_keepalive_once(id, timeout))
+
+    def _lease_keepalive_once(self, id: int, timeout) -> Plan:
+        response = yield from self._calls.call(m.LeaseKeepAliveRequest(id), write=False, timeout=timeout)
         if response.ttl <= 0:
             raise LeaseNotFoundError()
         return response
 
-    def lease_keepalive(self, id: int) -> "KeepAlive":
+    def lease_keepalive(self, id: int) -> KeepAlive:
         """Keep the lease alive in the background until closed: iterate it for the
         responses (`with c.lease_keepalive(lease) as ka: ...`)."""
-        from cairn.lease_keepalive import KeepAlive
-
         return KeepAlive(self, id)
 
     def lease_time_to_live(self, id: int, keys: bool = False, timeout=None) -> m.LeaseTimeToLiveResponse:
@@ -240,16 +153,21 @@ class Client:
     # ------------------------------------------------------------------ watch
 
     def watch(self, key, range_end=None, prefix=False, start_revision=0, prev_kv=False, progress_notify=False,
-              filters=(), fragment=False, watch_id=0, timeout=None):
+              filters=(), fragment=False, watch_id=0, timeout=None) -> Watch:
         """Watch a key, a range (range_end, b"\\0" = every key from key) or a
         prefix, from start_revision (0 = from now). Returns once a member has
         created the watch: a cairn.watch.Watch, a context manager to iterate for
         WatchResponses, which follows the cluster across member failures without
         a gap or a duplicate (see cairn/watch.py). filters: "noput", "nodelete"."""
-        from cairn.watch import make_request, manager_for
+        request = watch_request(key, range_end, prefix, start_revision, prev_kv, progress_notify, filters, fragment, watch_id)
+        return self._watches().open(request, self.timeout if timeout is None else timeout)
 
-        request = make_request(key, range_end, prefix, start_revision, prev_kv, progress_notify, filters, fragment, watch_id)
-        return manager_for(self).open(request, self.timeout if timeout is None else timeout)
+    def _watches(self) -> WatchManager:
+        """The client's one WatchManager, started on its first watch."""
+        with self._lock:
+            if self._watch_manager is None or not self._watch_manager.thread.is_alive():
+                self._watch_manager = WatchManager(self._transport, self._calls.preferred, self.timeout)
+            return self._watch_manager
 
     # ------------------------------------------------------------------ Lock and Election services
     # Served by the member (etcd's v3lock and v3election); the caller keeps
@@ -290,11 +208,15 @@ class Client:
 
     def alarm_disarm(self, member_id: int = 0, alarm: int = m.ALARM_NOSPACE, timeout=None) -> m.AlarmResponse:
         """Deactivate an alarm (every listed alarm when member_id is 0), as etcdctl alarm disarm."""
-        listed = self.alarm_list(timeout)
+        return self._run(self._alarm_disarm(member_id, alarm, timeout))
+
+    def _alarm_disarm(self, member_id: int, alarm: int, timeout) -> Plan:
+        listed = yield from self._calls.call(m.AlarmRequest(m.ALARM_GET), write=False, timeout=timeout)
         targets = [(member_id, alarm)] if member_id else [(a.member_id, a.alarm) for a in listed.alarms]
         header, disarmed = listed.header, []
         for target_member, target_alarm in targets:
-            response = self._call(m.AlarmRequest(m.ALARM_DEACTIVATE, target_member, target_alarm), write=True, timeout=timeout)
+            request = m.AlarmRequest(m.ALARM_DEACTIVATE, target_member, target_alarm)
+            response = yield from self._calls.call(request, write=True, timeout=timeout)
             header = response.header
             disarmed.extend(response.alarms)
         return m.AlarmResponse(header, tuple(disarmed))
@@ -302,24 +224,22 @@ class Client:
     def sync_endpoints(self, timeout=None) -> list[str]:
         """Discover every member's client URL (etcd clientv3's Sync) and prefer the
         leader's, so writes skip a forwarding hop. Returns the endpoints."""
-        members = self.member_list(timeout).members
-        for member in members:
-            for url in member.client_urls:
-                if url not in self.endpoints:
-                    self._transport.add_endpoint(url)
-        leader = self.status(timeout=timeout).leader
-        for member in members:
-            if member.id == leader and member.client_urls and member.client_urls[0] in self.endpoints:
-                with self._lock:
-                    self._preferred = self.endpoints.index(member.client_urls[0])
-        return list(self.endpoints)
+        return self._run(self._calls.sync_endpoints(timeout))
 
     def _auto_sync(self, interval: float) -> None:
+        """The auto_sync_interval thread. It runs the discovery plan itself, on its
+        own thread, for the asyncio client too: no event loop is involved."""
         while not self._closing.wait(interval):
             try:
-                self.sync_endpoints()
-            except CairnError:
-                pass  # the next round tries again; requests fail over meanwhile
+                run_blocking(self._calls.sync_endpoints())
+            except Exception as error:  # noqa: BLE001 - whatever it was, the next round tries again
+                if self._closing.is_set():
+                    return
+                self.sync_error = error
+                log.warning("endpoint sync failed (tried again in %gs): %s", interval, error,
+                            exc_info=not isinstance(error, CairnError))
+            else:
+                self.sync_error = None
 
     def move_leader(self, target_id: int, timeout=None) -> m.MoveLeaderResponse:
         """Hand leadership to member target_id; returns once it leads."""
@@ -329,71 +249,11 @@ class Client:
 
     def _call(self, request, write: bool, timeout=None, endpoint: str | None = None):
         """Send request, failing over between endpoints as cairn.retry decides."""
-        call = self._start_call(request, write, timeout, endpoint)
-        while True:
-            index, address, remaining = self._next_attempt(call)
-            future = self._transport.submit(index, call.frame, call.request_id)
-            try:
-                step = retry.after_reply(future.result(timeout=remaining), write, address, call.fixed is None)
-            except FutureTimeout:
-                step = retry.after_timeout(write, self._transport.forget(call.request_id), address)
-            except CairnError as error:
-                step = retry.after_error(error, call.fixed is None, write)
-            if step.action == retry.RETURN:
-                return step.value
-            if step.action == retry.RAISE:
-                raise step.value
-            time.sleep(self._prepare_retry(call, step, index))
+        return self._run(self._calls.call(request, write, timeout, endpoint))
 
-    # The parts of a call both this client and the asyncio one share.
-
-    def _start_call(self, request, write: bool, timeout, endpoint) -> "_Call":
-        if endpoint is not None and endpoint not in self.endpoints:
-            raise ValueError(f"unknown endpoint {endpoint}")
-        check(request)  # a value outside its etcd type (an int64 lease id ...) is refused here, unsent
-        call = _Call(request, write, time.monotonic() + (self.timeout if timeout is None else timeout),
-                     self.endpoints.index(endpoint) if endpoint is not None else None)
-        self._new_request_id(call)
-        if len(call.frame) > self.max_send_bytes:
-            raise RequestTooLargeError(f"request is {len(call.frame)} bytes, more than max_send_bytes {self.max_send_bytes}")
-        return call
-
-    def _new_request_id(self, call: "_Call") -> None:
-        call.request_id = self._transport.next_request_id()
-        call.frame = encode(call.request, call.request_id, self._options)
-
-    def _next_attempt(self, call: "_Call") -> tuple[int, str, float]:
-        """(endpoint index, its address, seconds left); raises when time is up."""
-        index = call.fixed if call.fixed is not None else self._preferred
-        remaining = call.deadline - time.monotonic()
-        if remaining <= 0:
-            raise retry.out_of_time(call.last_error)
-        return index, self.endpoints[index], remaining
-
-    def _prepare_retry(self, call: "_Call", step: retry.Step, index: int) -> float:
-        """Record the failure, move to the next endpoint; the pause before retrying."""
-        if not (isinstance(step.value, TimeoutError_) and call.last_error is not None):
-            # an attempt cut short by the deadline says less than the error before it
-            # (NoLeader, say), which is what the caller gets when time runs out
-            call.last_error = step.value
-        if call.fixed is None and len(self.endpoints) > 1:
-            with self._lock:
-                if self._preferred == index:
-                    self._preferred = (index + 1) % len(self.endpoints)
-        if step.new_request_id:
-            self._new_request_id(call)
-        return call.backoff.next_pause(call.deadline - time.monotonic()) if step.backoff else 0.0
-
-
-class _Call:
-    """One request's progress through its attempts."""
-
-    __slots__ = ("request", "write", "deadline", "fixed", "request_id", "frame", "last_error", "backoff")
-
-    def __init__(self, request, write: bool, deadline: float, fixed: int | None):
-        self.request, self.write, self.deadline, self.fixed = request, write, deadline, fixed
-        self.request_id, self.frame, self.last_error = 0, b"", None
-        self.backoff = retry.Backoff()
+    # Run a plan of cairn.calls and return its result: here, on the caller's
+    # thread; cairn.aio.Client returns a coroutine instead.
+    _run = staticmethod(run_blocking)
 
 
 __all__ = ["Client", "Compare", "Op", "Unavailable", "prefix_range_end"]

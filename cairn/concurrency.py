@@ -29,7 +29,7 @@ from __future__ import annotations
 import threading
 import time
 
-from cairn.client import Compare, Op, prefix_range_end, to_bytes
+from cairn.requests import Compare, Op, prefix_range_end, to_bytes
 from transport.errors import CairnError, ElectionNotLeaderError, LockLostError
 from transport.messages import EVENT_DELETE
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from cairn.client import Compare, Op
+from cairn.requests import Compare, Op
 from transport.messages import TARGET_VALUE
 
 _COMPARE = re.compile(r'^\s*(value|mod|create|version|lease|val|c|m|v)\s*\(\s*"((?:[^"\\]|\\.)*)"\s*\)\s*(=|==|!=|<|>)\s*(.+?)\s*$')

@@ -56,6 +56,7 @@ import queue
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 from transport import messages as m
 from transport.codec import encode
@@ -84,29 +85,10 @@ CANCEL_WAIT_S = 2.0
 
 _END = object()
 
-FILTERS = {"noput": m.WATCH_FILTER_NOPUT, "nodelete": m.WATCH_FILTER_NODELETE}
-
 
 def is_progress_notify(response: m.WatchResponse) -> bool:
     """etcd's IsProgressNotify: no events, not created, not canceled."""
     return not response.events and not response.created and not response.canceled and not response.compact_revision
-
-
-def make_request(key: bytes, range_end, prefix: bool, start_revision: int, prev_kv: bool, progress_notify: bool,
-                 filters, fragment: bool, watch_id: int) -> m.WatchCreateRequest:
-    from cairn.client import resolve_range, to_bytes
-
-    key, range_end = resolve_range(to_bytes(key), range_end, prefix, False)
-    codes = []
-    for item in filters:
-        code = FILTERS.get(item.lower()) if isinstance(item, str) else item
-        if code not in (m.WATCH_FILTER_NOPUT, m.WATCH_FILTER_NODELETE):
-            raise ValueError(f"unknown watch filter {item!r}: use noput or nodelete")
-        codes.append(code)
-    if start_revision < 0:
-        raise ValueError("start_revision must not be negative")
-    return m.WatchCreateRequest(key=key, range_end=range_end, start_revision=start_revision, progress_notify=progress_notify,
-                                filters=tuple(codes), prev_kv=prev_kv, watch_id=watch_id, fragment=fragment, grouped=True)
 
 
 class _NotifyingQueue(queue.Queue):
@@ -215,7 +197,7 @@ class Watch:
             request_id, endpoint, watch_id, active = self.request_id, self.endpoint, self.watch_id, self.active
         if active:
             self._transport.send(endpoint, encode(m.WatchCancelRequest(watch_id), request_id), request_id)
-            self._cancel_confirmed.wait(min(CANCEL_WAIT_S, self._manager.client.timeout))
+            self._cancel_confirmed.wait(self._manager.cancel_wait_s)
         elif request_id is not None:
             self._manager.adopt_orphan(endpoint, request_id, None)  # a create in flight: cancel it once created
         if request_id is not None and active:
@@ -398,11 +380,17 @@ class _Link:
 
 
 class WatchManager:
-    """The Client's watch thread (see the module docstring)."""
+    """The Client's watch thread (see the module docstring).
 
-    def __init__(self, client):
-        self.client = client
-        self.transport = client._transport
+    transport: the client's TransportThread (its endpoints, its request ids, the
+    frames); first_endpoint(): the index of the endpoint a new watch is created
+    through (the client's preferred one); timeout: the client's default call
+    timeout, which also bounds how long cancel() waits for the member."""
+
+    def __init__(self, transport, first_endpoint: Callable[[], int], timeout: float):
+        self.transport = transport
+        self.first_endpoint = first_endpoint
+        self.cancel_wait_s = min(CANCEL_WAIT_S, timeout)
         self.lock = threading.Lock()
         self.watches: set[Watch] = set()
         self.links: dict[int, _Link] = {}
@@ -417,7 +405,7 @@ class WatchManager:
     def open(self, request: m.WatchCreateRequest, timeout: float) -> Watch:
         if self.transport.closed:
             raise Unavailable("client is closed")
-        watch = Watch(self, request, self.client._preferred)
+        watch = Watch(self, request, self.first_endpoint())
         with self.lock:
             self.watches.add(watch)
         self.wake.set()
@@ -557,12 +545,3 @@ class WatchManager:
                 watch.closed = True
                 watch.active = False
             watch._queue.put((0, _END))
-
-
-def manager_for(client) -> WatchManager:
-    """The Client's one WatchManager, started on its first watch."""
-    with client._lock:
-        manager = client.__dict__.get("_watch_manager")
-        if manager is None or not manager.thread.is_alive():
-            manager = client._watch_manager = WatchManager(client)
-        return manager

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import pytest
 
 from cairn import Compare, Op
 from cairn.aio import Client
-from tests.harness import Cluster
+from tests.harness import Cluster, free_ports
 from transport.errors import IndeterminateError, LeaseNotFoundError, Unavailable
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("aio"), members=1)
+    """Three members, so that endpoint discovery has members to find."""
+    cluster = Cluster(tmp_path_factory.mktemp("aio"), members=3)
     with cluster:
         yield cluster
 
@@ -56,8 +59,6 @@ def test_leases_and_keepalive_async_iterator(cluster):
 
 
 def test_unreachable_endpoint_is_unavailable_not_indeterminate():
-    from tests.harness import free_ports
-
     async def scenario():
         async with Client([f"tcp://127.0.0.1:{free_ports(1)[0]}"], timeout=1.0, dial_timeout=0.2) as c:
             with pytest.raises(Unavailable):
@@ -81,3 +82,54 @@ def test_watch_as_an_async_iterator(cluster):
             assert events == [(b"aiow/0", b"a"), (b"aiow/1", b"b")]
 
     asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------------- endpoint discovery
+
+
+def test_sync_endpoints_discovers_every_member_and_prefers_the_leader(cluster):
+    first = next(iter(cluster.members.values()))
+    leader = cluster.leader()
+
+    async def scenario():
+        async with Client([first.endpoint]) as c:
+            endpoints = await c.sync_endpoints()
+            assert sorted(endpoints) == sorted(cluster.endpoints) == sorted(c.endpoints)
+            assert (await c.put("aiosync/put", "v")).header.member_id == leader.spec.id
+
+    asyncio.run(scenario())
+
+
+def test_auto_sync_picks_up_every_member(cluster):
+    first = next(iter(cluster.members.values()))
+    leader = cluster.leader()
+
+    async def scenario():
+        async with Client([first.endpoint], auto_sync_interval=0.1) as c:
+            deadline = time.monotonic() + 10
+            while sorted(c.endpoints) != sorted(cluster.endpoints):
+                assert time.monotonic() < deadline, f"endpoints never discovered: {c.endpoints}"
+                await asyncio.sleep(0.05)  # polls the condition; the loop stays free meanwhile
+            while (await c.put("aiosync/auto", "v")).header.member_id != leader.spec.id:
+                assert time.monotonic() < deadline, "the leader's endpoint never preferred"
+                await asyncio.sleep(0.05)
+            assert c.sync_error is None
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_auto_sync_is_logged_kept_and_tried_again(caplog):
+    caplog.set_level(logging.WARNING, logger="cairn.client")
+
+    async def scenario():
+        nowhere = f"tcp://127.0.0.1:{free_ports(1)[0]}"
+        async with Client([nowhere], timeout=0.3, dial_timeout=0.1, auto_sync_interval=0.05) as c:
+            deadline = time.monotonic() + 10
+            while len([r for r in caplog.records if r.name == "cairn.client"]) < 2:
+                assert time.monotonic() < deadline, "no second sync after a failed one"
+                await asyncio.sleep(0.05)
+            assert isinstance(c.sync_error, Unavailable)
+
+    asyncio.run(scenario())
+    failures = [r for r in caplog.records if r.name == "cairn.client"]
+    assert all("endpoint sync failed" in r.getMessage() and r.levelno == logging.WARNING for r in failures)

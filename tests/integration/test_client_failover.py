@@ -27,7 +27,7 @@ def test_sync_discovers_every_member_and_prefers_the_leader(cluster):
         endpoints = c.sync_endpoints()
         assert sorted(endpoints) == sorted(cluster.endpoints)
         leader = cluster.leader()
-        assert c.endpoints[c._preferred] == leader.endpoint
+        assert c.endpoints[c._calls.preferred()] == leader.endpoint
         assert c.put(b"after-sync", b"v").header.member_id == leader.spec.id
 
 

@@ -8,7 +8,8 @@ from concurrent.futures import Future
 
 import pytest
 
-from cairn.watch import ACK_EVERY_RESPONSES, Watch, is_progress_notify, make_request
+from cairn.requests import watch_request
+from cairn.watch import ACK_EVERY_RESPONSES, Watch, is_progress_notify
 from transport import codec
 from transport import messages as m
 from transport.errors import Unavailable
@@ -63,7 +64,7 @@ class FakeTransport:
 class FakeManager:
     def __init__(self, transport):
         self.transport = transport
-        self.client = type("C", (), {"timeout": 5.0})()
+        self.cancel_wait_s = 2.0
         self.orphans, self.acks, self.removed = [], [], []
 
     def adopt_orphan(self, endpoint, request_id, watch_id):
@@ -88,7 +89,7 @@ def transport():
 
 
 def open_watch(transport, **options):
-    request = make_request(options.pop("key", b"k"), None, False, options.pop("start_revision", 0), False, False, (),
+    request = watch_request(options.pop("key", b"k"), None, False, options.pop("start_revision", 0), False, False, (),
                            False, 0)
     watch = Watch(FakeManager(transport), request, 0)
     watch._step(0.0)
@@ -201,9 +202,9 @@ def test_progress_notify_helper():
 
 
 def test_request_options():
-    request = make_request("a", None, True, 0, True, False, ("noput",), True, 4)
+    request = watch_request("a", None, True, 0, True, False, ("noput",), True, 4)
     assert (request.key, request.range_end, request.filters, request.prev_kv, request.fragment, request.watch_id) == (
         b"a", b"b", (m.WATCH_FILTER_NOPUT,), True, True, 4)
-    assert make_request(b"", None, True, 0, False, False, (), False, 0).range_end == b"\0"
+    assert watch_request(b"", None, True, 0, False, False, (), False, 0).range_end == b"\0"
     with pytest.raises(ValueError):
-        make_request(b"a", None, False, 0, False, False, ("nope",), False, 0)
+        watch_request(b"a", None, False, 0, False, False, ("nope",), False, 0)

@@ -1,0 +1,196 @@
+"""How a client's calls go through the cluster, written once for both clients.
+
+A call is a *plan*: a generator that hands frames to the transport thread
+(which never blocks the caller) and yields what it must wait for, a Wait (a
+reply Future, for at most some seconds) or a Pause (a back-off). It never
+waits itself, so the same plan serves the blocking client, which runs it with
+run_blocking, and the asyncio client, which awaits run_async(plan). The
+failover rules (cairn.retry), the endpoint a call prefers and endpoint
+discovery (sync_endpoints) therefore exist once, in CallPlanner; a method that
+makes several calls is a plan of plans (`yield from planner.call(...)`).
+
+The rules, as cairn/client.py's docstring states them: a request that never
+left this process or that a member refused before its Raft log is retried on
+the next endpoint with back-off; a read that timed out is retried on the next
+endpoint; a write sent without an answer raises IndeterminateError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any, Generator
+
+from cairn import retry
+from transport import messages as m
+from transport.codec import check, encode
+from transport.errors import CairnError, RequestTooLargeError, TimeoutError_
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Wait until `future` is done or `seconds` have passed. The plan then reads
+    the future; one not done, or cancelled, had no answer in time."""
+
+    future: futures.Future
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    seconds: float
+
+
+Plan = Generator["Wait | Pause", None, Any]
+
+
+class _Steps:
+    """A plan's instructions to iterate over; `result` is what it returned."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.result = None
+
+    def __iter__(self):
+        self.result = yield from self.plan
+
+
+def run_blocking(plan: Plan):
+    """Run a plan on this thread; its result, or what it raises."""
+    steps = _Steps(plan)
+    for instruction in steps:
+        if type(instruction) is Pause:
+            time.sleep(instruction.seconds)
+        else:
+            futures.wait((instruction.future,), instruction.seconds)
+    return steps.result
+
+
+async def run_async(plan: Plan):
+    """Run a plan on the running event loop, which never blocks: waiting for a
+    reply wraps the transport's Future."""
+    steps = _Steps(plan)
+    for instruction in steps:
+        if type(instruction) is Pause:
+            await asyncio.sleep(instruction.seconds)
+            continue
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(instruction.future), instruction.seconds)
+        except Exception:  # noqa: BLE001 - the plan reads from the future how it ended
+            pass  # (on a timeout wait_for cancelled it: the plan sees no answer)
+    return steps.result
+
+
+class CallPlanner:
+    """A client's endpoints, the one its calls prefer, and the plans of its calls.
+
+    transport: the client's TransportThread (its endpoint list is the client's,
+    and grows with discovery); timeout: the default seconds a call may take;
+    options: the frame options of every request (require_leader)."""
+
+    def __init__(self, transport, timeout: float, max_send_bytes: int, options: dict | None = None):
+        self.transport = transport
+        self.endpoints: list[str] = transport.endpoints
+        self.timeout = timeout
+        self.max_send_bytes = max_send_bytes
+        self.options = options
+        self._preferred = 0
+        self._lock = threading.Lock()
+
+    def preferred(self) -> int:
+        """The index of the endpoint calls (and new watches) go to first."""
+        return self._preferred
+
+    def call(self, request, write: bool, timeout: float | None = None, endpoint: str | None = None) -> Plan:
+        """Send request and return its response, failing over between endpoints
+        as cairn.retry decides. write=False marks a request safe to send again.
+        With `endpoint`, only that member is asked, and an error is not retried
+        elsewhere."""
+        call = self._start(request, write, timeout, endpoint)
+        while True:
+            index, address, remaining = self._next_attempt(call)
+            future = self.transport.submit(index, call.frame, call.request_id)
+            yield Wait(future, remaining)
+            if not future.done() or future.cancelled():
+                step = retry.after_timeout(write, self.transport.forget(call.request_id), address)
+            else:
+                try:
+                    step = retry.after_reply(future.result(), write, address, call.fixed is None)
+                except CairnError as error:
+                    step = retry.after_error(error, call.fixed is None, write)
+            if step.action == retry.RETURN:
+                return step.value
+            if step.action == retry.RAISE:
+                raise step.value
+            yield Pause(self._prepare_retry(call, step, index))
+
+    def sync_endpoints(self, timeout: float | None = None) -> Plan:
+        """Discover every member's client URL (etcd clientv3's Sync) and prefer the
+        leader's, so writes skip a forwarding hop. Returns the endpoints."""
+        members = (yield from self.call(m.MemberListRequest(), write=False, timeout=timeout)).members
+        for member in members:
+            for url in member.client_urls:
+                if url not in self.endpoints:
+                    self.transport.add_endpoint(url)
+        leader = (yield from self.call(m.StatusRequest(), write=False, timeout=timeout)).leader
+        for member in members:
+            if member.id == leader and member.client_urls and member.client_urls[0] in self.endpoints:
+                with self._lock:
+                    self._preferred = self.endpoints.index(member.client_urls[0])
+        return list(self.endpoints)
+
+    # ------------------------------------------------------------------ one call's attempts
+
+    def _start(self, request, write: bool, timeout: float | None, endpoint: str | None) -> _Call:
+        if endpoint is not None and endpoint not in self.endpoints:
+            raise ValueError(f"unknown endpoint {endpoint}")
+        check(request)  # a value outside its etcd type (an int64 lease id ...) is refused here, unsent
+        call = _Call(request, write, time.monotonic() + (self.timeout if timeout is None else timeout),
+                     self.endpoints.index(endpoint) if endpoint is not None else None)
+        self._new_request_id(call)
+        if len(call.frame) > self.max_send_bytes:
+            raise RequestTooLargeError(f"request is {len(call.frame)} bytes, more than max_send_bytes {self.max_send_bytes}")
+        return call
+
+    def _new_request_id(self, call: _Call) -> None:
+        call.request_id = self.transport.next_request_id()
+        call.frame = encode(call.request, call.request_id, self.options)
+
+    def _next_attempt(self, call: _Call) -> tuple[int, str, float]:
+        """(endpoint index, its address, seconds left); raises when time is up."""
+        index = call.fixed if call.fixed is not None else self._preferred
+        remaining = call.deadline - time.monotonic()
+        if remaining <= 0:
+            raise retry.out_of_time(call.last_error)
+        return index, self.endpoints[index], remaining
+
+    def _prepare_retry(self, call: _Call, step: retry.Step, index: int) -> float:
+        """Record the failure, move to the next endpoint; the pause before retrying."""
+        if not (isinstance(step.value, TimeoutError_) and call.last_error is not None):
+            # an attempt cut short by the deadline says less than the error before it
+            # (NoLeader, say), which is what the caller gets when time runs out
+            call.last_error = step.value
+        if call.fixed is None and len(self.endpoints) > 1:
+            with self._lock:
+                if self._preferred == index:
+                    self._preferred = (index + 1) % len(self.endpoints)
+        if step.new_request_id:
+            self._new_request_id(call)
+        return call.backoff.next_pause(call.deadline - time.monotonic()) if step.backoff else 0.0
+
+
+class _Call:
+    """One request's progress through its attempts."""
+
+    __slots__ = ("request", "write", "deadline", "fixed", "request_id", "frame", "last_error", "backoff")
+
+    def __init__(self, request, write: bool, deadline: float, fixed: int | None):
+        self.request, self.write, self.deadline, self.fixed = request, write, deadline, fixed
+        self.request_id, self.frame, self.last_error = 0, b"", None
+        self.backoff = retry.Backoff()
+
+
+__all__ = ["CallPlanner", "Pause", "Plan", "Wait", "run_async", "run_blocking"]
