@@ -14,7 +14,7 @@ CONFIG ?= configs/local-3node.yaml
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,patroni]' tox
+	$(BIN)/python -m pip install --quiet -e '.[test,patroni,etcd-clients]' tox
 	touch $(STAMP)
 
 run: $(STAMP)

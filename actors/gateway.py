@@ -32,17 +32,15 @@ import signal
 
 from aiohttp import web
 
+from actors import etcd_api
 from actors import gateway_json as gj
 from actors.base import Actor
 from cairn import aio
 from cairn.config import parse_http_address
-from cairn.watch import is_progress_notify
 from transport import messages as m
 from transport.errors import CairnError
 
-# What /version and the status call report: the etcd API this gateway speaks.
-# Clients such as Patroni pick their URL prefix from it (/v3 from 3.4 on).
-ETCD_API_VERSION = "3.4.0"
+ETCD_API_VERSION = etcd_api.ETCD_API_VERSION
 # Base64 and JSON make a body larger than the request it carries.
 BODY_OVERHEAD = 2
 # How long stopping waits for open streams before closing them.
@@ -92,33 +90,33 @@ class GatewayActor(Actor):
         app.router.add_get("/version", self.version)
         app.router.add_get("/health", self.health)
         unary = {
-            "/kv/range": (gj.range_request, False, gj.range_response),
-            "/kv/put": (gj.put_request, True, gj.put_response),
-            "/kv/deleterange": (gj.delete_range_request, True, gj.delete_range_response),
-            "/kv/txn": (gj.txn_request, True, gj.txn_response),
-            "/kv/compaction": (gj.compaction_request, True, gj.header_only),
-            "/lease/grant": (gj.lease_grant_request, True, gj.lease_grant_response),
-            "/lease/revoke": (gj.lease_revoke_request, True, gj.header_only),
-            "/lease/timetolive": (gj.lease_time_to_live_request, False, gj.lease_time_to_live_response),
-            "/lease/leases": (gj.empty_request(m.LeaseLeasesRequest()), False, gj.lease_leases_response),
-            "/cluster/member/list": (gj.empty_request(m.MemberListRequest()), False,
+            "/kv/range": (gj.range_request, gj.range_response),
+            "/kv/put": (gj.put_request, gj.put_response),
+            "/kv/deleterange": (gj.delete_range_request, gj.delete_range_response),
+            "/kv/txn": (gj.txn_request, gj.txn_response),
+            "/kv/compaction": (gj.compaction_request, gj.header_only),
+            "/lease/grant": (gj.lease_grant_request, gj.lease_grant_response),
+            "/lease/revoke": (gj.lease_revoke_request, gj.header_only),
+            "/lease/timetolive": (gj.lease_time_to_live_request, gj.lease_time_to_live_response),
+            "/lease/leases": (gj.empty_request(m.LeaseLeasesRequest()), gj.lease_leases_response),
+            "/cluster/member/list": (gj.empty_request(m.MemberListRequest()),
                                      lambda response: gj.member_list_response(response, self.http_urls)),
-            "/maintenance/status": (gj.empty_request(m.StatusRequest()), False,
+            "/maintenance/status": (gj.empty_request(m.StatusRequest()),
                                     lambda response: gj.status_response(response, ETCD_API_VERSION)),
-            "/maintenance/alarm": (gj.alarm_request, True, gj.alarm_response),
+            "/maintenance/alarm": (gj.alarm_request, gj.alarm_response),
             # etcd's v3lock and v3election services (observe, a stream, is not served)
-            "/lock/lock": (gj.lock_request, True, gj.lock_response),
-            "/lock/unlock": (gj.unlock_request, True, gj.header_only),
-            "/election/campaign": (gj.campaign_request, True, gj.campaign_response),
-            "/election/proclaim": (gj.proclaim_request, True, gj.header_only),
-            "/election/leader": (gj.leader_request, False, gj.leader_response),
-            "/election/resign": (gj.resign_request, True, gj.header_only),
+            "/lock/lock": (gj.lock_request, gj.lock_response),
+            "/lock/unlock": (gj.unlock_request, gj.header_only),
+            "/election/campaign": (gj.campaign_request, gj.campaign_response),
+            "/election/proclaim": (gj.proclaim_request, gj.header_only),
+            "/election/leader": (gj.leader_request, gj.leader_response),
+            "/election/resign": (gj.resign_request, gj.header_only),
         }
         for call in ("timetolive", "leases", "revoke"):  # etcd 3.4's older paths of the lease calls
             unary[f"/kv/lease/{call}"] = unary[f"/lease/{call}"]
         for prefix in PREFIXES:
-            for path, (parse, write, render) in unary.items():
-                app.router.add_post(prefix + path, self._unary(parse, write, render))
+            for path, (parse, render) in unary.items():
+                app.router.add_post(prefix + path, self._unary(parse, render))
             app.router.add_post(prefix + "/lease/keepalive", self.lease_keepalive)
             app.router.add_post(prefix + "/watch", self.watch)
             app.router.add_post(prefix + "/auth/authenticate", self.authenticate)
@@ -162,13 +160,10 @@ class GatewayActor(Actor):
             raise gj.BadRequest("expected one JSON object, got several")
         return objects[0] if objects else {}
 
-    def _unary(self, parse, write: bool, render):
+    def _unary(self, parse, render):
         async def handler(request: web.Request) -> web.Response:
             message = parse(await self._body(request))
-            # Lock and campaign wait for their turn: the member's wait limit, as the client library allows
-            timeout = aio.Client.SERVICE_WAIT_S if isinstance(message, (m.LockRequest, m.CampaignRequest)) else None
-            response = await self.client.call(message, write=write, timeout=timeout)
-            return _json_response(render(response))
+            return _json_response(render(await etcd_api.call(self.client, message)))
 
         return handler
 
@@ -201,7 +196,7 @@ class GatewayActor(Actor):
                 response = await self.client.call(message, write=False)
                 line = gj.lease_keepalive_response(response)
             except CairnError as error:
-                line = gj.stream_error(gj.ERROR_CODES.get(error.code, gj.GRPC_UNKNOWN), error.message)
+                line = gj.stream_error(*etcd_api.status_of(error))
             await stream.write(_line(line))
         await stream.write_eof()
         return stream
@@ -248,20 +243,13 @@ class GatewayActor(Actor):
             await session.send(gj.stream_error(gj.GRPC_INVALID_ARGUMENT, str(error)))
 
 
-class WatchStream:
-    """The watches of one /v3/watch HTTP stream, numbered from 0 as each etcd
-    gRPC watch stream numbers them, each pumping its responses into the stream."""
+class WatchStream(etcd_api.WatchSession):
+    """The watches of one /v3/watch HTTP stream (etcd_api.WatchSession), written
+    as etcd's grpc-gateway writes them: one JSON object a line."""
 
     def __init__(self, client: aio.Client, stream: web.StreamResponse, log):
-        self.client = client
+        super().__init__(client, log)
         self.stream = stream
-        self.log = log
-        self.watches: dict[int, aio.AsyncWatch] = {}
-        self.pumps: dict[int, asyncio.Task] = {}
-        self.next_id = 0
-        # watches that asked for progress notifications, and progress requests not yet answered
-        self.progress_notify: set[int] = set()
-        self.progress_pending: dict[int, int] = {}
         self.lock = asyncio.Lock()
         self.gone = asyncio.Event()
 
@@ -272,66 +260,11 @@ class WatchStream:
             except (ConnectionResetError, RuntimeError):  # the HTTP client went away
                 self.gone.set()
 
-    async def handle(self, message) -> None:
-        if isinstance(message, m.WatchCreateRequest):
-            await self.create(message)
-        elif isinstance(message, m.WatchCancelRequest):
-            await self.cancel(message.watch_id)
-        else:
-            for watch_id, watch in self.watches.items():
-                self.progress_pending[watch_id] = self.progress_pending.get(watch_id, 0) + 1
-                watch.request_progress()
+    async def emit(self, response: m.WatchResponse, watch_id: int) -> None:
+        await self.send(gj.watch_response(response, watch_id))
 
-    async def create(self, request: m.WatchCreateRequest) -> None:
-        watch_id = request.watch_id or self.next_id
-        if watch_id in self.watches:
-            await self.send({"result": {"header": {}, "watch_id": str(watch_id), "created": True, "canceled": True,
-                                        "cancel_reason": "etcdserver: duplicate watch ID"}})
-            return
-        try:
-            watch = await self.client.open_watch(
-                request.key, range_end=request.range_end or None, start_revision=request.start_revision,
-                prev_kv=request.prev_kv, progress_notify=request.progress_notify, filters=request.filters,
-                fragment=request.fragment)
-        except (CairnError, ValueError) as error:
-            code = gj.ERROR_CODES.get(getattr(error, "code", "InvalidArgument"), gj.GRPC_UNKNOWN)
-            await self.send(gj.stream_error(code, getattr(error, "message", str(error))))
-            return
-        self.next_id = max(self.next_id, watch_id) + 1
-        self.watches[watch_id] = watch
-        if request.progress_notify:
-            self.progress_notify.add(watch_id)
-        header = watch.watch.created_header or m.ResponseHeader(0, 0, 0, 0)
-        await self.send(gj.watch_response(m.WatchResponse(header, 0, created=True), watch_id))
-        self.pumps[watch_id] = asyncio.create_task(self.pump(watch_id, watch))
-
-    async def pump(self, watch_id: int, watch: aio.AsyncWatch) -> None:
-        try:
-            while (response := await watch.next()) is not None:
-                if is_progress_notify(response):
-                    # The member also marks how far a watch is complete with empty
-                    # responses; etcd sends them only when asked. The answer to a
-                    # progress request carries watch_id -1, as etcd 3.4's.
-                    if self.progress_pending.get(watch_id):
-                        self.progress_pending[watch_id] -= 1
-                        await self.send(gj.watch_response(response, -1))
-                    elif watch_id in self.progress_notify:
-                        await self.send(gj.watch_response(response, watch_id))
-                    continue
-                await self.send(gj.watch_response(response, watch_id))
-        except CairnError as error:
-            await self.send(gj.stream_error(gj.ERROR_CODES.get(error.code, gj.GRPC_UNKNOWN), error.message))
-        self.watches.pop(watch_id, None)
-
-    async def cancel(self, watch_id: int) -> None:
-        watch = self.watches.pop(watch_id, None)
-        if watch is None:
-            return  # etcd ignores a cancel of an unknown id
-        pump = self.pumps.pop(watch_id)
-        pump.cancel()
-        response = await watch.cancel()
-        header = response.header if response is not None else (watch.watch.created_header or m.ResponseHeader(0, 0, 0, 0))
-        await self.send(gj.watch_response(m.WatchResponse(header, 0, canceled=True), watch_id))
+    async def emit_error(self, grpc_code: int, message: str) -> None:
+        await self.send(gj.stream_error(grpc_code, message))
 
     async def wait_closed(self, stopping: asyncio.Event) -> None:
         """Until the HTTP client goes away (the handler is then cancelled) or the gateway stops."""
@@ -341,18 +274,6 @@ class WatchStream:
         finally:
             for wait in waits:
                 wait.cancel()
-
-    async def close(self, cancel_watches: bool = True) -> None:
-        for pump in self.pumps.values():
-            pump.cancel()
-        watches, self.watches = list(self.watches.values()), {}
-        if not cancel_watches:
-            return
-        for watch in watches:
-            try:
-                await asyncio.shield(watch.cancel())
-            except (CairnError, asyncio.CancelledError):
-                pass
 
 
 def _json_response(body: dict, status: int = 200) -> web.Response:

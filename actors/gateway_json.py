@@ -24,6 +24,7 @@ import codecs
 import json
 import re
 
+from actors import etcd_api
 from transport import messages as m
 
 INT64_MIN, UINT64_MAX = -(1 << 63), (1 << 64) - 1
@@ -604,23 +605,15 @@ def watch_response(r: m.WatchResponse, watch_id: int) -> dict:
 
 # ---------------------------------------------------------------- errors
 
-# Our error codes -> (gRPC code, HTTP status) as etcd's rpctypes and grpc-gateway map them.
-GRPC_INVALID_ARGUMENT, GRPC_NOT_FOUND, GRPC_FAILED_PRECONDITION = 3, 5, 9
-GRPC_RESOURCE_EXHAUSTED, GRPC_OUT_OF_RANGE, GRPC_UNAVAILABLE, GRPC_UNKNOWN = 8, 11, 14, 2
+# The gRPC codes and etcd's mapping of cairn's errors onto them are shared with
+# the gRPC door (actors/etcd_api.py); here they get etcd grpc-gateway's HTTP status.
+GRPC_INVALID_ARGUMENT, GRPC_NOT_FOUND, GRPC_FAILED_PRECONDITION = (
+    etcd_api.GRPC_INVALID_ARGUMENT, etcd_api.GRPC_NOT_FOUND, etcd_api.GRPC_FAILED_PRECONDITION)
+GRPC_RESOURCE_EXHAUSTED, GRPC_OUT_OF_RANGE, GRPC_UNAVAILABLE, GRPC_UNKNOWN = (
+    etcd_api.GRPC_RESOURCE_EXHAUSTED, etcd_api.GRPC_OUT_OF_RANGE, etcd_api.GRPC_UNAVAILABLE, etcd_api.GRPC_UNKNOWN)
 HTTP_STATUS = {2: 500, 3: 400, 4: 504, 5: 404, 8: 429, 9: 412, 11: 400, 12: 501, 14: 503}
-ERROR_CODES = {
-    "InvalidArgument": GRPC_INVALID_ARGUMENT, "EmptyKey": GRPC_INVALID_ARGUMENT, "KeyTooLong": GRPC_INVALID_ARGUMENT,
-    "DuplicateKey": GRPC_INVALID_ARGUMENT, "TooManyOps": GRPC_INVALID_ARGUMENT, "ValueProvided": GRPC_INVALID_ARGUMENT,
-    "LeaseProvided": GRPC_INVALID_ARGUMENT, "KeyNotFound": GRPC_INVALID_ARGUMENT, "RequestTooLarge": GRPC_INVALID_ARGUMENT,
-    "MalformedRequest": GRPC_INVALID_ARGUMENT, "UnsupportedVersion": GRPC_INVALID_ARGUMENT,
-    "Compacted": GRPC_OUT_OF_RANGE, "FutureRevision": GRPC_OUT_OF_RANGE, "LeaseTTLTooLarge": GRPC_OUT_OF_RANGE,
-    "LeaseNotFound": GRPC_NOT_FOUND, "LeaseExists": GRPC_FAILED_PRECONDITION,
-    "NoSpace": GRPC_RESOURCE_EXHAUSTED, "TooManyRequests": GRPC_RESOURCE_EXHAUSTED,
-    "NoLeader": GRPC_UNAVAILABLE, "NotLeader": GRPC_UNAVAILABLE, "Timeout": GRPC_UNAVAILABLE,
-    "Unavailable": GRPC_UNAVAILABLE, "Indeterminate": GRPC_UNAVAILABLE, "Stopping": GRPC_UNAVAILABLE,
-    "ElectionNotLeader": GRPC_FAILED_PRECONDITION, "LockLost": GRPC_FAILED_PRECONDITION,
-}
-AUTH_NOT_ENABLED = "etcdserver: authentication is not enabled"
+ERROR_CODES = etcd_api.ERROR_CODES
+AUTH_NOT_ENABLED = etcd_api.AUTH_NOT_ENABLED
 
 
 def error_body(grpc_code: int, message: str) -> tuple[int, dict]:
@@ -630,7 +623,7 @@ def error_body(grpc_code: int, message: str) -> tuple[int, dict]:
 
 def error_for(code: str, message: str) -> tuple[int, dict]:
     """(HTTP status, body) for one of cairn's error codes (transport/errors.py)."""
-    return error_body(ERROR_CODES.get(code, GRPC_UNKNOWN), message)
+    return error_body(*etcd_api.grpc_status(code, message))
 
 
 def stream_error(grpc_code: int, message: str) -> dict:

@@ -9,7 +9,7 @@ the multiprocessing *spawn* method (a fresh interpreter: no inherited sockets,
 LMDB handles or locks). It waits on the children's sentinels; an actor that
 exits is logged and restarted after a back-off that doubles while it keeps dying
 and resets once it stays up. SIGTERM or SIGINT stops the actors in reverse start
-order (the gateway and frontend first, so no new requests arrive while the
+order (the gateways and frontend first, so no new requests arrive while the
 rest wind down), waits
 for them, kills stragglers, and removes the ipc sockets. The actors also ask the
 kernel to SIGTERM them if the supervisor itself dies (PR_SET_PDEATHSIG).
@@ -39,7 +39,11 @@ ACTOR_CLASSES = {
     "frontend": "actors.frontend:FrontendActor",
     # Only for members with an `http` address: etcd's JSON gateway, a client of the frontend.
     "gateway": "actors.gateway:GatewayActor",
+    # Only for members with a `grpc` address: etcd's gRPC API, a client of the frontend.
+    "grpc": "actors.grpc_gateway:GrpcActor",
 }
+# The actors a member runs only when its config gives it the address they serve.
+OPTIONAL_ACTORS = {"gateway": "http", "grpc": "grpc"}
 
 RESTART_BACKOFF_S_MIN = 0.1
 RESTART_BACKOFF_S_MAX = 5.0
@@ -91,7 +95,9 @@ class Supervisor:
         self.context = multiprocessing.get_context("spawn")
         self.processes: dict[str, multiprocessing.Process] = {}
         self.started_at: dict[str, float] = {}
-        self.actor_names = [name for name in ACTOR_CLASSES if name != "gateway" or config.member(member_name).http]
+        member = config.member(member_name)
+        self.actor_names = [name for name in ACTOR_CLASSES
+                            if name not in OPTIONAL_ACTORS or getattr(member, OPTIONAL_ACTORS[name])]
         self.backoff_s: dict[str, float] = {name: RESTART_BACKOFF_S_MIN for name in self.actor_names}
         self.restart_at: dict[str, float] = {}
         self.crash_loops = CrashLoops()

@@ -6,7 +6,8 @@ A config file has two sections:
       name: local
       members:
         - {name: n1, peer: tcp://127.0.0.1:2380, client: tcp://127.0.0.1:2379,
-           http: http://127.0.0.1:2378}   # optional: etcd's JSON gateway (actors/gateway.py)
+           http: http://127.0.0.1:2378,   # optional: etcd's JSON gateway (actors/gateway.py)
+           grpc: http://127.0.0.1:2377}   # optional: etcd's gRPC API (actors/grpc_gateway.py)
     member:                       # how every member runs (optional; defaults below)
       data_dir: data/{name}       # {name} is the member's name; relative to the file
       log_level: info
@@ -105,6 +106,8 @@ class MemberSpec:
     id: int
     # etcd's HTTP JSON gateway of this member ("" = none): http://HOST:PORT
     http: str = ""
+    # etcd's gRPC API of this member ("" = none): http://HOST:PORT, as etcd's client URLs
+    grpc: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +208,7 @@ def _members(items: list, cluster_name: str, path: str) -> tuple[MemberSpec, ...
         where = f"cluster.members[{position}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{path}: {where}: expected a mapping with name, peer, client")
-        _no_unknown_keys(item, {"name", "peer", "client", "http"}, path, where)
+        _no_unknown_keys(item, {"name", "peer", "client", "http", "grpc"}, path, where)
         name = _require(item, "name", str, path, where)
         if not _NAME.match(name):
             raise ConfigError(f"{path}: {where}.name: {name!r} must be 1-32 letters, digits, '.', '_' or '-'")
@@ -213,13 +216,13 @@ def _members(items: list, cluster_name: str, path: str) -> tuple[MemberSpec, ...
             raise ConfigError(f"{path}: {where}.name: duplicate member name {name!r}")
         names.add(name)
         urls = {}
-        for key in ("peer", "client", "http"):
-            if key == "http" and item.get("http") is None:
+        for key in ("peer", "client", "http", "grpc"):
+            if key in ("http", "grpc") and item.get(key) is None:
                 urls[key] = ""
                 continue
             url = _require(item, key, str, path, where)
             try:
-                host_port = parse_http_address(url) if key == "http" else parse_address(url)
+                host_port = parse_http_address(url) if key in ("http", "grpc") else parse_address(url)
             except ValueError as error:
                 raise ConfigError(f"{path}: {where}.{key}: {error}") from None
             if host_port in addresses:
@@ -227,7 +230,7 @@ def _members(items: list, cluster_name: str, path: str) -> tuple[MemberSpec, ...
             addresses[host_port] = f"{where}.{key}"
             urls[key] = url
         members.append(MemberSpec(name=name, peer=urls["peer"], client=urls["client"], id=member_id_for(cluster_name, name),
-                                  http=urls["http"].rstrip("/")))
+                                  http=urls["http"].rstrip("/"), grpc=urls["grpc"].rstrip("/")))
     return tuple(members)
 
 

@@ -90,6 +90,7 @@ def run_node(cluster_config, name: str, rejoin: bool = False) -> int:
             marker.write("rejoining after the loss of this data dir\n")
     member = cluster_config.member(name)
     http = f" and {member.http} (etcd's JSON gateway)" if member.http else ""
+    http += f" and {member.grpc} (etcd's gRPC API)" if member.grpc else ""
     print(f"cairn member {name} ({member.id:x}) serving clients on {member.client}{http}, data in {supervisor.data_dir}", flush=True)
     return supervisor.run()
 
@@ -114,6 +115,10 @@ def run_cluster(cluster_config) -> int:
     if gateways:
         print("HTTP (etcd's JSON gateway, for curl):", flush=True)
         print("  " + ",".join(gateways), flush=True)
+    doors = [member.grpc.removeprefix("http://") for member in cluster_config.members if member.grpc]
+    if doors:
+        print("gRPC (etcd's API, for etcdctl --endpoints and etcd's client libraries):", flush=True)
+        print("  " + ",".join(doors), flush=True)
     print("Try: cairnctl --endpoints=%s put foo bar   (Ctrl-C stops the cluster)" % cluster_config.client_endpoints()[0], flush=True)
     status = 0
     reported = set()

@@ -36,15 +36,18 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def write_config(directory, members: int = 1, http: bool = False, **member_settings) -> str:
+def write_config(directory, members: int = 1, http: bool = False, grpc: bool = False, **member_settings) -> str:
     """A config of `members` members on free loopback ports; with http=True each
-    member also serves etcd's JSON gateway (actors/gateway.py)."""
-    ports = free_ports(3 * members)
+    member also serves etcd's JSON gateway (actors/gateway.py), with grpc=True
+    etcd's gRPC API (actors/grpc_gateway.py)."""
+    ports = free_ports(4 * members)
     entries = []
     for i in range(members):
-        entry = {"name": f"n{i + 1}", "peer": f"tcp://127.0.0.1:{ports[3 * i]}", "client": f"tcp://127.0.0.1:{ports[3 * i + 1]}"}
+        entry = {"name": f"n{i + 1}", "peer": f"tcp://127.0.0.1:{ports[4 * i]}", "client": f"tcp://127.0.0.1:{ports[4 * i + 1]}"}
         if http:
-            entry["http"] = f"http://127.0.0.1:{ports[3 * i + 2]}"
+            entry["http"] = f"http://127.0.0.1:{ports[4 * i + 2]}"
+        if grpc:
+            entry["grpc"] = f"http://127.0.0.1:{ports[4 * i + 3]}"
         entries.append(entry)
     document = {
         "cluster": {"name": "test", "members": entries},
@@ -94,6 +97,26 @@ class Member:
         """The member's JSON gateway, e.g. http://127.0.0.1:PORT ("" if none)."""
         return self.spec.http
 
+    @property
+    def grpc_target(self) -> str:
+        """The member's gRPC address as gRPC clients take it, e.g. 127.0.0.1:PORT ("" if none)."""
+        return self.spec.grpc.removeprefix("http://")
+
+    def wait_grpc(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Until the member's gRPC door accepts connections."""
+        host, port = config_module.parse_http_address(self.spec.grpc)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((host, port), timeout=1.0).close()
+                return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gRPC door of {self.name} did not accept connections in {timeout}s")
+            Cluster._check_alive(self)
+            time.sleep(0.05)
+
     def wait_http(self, timeout: float = START_TIMEOUT_S) -> None:
         """Until the member's gateway answers GET /version."""
         deadline = time.monotonic() + timeout
@@ -127,7 +150,7 @@ class Member:
             prefix = f"cairn[{self.name}] "
             if comm.startswith(prefix):
                 short = comm[len(prefix):]
-                for actor in ("raft", "apply", "lease", "watch", "frontend", "gateway"):
+                for actor in ("raft", "apply", "lease", "watch", "frontend", "gateway", "grpc"):
                     if actor.startswith(short):
                         pids[actor] = pid
         return pids
@@ -195,9 +218,9 @@ class Member:
 
 
 class Cluster:
-    def __init__(self, directory, members: int = 1, http: bool = False, **member_settings):
+    def __init__(self, directory, members: int = 1, http: bool = False, grpc: bool = False, **member_settings):
         self.directory = str(directory)
-        self.config_path = write_config(directory, members, http=http, **member_settings)
+        self.config_path = write_config(directory, members, http=http, grpc=grpc, **member_settings)
         self.config = config_module.load(self.config_path)
         self.members = {m.name: Member(self, m.name) for m in self.config.members}
 
@@ -235,6 +258,8 @@ class Cluster:
                         self._check_alive(member)
             if member.http_url:
                 member.wait_http(max(1.0, deadline - time.monotonic()))
+            if member.spec.grpc:
+                member.wait_grpc(max(1.0, deadline - time.monotonic()))
 
     @staticmethod
     def _check_alive(member: Member) -> None:

@@ -1,0 +1,205 @@
+"""What etcd's two client doors of a member share: the HTTP JSON gateway
+(actors/gateway.py) and the gRPC door (actors/grpc_gateway.py).
+
+Both are ordinary clients of their member's frontend (cairn.aio.Client) and
+differ only in how requests and responses are spelt on the wire. Everything
+that does not depend on the spelling lives here, once:
+
+* the etcd API version both report;
+* how each request is sent: whether it is a write (never repeated after a
+  timeout) and how long a call may wait (lock and campaign wait their turn);
+* cairn's error codes as the gRPC status codes etcd's rpctypes gives them;
+* the watches of one etcd watch stream (WatchSession): watch ids chosen by the
+  client or the stream, create, cancel, progress requests and notifications,
+  each watch's responses pumped to the stream. A door subclasses it to say how
+  a response or an error is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from cairn import aio
+from cairn.watch import is_progress_notify
+from transport import messages as m
+from transport.errors import CairnError
+
+# What the version and status calls report: the etcd API the doors speak.
+# Clients such as Patroni pick their URL prefix from it (/v3 from 3.4 on).
+ETCD_API_VERSION = "3.4.0"
+
+# ---------------------------------------------------------------- calls
+
+# Requests that change nothing, so a client may send them again after a timeout.
+_READS = (m.RangeRequest, m.LeaseTimeToLiveRequest, m.LeaseLeasesRequest, m.LeaseKeepAliveRequest,
+          m.MemberListRequest, m.StatusRequest, m.LeaderRequest, m.MoveLeaderRequest)
+
+
+def is_write(message) -> bool:
+    if isinstance(message, m.AlarmRequest):
+        return message.action != m.ALARM_GET
+    return not isinstance(message, _READS)
+
+
+def call_timeout(message) -> float | None:
+    """Lock and campaign wait for their turn: the member's wait limit, as the
+    client library allows; None is the client's default."""
+    return aio.Client.SERVICE_WAIT_S if isinstance(message, (m.LockRequest, m.CampaignRequest)) else None
+
+
+async def call(client: aio.Client, message, timeout: float | None = None, endpoint: str | None = None):
+    """Send one request through the frontend as etcd's server would serve it."""
+    wait = call_timeout(message)
+    if timeout is not None:
+        wait = timeout if wait is None else min(wait, timeout)
+    return await client.call(message, write=is_write(message), timeout=wait, endpoint=endpoint)
+
+
+# ---------------------------------------------------------------- errors
+
+# gRPC status codes (grpc's codes.Code numbers).
+GRPC_OK, GRPC_CANCELLED, GRPC_UNKNOWN, GRPC_INVALID_ARGUMENT, GRPC_DEADLINE_EXCEEDED = 0, 1, 2, 3, 4
+GRPC_NOT_FOUND, GRPC_FAILED_PRECONDITION, GRPC_RESOURCE_EXHAUSTED, GRPC_OUT_OF_RANGE = 5, 9, 8, 11
+GRPC_UNIMPLEMENTED, GRPC_INTERNAL, GRPC_UNAVAILABLE = 12, 13, 14
+
+# cairn's error codes (transport/errors.py) -> the gRPC code etcd's rpctypes gives the same error.
+ERROR_CODES = {
+    "InvalidArgument": GRPC_INVALID_ARGUMENT, "EmptyKey": GRPC_INVALID_ARGUMENT, "KeyTooLong": GRPC_INVALID_ARGUMENT,
+    "DuplicateKey": GRPC_INVALID_ARGUMENT, "TooManyOps": GRPC_INVALID_ARGUMENT, "ValueProvided": GRPC_INVALID_ARGUMENT,
+    "LeaseProvided": GRPC_INVALID_ARGUMENT, "KeyNotFound": GRPC_INVALID_ARGUMENT, "RequestTooLarge": GRPC_INVALID_ARGUMENT,
+    "MalformedRequest": GRPC_INVALID_ARGUMENT, "UnsupportedVersion": GRPC_INVALID_ARGUMENT,
+    "Compacted": GRPC_OUT_OF_RANGE, "FutureRevision": GRPC_OUT_OF_RANGE, "LeaseTTLTooLarge": GRPC_OUT_OF_RANGE,
+    "LeaseNotFound": GRPC_NOT_FOUND, "LeaseExists": GRPC_FAILED_PRECONDITION,
+    "NoSpace": GRPC_RESOURCE_EXHAUSTED, "TooManyRequests": GRPC_RESOURCE_EXHAUSTED,
+    "NoLeader": GRPC_UNAVAILABLE, "NotLeader": GRPC_UNAVAILABLE, "Timeout": GRPC_UNAVAILABLE,
+    "Unavailable": GRPC_UNAVAILABLE, "Indeterminate": GRPC_UNAVAILABLE, "Stopping": GRPC_UNAVAILABLE,
+    "ElectionNotLeader": GRPC_FAILED_PRECONDITION, "LockLost": GRPC_FAILED_PRECONDITION,
+}
+AUTH_NOT_ENABLED = "etcdserver: authentication is not enabled"
+# Errors whose message is etcd's own whatever cairn's says (the client library
+# words a request it refuses to send its own way).
+_ETCD_MESSAGES = {"RequestTooLarge": "etcdserver: request is too large"}
+
+
+def grpc_status(code: str, message: str) -> tuple[int, str]:
+    """(gRPC code, message) for one of cairn's error codes, as etcd answers it."""
+    return ERROR_CODES.get(code, GRPC_UNKNOWN), _ETCD_MESSAGES.get(code, message)
+
+
+def status_of(error: Exception) -> tuple[int, str]:
+    if isinstance(error, CairnError):
+        return grpc_status(error.code, error.message)
+    if isinstance(error, ValueError):  # the client library's check of an argument
+        return GRPC_INVALID_ARGUMENT, str(error)
+    return GRPC_UNKNOWN, f"cairn: {type(error).__name__}: {error}"
+
+
+# ---------------------------------------------------------------- watch streams
+
+DUPLICATE_WATCH_ID = "etcdserver: duplicate watch ID"
+
+
+class WatchSession:
+    """The watches of one etcd watch stream, numbered from 0 as each etcd gRPC
+    watch stream numbers them (or with the id the client chose), each pumping
+    its responses into the stream. Subclasses write: `emit` one response of
+    watch `watch_id`, `emit_error` an error of the stream, `create_failed` a
+    create the member refused."""
+
+    def __init__(self, client: aio.Client, log):
+        self.client = client
+        self.log = log
+        self.watches: dict[int, aio.AsyncWatch] = {}
+        self.pumps: dict[int, asyncio.Task] = {}
+        self.next_id = 0
+        # watches that asked for progress notifications, and progress requests not yet answered
+        self.progress_notify: set[int] = set()
+        self.progress_pending: dict[int, int] = {}
+        self.fragment: set[int] = set()
+
+    # ------------------------------------------------------------ to override
+
+    async def emit(self, response: m.WatchResponse, watch_id: int) -> None:
+        raise NotImplementedError
+
+    async def emit_error(self, grpc_code: int, message: str) -> None:
+        raise NotImplementedError
+
+    async def create_failed(self, request: m.WatchCreateRequest, watch_id: int, grpc_code: int, message: str) -> None:
+        await self.emit_error(grpc_code, message)
+
+    # ------------------------------------------------------------ requests
+
+    async def handle(self, message) -> None:
+        if isinstance(message, m.WatchCreateRequest):
+            await self.create(message)
+        elif isinstance(message, m.WatchCancelRequest):
+            await self.cancel(message.watch_id)
+        else:
+            for watch_id, watch in self.watches.items():
+                self.progress_pending[watch_id] = self.progress_pending.get(watch_id, 0) + 1
+                watch.request_progress()
+
+    async def create(self, request: m.WatchCreateRequest) -> None:
+        watch_id = request.watch_id or self.next_id
+        if watch_id in self.watches:
+            await self.emit(m.WatchResponse(m.ResponseHeader(0, 0, 0, 0), watch_id, created=True, canceled=True,
+                                            cancel_reason=DUPLICATE_WATCH_ID), watch_id)
+            return
+        try:
+            watch = await self.client.open_watch(
+                request.key, range_end=request.range_end or None, start_revision=request.start_revision,
+                prev_kv=request.prev_kv, progress_notify=request.progress_notify, filters=request.filters,
+                fragment=request.fragment)
+        except (CairnError, ValueError) as error:
+            await self.create_failed(request, watch_id, *status_of(error))
+            return
+        self.next_id = max(self.next_id, watch_id) + 1
+        self.watches[watch_id] = watch
+        if request.progress_notify:
+            self.progress_notify.add(watch_id)
+        if request.fragment:
+            self.fragment.add(watch_id)
+        header = watch.watch.created_header or m.ResponseHeader(0, 0, 0, 0)
+        await self.emit(m.WatchResponse(header, watch_id, created=True), watch_id)
+        self.pumps[watch_id] = asyncio.create_task(self.pump(watch_id, watch))
+
+    async def pump(self, watch_id: int, watch: aio.AsyncWatch) -> None:
+        try:
+            while (response := await watch.next()) is not None:
+                if is_progress_notify(response):
+                    # The member also marks how far a watch is complete with empty
+                    # responses; etcd sends them only when asked. The answer to a
+                    # progress request carries watch_id -1, as etcd 3.4's.
+                    if self.progress_pending.get(watch_id):
+                        self.progress_pending[watch_id] -= 1
+                        await self.emit(response, -1)
+                    elif watch_id in self.progress_notify:
+                        await self.emit(response, watch_id)
+                    continue
+                await self.emit(response, watch_id)
+        except CairnError as error:
+            await self.emit_error(*status_of(error))
+        self.watches.pop(watch_id, None)
+
+    async def cancel(self, watch_id: int) -> None:
+        watch = self.watches.pop(watch_id, None)
+        if watch is None:
+            return  # etcd ignores a cancel of an unknown id
+        pump = self.pumps.pop(watch_id)
+        pump.cancel()
+        response = await watch.cancel()
+        header = response.header if response is not None else (watch.watch.created_header or m.ResponseHeader(0, 0, 0, 0))
+        await self.emit(m.WatchResponse(header, watch_id, canceled=True), watch_id)
+
+    async def close(self, cancel_watches: bool = True) -> None:
+        for pump in self.pumps.values():
+            pump.cancel()
+        watches, self.watches = list(self.watches.values()), {}
+        if not cancel_watches:
+            return
+        for watch in watches:
+            try:
+                await asyncio.shield(watch.cancel())
+            except (CairnError, asyncio.CancelledError):
+                pass
