@@ -354,7 +354,7 @@ def test_sigterm_ends_open_streams_and_the_supervisor_restarts_the_door(cluster,
         with pytest.raises(grpc.RpcError) as error:
             stream.next(timeout=3)
         assert (error.value.code(), error.value.details()) == (grpc.StatusCode.UNAVAILABLE, "etcdserver: server stopped")
-    assert time.monotonic() - began < 2.0
+    assert time.monotonic() - began < 5.0  # bounded: well below any client deadline, with room for a loaded 2-core machine
     requests.close()
     keepalives.close()
     deadline = time.monotonic() + 15
