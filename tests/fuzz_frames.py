@@ -622,3 +622,103 @@ def peer_garbage(rng: random.Random, member_id: int) -> bytes:
     # a RaftBatch addressed to nobody in this cluster: decoded, then dropped
     message = m.RaftBatch(0x5EED, (m.raft_messages.RaftMessage(1, 0xDEAD, 0x5EED, 0),))
     return codec.encode(message)
+
+
+# ---------------------------------------------------------------------------
+# Bodies for the HTTP gateway (etcd's JSON mapping, actors/gateway_json.py)
+# ---------------------------------------------------------------------------
+
+# The gateway's unary paths. Watch streams are not here: a valid watch body
+# keeps its stream open by design (etcd's too), so /v3/watch only gets bodies
+# that are refused (WATCH_BODIES).
+HTTP_PATHS = {
+    m.RangeRequest: "/v3/kv/range", m.PutRequest: "/v3/kv/put", m.DeleteRangeRequest: "/v3/kv/deleterange",
+    m.TxnRequest: "/v3/kv/txn", m.CompactionRequest: "/v3/kv/compaction",
+    m.LeaseGrantRequest: "/v3/lease/grant", m.LeaseRevokeRequest: "/v3/lease/revoke",
+    m.LeaseKeepAliveRequest: "/v3/lease/keepalive", m.LeaseTimeToLiveRequest: "/v3/lease/timetolive",
+    m.LeaseLeasesRequest: "/v3/lease/leases", m.MemberListRequest: "/v3/cluster/member/list",
+    m.StatusRequest: "/v3/maintenance/status", m.AlarmRequest: "/v3/maintenance/alarm",
+    m.LockRequest: "/v3/lock/lock", m.UnlockRequest: "/v3/lock/unlock", m.CampaignRequest: "/v3/election/campaign",
+    m.ProclaimRequest: "/v3/election/proclaim", m.LeaderRequest: "/v3/election/leader",
+    m.ResignRequest: "/v3/election/resign",
+}
+# etcd's JSON names where they are not the field's own (gateway_json's tables).
+_JSON_NAMES = {"ttl": "TTL", "id": "ID", "member_id": "memberID"}
+_OPERAND_NAMES = {m.TARGET_VERSION: "version", m.TARGET_CREATE: "create_revision", m.TARGET_MOD: "mod_revision",
+                  m.TARGET_VALUE: "value", m.TARGET_LEASE: "lease"}
+_OP_NAMES = {m.RangeRequest: "request_range", m.PutRequest: "request_put", m.DeleteRangeRequest: "request_delete_range",
+             m.TxnRequest: "request_txn"}
+WATCH_BODIES = (b"", b"{", b"[]", b"5", b'{"create_request": 5}', b'{"cancel_request": {"watch_id": "x"}}',
+                b'{"create_request": {}, "cancel_request": {}}', b'{"nope": {}}', b"\xff\xfe", b"[" * 100_000)
+
+
+def to_json(message, rng: random.Random):
+    """The message in etcd's JSON mapping; integers as numbers or decimal strings."""
+    import base64
+
+    if isinstance(message, bytes):
+        return base64.b64encode(message).decode()
+    if isinstance(message, bool) or message is None or isinstance(message, str):
+        return message
+    if isinstance(message, int):
+        return str(message) if rng.random() < 0.5 else message
+    if isinstance(message, tuple):
+        return [to_json(item, rng) for item in message]
+    body = {}
+    for field in dataclasses.fields(message):
+        value = getattr(message, field.name)
+        if isinstance(message, m.Compare) and field.name == "operand":
+            body[_OPERAND_NAMES.get(message.target, "version")] = to_json(value, rng)
+        elif isinstance(message, m.TxnRequest) and field.name in ("success", "failure"):
+            body[field.name] = [{_OP_NAMES[type(op)]: to_json(op, rng)} for op in value]
+        elif isinstance(message, m.WatchCreateRequest) and field.name == "grouped":
+            continue
+        else:
+            body[_JSON_NAMES.get(field.name, field.name)] = to_json(value, rng)
+    return body
+
+
+def http_request(fuzzer: FrameFuzzer) -> tuple[str, bytes, str]:
+    """(path, body, note): a gateway request, mostly structured and often broken."""
+    import json
+
+    rng = fuzzer.rng
+    roll = rng.random()
+    if roll < 0.05:
+        return "/v3/watch", rng.choice(WATCH_BODIES), "watch body refused"
+    cls = rng.choice(list(HTTP_PATHS))
+    path = HTTP_PATHS[cls]
+    if rng.random() < 0.2:
+        path = path.replace("/v3/", "/v3beta/")
+    body = to_json(fuzzer.message(cls, edge=rng.random() < 0.6), rng)
+    if roll < 0.45:
+        return path, json.dumps(body).encode(), "structured"
+    if roll < 0.6 and body:
+        # one field of the wrong JSON type; never a string where bytes go (a
+        # string is base64 and would name a key outside the prefix)
+        name = rng.choice(sorted(body))
+        keyish = name in ("key", "range_end", "name")  # nor null: a missing key or name is b"", outside too
+        body[name] = rng.choice([True, 1.5, 1e308, -1, [], {}, [1], {"a": 1}, 2**64, -2**63 - 1]
+                                + ([] if keyish else [None, "x", "", "-1", "1e3", "9" * 40]))
+        return path, json.dumps(body).encode(), f"{name} mistyped"
+    if roll < 0.7:
+        body = dict(body, **{rng.choice(["nope", "Key", "KEY", "range-end", ""]): 1})
+        return path, json.dumps(body).encode(), "unknown field"
+    choice = rng.randrange(9)
+    if choice == 0:
+        return path, bytes(rng.randrange(256) for _ in range(rng.randrange(64))), "random bytes"
+    if choice == 1:
+        return path, b"[" * rng.choice((1000, 100_000)) + b"]" * 10, "deep JSON"
+    if choice == 2:
+        return path, b'{"key": "' + b"A" * (4 * 1024 * 1024) + b'"}', "huge body"
+    if choice == 3:
+        return path, b'{"revision": NaN, "TTL": Infinity, "ID": -Infinity}', "NaN"
+    if choice == 4:
+        return path, json.dumps(body).encode() * 2, "two objects"
+    if choice == 5:
+        return path, b'{"key": "Zno=", "key": "!!!"}', "duplicate field, bad base64"
+    if choice == 6:
+        return path, json.dumps([body]).encode(), "array body"
+    if choice == 7:
+        return path, b'"\\ud800"', "lone surrogate"
+    return path, json.dumps(body).encode()[: rng.randrange(1, 40)], "truncated"
