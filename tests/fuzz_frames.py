@@ -597,14 +597,20 @@ class FrameFuzzer:
 
 
 # ---------------------------------------------------------------------------
-# Frames for the raft peer port (garbage only: a well-formed RaftBatch from a
+# Frames for the raft peer port: garbage, and frames from a stranger that a
+# member can tell apart from its peers' (a well-formed RaftBatch from a
 # stranger would be a real peer message, which Raft trusts, as etcd's does)
 # ---------------------------------------------------------------------------
 
 
 def peer_garbage(rng: random.Random, member_id: int) -> bytes:
     """A frame the raft actor's peer inbox must survive (log and drop)."""
-    choice = rng.randrange(8)
+    choice = rng.randrange(9)
+    if choice == 8:
+        # well-formed, from a stranger: a snapshot chunk whose MSG_SNAP carries no snapshot
+        stranger = 0x5EED
+        message = m.raft_messages.RaftMessage(m.raft_messages.MSG_SNAP, member_id, stranger, 0)
+        return codec.encode(m.SnapshotChunk(stranger, rng.randrange(1, 2**32), 0, b"x", rng.random() < 0.5, 1, message))
     if choice == 0:
         return bytes(rng.randrange(256) for _ in range(rng.randrange(200)))
     if choice == 1:
@@ -629,8 +635,8 @@ def peer_garbage(rng: random.Random, member_id: int) -> bytes:
 # ---------------------------------------------------------------------------
 
 # The gateway's unary paths. Watch streams are not here: a valid watch body
-# keeps its stream open by design (etcd's too), so /v3/watch only gets bodies
-# that are refused (WATCH_BODIES).
+# keeps its stream open by design (etcd's too), and so does an empty body (an
+# idle stream), so /v3/watch only gets bodies that are refused (WATCH_BODIES).
 HTTP_PATHS = {
     m.RangeRequest: "/v3/kv/range", m.PutRequest: "/v3/kv/put", m.DeleteRangeRequest: "/v3/kv/deleterange",
     m.TxnRequest: "/v3/kv/txn", m.CompactionRequest: "/v3/kv/compaction",
@@ -648,7 +654,7 @@ _OPERAND_NAMES = {m.TARGET_VERSION: "version", m.TARGET_CREATE: "create_revision
                   m.TARGET_VALUE: "value", m.TARGET_LEASE: "lease"}
 _OP_NAMES = {m.RangeRequest: "request_range", m.PutRequest: "request_put", m.DeleteRangeRequest: "request_delete_range",
              m.TxnRequest: "request_txn"}
-WATCH_BODIES = (b"", b"{", b"[]", b"5", b'{"create_request": 5}', b'{"cancel_request": {"watch_id": "x"}}',
+WATCH_BODIES = (b"{", b"[]", b"5", b'{"create_request": 5}', b'{"cancel_request": {"watch_id": "x"}}',
                 b'{"create_request": {}, "cancel_request": {}}', b'{"nope": {}}', b"\xff\xfe", b"[" * 100_000)
 
 

@@ -55,7 +55,8 @@ PROPOSED = tuple(sorted(set(WRITE_REQUESTS + LEASE_WRITE_REQUESTS) | {m.AlarmReq
 # store), so requests get past the static checks to the code that stores them.
 any_int = st.one_of(st.integers(0, 2), st.integers(0, 2), st.integers(0, 4), st.integers(0, 12),
                     st.sampled_from(EDGE_INTS), st.sampled_from(EDGE_INTS), st.integers())
-key_bytes = st.one_of(st.sampled_from([b"a", b"b", b"k", b"k/1", b"\0", b"\xff", b""]), st.binary(min_size=1, max_size=8))
+key_bytes = st.one_of(st.sampled_from([b"a", b"b", b"k", b"k/1", b"\0", b"\xff", b"", b"k" * 511, b"k" * 512, b"k" * 600]),
+                      st.binary(min_size=1, max_size=8))
 
 
 def strategy_for(annotation, name: str = ""):
