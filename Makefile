@@ -23,9 +23,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The long simulation: many more Raft schedules (see tests/raft/test_simulation.py).
+# The long runs: many more Raft schedules (see tests/raft/test_simulation.py),
+# and many more fuzzing seeds against a live cluster and the apply path
+# (tests/integration/test_fuzz.py, tests/store/test_apply_total.py).
+CAIRN_FUZZ_SEEDS   ?= 10
+CAIRN_FUZZ_SECONDS ?= 60
 test-long: $(STAMP)
 	CAIRN_SIM_SCHEDULES=100000 $(BIN)/python -m pytest -q tests/raft -k simulation
+	CAIRN_FUZZ_SEEDS=$(CAIRN_FUZZ_SEEDS) CAIRN_FUZZ_SECONDS=$(CAIRN_FUZZ_SECONDS) \
+		$(BIN)/python -m pytest -q tests/integration/test_fuzz.py tests/store/test_apply_total.py
 
 tox: $(STAMP)
 	$(BIN)/tox

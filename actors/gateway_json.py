@@ -83,6 +83,8 @@ class JsonObjects:
                 if final:
                     raise BadRequest(f"malformed JSON: {error}") from None
                 break  # perhaps incomplete: wait for more
+            except RecursionError:  # "[[[[..." deeper than the parser's stack: no request nests so
+                raise BadRequest("malformed JSON: nested too deeply") from None
             if not isinstance(value, dict):
                 raise BadRequest(f"expected a JSON object, got {_json_type(value)}")
             objects.append(value)

@@ -120,6 +120,8 @@ class LockService:
             response = error.to_response()
         except TimeoutError:
             response = TimeoutError_(f"etcdserver: not acquired within {WAIT_LIMIT_S:.0f}s").to_response()
+        except Exception as error:  # a worker must answer whatever happens, or its caller waits for ever
+            response = CairnError(f"cairn: the lock service failed ({type(error).__name__})").to_response()
         self._answer(identity, request_id, response)
 
     def serve(self, request):
