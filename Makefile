@@ -25,13 +25,13 @@ test: $(STAMP)
 
 # The long runs: many more Raft schedules (see tests/raft/test_simulation.py),
 # and many more fuzzing seeds against a live cluster and the apply path
-# (tests/integration/test_fuzz.py, tests/store/test_apply_total.py).
+# (tests/integration/test_fuzz.py, tests/store/test_apply_edges.py).
 CAIRN_FUZZ_SEEDS   ?= 10
 CAIRN_FUZZ_SECONDS ?= 60
 test-long: $(STAMP)
 	CAIRN_SIM_SCHEDULES=100000 $(BIN)/python -m pytest -q tests/raft -k simulation
 	CAIRN_FUZZ_SEEDS=$(CAIRN_FUZZ_SEEDS) CAIRN_FUZZ_SECONDS=$(CAIRN_FUZZ_SECONDS) \
-		$(BIN)/python -m pytest -q tests/integration/test_fuzz.py tests/store/test_apply_total.py
+		$(BIN)/python -m pytest -q tests/integration/test_fuzz.py tests/store/test_apply_edges.py
 
 tox: $(STAMP)
 	$(BIN)/tox
