@@ -467,10 +467,16 @@ class FrontendActor(Actor):
         self.router.send_multipart([identity, codec.encode(error.to_response(), request_id)])
 
     def answer_pending(self, error: CairnError) -> int:
-        """Every request this door still holds: writes awaiting their entry,
+        """Every request this door still holds: writes awaiting their entry
+        (outcome unknown: Timeout, which the client reports as indeterminate),
         reads awaiting a read index or apply, large ranges mid-stream, leader
         moves, and frames not yet handed to the watch or lease actor."""
-        answered = self.fail_writes(list(self.pending_writes), error)
+        # A write handed to raft may be in a log already: its outcome is unknown,
+        # so it must not get a retryable answer (the client would apply it twice).
+        # One still queued here never left: that one may be retried.
+        unsent = [request_id for request_id, _ in self.proposals]
+        answered = self.fail_writes(unsent, error)
+        answered += self.fail_writes(list(self.pending_writes), TimeoutError_("etcdserver: server stopped; the write's outcome is unknown"))
         reads = self.awaiting_read_index + self.serve_now
         reads += [read for _, round_reads in self.read_rounds.values() for read in round_reads]
         reads += [read for _, _, waiting in self.reads_at_index for read in waiting]

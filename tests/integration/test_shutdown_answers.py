@@ -3,8 +3,10 @@
 One test per actor kind that holds requests: the frontend (a write waiting
 for its entry), the raft actor (proposals waiting for a leader), and the lease
 actor (a Lock request waiting in the lock service). Each actor is stopped with
-SIGTERM, as the supervisor stops it, and the client must get Stopping (a
-retryable error) at once, never a silent wait for its deadline. The
+SIGTERM, as the supervisor stops it, and the client must get an answer at
+once, never a silent wait for its deadline: Stopping (retryable) for what
+never reached a log, Timeout (outcome unknown, never retried) for a write
+that may have. The
 supervisor restarts the actor afterwards, as it would after a crash.
 """
 
@@ -73,7 +75,7 @@ def slow_member(tmp_path):
         yield cluster
 
 
-def test_the_frontend_answers_a_write_waiting_for_its_entry_with_stopping(slow_member):
+def test_the_frontend_answers_what_it_holds_at_once_and_never_a_write_of_unknown_outcome_as_retryable(slow_member):
     member = slow_member.members["n1"]
     raft = actor_pid(member, "raft")
     client = RawClient(member.endpoint)
@@ -85,7 +87,9 @@ def test_the_frontend_answers_a_write_waiting_for_its_entry_with_stopping(slow_m
         frontend = actor_pid(member, "frontend")
         os.kill(frontend, signal.SIGTERM)
         answers = dict(client.answer() for _ in range(2))
-        assert answers[501] == answers[502] == m.ErrorResponse("Stopping", "etcdserver: server stopped")
+        # the read is retryable; the write was handed to raft, so its outcome is unknown
+        assert answers[502] == m.ErrorResponse("Stopping", "etcdserver: server stopped")
+        assert answers[501].code == "Timeout" and "outcome is unknown" in answers[501].message
     finally:
         os.kill(raft, signal.SIGCONT)
         client.close()
