@@ -63,16 +63,27 @@ def set_process_title(title: str) -> None:
         pass
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGTERM us when the supervisor dies, even by kill -9,
-    so a member never leaves orphan actors behind."""
+def die_with_parent(supervisor_pid: int) -> None:
+    """Ask the kernel to SIGTERM us when our parent dies, even by kill -9, so a
+    member never leaves orphan actors behind. The parent is the member's
+    forkserver, which exits when the supervisor does."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    if os.getppid() == 1 or not _alive(supervisor_pid):  # gone before prctl took effect
         os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Actor:

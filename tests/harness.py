@@ -17,7 +17,7 @@ import yaml
 
 from cairn import Client
 from cairn import config as config_module
-from cairn.procfs import children_of
+from cairn.procfs import process_tree
 from transport.errors import CairnError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -144,9 +144,10 @@ class Member:
         STARTED.append(self)
 
     def actor_pids(self) -> dict[str, int]:
-        """{actor name: pid} of the running actors, from their process titles."""
+        """{actor name: pid} of the running actors, from their process titles
+        (they are the children of the member's forkserver, below the supervisor)."""
         pids = {}
-        for pid, comm in children_of(self.process.pid).items():
+        for pid, comm in process_tree(self.process.pid).items():
             prefix = f"cairn[{self.name}] "
             if comm.startswith(prefix):
                 short = comm[len(prefix):]
