@@ -142,6 +142,7 @@ class RaftActor(Actor):
         # payload -> (request id, forget at): proposals forwarded to the leader, in
         # the order sent, so they can be rejected at once if known dropped
         self.forwarded: dict[bytes, tuple[int, float]] = {}
+        self.own_payload_prefix = make_payload(self.member.id, b"")
         self.leaderless_since: float | None = time.monotonic()
         self.read_contexts: list[int] = []
         self.read_rounds: dict[int, list[int]] = {}
@@ -386,8 +387,10 @@ class RaftActor(Actor):
                 self.committed_for_apply = max(self.committed_for_apply, ready.committed_entries[-1].index)
                 self._feed_apply(ready.committed_entries)
                 if self.forwarded:
+                    own = self.own_payload_prefix  # skip hashing other members' entries
                     for entry in ready.committed_entries:
-                        self.forwarded.pop(entry.data, None)
+                        if entry.data.startswith(own):
+                            self.forwarded.pop(entry.data, None)
             for read_state in ready.read_states:
                 if read_state.context == REJOIN_CONTEXT:
                     self.rejoin_target = read_state.index
