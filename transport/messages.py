@@ -328,7 +328,8 @@ class ProposeBatch:
 @dataclass(frozen=True, slots=True)
 class ProposalsRejected:
     """raft -> frontend: proposals that never reached a leader's log, so the
-    client may retry them safely. code is an errors code (NoLeader, TooManyRequests)."""
+    client may retry them safely. code is an errors code (NoLeader, NotLeader,
+    TooManyRequests, Stopping)."""
 
     request_ids: tuple[Uint64, ...]
     code: str

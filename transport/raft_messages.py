@@ -35,6 +35,12 @@ MSG_SNAP               snapshot: the metadata of the leader's latest snapshot; t
 MSG_PROP               entries: proposals forwarded by a follower (index/term unset);
                        term is 0: a forwarded proposal is a local request, not a
                        statement about the sender's term.
+MSG_PROP_RESP          entries: the entries of a MSG_PROP the recipient dropped (not
+                       leader, no leader, transfer in progress, uncommitted limit),
+                       echoed back; reject is always True; term is 0 as for MSG_PROP.
+                       Sent only at the moment of dropping, so it proves those entries
+                       never entered any log (given a transport that never duplicates
+                       a MSG_PROP): the sender's client may safely retry them.
 MSG_READ_INDEX         context: the requester's id for the read (echoed back, opaque to the
                        leader); term 0 for the same reason as MSG_PROP.
 MSG_READ_INDEX_RESP    index: the read index; context: as in the request.
@@ -65,6 +71,7 @@ MSG_READ_INDEX = 11
 MSG_READ_INDEX_RESP = 12
 MSG_TIMEOUT_NOW = 13
 MSG_TRANSFER_LEADER = 14
+MSG_PROP_RESP = 15
 
 MESSAGE_TYPE_NAMES: dict[int, str] = {
     MSG_APP: "MSG_APP",
@@ -81,6 +88,7 @@ MESSAGE_TYPE_NAMES: dict[int, str] = {
     MSG_READ_INDEX_RESP: "MSG_READ_INDEX_RESP",
     MSG_TIMEOUT_NOW: "MSG_TIMEOUT_NOW",
     MSG_TRANSFER_LEADER: "MSG_TRANSFER_LEADER",
+    MSG_PROP_RESP: "MSG_PROP_RESP",
 }
 
 MessageType = enum_of("MessageType", MESSAGE_TYPE_NAMES)

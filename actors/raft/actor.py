@@ -19,6 +19,17 @@ are re-read from the LMDB log, which is only compacted behind what apply has
 acknowledged. Proposals made while no leader is known wait up to
 no_leader_wait_ms for one, then are rejected with NoLeader: they never reached a
 log, so the client may retry them.
+
+Forwarded proposals: on a follower the core forwards proposals to the leader
+(MSG_PROP). The actor remembers each forwarded payload's request id until it
+commits, or until request_timeout_ms (the frontend has answered Timeout by then).
+When the proposal is known never to have reached a log, it is rejected at once
+(ProposalsRejected: NotLeader with the leader we now know, else NoLeader, both
+retryable) instead of leaving its client to wait out its deadline: when the
+recipient dropped it (the core reports Ready.dropped_proposals, see core.py), or
+when its frame could not even be queued for the leader (peer unreachable). A
+proposal whose fate is unknown (the leader changed after it was sent) is left
+to commit or time out.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ from collections import deque
 
 from actors.base import Actor
 from actors.raft.auto_compaction import AutoCompactor
-from actors.raft.core import PersistedState, RaftConfig, RaftCore
+from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore
 from actors.raft.peers import Peers
 from actors.raft.retention import RetainedBytes
 from actors.raft.snapshots import SnapshotReceiver, SnapshotSender
@@ -41,7 +52,7 @@ from store.mvcc import KeySpace
 from store.raftlog import RaftLogStore
 from transport import codec
 from transport.entries import make_payload
-from transport.errors import NoLeaderError, TooManyRequestsError
+from transport.errors import NoLeaderError, NotLeaderError, TooManyRequestsError
 from transport.messages import (
     Applied,
     ApplyNeed,
@@ -58,7 +69,7 @@ from transport.messages import (
     SnapshotInstalled,
     TransferLeadership,
 )
-from transport.raft_messages import MESSAGE_TYPE_NAMES, MSG_PRE_VOTE, MSG_SNAP, MSG_VOTE, HardState
+from transport.raft_messages import MESSAGE_TYPE_NAMES, MSG_PRE_VOTE, MSG_PROP, MSG_SNAP, MSG_VOTE, HardState
 from transport.sockets import inbox, outbox
 
 _CONTEXT = struct.Struct(">Q")
@@ -128,6 +139,10 @@ class RaftActor(Actor):
         self.proposal_ids: list[int] = []
         self.proposal_payloads: list[bytes] = []
         self.waiting_for_leader = deque()  # (deadline, request_ids, payloads)
+        # payload -> (request id, forget at): proposals forwarded to the leader, in
+        # the order sent, so they can be rejected at once if known dropped
+        self.forwarded: dict[bytes, tuple[int, float]] = {}
+        self.own_payload_prefix = make_payload(self.member.id, b"")
         self.leaderless_since: float | None = time.monotonic()
         self.read_contexts: list[int] = []
         self.read_rounds: dict[int, list[int]] = {}
@@ -238,6 +253,7 @@ class RaftActor(Actor):
         if self.rejoining:
             self._rejoin_progress()
         self._auto_compact(now)
+        self._forget_forwarded(now)
         self._propose(now)
         self._read_index()
         self._drain_ready()
@@ -270,6 +286,10 @@ class RaftActor(Actor):
             self.waiting_for_leader.clear()
             if self.core.propose(payloads):
                 self.log.info("proposed", request_ids=ids, term=self.core.term, leader=self.core.leader_id)
+                if self.core.role != LEADER:
+                    forget_at = now + self.settings.request_timeout_ms / 1000
+                    for request_id, payload in zip(ids, payloads):
+                        self.forwarded[payload] = (request_id, forget_at)
                 return
             # Leader known but the core refused (transfer in progress, or the
             # uncommitted limit): not in any log, safe for the client to retry.
@@ -278,6 +298,26 @@ class RaftActor(Actor):
         while self.waiting_for_leader and self.waiting_for_leader[0][0] <= now:
             _, ids, _ = self.waiting_for_leader.popleft()
             self._reject(ids, NoLeaderError.code)
+
+    def _forget_forwarded(self, now: float) -> None:
+        forwarded = self.forwarded
+        while forwarded:
+            payload = next(iter(forwarded))
+            if forwarded[payload][1] > now:
+                return
+            del forwarded[payload]
+
+    def _forwarded_dropped(self, payloads, reason: str) -> None:
+        """Forwarded proposals known to be in no log: their clients retry now."""
+        ids = []
+        for payload in payloads:
+            forwarded = self.forwarded.pop(payload, None)
+            if forwarded is not None:
+                ids.append(forwarded[0])
+        if ids:
+            code = NotLeaderError.code if self.core.leader_id else NoLeaderError.code
+            self.log.info("forwarded_proposals_dropped", reason=reason, count=len(ids), term=self.core.term)
+            self._reject(ids, code)
 
     def _rejoin_progress(self) -> None:
         """Leave rejoin mode once applied up to the leader's commit index at the
@@ -341,9 +381,16 @@ class RaftActor(Actor):
                 self.log.info("snapshot_persisted", index=ready.snapshot.index, term=ready.snapshot.term)
             if not leading:
                 self._send_to_peers(messages)
+            if ready.dropped_proposals:
+                self._forwarded_dropped(ready.dropped_proposals, "rejected_by_peer")
             if ready.committed_entries:
                 self.committed_for_apply = max(self.committed_for_apply, ready.committed_entries[-1].index)
                 self._feed_apply(ready.committed_entries)
+                if self.forwarded:
+                    own = self.own_payload_prefix  # skip hashing other members' entries
+                    for entry in ready.committed_entries:
+                        if entry.data.startswith(own):
+                            self.forwarded.pop(entry.data, None)
             for read_state in ready.read_states:
                 if read_state.context == REJOIN_CONTEXT:
                     self.rejoin_target = read_state.index
@@ -389,6 +436,10 @@ class RaftActor(Actor):
     def _send_to_peers(self, messages) -> None:
         for peer in self.peers.send(messages):
             self.core.report_unreachable(peer)
+            # Not queued, so never received: a proposal forwarded in it is in no log.
+            unsent = [e.data for m in messages if m.to == peer and m.type == MSG_PROP for e in m.entries]
+            if unsent:
+                self._forwarded_dropped(unsent, "leader_unreachable")
 
     def _fail_read_rounds(self) -> None:
         """After any change of leader or role the core drops pending reads (as

@@ -63,6 +63,20 @@ see read_only.py), then emits ReadState(index, context) on the requesting node. 
 (the election no-op) is committed, because before that its commit index may lag
 behind entries committed by its predecessor.
 
+Dropped proposals: a proposal is never queued, and forwarded at most once (to the
+leader we know); whoever holds it then either appends it (as leader) or drops it.
+``propose`` returns False when it drops a local one (no leader known, transfer in
+progress, uncommitted limit: etcd's ErrProposalDropped). A MSG_PROP forwarded by
+another member and dropped here (we are not the leader, know none, or refuse as
+leader for those same reasons) is answered with a MSG_PROP_RESP (reject) echoing
+its entries, sent at the moment of dropping and only then; on the forwarding
+member they come out in ``Ready.dropped_proposals``. So a proposal reported
+dropped never entered any log (nor will: nobody holds it any more), and its client
+may safely retry it. This relies on the transport never duplicating a MSG_PROP
+(ZeroMQ over TCP does not). Nothing is reported for a forwarded proposal whose fate
+is unknown: lost on the way, or appended by a leader that then lost its leadership
+(it may still commit).
+
 Events: ``Ready.events`` holds ``(name, fields)`` tuples for the actor to log, e.g.
 ("became_leader", {"term": 5}), ("rejected", {"reason": ..., "type": "MSG_VOTE",
 "from": 2, "term": 4}), ("dropped_proposal", {"reason": "no_leader", "count": 3}).
@@ -86,6 +100,7 @@ from transport.raft_messages import (
     MSG_PRE_VOTE,
     MSG_PRE_VOTE_RESP,
     MSG_PROP,
+    MSG_PROP_RESP,
     MSG_READ_INDEX,
     MSG_READ_INDEX_RESP,
     MSG_SNAP,
@@ -170,6 +185,9 @@ class Ready:
     messages: tuple[RaftMessage, ...]  # send only after the above is durable
     read_states: tuple[ReadState, ...]  # ReadIndex results: serve once applied >= index
     events: tuple[tuple, ...]  # (name, fields) to log
+    # Data of proposals this node forwarded that the recipient dropped (MSG_PROP_RESP):
+    # in no log, safe for their clients to retry.
+    dropped_proposals: tuple[bytes, ...] = ()
 
 
 class RaftCore:
@@ -207,6 +225,7 @@ class RaftCore:
         self._msgs: list[RaftMessage] = []
         self._read_states: list[ReadState] = []
         self._events: list[tuple] = []
+        self._dropped_proposals: list[bytes] = []
         self._now = 0  # ticks since construction, for last_heard
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
@@ -315,7 +334,7 @@ class RaftCore:
         if self._outstanding is not None:
             return False
         log = self._log
-        if self._msgs or self._read_states or self._events:
+        if self._msgs or self._read_states or self._events or self._dropped_proposals:
             return True
         if log.pending_snapshot is not None or log.unstable_from <= log.last_index:
             return True
@@ -340,12 +359,14 @@ class RaftCore:
             messages=tuple(self._msgs),
             read_states=tuple(self._read_states),
             events=tuple(self._events),
+            dropped_proposals=tuple(self._dropped_proposals),
         )
         self._prev_soft = soft
         self._prev_hard = hard
         self._msgs = []
         self._read_states = []
         self._events = []
+        self._dropped_proposals = []
         log.pending_snapshot = None
         if self._role == LEADER and committed_entries and self._uncommitted_size:
             size = sum(len(e.data) for e in committed_entries)
@@ -634,6 +655,11 @@ class RaftCore:
             self._reject(m, problem)
             return
         t = m.type
+        if t == MSG_PROP_RESP:
+            # Term-less, whatever our role now: the recipient dropped what we forwarded.
+            self._dropped_proposals.extend(e.data for e in m.entries)
+            self._event("proposal_rejected_by_peer", sender=m.sender, count=len(m.entries))
+            return
         if t == MSG_PROP or t == MSG_READ_INDEX:
             pass  # term-less: a forwarded local request
         elif m.term > self._term:
@@ -706,7 +732,7 @@ class RaftCore:
         t = m.type
         my_response = MSG_PRE_VOTE_RESP if self._role == PRE_CANDIDATE else MSG_VOTE_RESP
         if t == MSG_PROP:
-            self._event("dropped_proposal", reason="no_leader", count=len(m.entries), origin=m.sender)
+            self._drop_proposal("no_leader", tuple(e.data for e in m.entries), m.sender)
         elif t == MSG_APP or t == MSG_HEARTBEAT or t == MSG_SNAP:
             # §5.2: a leader of our term exists (term rules already handled higher).
             self.become_follower(m.term, m.sender)
@@ -754,7 +780,8 @@ class RaftCore:
         elif t == MSG_PROP:
             # Forwarded to us by a node that thought we lead. Forwarding again could
             # bounce between stale views; the origin's client retries instead.
-            self._event("dropped_proposal", reason="not_leader", count=len(m.entries), origin=m.sender)
+            reason = "not_leader" if self._lead else "no_leader"
+            self._drop_proposal(reason, tuple(e.data for e in m.entries), m.sender)
         elif t == MSG_READ_INDEX:
             self._reject(m, "not_leader")
         elif t == MSG_TRANSFER_LEADER:
@@ -826,10 +853,10 @@ class RaftCore:
         if self._lead_transferee:
             # §3.10: stop accepting client requests while handing over, or the target
             # might never catch up.
-            self._event("dropped_proposal", reason="leadership_transfer", count=len(batch), origin=origin)
+            self._drop_proposal("leadership_transfer", batch, origin)
             return False
         if not self._append_entries(batch):
-            self._event("dropped_proposal", reason="too_many_uncommitted", count=len(batch), origin=origin)
+            self._drop_proposal("too_many_uncommitted", batch, origin)
             return False
         self._bcast_append()
         return True
@@ -1031,6 +1058,14 @@ class RaftCore:
             RaftMessage(type=type_, to=to, sender=self._id, term=self._term if term is None else term, **fields)
         )
 
+    def _drop_proposal(self, reason: str, batch: tuple[bytes, ...], origin: int) -> None:
+        """Drop a proposal batch; one forwarded by another member is answered with
+        a rejection echoing it, now, since only now is it known to be in no log."""
+        self._event("dropped_proposal", reason=reason, count=len(batch), origin=origin)
+        if origin != self._id:
+            entries = tuple(Entry(index=0, term=0, data=d) for d in batch)
+            self._send(MSG_PROP_RESP, origin, term=0, entries=entries, reject=True)
+
     def _event(self, name: str, **fields) -> None:
         self._events.append((name, fields))
 
@@ -1060,7 +1095,7 @@ class RaftCore:
         if m.term < 0 or m.index < 0 or m.log_term < 0 or m.commit < 0 or m.reject_hint < 0:
             return "negative_field"
         t = m.type
-        if t != MSG_PROP and t != MSG_READ_INDEX and m.term == 0:
+        if t != MSG_PROP and t != MSG_READ_INDEX and t != MSG_PROP_RESP and m.term == 0:
             return "missing_term"
         if t == MSG_APP:
             expected = m.index + 1
@@ -1075,6 +1110,9 @@ class RaftCore:
         elif t == MSG_PROP:
             if not m.entries or any(not e.data for e in m.entries):
                 return "malformed_proposal"
+        elif t == MSG_PROP_RESP:
+            if not m.reject or not m.entries or any(not e.data for e in m.entries):
+                return "malformed_proposal_response"
         elif t == MSG_SNAP:
             s = m.snapshot
             if s is None or s.index <= 0 or s.term <= 0 or s.term > m.term:

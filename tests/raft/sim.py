@@ -37,6 +37,11 @@ Invariants (Raft paper figure 3, plus read safety):
   applies indices in order without gaps or repeats; installed snapshots agree too.
 * Read safety: a ReadState's index is >= every index known committed (by any node)
   when the read was requested, and is itself committed.
+* Dropped means dropped: a proposal refused by ``propose`` or reported in
+  ``Ready.dropped_proposals`` (a forwarded one the recipient dropped) never appears
+  in any Ready's entries, before or after (its client would retry it: a write both
+  retried and committed would apply twice). Like the real transport, the network
+  never duplicates a MSG_PROP (it may duplicate everything else).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from dataclasses import dataclass
 from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore, Ready
 from transport.raft_messages import (
     MESSAGE_TYPE_NAMES,
+    MSG_PROP,
     MSG_SNAP,
     Entry,
     HardState,
@@ -211,9 +217,11 @@ class Simulation:
         self.applied_data: list[bytes] = []  # [i - 1] = data applied at index i
         self.reads: dict[tuple[int, bytes], int] = {}  # (node, context) -> committed index when requested
         self.proposal_counter = 0
+        self.appended: set[bytes] = set()  # data of every entry any Ready handed out
+        self.dropped: set[bytes] = set()  # data of every proposal reported dropped
         self.read_counters = {i: 0 for i in self.ids}
         self.stats = {"ticks": 0, "messages": 0, "readies": 0, "elections": 0, "crashes": 0,
-                      "snapshots": 0, "reads": 0, "applied": 0}
+                      "snapshots": 0, "reads": 0, "applied": 0, "dropped": 0}
         for node in self.nodes.values():
             self._start(node)
 
@@ -276,7 +284,8 @@ class Simulation:
             for _ in range(rng.randint(1, 3)):
                 self.proposal_counter += 1
                 batch.append(b"n%d-p%d" % (node.id, self.proposal_counter))
-            node.core.propose(batch)
+            if not node.core.propose(batch):
+                self._proposals_dropped(node, batch)
             self._process(node)
         if rng.random() < p.p_read and (node := self._pick_live()):
             # Per-node numbering: contexts collide across nodes, as the actor's do.
@@ -396,6 +405,7 @@ class Simulation:
             core = node.core
             rd = core.ready()
             self.stats["readies"] += 1
+            self._check_dropped(node, rd)
             if self.p.p_interleave and rng.random() < self.p.p_interleave:
                 # An asynchronous actor keeps stepping messages while the Ready is
                 # being persisted; their effects belong to the next Ready.
@@ -426,6 +436,22 @@ class Simulation:
                         f"but disk at ({last}, {d.term(last)})"
                     )
                 )
+
+    def _check_dropped(self, node: Node, rd: Ready) -> None:
+        for e in rd.entries:
+            if e.data:
+                if e.data in self.dropped:
+                    raise InvariantViolation(self._describe(f"node {node.id} appends {e}, reported dropped earlier"))
+                self.appended.add(e.data)
+        if rd.dropped_proposals:
+            self._proposals_dropped(node, rd.dropped_proposals)
+
+    def _proposals_dropped(self, node: Node, batch) -> None:
+        for data in batch:
+            if data in self.appended:
+                raise InvariantViolation(self._describe(f"node {node.id} told {data!r} was dropped, but it was appended"))
+            self.dropped.add(data)
+        self.stats["dropped"] += len(batch)
 
     def _interleave(self, node: Node) -> None:
         candidates = [
@@ -602,7 +628,7 @@ class Simulation:
         if self.drop and rng.random() < self.drop:
             copies = 0
         elif self.duplicate and rng.random() < self.duplicate:
-            copies = 2
+            copies = 1 if m.type == MSG_PROP else 2
         if copies == 0 and m.type == MSG_SNAP:
             self._push(self.now + rng.randint(0, self.max_delay), (_REPORT_SNAPSHOT, node.id, node.incarnation, m.to, False))
         for _ in range(copies):

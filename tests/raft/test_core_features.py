@@ -18,6 +18,7 @@ from transport.raft_messages import (
     MSG_HEARTBEAT_RESP,
     MSG_PRE_VOTE,
     MSG_PROP,
+    MSG_PROP_RESP,
     MSG_READ_INDEX,
     MSG_SNAP,
     MSG_TIMEOUT_NOW,
@@ -387,6 +388,150 @@ def test_a_forwarded_proposal_is_not_forwarded_again():
 
 
 # ---------------------------------------------------------------------------
+# Dropped forwarded proposals are answered: definite, retryable rejections
+# ---------------------------------------------------------------------------
+
+
+def _prop(to: int, sender: int, *data: bytes):
+    return msg(MSG_PROP, to, sender, 0, entries=tuple(Entry(0, 0, d) for d in data))
+
+
+def _rejections(messages, to: int) -> list[list[bytes]]:
+    return [[e.data for e in m.entries] for m in messages if m.type == MSG_PROP_RESP and m.to == to]
+
+
+def _dropped_at(c: Cluster, node_id: int) -> list[bytes]:
+    return [d for rd in c.readies[node_id] for d in rd.dropped_proposals]
+
+
+def _logged_anywhere(c: Cluster, data: bytes) -> bool:
+    return any(e.data == data for i in c.ids for e in c.disks[i].entries)
+
+
+def test_a_leader_that_lost_leadership_rejects_a_proposal_forwarded_to_it():
+    c = Cluster(3)
+    c.elect(1)
+    c.isolate(3)
+    c.elect(2)  # 1 is now a follower of 2; isolated 3 still believes 1 leads term 1
+    assert c[1].role == FOLLOWER and (c[3].leader_id, c[3].term) == (1, 1)
+    c.cut_links -= {(1, 3), (3, 1)}
+    assert c.propose(3, b"x", b"y")  # forwarded to 1, which drops it and says so
+    assert c.events_of(1, "dropped_proposal")[-1]["reason"] == "not_leader"
+    assert _rejections(c.sent, 3) == [[b"x", b"y"]]
+    assert _dropped_at(c, 3) == [b"x", b"y"]
+    assert c[3].term == 1  # the rejection is term-less: it deposes nobody, elects nobody
+    c.heal()
+    c.tick_all(3)
+    assert not _logged_anywhere(c, b"x") and not _logged_anywhere(c, b"y")
+
+
+def test_a_follower_that_knows_a_leader_still_rejects_rather_than_forwards():
+    c = Cluster(3)
+    c.elect(1)
+    c.step(_prop(2, 3, b"x"))
+    c.deliver()
+    assert _rejections(c.sent, 3) == [[b"x"]]
+    assert _dropped_at(c, 3) == [b"x"]
+    assert [m.type for m in c.sent if m.sender == 2 and m.to == 1 and m.type == MSG_PROP] == []
+
+
+@pytest.mark.parametrize("role", [FOLLOWER, PRE_CANDIDATE, CANDIDATE])
+def test_a_node_without_a_leader_rejects_a_forwarded_proposal(role):
+    core = new_core(1, term=2, pre_vote=role == PRE_CANDIDATE)
+    if role != FOLLOWER:
+        core.campaign()
+    drain(core)
+    assert core.role == role and core.leader_id == 0
+    core.step(_prop(1, 2, b"x"))
+    rds = drain(core)
+    [reject] = [m for rd in rds for m in rd.messages if m.type == MSG_PROP_RESP]
+    assert (reject.to, reject.term, reject.reject) == (2, 0, True)
+    assert [e.data for e in reject.entries] == [b"x"]
+    assert events_named(rds, "dropped_proposal")[0]["reason"] == "no_leader"
+    assert core.last_index == 0
+
+
+def test_a_leader_at_its_uncommitted_limit_rejects_a_forwarded_proposal():
+    leader = make_leader(new_core(1, term=1, max_uncommitted_bytes=10))
+    assert leader.propose([b"12345678"])  # nobody acknowledges: stays uncommitted
+    drain(leader)
+    last = leader.last_index
+    leader.step(_prop(1, 2, b"12345678"))
+    rds = drain(leader)
+    assert _rejections([m for rd in rds for m in rd.messages], 2) == [[b"12345678"]]
+    assert events_named(rds, "dropped_proposal")[0]["reason"] == "too_many_uncommitted"
+    assert leader.last_index == last
+
+
+def test_a_leader_handing_over_rejects_a_forwarded_proposal():
+    leader = make_leader(new_core(1, term=1))
+    leader.transfer_leadership(3)  # 3 has not caught up: the transfer stays pending
+    drain(leader)
+    last = leader.last_index
+    leader.step(_prop(1, 2, b"x"))
+    rds = drain(leader)
+    assert _rejections([m for rd in rds for m in rd.messages], 2) == [[b"x"]]
+    assert events_named(rds, "dropped_proposal")[0]["reason"] == "leadership_transfer"
+    assert leader.last_index == last
+
+
+def test_a_leader_that_appends_a_forwarded_proposal_sends_no_rejection():
+    c = Cluster(3)
+    c.elect(1)
+    assert c.propose(2, b"x")
+    assert _rejections(c.sent, 2) == [] and _dropped_at(c, 2) == []
+    assert c.applied_data(2) == [b"x"]
+
+
+def test_a_local_proposal_dropped_is_refused_by_propose_not_by_a_message():
+    leader = make_leader(new_core(1, term=1))
+    leader.transfer_leadership(3)
+    drain(leader)
+    assert not leader.propose([b"x"])
+    rds = drain(leader)
+    assert not any(m.type == MSG_PROP_RESP for rd in rds for m in rd.messages)
+    assert not any(rd.dropped_proposals for rd in rds)
+
+
+def test_a_proposal_rejection_reaches_its_origin_whatever_its_role_now():
+    core = make_leader(new_core(1, term=3))
+    term = core.term
+    core.step(msg(MSG_PROP_RESP, 1, 2, 0, entries=(Entry(0, 0, b"x"),), reject=True))
+    rds = drain(core)
+    assert [d for rd in rds for d in rd.dropped_proposals] == [b"x"]
+    assert core.role == LEADER and core.term == term
+
+
+@pytest.mark.parametrize("transfer_at", range(0, 12, 3))
+def test_forwarded_proposals_across_a_leader_change_are_either_committed_or_rejected_never_both(transfer_at):
+    """A lossless network: every proposal 3 forwards gets a definite outcome,
+    committed everywhere or rejected back to 3, never both."""
+    c = Cluster(3)
+    c.elect(1)
+    proposed = []
+    for i in range(12):
+        if i == transfer_at:
+            c[1].transfer_leadership(2)
+            c.process(1)  # the transfer starts; 3's next proposals race with it
+        data = b"p%d" % i
+        if c[3].propose([data]):
+            proposed.append(data)
+        c.process(3)
+        if i % 2:
+            c.deliver()
+    c.deliver()
+    c.tick_all(3)
+    assert c.leader() == 2
+    dropped = set(_dropped_at(c, 3))
+    committed = set(c.applied_data(1))
+    assert all(c.applied_data(i) == c.applied_data(1) for i in c.ids)
+    assert dropped, "the transfer window rejected nothing: the test tests nothing"
+    assert not dropped & committed
+    assert dropped | committed == set(proposed)
+    assert not any(_logged_anywhere(c, d) for d in dropped)
+
+
+# ---------------------------------------------------------------------------
 # Flow control
 # ---------------------------------------------------------------------------
 
@@ -557,6 +702,8 @@ def test_corrupt_persisted_state_is_refused():
         (msg(MSG_APP, 1, 2, 1, index=0, entries=(Entry(1, 5, b"x"),)), "malformed_entries"),
         (msg(MSG_SNAP, 1, 2, 1), "malformed_snapshot"),
         (msg(MSG_PROP, 1, 2, 0, entries=(Entry(0, 0, b""),)), "malformed_proposal"),
+        (msg(MSG_PROP_RESP, 1, 2, 0, entries=(Entry(0, 0, b"x"),)), "malformed_proposal_response"),
+        (msg(MSG_PROP_RESP, 1, 2, 0, reject=True), "malformed_proposal_response"),
         (msg(MSG_READ_INDEX, 1, 2, 0), "missing_context"),
         (msg(MSG_TRANSFER_LEADER, 1, 2, 1, index=8), "unknown_transfer_target"),
         (msg(MSG_APP, 1, 2, 1, index=-1), "negative_field"),

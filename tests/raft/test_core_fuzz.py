@@ -26,7 +26,7 @@ def _random_message(rng: random.Random, to: int):
     if rng.random() < 0.3:
         snapshot = SnapshotMeta(rng.randint(0, 9), rng.randint(0, 6), (1, 2, 3))
     return msg(
-        rng.randint(1, 15),
+        rng.randint(1, 16),  # 16: an unknown type
         to if rng.random() < 0.95 else 9,
         rng.choice((2, 3, 2, 3, 1, 0, 7)),
         rng.randint(0, 6),

@@ -110,4 +110,4 @@ def test_peer_protocol_types_are_frozen_slotted_dataclasses_with_simple_fields()
 def test_every_message_type_has_a_name():
     constants = {v for k, v in vars(raft_messages).items() if k.startswith("MSG_")}
     assert constants == set(raft_messages.MESSAGE_TYPE_NAMES)
-    assert len(constants) == 14
+    assert len(constants) == 15

@@ -86,3 +86,26 @@ def test_the_simulator_detects_a_broken_core(monkeypatch):
             assert f"seed {seed}" in str(exc) and "replay" in str(exc)
             return
     pytest.fail("200 schedules with a core that ignores §5.4.1 found nothing")
+
+
+def test_the_simulator_detects_a_rejected_proposal_that_was_appended(monkeypatch):
+    """The dropped-means-dropped check must be able to fail: a leader that appends
+    a forwarded proposal and rejects it all the same."""
+    from actors.raft.core import RaftCore
+
+    original = RaftCore._leader_propose
+
+    def append_and_reject(self, batch, origin):
+        appended = original(self, batch, origin)
+        if appended and origin != self.id:
+            self._drop_proposal("bogus", batch, origin)
+        return appended
+
+    monkeypatch.setattr(RaftCore, "_leader_propose", append_and_reject)
+    for seed in range(200):
+        try:
+            Simulation(seed).run()
+        except InvariantViolation as exc:
+            assert "dropped" in str(exc).splitlines()[0], exc
+            return
+    pytest.fail("200 schedules with a core that rejects what it appends found nothing")
