@@ -166,6 +166,15 @@ class RaftActor(Actor):
             self.log.warning("rejoining", reason="data dir lost; no votes until caught up")
         if len(voters) == 1 and not self.rejoining:
             self.core.campaign()
+        elif not self.rejoining:
+            # etcd's advanceTicksForElection: a member that starts has heard from
+            # no leader, so it need not wait out a whole election timeout before
+            # its first (pre-)vote; after a whole-cluster restart that timeout
+            # was most of the time to the first write. One tick short of it, so
+            # a live leader's first heartbeat still arrives first, and the
+            # core's randomized timeout keeps the members' elections apart.
+            for _ in range(self.settings.election_ticks - 1):
+                self.core.tick()
 
     def _applied_index_on_disk(self) -> int:
         keyspace = KeySpace(self.kv_env)
