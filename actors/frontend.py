@@ -72,6 +72,7 @@ from transport.messages import (
     ProposeBatch,
     PutRequest,
     RaftStatus,
+    ROLE_FOLLOWER,
     SORT_ASCEND,
     SORT_BY_KEY,
     SORT_NONE,
@@ -139,7 +140,7 @@ class FrontendActor(Actor):
         with self.env.begin() as txn:
             self.applied_index = self.keyspace.applied_index(txn)
             self.revision = self.keyspace.current_revision(txn)
-        self.raft = RaftStatus(self.member.id, 0, 0, "follower", 0, 0, 0)
+        self.raft = RaftStatus(self.member.id, 0, 0, ROLE_FOLLOWER, 0, 0, 0)
         # request id -> (client identity, deadline)
         self.pending_writes: dict[int, tuple[bytes, float]] = {}
         self.expiry = deque()  # (deadline, request id), in deadline order

@@ -52,6 +52,8 @@ from transport.messages import (
     ProposeBatch,
     RaftStatus,
     ResponseHeader,
+    ROLE_FOLLOWER,
+    ROLE_LEADER,
 )
 from transport.sockets import configure, inbox, outbox
 
@@ -88,7 +90,7 @@ class LeaseActor(Actor):
         self.table = LeaseTable()
         self.table.load(self._stored_leases())
         self.election_timeout_s = self.settings.election_ticks * self.settings.tick_ms / 1000
-        self.raft = RaftStatus(self.member.id, 0, 0, "follower", 0, 0, 0)
+        self.raft = RaftStatus(self.member.id, 0, 0, ROLE_FOLLOWER, 0, 0, 0)
         self.replies: list[tuple[bytes, bytes]] = []
         self.leader_link: zmq.Socket | None = None
         self.leader_link_to = 0
@@ -128,7 +130,7 @@ class LeaseActor(Actor):
 
     def on_status(self, status: RaftStatus) -> None:
         now = time.monotonic()
-        leading = status.role == "leader"
+        leading = status.role == ROLE_LEADER
         if leading and not self.table.leading:
             # reload: this member may have missed LeasesChanged while it restarted
             self.table.load(self._stored_leases())

@@ -352,6 +352,16 @@ class ReadIndexResult:
     code: str = ""
 
 
+# RaftStatus.role: the names the Raft core gives its roles. The pure core keeps
+# its own copy (actors/raft/core.py imports only transport.raft_messages);
+# tests/raft/test_core_rules.py checks that the two agree.
+ROLE_FOLLOWER = "follower"
+ROLE_PRE_CANDIDATE = "pre_candidate"
+ROLE_CANDIDATE = "candidate"
+ROLE_LEADER = "leader"
+ROLES = (ROLE_FOLLOWER, ROLE_PRE_CANDIDATE, ROLE_CANDIDATE, ROLE_LEADER)
+
+
 @dataclass(frozen=True, slots=True)
 class RaftStatus:
     """raft -> frontend, lease, watch: published on every change of leader or

@@ -12,6 +12,8 @@ import dataclasses
 import pathlib
 import re
 
+import actors.raft.core as core
+import transport.messages as messages
 import transport.raft_messages as raft_messages
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -111,3 +113,10 @@ def test_every_message_type_has_a_name():
     constants = {v for k, v in vars(raft_messages).items() if k.startswith("MSG_")}
     assert constants == set(raft_messages.MESSAGE_TYPE_NAMES)
     assert len(constants) == 14
+
+
+def test_the_role_names_raft_status_carries_are_the_cores():
+    # The core keeps its own role constants (it may not import transport.messages);
+    # RaftStatus.role carries core.role, so the two sets of names must agree.
+    assert (core.FOLLOWER, core.PRE_CANDIDATE, core.CANDIDATE, core.LEADER) == messages.ROLES
+    assert messages.ROLE_LEADER == core.LEADER and messages.ROLE_FOLLOWER == core.FOLLOWER
