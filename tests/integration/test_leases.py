@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cairn import Client
-from tests.harness import REPO, Cluster
+from tests.harness import REPO, Cluster, cluster_fixture
 from transport.errors import LeaseNotFoundError
 
 # The stated slack of expiry: one tick of the lease actor (100 ms), a Raft round
@@ -19,11 +19,7 @@ from transport.errors import LeaseNotFoundError
 EXPIRY_SLACK_S = 1.5
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("leases"), members=3)
-    with cluster:
-        yield cluster
+cluster = cluster_fixture("leases", members=3)
 
 
 def wait_until_gone(client: Client, key: bytes, deadline_s: float) -> float:

@@ -18,17 +18,13 @@ import pytest
 import zmq
 
 from cairn import Client, Op
-from tests.harness import REPO, Cluster
+from tests.harness import REPO, Cluster, cluster_fixture
 from transport import codec
 from transport import messages as m
 from transport.errors import EmptyKeyError, Unavailable
 
 
-@pytest.fixture(scope="module")
-def member(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("member"), members=1)
-    with cluster:
-        yield cluster
+member = cluster_fixture("member", members=1)
 
 
 def test_put_get_overwrite_delete_prefix(member):

@@ -11,17 +11,13 @@ import pytest
 
 from cairn import Client, Compare, Op
 from cairn.concurrency import Election, Lock, Session
-from tests.harness import Cluster
+from tests.harness import Cluster, cluster_fixture
 
 PROCESSES = 4
 INCREMENTS = 8
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("recipes"), members=3)
-    with cluster:
-        yield cluster
+cluster = cluster_fixture("recipes", members=3)
 
 
 def contend(endpoints, results):
