@@ -148,9 +148,7 @@ def test_cairnctl_lease_commands(cluster):
 
 
 def test_leader_failover_expires_no_live_lease_and_still_revokes_expired_ones(tmp_path):
-    cluster = Cluster(tmp_path, members=3)
-    try:
-        cluster.start()
+    with Cluster(tmp_path, members=3) as cluster:
         leader = cluster.leader()
         survivors = [m for m in cluster.members.values() if m is not leader]
         with Client(cluster.endpoints) as c:
@@ -173,8 +171,6 @@ def test_leader_failover_expires_no_live_lease_and_still_revokes_expired_ones(tm
                     while time.monotonic() < deadline:
                         assert s.get(b"kept").count == 1
                         time.sleep(0.2)
-    finally:
-        cluster.stop()
 
 
 def test_many_leases_expiring_at_once_do_not_stall_other_writers(tmp_path):

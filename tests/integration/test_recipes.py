@@ -103,9 +103,7 @@ def test_lock_reports_a_lost_lease_instead_of_a_lock(cluster):
 
 
 def test_election_survives_the_raft_leader_being_killed(tmp_path):
-    cluster = Cluster(tmp_path, members=3)
-    try:
-        cluster.start()
+    with Cluster(tmp_path, members=3) as cluster:
         with Client(cluster.endpoints, timeout=10) as c:
             session = Session(c, ttl=5)
             election = Election(session, "service-leader")
@@ -119,8 +117,6 @@ def test_election_survives_the_raft_leader_being_killed(tmp_path):
             election.resign()
             assert election.leader() is None
             session.close()
-    finally:
-        cluster.stop()
 
 
 def _ctl(cluster, *args, **popen):
