@@ -69,9 +69,15 @@ class Door(Actor):
     in `close_door`; `self._stop` is set on SIGTERM."""
 
     door_limits = DoorLimits()
+    # The MemberSpec field with the address this kind of door serves ("http", "grpc").
+    address_field = ""
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
+        self.address = getattr(self.member, self.address_field)
+        # Every member's door of this kind: a member list names them as the
+        # members' client URLs, as etcd's does.
+        self.door_urls = {member.id: getattr(member, self.address_field) for member in config.members}
         self.client: aio.Client | None = None
         self._stop: asyncio.Event | None = None
 

@@ -44,10 +44,10 @@ PREFIXES = ("/v3", "/v3beta")
 
 class GatewayActor(etcd_api.Door):
     name = "gateway"
+    address_field = "http"
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
-        self.http_urls = {member.id: member.http for member in config.members}
         self.runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------ process
@@ -56,9 +56,9 @@ class GatewayActor(etcd_api.Door):
         self.runner = web.AppRunner(self.application(), access_log=None, handler_cancellation=True,
                                     shutdown_timeout=self.door_limits.shutdown_grace_s)
         await self.runner.setup()
-        host, port = parse_http_address(self.member.http)
+        host, port = parse_http_address(self.address)
         await web.TCPSite(self.runner, host, port, reuse_address=True).start()
-        self.log.info("gateway_listening", http=self.member.http, frontend=self.member.client)
+        self.log.info("gateway_listening", http=self.address, frontend=self.member.client)
 
     async def close_door(self) -> None:
         await self.runner.cleanup()
@@ -80,7 +80,7 @@ class GatewayActor(etcd_api.Door):
             "/lease/timetolive": (gj.lease_time_to_live_request, gj.lease_time_to_live_response),
             "/lease/leases": (gj.empty_request(m.LeaseLeasesRequest()), gj.lease_leases_response),
             "/cluster/member/list": (gj.empty_request(m.MemberListRequest()),
-                                     lambda response: gj.member_list_response(response, self.http_urls)),
+                                     lambda response: gj.member_list_response(response, self.door_urls)),
             "/maintenance/status": (gj.empty_request(m.StatusRequest()),
                                     lambda response: gj.status_response(response, ETCD_API_VERSION)),
             "/maintenance/alarm": (gj.alarm_request, gj.alarm_response),

@@ -93,10 +93,10 @@ def _parse(request_class, raw: bytes):
 
 class GrpcActor(etcd_api.Door):
     name = "grpc"
+    address_field = "grpc"
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
-        self.grpc_urls = {member.id: member.grpc for member in config.members}
         self.leader_client: aio.Client | None = None
         self.server: grpc.aio.Server | None = None
 
@@ -111,10 +111,10 @@ class GrpcActor(etcd_api.Door):
             ("grpc.so_reuseport", 0),
         ])
         self.server.add_generic_rpc_handlers(self.handlers())
-        host, port = parse_http_address(self.member.grpc)
+        host, port = parse_http_address(self.address)
         self.server.add_insecure_port(f"{host}:{port}")
         await self.server.start()
-        self.log.info("grpc_listening", grpc=self.member.grpc, frontend=self.member.client)
+        self.log.info("grpc_listening", grpc=self.address, frontend=self.member.client)
 
     async def close_door(self) -> None:
         self._stop.set()  # streams end themselves with UNAVAILABLE
@@ -133,7 +133,7 @@ class GrpcActor(etcd_api.Door):
             ("v3electionpb.Election", "Leader"): self.leader,
         }
         for (service, method), (kind, request_class, _, to_message, to_pb) in \
-                gw.services(self.grpc_urls, etcd_api.ETCD_API_VERSION).items():
+                gw.services(self.door_urls, etcd_api.ETCD_API_VERSION).items():
             behavior = special.get((service, method)) or self._unary(request_class, to_message, to_pb)
             make = {gw.UNARY: grpc.unary_unary_rpc_method_handler, gw.STREAM_STREAM: grpc.stream_stream_rpc_method_handler,
                     gw.UNARY_STREAM: grpc.unary_stream_rpc_method_handler}[kind]
