@@ -55,7 +55,7 @@ from actors import etcd_api
 from actors import grpc_wire as gw
 from actors.etcdpb import rpc_pb2, v3election_pb2
 from cairn import aio
-from cairn.client import prefix_range_end
+from cairn.requests import prefix_range_end
 from cairn.config import parse_http_address
 from cairn.watch import is_progress_notify
 from transport import messages as m
