@@ -12,7 +12,8 @@ The client API mirrors etcd v3's protobufs (rpc.proto, kv.proto) field for field
 where etcd defines them, so anyone who knows etcd can read these. Enumerations are
 plain ints with named constants, as in etcd's protobufs.
 
-Envelopes (see codec): [PROTOCOL_VERSION, tag, request_id, [fields...]]. The
+Frames (see codec): [PROTOCOL_VERSION, request_id, body], plus an optional map of
+request options (require_leader); a body is [tag, field_1, field_2, ...]. The
 request id travels in the envelope, not in each message, so every actor can log it
 and an error reply can echo it even when the body is malformed.
 
