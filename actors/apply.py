@@ -21,6 +21,7 @@ watchers (WatchInterest), only the new revision (the events stay in the store).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from actors.base import Actor
 from store.alarms import bytes_in_use
@@ -46,14 +47,27 @@ from transport.messages import (
 from transport.sockets import inbox, outbox
 
 
-# How often the keyspace size is measured against the quota, and how long to
-# wait before proposing the alarm again if the first proposal got lost.
-QUOTA_CHECK_S = 1.0
-ALARM_RETRY_S = 5.0
+@dataclass(frozen=True, slots=True)
+class ApplyLimits:
+    """The apply actor's own periods, each with its reason (the member's limits,
+    such as quota_backend_bytes, are cairn/config.py's Limits)."""
+
+    # How often the keyspace size is measured against the quota: a read
+    # transaction over the databases' stats, cheap once a second, and a NOSPACE
+    # alarm raised a second late is within the quota's purpose.
+    quota_check_s: float = 1.0
+    # How long to wait before proposing the alarm again if the first proposal
+    # got lost (a leader change): longer than a proposal takes to be applied.
+    alarm_retry_s: float = 5.0
+
+    def __post_init__(self):
+        assert self.quota_check_s > 0
+        assert self.alarm_retry_s >= self.quota_check_s, "a retry is only noticed at a quota check"
 
 
 class ApplyActor(Actor):
     name = "apply"
+    apply_limits = ApplyLimits()
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
@@ -165,13 +179,13 @@ class ApplyActor(Actor):
 
     def _check_quota(self, now: float) -> None:
         """Raise NOSPACE through the log when this member's keyspace outgrows the quota."""
-        if now - self.quota_checked_at < QUOTA_CHECK_S:
+        if now - self.quota_checked_at < self.apply_limits.quota_check_s:
             return
         self.quota_checked_at = now
         with self.env.begin() as txn:
             used = bytes_in_use(self.env, txn, replicated_databases())
             alarmed = any(a.member_id == self.member.id for a in self.state.alarms.list(txn, self.member.id))
-        if used <= self.limits.quota_backend_bytes or alarmed or now - self.alarm_proposed_at < ALARM_RETRY_S:
+        if used <= self.limits.quota_backend_bytes or alarmed or now - self.alarm_proposed_at < self.apply_limits.alarm_retry_s:
             return
         self.alarm_proposed_at = now
         self.log.warning("quota_exceeded", bytes_in_use=used, quota=self.limits.quota_backend_bytes)

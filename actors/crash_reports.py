@@ -8,7 +8,7 @@ quietly looks alive. So an actor that dies writes what it was handling
 <data_dir>/run/<actor>.crash; the supervisor reads it, and when the actor dies
 again on the same input with the same error it logs `actor_crash_loop` and
 writes the member's errors file, which the frontend adds to `endpoint status`
-ERRORS. The error clears once the actor stays up (HEALTHY_AFTER_S).
+ERRORS. The error clears once the actor stays up (SupervisorLimits.healthy_after_s).
 
 Only the exception's type crosses into status: its message may carry request
 data, which belongs in the actor's own log, not in an answer to any client.

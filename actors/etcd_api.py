@@ -6,6 +6,8 @@ differ only in how requests and responses are spelt on the wire. Everything
 that does not depend on the spelling lives here, once:
 
 * the etcd API version both report;
+* the process around a door (Door): an asyncio loop, the client of its own
+  member's frontend, SIGTERM, and the door's limits (DoorLimits);
 * how each request is sent: whether it is a write (never repeated after a
   timeout) and how long a call may wait (lock and campaign wait their turn);
 * cairn's error codes as the gRPC status codes etcd's rpctypes gives them;
@@ -18,7 +20,10 @@ that does not depend on the spelling lives here, once:
 from __future__ import annotations
 
 import asyncio
+import signal
+from dataclasses import dataclass
 
+from actors.base import Actor
 from cairn import aio
 from cairn.watch import is_progress_notify
 from transport import messages as m
@@ -27,6 +32,78 @@ from transport.errors import CairnError
 # What the version and status calls report: the etcd API the doors speak.
 # Clients such as Patroni pick their URL prefix from it (/v3 from 3.4 on).
 ETCD_API_VERSION = "3.4.0"
+
+
+# ---------------------------------------------------------------- the door process
+
+
+@dataclass(frozen=True, slots=True)
+class DoorLimits:
+    """The doors' own bounds, each with its reason (the member's limits, such
+    as max_request_bytes, are cairn/config.py's Limits)."""
+
+    # A door's client may wait this much past the frontend's request_timeout_ms:
+    # it retries what provably never reached a Raft log (no leader yet, a leader
+    # change) until then, as etcd's server waits for a leader, and the
+    # frontend's own Timeout answer still arrives before the client gives up.
+    client_timeout_slack_s: float = 1.0
+    # How long stopping waits for open streams and calls before closing them.
+    shutdown_grace_s: float = 1.0
+    # HTTP: base64 and JSON make a body larger than the request it carries.
+    http_body_overhead: int = 2
+    # gRPC: etcd's grpcOverheadBytes, what a gRPC message may add to max_request_bytes.
+    grpc_overhead_bytes: int = 512 * 1024
+
+    def __post_init__(self):
+        assert self.client_timeout_slack_s > 0, "the frontend's Timeout must reach the client first"
+        assert self.shutdown_grace_s > 0
+        assert self.http_body_overhead >= 2, "base64 alone adds a third"
+        assert self.grpc_overhead_bytes >= 0
+
+
+class Door(Actor):
+    """An etcd door: an actor that runs an asyncio server instead of the actor
+    loop and reaches its own member's frontend as an ordinary client
+    (`self.client`), so its requests take the library's routing and
+    consistency path. Subclasses open their server in `open_door` and close it
+    in `close_door`; `self._stop` is set on SIGTERM."""
+
+    door_limits = DoorLimits()
+    # The MemberSpec field with the address this kind of door serves ("http", "grpc").
+    address_field = ""
+
+    def __init__(self, config, member_name: str):
+        super().__init__(config, member_name)
+        self.address = getattr(self.member, self.address_field)
+        # Every member's door of this kind: a member list names them as the
+        # members' client URLs, as etcd's does.
+        self.door_urls = {member.id: getattr(member, self.address_field) for member in config.members}
+        self.client: aio.Client | None = None
+        self._stop: asyncio.Event | None = None
+
+    def serve(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._stop.set)
+        # The client's one endpoint is this member (see DoorLimits for its timeout).
+        timeout = self.settings.request_timeout_ms / 1000 + self.door_limits.client_timeout_slack_s
+        self.client = aio.Client([self.member.client], timeout=timeout)
+        await self.open_door(timeout)
+        try:
+            if not self.stopping:  # a SIGTERM that came before the loop's handler
+                await self._stop.wait()
+        finally:
+            await self.close_door()
+
+    async def open_door(self, client_timeout: float) -> None:
+        """Start serving (the client is connected already)."""
+        raise NotImplementedError
+
+    async def close_door(self) -> None:
+        """Stop serving and close the clients."""
+        raise NotImplementedError
 
 # ---------------------------------------------------------------- calls
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import zmq
 
@@ -72,6 +73,7 @@ from transport.messages import (
     ProposeBatch,
     PutRequest,
     RaftStatus,
+    ROLE_FOLLOWER,
     SORT_ASCEND,
     SORT_BY_KEY,
     SORT_NONE,
@@ -92,6 +94,20 @@ from transport.messages import (
 from transport.sockets import configure, drain, inbox, outbox
 
 VERSION = "0.1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class FrontendLimits:
+    """The frontend's own bounds, each with its reason (the member's, such as
+    max_pending_requests and request_timeout_ms, are in cairn/config.py)."""
+
+    # A leadership transfer succeeds within one election timeout or is abandoned
+    # (thesis §3.10); a MoveLeader waits this many, so the new leader's status
+    # has time to reach this member before the caller is told Timeout.
+    leader_move_election_timeouts: int = 3
+
+    def __post_init__(self):
+        assert self.leader_move_election_timeouts >= 2, "the transfer's own timeout, and slack"
 
 
 def new_lease_id() -> int:
@@ -118,6 +134,7 @@ LEASE_WRITE_REQUESTS = (LeaseGrantRequest, LeaseRevokeRequest)
 
 class FrontendActor(Actor):
     name = "frontend"
+    frontend_limits = FrontendLimits()
 
     def timeout_ms(self) -> int:
         return 0 if self.range_streams else self.settings.tick_ms
@@ -139,7 +156,7 @@ class FrontendActor(Actor):
         with self.env.begin() as txn:
             self.applied_index = self.keyspace.applied_index(txn)
             self.revision = self.keyspace.current_revision(txn)
-        self.raft = RaftStatus(self.member.id, 0, 0, "follower", 0, 0, 0)
+        self.raft = RaftStatus(self.member.id, 0, 0, ROLE_FOLLOWER, 0, 0, 0)
         # request id -> (client identity, deadline)
         self.pending_writes: dict[int, tuple[bytes, float]] = {}
         self.expiry = deque()  # (deadline, request id), in deadline order
@@ -224,8 +241,8 @@ class FrontendActor(Actor):
     def move_leader(self, identity: bytes, request_id: int, target: int, now: float) -> None:
         if self.config.member_by_id(target) is None:
             raise InvalidArgumentError(f"etcdserver: bad leader transferee: {target:x} is not a member")
-        # Leadership moves within an election timeout or is abandoned (thesis §3.10).
-        wait_s = 3 * self.settings.election_ticks * self.settings.tick_ms / 1000
+        election_timeouts = self.frontend_limits.leader_move_election_timeouts
+        wait_s = election_timeouts * self.settings.election_ticks * self.settings.tick_ms / 1000
         self.leader_moves.append((identity, request_id, target, now + wait_s))
         self.send_to_raft(TransferLeadership(target), ())
         self.answer_leader_moves()

@@ -28,64 +28,44 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 
 from aiohttp import web
 
 from actors import etcd_api
 from actors import gateway_json as gj
-from actors.base import Actor
 from cairn import aio
 from cairn.config import parse_http_address
 from transport import messages as m
 from transport.errors import CairnError
 
 ETCD_API_VERSION = etcd_api.ETCD_API_VERSION
-# Base64 and JSON make a body larger than the request it carries.
-BODY_OVERHEAD = 2
-# How long stopping waits for open streams before closing them.
-SHUTDOWN_GRACE_S = 1.0
-
 PREFIXES = ("/v3", "/v3beta")
 
 
-class GatewayActor(Actor):
+class GatewayActor(etcd_api.Door):
     name = "gateway"
+    address_field = "http"
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
-        self.http_urls = {member.id: member.http for member in config.members}
-        self.client: aio.Client | None = None
-        self._stop: asyncio.Event | None = None
+        self.runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------ process
 
-    def serve(self) -> None:
-        asyncio.run(self._serve())
+    async def open_door(self, client_timeout: float) -> None:
+        self.runner = web.AppRunner(self.application(), access_log=None, handler_cancellation=True,
+                                    shutdown_timeout=self.door_limits.shutdown_grace_s)
+        await self.runner.setup()
+        host, port = parse_http_address(self.address)
+        await web.TCPSite(self.runner, host, port, reuse_address=True).start()
+        self.log.info("gateway_listening", http=self.address, frontend=self.member.client)
 
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._stop.set)
-        # The client's one endpoint is this member. It retries what provably never
-        # reached a Raft log (no leader yet, a leader change) until the timeout,
-        # as etcd's server waits for a leader before it answers.
-        timeout = self.settings.request_timeout_ms / 1000 + 1.0
-        self.client = aio.Client([self.member.client], timeout=timeout)
-        runner = web.AppRunner(self.application(), access_log=None, handler_cancellation=True,
-                               shutdown_timeout=SHUTDOWN_GRACE_S)
-        await runner.setup()
-        host, port = parse_http_address(self.member.http)
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
-        self.log.info("gateway_listening", http=self.member.http, frontend=self.member.client)
-        try:
-            if not self.stopping:  # a SIGTERM that came before the loop's handler
-                await self._stop.wait()
-        finally:
-            await runner.cleanup()
-            await self.client.aclose()
+    async def close_door(self) -> None:
+        await self.runner.cleanup()
+        await self.client.aclose()
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=self.limits.max_request_bytes * BODY_OVERHEAD,
+        app = web.Application(client_max_size=self.limits.max_request_bytes * self.door_limits.http_body_overhead,
                               middlewares=[self._errors])
         app.router.add_get("/version", self.version)
         app.router.add_get("/health", self.health)
@@ -100,7 +80,7 @@ class GatewayActor(Actor):
             "/lease/timetolive": (gj.lease_time_to_live_request, gj.lease_time_to_live_response),
             "/lease/leases": (gj.empty_request(m.LeaseLeasesRequest()), gj.lease_leases_response),
             "/cluster/member/list": (gj.empty_request(m.MemberListRequest()),
-                                     lambda response: gj.member_list_response(response, self.http_urls)),
+                                     lambda response: gj.member_list_response(response, self.door_urls)),
             "/maintenance/status": (gj.empty_request(m.StatusRequest()),
                                     lambda response: gj.status_response(response, ETCD_API_VERSION)),
             "/maintenance/alarm": (gj.alarm_request, gj.alarm_response),
@@ -151,7 +131,7 @@ class GatewayActor(Actor):
     async def _bodies(self, request: web.Request) -> list:
         """The request objects of a whole body: none (an empty body is an empty
         request, as etcd's gateway reads it), one, or several in a row."""
-        reader = gj.JsonObjects(self.limits.max_request_bytes * BODY_OVERHEAD)
+        reader = gj.JsonObjects(self.limits.max_request_bytes * self.door_limits.http_body_overhead)
         return reader.feed(await request.read()) + reader.finish()
 
     async def _body(self, request: web.Request) -> dict:
@@ -205,7 +185,7 @@ class GatewayActor(Actor):
         """Request objects are handled as they arrive in the body, so a client may
         keep the body open and create or cancel watches later; a bad first
         object is a 400, a bad later one an error line in the stream."""
-        reader = gj.JsonObjects(self.limits.max_request_bytes * BODY_OVERHEAD)
+        reader = gj.JsonObjects(self.limits.max_request_bytes * self.door_limits.http_body_overhead)
         first, ended = [], False
         while not first and not ended:
             chunk = await request.content.readany()

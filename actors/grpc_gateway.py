@@ -40,33 +40,27 @@ answers each request with one response. Observe (v3election) sends the
 election's leader and each change of it. On SIGTERM the door ends every open
 stream with UNAVAILABLE "etcdserver: server stopped" (so clients resume on
 another member, as they do when an etcd member stops) and stops within
-SHUTDOWN_GRACE_S.
+etcd_api.DoorLimits.shutdown_grace_s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from actors import etcd_api
 from actors import grpc_wire as gw
-from actors.base import Actor
 from actors.etcdpb import rpc_pb2, v3election_pb2
 from cairn import aio
-from cairn.client import prefix_range_end
+from cairn.requests import prefix_range_end
 from cairn.config import parse_http_address
 from cairn.watch import is_progress_notify
 from transport import messages as m
 from transport.errors import CairnError
 
-# etcd's grpcOverheadBytes: what a gRPC message may add to max_request_bytes.
-GRPC_OVERHEAD_BYTES = 512 * 1024
-# How long stopping waits for open calls after telling the streams to end.
-SHUTDOWN_GRACE_S = 1.0
 SERVER_STOPPED = "etcdserver: server stopped"
 NO_ELECTION_LEADER = "election: no leader"
 
@@ -97,48 +91,37 @@ def _parse(request_class, raw: bytes):
         raise Status(etcd_api.GRPC_INTERNAL, f"grpc: error unmarshalling request: {error}") from None
 
 
-class GrpcActor(Actor):
+class GrpcActor(etcd_api.Door):
     name = "grpc"
+    address_field = "grpc"
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
-        self.grpc_urls = {member.id: member.grpc for member in config.members}
-        self.client: aio.Client | None = None
         self.leader_client: aio.Client | None = None
-        self._stop: asyncio.Event | None = None
+        self.server: grpc.aio.Server | None = None
 
     # ------------------------------------------------------------------ process
 
-    def serve(self) -> None:
-        asyncio.run(self._serve())
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._stop.set)
-        # The clients' one endpoint is this member; see actors/gateway.py. The
-        # second one sends with require_leader, for calls with `hasleader`.
-        timeout = self.settings.request_timeout_ms / 1000 + 1.0
-        self.client = aio.Client([self.member.client], timeout=timeout)
-        self.leader_client = aio.Client([self.member.client], timeout=timeout, require_leader=True)
-        server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", self.limits.max_request_bytes + GRPC_OVERHEAD_BYTES),
+    async def open_door(self, client_timeout: float) -> None:
+        # A second client of this member sends with require_leader, for calls with `hasleader`.
+        self.leader_client = aio.Client([self.member.client], timeout=client_timeout, require_leader=True)
+        self.server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", self.limits.max_request_bytes + self.door_limits.grpc_overhead_bytes),
             ("grpc.max_send_message_length", (1 << 31) - 1),
             ("grpc.so_reuseport", 0),
         ])
-        server.add_generic_rpc_handlers(self.handlers())
-        host, port = parse_http_address(self.member.grpc)
-        server.add_insecure_port(f"{host}:{port}")
-        await server.start()
-        self.log.info("grpc_listening", grpc=self.member.grpc, frontend=self.member.client)
-        try:
-            if not self.stopping:  # a SIGTERM that came before the loop's handler
-                await self._stop.wait()
-        finally:
-            self._stop.set()  # streams end themselves with UNAVAILABLE
-            await server.stop(SHUTDOWN_GRACE_S)
-            await self.client.aclose()
-            await self.leader_client.aclose()
-            self.log.info("grpc_stopped")
+        self.server.add_generic_rpc_handlers(self.handlers())
+        host, port = parse_http_address(self.address)
+        self.server.add_insecure_port(f"{host}:{port}")
+        await self.server.start()
+        self.log.info("grpc_listening", grpc=self.address, frontend=self.member.client)
+
+    async def close_door(self) -> None:
+        self._stop.set()  # streams end themselves with UNAVAILABLE
+        await self.server.stop(self.door_limits.shutdown_grace_s)
+        await self.client.aclose()
+        await self.leader_client.aclose()
+        self.log.info("grpc_stopped")
 
     def handlers(self) -> list:
         by_service: dict[str, dict] = {}
@@ -150,7 +133,7 @@ class GrpcActor(Actor):
             ("v3electionpb.Election", "Leader"): self.leader,
         }
         for (service, method), (kind, request_class, _, to_message, to_pb) in \
-                gw.services(self.grpc_urls, etcd_api.ETCD_API_VERSION).items():
+                gw.services(self.door_urls, etcd_api.ETCD_API_VERSION).items():
             behavior = special.get((service, method)) or self._unary(request_class, to_message, to_pb)
             make = {gw.UNARY: grpc.unary_unary_rpc_method_handler, gw.STREAM_STREAM: grpc.stream_stream_rpc_method_handler,
                     gw.UNARY_STREAM: grpc.unary_stream_rpc_method_handler}[kind]

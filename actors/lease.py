@@ -21,7 +21,6 @@ leader's keeps deadlines (actors/lease_table.py) and acts on them:
 from __future__ import annotations
 
 import dataclasses
-
 import os
 import threading
 import time
@@ -52,25 +51,39 @@ from transport.messages import (
     ProposeBatch,
     RaftStatus,
     ResponseHeader,
+    ROLE_FOLLOWER,
+    ROLE_LEADER,
 )
 from transport.sockets import configure, inbox, outbox
 
-# Leases revoked per log entry, and entries proposed per tick: 10,000 leases
-# expiring at once become 20 entries spread over a few ticks, never a stall.
-EXPIRE_BATCH = 500
-EXPIRE_ENTRIES_PER_TICK = 4
-CHECKPOINT_INTERVAL_S = 5.0
-CHECKPOINT_BATCH = 1000
-# A forwarded request with no answer from the leader in this long is dropped
-# (the client times out and retries).
-# A forwarded lease request the leader has not answered in this long is failed
-# (NoLeader, retryable), so a client can turn to another member well within a lease's
-# life instead of waiting out its own timeout.
-FORWARD_TIMEOUT_S = 2.0
+@dataclasses.dataclass(frozen=True, slots=True)
+class LeaseLimits:
+    """The lease actor's own bounds and periods, each with its reason."""
+
+    # Leases revoked per log entry, and entries proposed per tick: 10,000 leases
+    # expiring at once become 20 entries spread over a few ticks, never a stall.
+    expire_batch: int = 500
+    expire_entries_per_tick: int = 4
+    # How often the leader proposes remaining TTLs, so a new leader resumes from
+    # them (lease_table.promote) rather than granting every lease a fresh TTL;
+    # etcd's checkpoint interval is 5 minutes, 5 s keeps the error small at one
+    # entry per 1,000 leases.
+    checkpoint_interval_s: float = 5.0
+    # Leases per LeaseCheckpointRequest entry: bounds an entry's size.
+    checkpoint_batch: int = 1000
+    # A forwarded lease request the leader has not answered in this long is
+    # failed (NoLeader, retryable), so a client can turn to another member well
+    # within a lease's life instead of waiting out its own timeout.
+    forward_timeout_s: float = 2.0
+
+    def __post_init__(self):
+        assert self.expire_batch >= 1 and self.expire_entries_per_tick >= 1 and self.checkpoint_batch >= 1
+        assert self.checkpoint_interval_s > 0 and self.forward_timeout_s > 0
 
 
 class LeaseActor(Actor):
     name = "lease"
+    lease_limits = LeaseLimits()
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
@@ -88,12 +101,12 @@ class LeaseActor(Actor):
         self.table = LeaseTable()
         self.table.load(self._stored_leases())
         self.election_timeout_s = self.settings.election_ticks * self.settings.tick_ms / 1000
-        self.raft = RaftStatus(self.member.id, 0, 0, "follower", 0, 0, 0)
+        self.raft = RaftStatus(self.member.id, 0, 0, ROLE_FOLLOWER, 0, 0, 0)
         self.replies: list[tuple[bytes, bytes]] = []
         self.leader_link: zmq.Socket | None = None
         self.leader_link_to = 0
         self.forwarded: dict[int, tuple[bytes, float]] = {}  # request id -> (identity, deadline)
-        self.next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL_S
+        self.next_checkpoint = time.monotonic() + self.lease_limits.checkpoint_interval_s
         # Lock and Election services: worker threads hand results back through
         # this deque and wake the loop through an inproc pair.
         self.lock_service: LockService | None = None
@@ -128,7 +141,7 @@ class LeaseActor(Actor):
 
     def on_status(self, status: RaftStatus) -> None:
         now = time.monotonic()
-        leading = status.role == "leader"
+        leading = status.role == ROLE_LEADER
         if leading and not self.table.leading:
             # reload: this member may have missed LeasesChanged while it restarted
             self.table.load(self._stored_leases())
@@ -216,7 +229,7 @@ class LeaseActor(Actor):
         # the link's queue is full: the leader is far behind or gone (retryable)
         unreachable = NoLeaderError("etcdserver: leader unreachable").to_response()
         if self.send(self.leader_link, frame, on_full=lambda: self.reply(identity, request_id, unreachable)):
-            self.forwarded[request_id] = (identity, now + FORWARD_TIMEOUT_S)
+            self.forwarded[request_id] = (identity, now + self.lease_limits.forward_timeout_s)
 
     def _connect_leader(self, leader) -> None:
         if self.leader_link is not None:
@@ -224,7 +237,7 @@ class LeaseActor(Actor):
             self.leader_link.close(linger=0)
         # No ZMQ_IMMEDIATE: the first forwards queue while the connection is made
         # (with it they failed at once). A leader that never answers is covered
-        # by FORWARD_TIMEOUT_S and by a leader change, which fail them.
+        # by forward_timeout_s and by a leader change, which fail them.
         self.leader_link = configure(self.context.socket(zmq.DEALER), self.limits.socket_hwm)
         self.leader_link.connect(leader.client)
         self.leader_link_to = leader.id
@@ -281,16 +294,17 @@ class LeaseActor(Actor):
         if self.raft.quorum_active:
             self._expire(now)
         if now >= self.next_checkpoint:
-            self.next_checkpoint = now + CHECKPOINT_INTERVAL_S
+            self.next_checkpoint = now + self.lease_limits.checkpoint_interval_s
             self._checkpoint(self.table.checkpoints(now))
         elif self.table.dirty:
             self._checkpoint(self.table.dirty_checkpoints(now))
 
     def _expire(self, now: float) -> None:
-        expired = self.table.expired(now, EXPIRE_BATCH * EXPIRE_ENTRIES_PER_TICK)
+        per_entry = self.lease_limits.expire_batch
+        expired = self.table.expired(now, per_entry * self.lease_limits.expire_entries_per_tick)
         if not expired:
             return
-        batches = [tuple(expired[i : i + EXPIRE_BATCH]) for i in range(0, len(expired), EXPIRE_BATCH)]
+        batches = [tuple(expired[i : i + per_entry]) for i in range(0, len(expired), per_entry)]
         self._propose([LeaseExpireRequest(batch) for batch in batches])
         self.log.info("leases_expired", count=len(expired), entries=len(batches), term=self.raft.term)
 
@@ -298,8 +312,9 @@ class LeaseActor(Actor):
         if not points:
             return
         requests = []
-        for start in range(0, len(points), CHECKPOINT_BATCH):
-            batch = points[start : start + CHECKPOINT_BATCH]
+        per_entry = self.lease_limits.checkpoint_batch
+        for start in range(0, len(points), per_entry):
+            batch = points[start : start + per_entry]
             requests.append(LeaseCheckpointRequest(tuple(p[0] for p in batch), tuple(p[1] for p in batch)))
             for lease, remaining in batch:
                 self.table.checkpoint_persisted(lease, remaining)

@@ -9,8 +9,8 @@ lease-alive re-check before a lock is reported (the gap Jepsen found) is the
 same. The caller's lease stands in for a session: the caller keeps it alive.
 
 A request that waits (Lock, Campaign) occupies a worker thread while it waits,
-so there is a bounded pool (MAX_WORKERS); past that, requests queue.
-A wait is bounded too (WAIT_LIMIT_S): then the queued key is removed and the
+so there is a bounded pool (ServiceLimits.max_workers); past that, requests
+queue. A wait is bounded too (wait_limit_s): then the queued key is removed and the
 caller gets Timeout, so a caller that gave up cannot be handed a lock later.
 Results come back through `reply(identity, frame)`, called on a worker thread.
 Every request submitted is answered exactly once: by its worker, or by
@@ -24,11 +24,12 @@ stuck on a member that is going away cannot hold the process.
 from __future__ import annotations
 
 import queue
-import time
 import threading
+import time
+from dataclasses import dataclass
 
 from cairn.client import Client
-from cairn.concurrency import Election, Lock
+from cairn.concurrency import WAIT_POLL_S, Election, Lock
 from transport import codec
 from transport.errors import CairnError, TimeoutError_
 from transport.messages import (
@@ -48,11 +49,30 @@ from transport.messages import (
 )
 
 SERVICE_REQUESTS = (LockRequest, UnlockRequest, CampaignRequest, ProclaimRequest, LeaderRequest, ResignRequest)
-MAX_WORKERS = 64
-WAIT_LIMIT_S = 60.0
-CALL_TIMEOUT_S = 10.0
-# How long stop() lets waiters remove their queued keys before it goes on.
-STOP_WAIT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLimits:
+    """The Lock and Election services' bounds, each with its reason."""
+
+    # Worker threads, each holding one waiting Lock or Campaign: bounds the
+    # threads (and client requests in flight) a burst of waiters can cost.
+    max_workers: int = 64
+    # How long a Lock or Campaign may wait for its turn before the caller gets
+    # Timeout; the client library allows a little more (Client.SERVICE_WAIT_S),
+    # so the member's answer arrives first.
+    wait_limit_s: float = 60.0
+    # Each request the recipes make to this member's frontend: longer than the
+    # frontend's request_timeout_ms (7 s by default), so its answer comes first.
+    call_timeout_s: float = 10.0
+    # How long stop() lets waiters remove their queued keys before it goes on.
+    stop_wait_s: float = 1.0
+
+    def __post_init__(self):
+        assert self.max_workers >= 1
+        assert self.call_timeout_s < self.wait_limit_s, "one step of a wait is shorter than the wait"
+        assert self.wait_limit_s < Client.SERVICE_WAIT_S, "the caller hears the member's Timeout"
+        assert self.stop_wait_s > WAIT_POLL_S, "a waiter sees the stop within one poll"
 
 
 class LeaseSession:
@@ -66,8 +86,10 @@ class LeaseSession:
 
 
 class LockService:
+    limits = ServiceLimits()
+
     def __init__(self, endpoint: str, reply):
-        self.client = Client([endpoint], timeout=CALL_TIMEOUT_S)
+        self.client = Client([endpoint], timeout=self.limits.call_timeout_s)
         self.reply = reply
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
         self.workers: list[threading.Thread] = []
@@ -78,7 +100,7 @@ class LockService:
     def submit(self, identity: bytes, request_id: int, request) -> None:
         with self.lock:
             self.unanswered.add((identity, request_id))
-            if len(self.workers) < min(len(self.unanswered), MAX_WORKERS):
+            if len(self.workers) < min(len(self.unanswered), self.limits.max_workers):
                 worker = threading.Thread(target=self._work, name=f"lock-service-{len(self.workers)}", daemon=True)
                 worker.start()
                 self.workers.append(worker)
@@ -108,7 +130,7 @@ class LockService:
             self.reply(identity, codec.encode(error.to_response(), request_id))
         for _ in self.workers:
             self.requests.put(None)
-        deadline = time.monotonic() + STOP_WAIT_S
+        deadline = time.monotonic() + self.limits.stop_wait_s
         for worker in self.workers:
             worker.join(timeout=max(0.0, deadline - time.monotonic()))
         return len(pending)
@@ -119,7 +141,7 @@ class LockService:
         except CairnError as error:
             response = error.to_response()
         except TimeoutError:
-            response = TimeoutError_(f"etcdserver: not acquired within {WAIT_LIMIT_S:.0f}s").to_response()
+            response = TimeoutError_(f"etcdserver: not acquired within {self.limits.wait_limit_s:.0f}s").to_response()
         except Exception as error:  # a worker must answer whatever happens, or its caller waits for ever
             response = CairnError(f"cairn: the lock service failed ({type(error).__name__})").to_response()
         self._answer(identity, request_id, response)
@@ -128,13 +150,13 @@ class LockService:
         client = self.client
         if isinstance(request, LockRequest):
             lock = Lock(LeaseSession(client, request.lease, self.stopping), request.name)
-            lock.acquire(timeout=WAIT_LIMIT_S)
+            lock.acquire(timeout=self.limits.wait_limit_s)
             return LockResponse(client.get(lock.key).header, lock.key, lock.revision)
         if isinstance(request, UnlockRequest):
             return UnlockResponse(client.delete(request.key).header)
         if isinstance(request, CampaignRequest):
             election = Election(LeaseSession(client, request.lease, self.stopping), request.name)
-            election.campaign(request.value, timeout=WAIT_LIMIT_S)
+            election.campaign(request.value, timeout=self.limits.wait_limit_s)
             header = client.get(election.key).header
             return CampaignResponse(header, LeaderKey(request.name, election.key, election.revision, request.lease))
         if isinstance(request, LeaderRequest):

@@ -30,9 +30,10 @@ import multiprocessing.connection
 import os
 import signal
 import time
+from dataclasses import dataclass
 
 from actors import logs
-from actors.base import set_process_title
+from actors.base import CLOSE_LINGER_MS, set_process_title
 from actors.crash_reports import CrashLoops, take_crash, write_member_errors
 from transport.sockets import remove_stale_ipc
 
@@ -58,11 +59,29 @@ FORKSERVER_PRELOAD = [
     "actors.raft.actor", "actors.apply", "actors.frontend", "actors.lease", "actors.watch",
 ]
 
-RESTART_BACKOFF_S_MIN = 0.1
-RESTART_BACKOFF_S_MAX = 5.0
-# An actor that stayed up this long is healthy again: its back-off resets.
-HEALTHY_AFTER_S = 10.0
-STOP_GRACE_S = 5.0
+@dataclass(frozen=True, slots=True)
+class SupervisorLimits:
+    """The supervisor's periods, each with its reason."""
+
+    # Back-off before restarting an actor that died, doubling while it keeps
+    # dying: the first restart is almost at once, and a crash loop costs at
+    # most one start per restart_backoff_s_max.
+    restart_backoff_s_min: float = 0.1
+    restart_backoff_s_max: float = 5.0
+    # An actor that stayed up this long is healthy again: its back-off resets
+    # and its crash report clears (actors/crash_reports.py).
+    healthy_after_s: float = 10.0
+    # How long stopping waits for the actors to answer what they hold and exit
+    # before it kills them.
+    stop_grace_s: float = 5.0
+
+    def __post_init__(self):
+        assert 0 < self.restart_backoff_s_min <= self.restart_backoff_s_max
+        assert self.healthy_after_s > 0
+        assert self.stop_grace_s * 1000 > CLOSE_LINGER_MS, "an actor's answers at close have time to leave"
+
+
+LIMITS = SupervisorLimits()
 
 
 def actor_class(name: str):
@@ -133,7 +152,7 @@ class Supervisor:
         member = config.member(member_name)
         self.actor_names = [name for name in ACTOR_CLASSES
                             if name not in OPTIONAL_ACTORS or getattr(member, OPTIONAL_ACTORS[name])]
-        self.backoff_s: dict[str, float] = {name: RESTART_BACKOFF_S_MIN for name in self.actor_names}
+        self.backoff_s: dict[str, float] = {name: LIMITS.restart_backoff_s_min for name in self.actor_names}
         self.restart_at: dict[str, float] = {}
         self.crash_loops = CrashLoops()
         self.stopping = False
@@ -176,7 +195,7 @@ class Supervisor:
     def _watch_children(self) -> None:
         now = time.monotonic()
         for name in list(self.crash_loops.errors):
-            if name not in self.restart_at and now - self.started_at[name] >= HEALTHY_AFTER_S and self.crash_loops.healthy(name):
+            if name not in self.restart_at and now - self.started_at[name] >= LIMITS.healthy_after_s and self.crash_loops.healthy(name):
                 self.log.info("actor_recovered", actor_name=name)
                 write_member_errors(self.data_dir, self.crash_loops.errors)
         for name, when in list(self.restart_at.items()):
@@ -192,11 +211,11 @@ class Supervisor:
             if self.stopping:
                 return
             uptime = time.monotonic() - self.started_at[name]
-            if uptime >= HEALTHY_AFTER_S:
-                self.backoff_s[name] = RESTART_BACKOFF_S_MIN
+            if uptime >= LIMITS.healthy_after_s:
+                self.backoff_s[name] = LIMITS.restart_backoff_s_min
                 self.crash_loops.healthy(name)
             delay = self.backoff_s[name]
-            self.backoff_s[name] = min(delay * 2, RESTART_BACKOFF_S_MAX)
+            self.backoff_s[name] = min(delay * 2, LIMITS.restart_backoff_s_max)
             self.restart_at[name] = time.monotonic() + delay
             report = take_crash(self.data_dir, name)
             self.log.warning(
@@ -214,7 +233,7 @@ class Supervisor:
             process = self.processes.get(name)
             if process is not None and process.is_alive():
                 process.terminate()
-        deadline = time.monotonic() + STOP_GRACE_S
+        deadline = time.monotonic() + LIMITS.stop_grace_s
         for name, process in self.processes.items():
             process.join(timeout=max(0.0, deadline - time.monotonic()))
             # The actors are the forkserver's children: a forkserver stopped by
@@ -223,7 +242,7 @@ class Supervisor:
             if not _gone(process.pid, deadline):
                 self.log.warning("actor_killed", actor_name=name, pid=process.pid)
                 _kill(process.pid)
-                _gone(process.pid, time.monotonic() + STOP_GRACE_S)
+                _gone(process.pid, time.monotonic() + LIMITS.stop_grace_s)
         remove_stale_ipc(self.data_dir)
         self.log.info("member_stopped")
         self.lock.close()

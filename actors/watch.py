@@ -17,16 +17,16 @@ parts). This module only does the I/O, in the actor loop's rhythm:
   at most catch_up_reads_per_turn bounded reads in ONE short read transaction,
   so LMDB can reuse freed pages and apply is never held up.
 * frontend (ipc PUSH): the hub's frames, as ClientReplies of about
-  REPLIES_MESSAGE_BYTES each, sent NOBLOCK. zmq.Again means the frontend is
+  replies_message_bytes each (WatchLimits), sent NOBLOCK. zmq.Again means the frontend is
   behind: the frames go back into the hub (requeue) and the hub's bounded
   buffers decide what a watcher that falls too far behind reads from the store
   instead. Nothing waits, nothing is dropped silently.
 * apply (ipc PUSH): WatchInterest, whether the hub has watchers, on change
-  and every INTEREST_REPEAT_S; without watchers apply sends only revisions.
+  and every interest_repeat_s; without watchers apply sends only revisions.
 * timers: connection expiry and progress notifications (Hub.tick), a check of
-  the store's revision against the live stream every GAP_CHECK_S (an
+  the store's revision against the live stream every gap_check_s (an
   AppliedEvents message lost on a full queue is found even if no later one
-  arrives), and a stats line every STATS_LOG_S that shows the buffers' peaks.
+  arrives), and a stats line every stats_log_s that shows the buffers' peaks.
 
 Any member serves watches from its own applied state, followers included.
 """
@@ -34,7 +34,7 @@ Any member serves watches from its own applied state, followers included.
 from __future__ import annotations
 
 import time
-
+from dataclasses import dataclass
 
 from actors.base import Actor
 from actors.watch_hub import Hub, HubLimits
@@ -56,25 +56,38 @@ from transport.messages import (
 )
 from transport.sockets import inbox, outbox
 
-# Bytes of client frames per ClientReplies message: the frontend relays each
-# message in one go, so this bounds the time one message holds it.
-REPLIES_MESSAGE_BYTES = 1024 * 1024
-# Messages sent to the frontend per loop turn before the inbox is read again.
-REPLIES_MESSAGES_PER_TURN = 16
-# Messages this actor queues towards the frontend (the frontend's inbox keeps
-# its own high-water mark): small, so a frontend that falls behind shows up as
-# zmq.Again soon and the hub's bounded buffers (and the store) take over.
-REPLIES_HWM = 64
-# After a full queue to the frontend, wait this long before trying again
-# rather than spinning.
-BLOCKED_RETRY_MS = 10
-# How often the store's revision is compared with the live stream's. One
-# interval is also the grace an AppliedEvents message has to arrive.
-GAP_CHECK_S = 1.0
-# How often apply is reminded whether the hub has watchers (WatchInterest).
-INTEREST_REPEAT_S = 2.0
-# How often a line of gauges is logged while there are watchers.
-STATS_LOG_S = 1.0
+
+@dataclass(frozen=True, slots=True)
+class WatchLimits:
+    """The watch actor's own bounds and periods, each with its reason; the
+    hub's are HubLimits (actors/watch_hub/limits.py)."""
+
+    # Bytes of client frames per ClientReplies message: the frontend relays each
+    # message in one go, so this bounds the time one message holds it.
+    replies_message_bytes: int = 1024 * 1024
+    # Messages sent to the frontend per loop turn before the inbox is read again.
+    replies_messages_per_turn: int = 16
+    # Messages this actor queues towards the frontend (the frontend's inbox keeps
+    # its own high-water mark): small, so a frontend that falls behind shows up as
+    # zmq.Again soon and the hub's bounded buffers (and the store) take over.
+    replies_hwm: int = 64
+    # After a full queue to the frontend, wait this long before trying again
+    # rather than spinning.
+    blocked_retry_ms: int = 10
+    # How often the store's revision is compared with the live stream's. One
+    # interval is also the grace an AppliedEvents message has to arrive.
+    gap_check_s: float = 1.0
+    # How often apply is reminded whether the hub has watchers (WatchInterest).
+    interest_repeat_s: float = 2.0
+    # How often a line of gauges is logged while there are watchers.
+    stats_log_s: float = 1.0
+
+    def __post_init__(self):
+        assert self.replies_hwm >= self.replies_messages_per_turn, "one turn's replies fit the queue"
+        assert self.blocked_retry_ms > 0, "a full queue must not make the loop spin"
+        assert self.gap_check_s > 0 and self.interest_repeat_s > 0 and self.stats_log_s > 0
+
+
 # Requests answered as of the store's current revision (read once per batch).
 WATCH_REQUESTS_AT_A_REVISION = (WatchCreateRequest, WatchProgressRequest)
 
@@ -90,11 +103,12 @@ def hub_limits(socket_hwm: int) -> HubLimits:
 
 class WatchActor(Actor):
     name = "watch"
+    watch_limits = WatchLimits()
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
         self.inbox = inbox(self.context, self.data_dir, "watch", self.limits.socket_hwm)
-        self.to_frontend = outbox(self.context, self.data_dir, "frontend", REPLIES_HWM)
+        self.to_frontend = outbox(self.context, self.data_dir, "frontend", self.watch_limits.replies_hwm)
         self.to_apply = outbox(self.context, self.data_dir, "apply", self.limits.socket_hwm)
         self.interest_sent: bool | None = None  # what apply was last told
         self.interest_due = 0.0
@@ -104,9 +118,9 @@ class WatchActor(Actor):
         revision = self.store_revision()
         self.hub = Hub(config.id, self.member.id, revision, now, hub_limits(self.limits.socket_hwm))
         self.blocked_until = 0.0
-        self.gap_check_at = now + GAP_CHECK_S
+        self.gap_check_at = now + self.watch_limits.gap_check_s
         self.store_revision_seen = revision
-        self.stats_at = now + STATS_LOG_S
+        self.stats_at = now + self.watch_limits.stats_log_s
         self.add_inbox(self.inbox)
         self.on_message(AppliedEvents, self.on_applied_events)
         self.on_message(ClientRequests, self.on_client_requests)
@@ -152,7 +166,7 @@ class WatchActor(Actor):
         if self.hub.has_catch_up():
             return 0
         if self.hub.has_output():
-            return BLOCKED_RETRY_MS if time.monotonic() < self.blocked_until else 0
+            return self.watch_limits.blocked_retry_ms if time.monotonic() < self.blocked_until else 0
         return self.settings.tick_ms
 
     def on_batch_end(self) -> None:
@@ -164,7 +178,7 @@ class WatchActor(Actor):
 
     def tell_interest(self, now: float) -> None:
         """Tell apply whether we have watchers when that changes, and again every
-        INTEREST_REPEAT_S (apply restarts assuming we do; a lost message is only
+        interest_repeat_s (apply restarts assuming we do; a lost message is only
         a cost either way: events we do not need, or a gap the store fills)."""
         watching = self.hub.watcher_count > 0
         if watching == self.interest_sent and now < self.interest_due:
@@ -172,7 +186,7 @@ class WatchActor(Actor):
         if watching != self.interest_sent:
             self.log.info("watch_interest", watching=watching, revision=self.hub.revision)
         self.interest_sent = watching
-        self.interest_due = now + INTEREST_REPEAT_S
+        self.interest_due = now + self.watch_limits.interest_repeat_s
         self.send(self.to_apply, WatchInterest(watching))
 
     def catch_up(self) -> None:
@@ -192,8 +206,8 @@ class WatchActor(Actor):
     def flush(self) -> None:
         if not self.hub.has_output() or time.monotonic() < self.blocked_until:
             return
-        for _ in range(REPLIES_MESSAGES_PER_TURN):
-            out = self.hub.take_output(REPLIES_MESSAGE_BYTES)
+        for _ in range(self.watch_limits.replies_messages_per_turn):
+            out = self.hub.take_output(self.watch_limits.replies_message_bytes)
             if out is None:
                 return
             if not self.send(self.to_frontend, ClientReplies(tuple(out.identities), tuple(out.frames)),
@@ -204,7 +218,7 @@ class WatchActor(Actor):
         """The frontend is behind: the hub takes the frames back, its bounded
         buffers decide what a slow watcher reads from the store instead."""
         self.hub.requeue(out)
-        self.blocked_until = time.monotonic() + BLOCKED_RETRY_MS / 1000
+        self.blocked_until = time.monotonic() + self.watch_limits.blocked_retry_ms / 1000
         self.log.warning("frontend_queue_full", frames=len(out.frames), bytes=out.bytes)
 
     # ------------------------------------------------------------------ timers
@@ -212,12 +226,12 @@ class WatchActor(Actor):
     def on_timer(self, now: float) -> None:
         self.hub.tick(now)
         if now >= self.gap_check_at:
-            self.gap_check_at = now + GAP_CHECK_S
+            self.gap_check_at = now + self.watch_limits.gap_check_s
             # What the store held one interval ago must have arrived live by now.
             self.hub.note_store_revision(self.store_revision_seen)
             self.store_revision_seen = self.store_revision()
         if now >= self.stats_at:
-            self.stats_at = now + STATS_LOG_S
+            self.stats_at = now + self.watch_limits.stats_log_s
             if self.hub.watcher_count or self.hub.buffered_bytes:
                 self.log.info("watch_stats", **self.hub.stats())
         self.log_notes()

@@ -624,6 +624,14 @@ def _interactive_watch_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _range_arguments(parser) -> None:
+    """etcdctl's way of naming keys for get and del: KEY [RANGE_END], --prefix, --from-key."""
+    parser.add_argument("key")
+    parser.add_argument("range_end", nargs="?")
+    parser.add_argument("--prefix", action="store_true")
+    parser.add_argument("--from-key", action="store_true")
+
+
 def _watch_flags(parser) -> None:
     parser.add_argument("key", nargs="?")
     parser.add_argument("range_end", nargs="?")
@@ -699,10 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     put.set_defaults(run=cmd_put)
 
     get = commands.add_parser("get", help="get a key or a range")
-    get.add_argument("key")
-    get.add_argument("range_end", nargs="?")
-    get.add_argument("--prefix", action="store_true")
-    get.add_argument("--from-key", action="store_true")
+    _range_arguments(get)
     get.add_argument("--rev", type=int, default=0)
     get.add_argument("--limit", type=int, default=0)
     get.add_argument("--keys-only", action="store_true")
@@ -714,10 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.set_defaults(run=cmd_get)
 
     delete = commands.add_parser("del", help="delete a key or a range")
-    delete.add_argument("key")
-    delete.add_argument("range_end", nargs="?")
-    delete.add_argument("--prefix", action="store_true")
-    delete.add_argument("--from-key", action="store_true")
+    _range_arguments(delete)
     delete.add_argument("--prev-kv", action="store_true")
     delete.set_defaults(run=cmd_del)
 

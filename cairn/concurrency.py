@@ -131,7 +131,10 @@ def _acquire(session: Session, key: bytes, prefix: bytes, value: bytes, deadline
     return mine, created
 
 
-class Lock:
+class _QueuedKey:
+    """A Lock's or an Election's place in its queue: the key prefix + the
+    session's lease id, and the revision it was created at (0 while not held)."""
+
     def __init__(self, session: Session, name):
         self.session = session
         self.client = session.client
@@ -139,6 +142,8 @@ class Lock:
         self.key = self.prefix + f"{session.lease:x}".encode()
         self.revision = 0
 
+
+class Lock(_QueuedKey):
     def acquire(self, timeout: float | None = None) -> "Lock":
         deadline = time.monotonic() + timeout if timeout is not None else None
         self.revision, _ = _acquire(self.session, self.key, self.prefix, b"", deadline)
@@ -155,14 +160,7 @@ class Lock:
         self.release()
 
 
-class Election:
-    def __init__(self, session: Session, name):
-        self.session = session
-        self.client = session.client
-        self.prefix = _prefix(name)
-        self.key = self.prefix + f"{session.lease:x}".encode()
-        self.revision = 0
-
+class Election(_QueuedKey):
     def campaign(self, value, timeout: float | None = None) -> None:
         """Block until elected leader with this value."""
         deadline = time.monotonic() + timeout if timeout is not None else None

@@ -29,6 +29,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 import zmq
 
@@ -36,15 +37,30 @@ from transport import codec
 from transport.errors import CairnError, ConnectionLostError, MalformedRequestError, Unavailable
 from transport.messages import RangeChunk, RangeResponse, WatchResponse, WatchResponses
 
-POLL_MS = 50
-# ZMTP heartbeats on every connection: an idle connection to a member that died
-# (or a network that dropped it) is closed within HEARTBEAT_TIMEOUT_MS, and
-# ZMQ_IMMEDIATE then fails new requests to it at once instead of queueing them.
-HEARTBEAT_IVL_MS = 1000
-HEARTBEAT_TIMEOUT_MS = 3000
+
+@dataclass(frozen=True, slots=True)
+class TransportLimits:
+    """The I/O thread's own periods, each with its reason (a Client's sizes and
+    timeouts are its constructor's arguments)."""
+
+    # The longest the thread sleeps in poll when nothing wakes it: bounds how
+    # soon a request waiting for its connection goes once the connection is
+    # made, and how late its dial_timeout is noticed.
+    poll_ms: int = 50
+    # ZMTP heartbeats on every connection: an idle connection to a member that died
+    # (or a network that dropped it) is closed within heartbeat_timeout_ms, and
+    # ZMQ_IMMEDIATE then fails new requests to it at once instead of queueing them.
+    heartbeat_ivl_ms: int = 1000
+    heartbeat_timeout_ms: int = 3000
+
+    def __post_init__(self):
+        assert self.poll_ms > 0
+        assert self.heartbeat_timeout_ms >= 2 * self.heartbeat_ivl_ms, "one late heartbeat must not close a connection"
 
 
 class TransportThread:
+    limits = TransportLimits()
+
     def __init__(self, endpoints: list[str], dial_timeout: float, max_receive_bytes: int):
         self.endpoints = list(endpoints)
         self.dial_timeout = dial_timeout
@@ -160,7 +176,7 @@ class TransportThread:
         unsent: deque = deque()
         try:
             while not self.closed:
-                events = dict(poller.poll(POLL_MS))
+                events = dict(poller.poll(self.limits.poll_ms))
                 if self.wake_receiver in events:
                     try:
                         while True:
@@ -198,8 +214,8 @@ class TransportThread:
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.IMMEDIATE, 1)
         socket.setsockopt(zmq.RCVHWM, 0)
-        socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        socket.setsockopt(zmq.HEARTBEAT_IVL, self.limits.heartbeat_ivl_ms)
+        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, self.limits.heartbeat_timeout_ms)
         socket.connect(endpoint)
         return socket
 

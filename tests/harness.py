@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 
+import pytest
 import yaml
 
 from cairn import Client
@@ -302,3 +303,27 @@ class Cluster:
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+def cluster_fixture(name: str, **options):
+    """A module-scoped pytest fixture: a Cluster started under a temporary dir
+    named `name` (options as Cluster's), stopped after the module's tests."""
+
+    @pytest.fixture(scope="module")
+    def cluster(tmp_path_factory):
+        with Cluster(tmp_path_factory.mktemp(name), **options) as started:
+            yield started
+
+    return cluster
+
+
+def wait_for(condition, what: str, timeout_s: float = 10.0):
+    """condition()'s first true value, polled every 50 ms; fails naming `what`
+    after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

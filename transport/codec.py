@@ -95,22 +95,22 @@ def _bounded_int_converter(allowed: IntRange | OneOf):
     return convert
 
 
-def _convert_bool(value, depth):
-    if type(value) is not bool:
-        _fail("bool", value)
-    return value
+def _exactly(expected: type):
+    """The converter of a plain type: the value as it is, if it is exactly that
+    type (no bool for int, no bytearray for bytes)."""
+    name = expected.__name__
+
+    def convert(value, depth):
+        if type(value) is not expected:
+            _fail(name, value)
+        return value
+
+    return convert
 
 
-def _convert_bytes(value, depth):
-    if type(value) is not bytes:
-        _fail("bytes", value)
-    return value
-
-
-def _convert_str(value, depth):
-    if type(value) is not str:
-        _fail("str", value)
-    return value
+_convert_bool = _exactly(bool)
+_convert_bytes = _exactly(bytes)
+_convert_str = _exactly(str)
 
 
 def _convert_none(value, depth):

@@ -12,7 +12,8 @@ The client API mirrors etcd v3's protobufs (rpc.proto, kv.proto) field for field
 where etcd defines them, so anyone who knows etcd can read these. Enumerations are
 plain ints with named constants, as in etcd's protobufs.
 
-Envelopes (see codec): [PROTOCOL_VERSION, tag, request_id, [fields...]]. The
+Frames (see codec): [PROTOCOL_VERSION, request_id, body], plus an optional map of
+request options (require_leader); a body is [tag, field_1, field_2, ...]. The
 request id travels in the envelope, not in each message, so every actor can log it
 and an error reply can echo it even when the body is malformed.
 
@@ -351,6 +352,16 @@ class ReadIndexResult:
     context: int
     index: Uint64
     code: str = ""
+
+
+# RaftStatus.role: the names the Raft core gives its roles. The pure core keeps
+# its own copy (actors/raft/core.py imports only transport.raft_messages);
+# tests/raft/test_core_rules.py checks that the two agree.
+ROLE_FOLLOWER = "follower"
+ROLE_PRE_CANDIDATE = "pre_candidate"
+ROLE_CANDIDATE = "candidate"
+ROLE_LEADER = "leader"
+ROLES = (ROLE_FOLLOWER, ROLE_PRE_CANDIDATE, ROLE_CANDIDATE, ROLE_LEADER)
 
 
 @dataclass(frozen=True, slots=True)

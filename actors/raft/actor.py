@@ -62,6 +62,7 @@ from transport.messages import (
     ProposalsRejected,
     ProposeBatch,
     RaftStatus,
+    ROLE_LEADER,
     ReadIndexRequest,
     ReadIndexResult,
     SnapshotChunk,
@@ -340,7 +341,7 @@ class RaftActor(Actor):
 
     def _auto_compact(self, now: float) -> None:
         """The leader proposes compactions for auto_compaction (checked once a second)."""
-        if now - self.auto_compaction_checked_at < 1.0 or self.core.role != "leader":
+        if now - self.auto_compaction_checked_at < 1.0 or self.core.role != ROLE_LEADER:
             return
         self.auto_compaction_checked_at = now
         target = self.auto_compactor.next_target(now, self.revision)
@@ -375,7 +376,7 @@ class RaftActor(Actor):
             # Thesis §10.2.1 (and etcd's server): a leader may send its appends
             # while it writes them itself; its own entries count toward a commit
             # only once persisted (advance). Others persist first, then answer.
-            leading = self.core.role == "leader"
+            leading = self.core.role == ROLE_LEADER
             if leading:
                 self._send_to_peers(messages)
             started = time.perf_counter()
@@ -513,7 +514,7 @@ class RaftActor(Actor):
             commit_index=core.commit_index,
             last_index=core.last_index,
             applied_index=self.apply_acked,
-            quorum_active=core.role == "leader" and core.quorum_active(),
+            quorum_active=core.role == ROLE_LEADER and core.quorum_active(),
         )
         # Role, term, leader and quorum go out at once (leases and reads depend on
         # them); indexes alone move on every write, and waking three actors per

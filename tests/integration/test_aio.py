@@ -10,16 +10,12 @@ import pytest
 
 from cairn import Compare, Op
 from cairn.aio import Client
-from tests.harness import Cluster, free_ports
+from tests.harness import cluster_fixture, free_ports
 from transport.errors import IndeterminateError, LeaseNotFoundError, Unavailable
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """Three members, so that endpoint discovery has members to find."""
-    cluster = Cluster(tmp_path_factory.mktemp("aio"), members=3)
-    with cluster:
-        yield cluster
+# Three members, so that endpoint discovery has members to find.
+cluster = cluster_fixture("aio", members=3)
 
 
 def test_kv_txn_and_many_concurrent_requests(cluster):

@@ -13,12 +13,8 @@ from transport.errors import IndeterminateError, NoLeaderError
 
 @pytest.fixture
 def cluster(tmp_path):
-    cluster = Cluster(tmp_path, members=3)
-    try:
-        cluster.start()
+    with Cluster(tmp_path, members=3) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_sync_discovers_every_member_and_prefers_the_leader(cluster):

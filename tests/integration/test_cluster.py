@@ -21,12 +21,8 @@ ELECTION_TIMEOUT_S = 1.0  # 10 ticks of 100 ms, the defaults
 
 @pytest.fixture
 def cluster(tmp_path):
-    cluster = Cluster(tmp_path, members=3, snapshot_entries=40)
-    try:
-        cluster.start()
+    with Cluster(tmp_path, members=3, snapshot_entries=40) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_write_through_one_member_read_through_another(cluster):

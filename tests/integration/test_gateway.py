@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from tests.harness import Cluster
+from tests.harness import Cluster, cluster_fixture
 
 
 def b64(data: bytes) -> str:
@@ -64,10 +64,7 @@ class Stream:
         self.connection.close()
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with Cluster(tmp_path_factory.mktemp("gateway"), members=3, http=True) as cluster:
-        yield cluster
+cluster = cluster_fixture("gateway", members=3, http=True)
 
 
 def urls(cluster) -> list[str]:

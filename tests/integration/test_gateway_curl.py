@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from tests.harness import Cluster
+from tests.harness import cluster_fixture
 
 CURL = "/usr/bin/curl"
 pytestmark = pytest.mark.skipif(not os.access(CURL, os.X_OK), reason="needs the curl binary at /usr/bin/curl")
@@ -159,14 +159,7 @@ class CurlStream:
         self.process.stderr.close()
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("gateway_curl"), members=3, http=True)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+cluster = cluster_fixture("gateway_curl", members=3, http=True)
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ import urllib3.util.connection  # noqa: E402  (Patroni patches it globally; rest
 from patroni.version import __version__ as PATRONI_VERSION  # noqa: E402
 from patroni.dcs import get_dcs  # noqa: E402
 
-from tests.harness import Cluster  # noqa: E402
+from tests.harness import cluster_fixture  # noqa: E402
 
 # The smallest values Patroni's configuration accepts (patroni/config.py
 # _validate_and_adjust_timeouts and the bootstrap.dcs schema in validator.py):
@@ -116,14 +116,7 @@ def stop_patroni_threads(dcs) -> list[threading.Thread]:
     return threads
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("gateway_patroni"), members=3, http=True)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+cluster = cluster_fixture("gateway_patroni", members=3, http=True)
 
 
 @pytest.fixture

@@ -25,18 +25,14 @@ from actors import grpc_wire as gw
 from actors.etcdpb import rpc_pb2 as pb
 from actors.etcdpb import v3election_pb2 as epb
 from actors.etcdpb import v3lock_pb2 as lpb
-from tests.harness import Cluster
+from tests.harness import cluster_fixture
 
 MAX_REQUEST = 64 * 1024
 SERVICES = gw.services({}, "")
 FACTORIES = {gw.UNARY: "unary_unary", gw.STREAM_STREAM: "stream_stream", gw.UNARY_STREAM: "unary_stream"}
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with Cluster(tmp_path_factory.mktemp("grpc"), members=3, grpc=True,
-                 limits={"max_request_bytes": MAX_REQUEST}) as cluster:
-        yield cluster
+cluster = cluster_fixture("grpc", members=3, grpc=True, limits={"max_request_bytes": MAX_REQUEST})
 
 
 class Stub:

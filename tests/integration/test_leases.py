@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cairn import Client
-from tests.harness import REPO, Cluster
+from tests.harness import REPO, Cluster, cluster_fixture
 from transport.errors import LeaseNotFoundError
 
 # The stated slack of expiry: one tick of the lease actor (100 ms), a Raft round
@@ -19,11 +19,7 @@ from transport.errors import LeaseNotFoundError
 EXPIRY_SLACK_S = 1.5
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("leases"), members=3)
-    with cluster:
-        yield cluster
+cluster = cluster_fixture("leases", members=3)
 
 
 def wait_until_gone(client: Client, key: bytes, deadline_s: float) -> float:
@@ -152,9 +148,7 @@ def test_cairnctl_lease_commands(cluster):
 
 
 def test_leader_failover_expires_no_live_lease_and_still_revokes_expired_ones(tmp_path):
-    cluster = Cluster(tmp_path, members=3)
-    try:
-        cluster.start()
+    with Cluster(tmp_path, members=3) as cluster:
         leader = cluster.leader()
         survivors = [m for m in cluster.members.values() if m is not leader]
         with Client(cluster.endpoints) as c:
@@ -177,8 +171,6 @@ def test_leader_failover_expires_no_live_lease_and_still_revokes_expired_ones(tm
                     while time.monotonic() < deadline:
                         assert s.get(b"kept").count == 1
                         time.sleep(0.2)
-    finally:
-        cluster.stop()
 
 
 def test_many_leases_expiring_at_once_do_not_stall_other_writers(tmp_path):

@@ -18,17 +18,13 @@ import pytest
 import zmq
 
 from cairn import Client, Op
-from tests.harness import REPO, Cluster
+from tests.harness import REPO, Cluster, cluster_fixture
 from transport import codec
 from transport import messages as m
 from transport.errors import EmptyKeyError, Unavailable
 
 
-@pytest.fixture(scope="module")
-def member(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("member"), members=1)
-    with cluster:
-        yield cluster
+member = cluster_fixture("member", members=1)
 
 
 def test_put_get_overwrite_delete_prefix(member):
@@ -198,9 +194,7 @@ def test_logs_follow_one_request_through_the_actors(member):
 
 
 def test_kill9_whole_member_loses_no_acknowledged_write(tmp_path):
-    cluster = Cluster(tmp_path, members=1)
-    try:
-        cluster.start()
+    with Cluster(tmp_path, members=1) as cluster:
         node = cluster.members["n1"]
         acknowledged = {}
         with cluster.client() as c:
@@ -219,14 +213,10 @@ def test_kill9_whole_member_loses_no_acknowledged_write(tmp_path):
             assert response.header.revision == revision
             assert {kv.key: (kv.value, kv.mod_revision) for kv in response.kvs} == acknowledged
             assert all(kv.version == 4 for kv in response.kvs)
-    finally:
-        cluster.stop()
 
 
 def test_sigterm_stops_every_process_and_a_restart_binds_cleanly(tmp_path):
-    cluster = Cluster(tmp_path, members=1)
-    try:
-        cluster.start()
+    with Cluster(tmp_path, members=1) as cluster:
         node = cluster.members["n1"]
         actors = node.actor_pids()
         assert node.stop(signal.SIGTERM) == 0
@@ -238,26 +228,18 @@ def test_sigterm_stops_every_process_and_a_restart_binds_cleanly(tmp_path):
         cluster.wait_ready()
         with cluster.client() as c:
             c.put(b"k", b"v")
-    finally:
-        cluster.stop()
 
 
 def test_two_members_cannot_share_a_data_dir(tmp_path):
-    cluster = Cluster(tmp_path, members=1)
-    try:
-        cluster.start()
+    with Cluster(tmp_path, members=1) as cluster:
         result = subprocess.run([sys.executable, "-m", "cairn.node", "node", "--config", cluster.config_path, "--name", "n1"],
                                 capture_output=True, text=True, timeout=60, cwd=REPO)
         assert result.returncode == 1
         assert "in use by another cairn member" in result.stderr
-    finally:
-        cluster.stop()
 
 
 def test_large_range_streams_in_chunks_at_one_revision(tmp_path):
-    cluster = Cluster(tmp_path, members=1, limits={"range_chunk_bytes": 64 * 1024})
-    try:
-        cluster.start()
+    with Cluster(tmp_path, members=1, limits={"range_chunk_bytes": 64 * 1024}) as cluster:
         value = b"v" * 1000
         with cluster.client() as c:
             for start in range(0, 600, 100):
@@ -273,5 +255,3 @@ def test_large_range_streams_in_chunks_at_one_revision(tmp_path):
             assert len(past.kvs) == 600 and past.count == 600
         chunks = [r for r in cluster.members["n1"].log_records("frontend") if r.get("event") == "range_streamed"]
         assert chunks, "large ranges were not streamed"
-    finally:
-        cluster.stop()

@@ -14,9 +14,7 @@ from transport.errors import NoSpaceError
 
 
 def test_nospace_alarm_blocks_writes_keeps_reads_and_disarms_after_compaction(tmp_path):
-    cluster = Cluster(tmp_path, members=1, limits={"quota_backend_bytes": 256 * 1024})
-    try:
-        cluster.start()
+    with Cluster(tmp_path, members=1, limits={"quota_backend_bytes": 256 * 1024}) as cluster:
         value = b"x" * 4096
         with cluster.client() as c:
             written = 0
@@ -45,16 +43,12 @@ def test_nospace_alarm_blocks_writes_keeps_reads_and_disarms_after_compaction(tm
             c.put(b"small", b"1")
             assert c.alarm_list().alarms == ()
             assert c.get(b"small").kvs[0].value == b"1"
-    finally:
-        cluster.stop()
 
 
 def test_auto_compaction_by_revision(tmp_path):
     from transport.errors import CompactedError
 
-    cluster = Cluster(tmp_path, members=1, auto_compaction={"mode": "revision", "retention": 20})
-    try:
-        cluster.start()
+    with Cluster(tmp_path, members=1, auto_compaction={"mode": "revision", "retention": 20}) as cluster:
         with cluster.client() as c:
             for i in range(60):
                 c.put(b"auto", str(i).encode())
@@ -69,5 +63,3 @@ def test_auto_compaction_by_revision(tmp_path):
                 assert time.monotonic() < deadline, "auto-compaction never ran"
                 time.sleep(0.2)
             assert c.get(b"auto", revision=last - 20).kvs  # the retained window is readable
-    finally:
-        cluster.stop()

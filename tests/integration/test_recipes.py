@@ -11,17 +11,13 @@ import pytest
 
 from cairn import Client, Compare, Op
 from cairn.concurrency import Election, Lock, Session
-from tests.harness import Cluster
+from tests.harness import Cluster, cluster_fixture
 
 PROCESSES = 4
 INCREMENTS = 8
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("recipes"), members=3)
-    with cluster:
-        yield cluster
+cluster = cluster_fixture("recipes", members=3)
 
 
 def contend(endpoints, results):
@@ -107,9 +103,7 @@ def test_lock_reports_a_lost_lease_instead_of_a_lock(cluster):
 
 
 def test_election_survives_the_raft_leader_being_killed(tmp_path):
-    cluster = Cluster(tmp_path, members=3)
-    try:
-        cluster.start()
+    with Cluster(tmp_path, members=3) as cluster:
         with Client(cluster.endpoints, timeout=10) as c:
             session = Session(c, ttl=5)
             election = Election(session, "service-leader")
@@ -123,8 +117,6 @@ def test_election_survives_the_raft_leader_being_killed(tmp_path):
             election.resign()
             assert election.leader() is None
             session.close()
-    finally:
-        cluster.stop()
 
 
 def _ctl(cluster, *args, **popen):

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
-import cbor2
 import pytest
 import zmq
 
-from tests.harness import Cluster
+from tests.harness import Cluster, wait_for
 from transport import codec
 from transport import messages as m
 
@@ -55,16 +53,6 @@ class RawClient:
 
     def close(self) -> None:
         self.context.destroy(linger=0)
-
-
-def wait_for(condition, what: str, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture

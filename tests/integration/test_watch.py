@@ -25,7 +25,8 @@ import zmq
 
 from cairn import Client, Op
 from cairn.watch import is_progress_notify
-from tests.harness import REPO, Cluster
+from tests.harness import REPO, cluster_fixture
+from tests.harness import wait_for as harness_wait_for
 from transport import codec
 from transport import messages as m
 from transport.errors import InvalidArgumentError
@@ -34,11 +35,7 @@ from transport.messages import EVENT_DELETE, EVENT_PUT
 DEADLINE_S = 20.0
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("watch"), members=3)
-    with cluster:
-        yield cluster
+cluster = cluster_fixture("watch", members=3)
 
 
 def collect(watch, count: int, deadline_s: float = DEADLINE_S):
@@ -63,14 +60,8 @@ def next_response(watch, deadline_s: float = DEADLINE_S):
     return response
 
 
-def wait_for(predicate, what: str, deadline_s: float = DEADLINE_S):
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+def wait_for(predicate, what: str):
+    return harness_wait_for(predicate, what, DEADLINE_S)
 
 
 def followers(cluster):

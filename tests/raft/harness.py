@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from actors.raft.core import PersistedState, RaftConfig, RaftCore, Ready, ReadState
+from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore, Ready, ReadState
 from transport.raft_messages import MSG_SNAP, Entry, HardState, RaftMessage, SnapshotMeta
 
 
@@ -125,7 +125,7 @@ class Cluster:
         return self.cores[node_id]
 
     def leader(self) -> int:
-        leaders = [i for i, c in self.cores.items() if c.role == "leader"]
+        leaders = [i for i, c in self.cores.items() if c.role == LEADER]
         leaders.sort(key=lambda i: self.cores[i].term)
         return leaders[-1] if leaders else 0
 
@@ -217,7 +217,7 @@ class Cluster:
     def elect(self, node_id: int) -> None:
         self.cores[node_id].campaign()
         self.deliver()
-        assert self.cores[node_id].role == "leader", self.cores[node_id].status()
+        assert self.cores[node_id].role == LEADER, self.cores[node_id].status()
 
     def propose(self, node_id: int, *data: bytes) -> bool:
         ok = self.cores[node_id].propose(list(data))

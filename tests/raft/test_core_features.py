@@ -71,12 +71,19 @@ def test_a_single_voter_answers_read_index_at_once():
 # ---------------------------------------------------------------------------
 
 
-def test_pre_vote_keeps_a_partitioned_node_from_inflating_its_term_and_deposing_the_leader():
-    c = Cluster(3, pre_vote=True)
+def _node_3_partitioned_for_100_ticks(pre_vote: bool):
+    """A 3-node cluster led by node 1, whose node 3 is cut off and times out
+    many times over; the cluster and the leader's term before the partition."""
+    c = Cluster(3, pre_vote=pre_vote)
     c.elect(1)
     term = c[1].term
     c.isolate(3)
     c.tick(3, 100)
+    return c, term
+
+
+def test_pre_vote_keeps_a_partitioned_node_from_inflating_its_term_and_deposing_the_leader():
+    c, term = _node_3_partitioned_for_100_ticks(pre_vote=True)
     c.deliver()
     assert c[3].term == term  # asked "would you vote?" many times, changed nothing
     assert c[3].role == PRE_CANDIDATE
@@ -87,11 +94,7 @@ def test_pre_vote_keeps_a_partitioned_node_from_inflating_its_term_and_deposing_
 
 
 def test_without_pre_vote_the_same_partition_disrupts_the_leader():
-    c = Cluster(3, pre_vote=False)
-    c.elect(1)
-    term = c[1].term
-    c.isolate(3)
-    c.tick(3, 100)
+    c, term = _node_3_partitioned_for_100_ticks(pre_vote=False)
     assert c[3].term > term + 3
     c.heal()
     c.tick_all(30)

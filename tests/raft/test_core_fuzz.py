@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from actors.raft.core import LEADER
+from actors.raft.core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE
 from tests.raft.harness import drain, ents, msg, new_core
 from tests.raft.test_core_paper import make_candidate, make_leader
 from transport.raft_messages import Entry, SnapshotMeta
@@ -44,20 +44,20 @@ def _random_message(rng: random.Random, to: int):
 def _core_in_role(rng: random.Random, role: str):
     core = new_core(1, term=2, entries=ents(1, 1, 2, 2), commit=2, pre_vote=rng.random() < 0.5,
                     check_quorum=rng.random() < 0.5, seed=rng.randint(0, 1 << 30))
-    if role == "leader":
+    if role == LEADER:
         core = new_core(1, term=2, entries=ents(1, 1, 2, 2), commit=2, check_quorum=rng.random() < 0.5,
                         seed=rng.randint(0, 1 << 30))
         make_leader(core)
-    elif role == "candidate":
+    elif role == CANDIDATE:
         core = new_core(1, term=2, entries=ents(1, 1, 2, 2), commit=2, seed=rng.randint(0, 1 << 30))
         make_candidate(core)
-    elif role == "pre_candidate":
+    elif role == PRE_CANDIDATE:
         core = new_core(1, term=2, entries=ents(1, 1, 2, 2), commit=2, pre_vote=True, seed=rng.randint(0, 1 << 30))
         core.campaign()
     return core
 
 
-@pytest.mark.parametrize("role", ["follower", "pre_candidate", "candidate", "leader"])
+@pytest.mark.parametrize("role", [FOLLOWER, PRE_CANDIDATE, CANDIDATE, LEADER])
 def test_random_messages_never_crash_the_core(role):
     rng = random.Random(role)
     for _ in range(150):

@@ -7,14 +7,14 @@ stay codec-friendly: frozen, slotted dataclasses with simple annotated field typ
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import pathlib
 import re
 
+import actors.raft.core as core
+import transport.messages as messages
 import transport.raft_messages as raft_messages
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.import_reader import ROOT, imports
 
 CORE_MODULES = ("actors/raft/core.py", "actors/raft/log.py", "actors/raft/progress.py", "actors/raft/read_only.py")
 CORE_ALLOWED = {
@@ -35,21 +35,7 @@ MESSAGES_ALLOWED = {"__future__", "dataclasses", "enum", "typing", "transport.wi
 
 def _imports(path: pathlib.Path) -> list[tuple[str, bool]]:
     """(module, only_for_type_checking) for every import in the file."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    type_checking_nodes: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.body:
-                for sub in ast.walk(child):
-                    type_checking_nodes.add(id(sub))
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.extend((alias.name, id(node) in type_checking_nodes) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, f"{path}: use absolute imports"
-            found.append((node.module, id(node) in type_checking_nodes))
-    return found
+    return [(found.module, found.type_only) for found in imports(path)]
 
 
 def test_the_core_imports_nothing_that_does_io_or_keeps_time():
@@ -111,3 +97,10 @@ def test_every_message_type_has_a_name():
     constants = {v for k, v in vars(raft_messages).items() if k.startswith("MSG_")}
     assert constants == set(raft_messages.MESSAGE_TYPE_NAMES)
     assert len(constants) == 15
+
+
+def test_the_role_names_raft_status_carries_are_the_cores():
+    # The core keeps its own role constants (it may not import transport.messages);
+    # RaftStatus.role carries core.role, so the two sets of names must agree.
+    assert (core.FOLLOWER, core.PRE_CANDIDATE, core.CANDIDATE, core.LEADER) == messages.ROLES
+    assert messages.ROLE_LEADER == core.LEADER and messages.ROLE_FOLLOWER == core.FOLLOWER
