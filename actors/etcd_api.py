@@ -33,6 +33,8 @@ ETCD_API_VERSION = "3.4.0"
 # Requests that change nothing, so a client may send them again after a timeout.
 _READS = (m.RangeRequest, m.LeaseTimeToLiveRequest, m.LeaseLeasesRequest, m.LeaseKeepAliveRequest,
           m.MemberListRequest, m.StatusRequest, m.LeaderRequest, m.MoveLeaderRequest)
+# Maintenance reads: Hash, HashKV, and the pieces of a Snapshot.
+_READS += (m.HashRequest, m.HashKVRequest, m.SnapshotRequest)
 
 
 def is_write(message) -> bool:

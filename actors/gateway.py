@@ -45,6 +45,8 @@ ETCD_API_VERSION = etcd_api.ETCD_API_VERSION
 BODY_OVERHEAD = 2
 # How long stopping waits for open streams before closing them.
 SHUTDOWN_GRACE_S = 1.0
+# How long the first piece of a snapshot may wait for the member's copy.
+SNAPSHOT_WAIT_S = 60.0
 
 PREFIXES = ("/v3", "/v3beta")
 
@@ -104,6 +106,8 @@ class GatewayActor(Actor):
             "/maintenance/status": (gj.empty_request(m.StatusRequest()),
                                     lambda response: gj.status_response(response, ETCD_API_VERSION)),
             "/maintenance/alarm": (gj.alarm_request, gj.alarm_response),
+            "/maintenance/hash": (gj.empty_request(m.HashRequest()), gj.hash_response),
+            "/maintenance/hashkv": (gj.hash_kv_request, gj.hash_kv_response),
             # etcd's v3lock and v3election services (observe, a stream, is not served)
             "/lock/lock": (gj.lock_request, gj.lock_response),
             "/lock/unlock": (gj.unlock_request, gj.header_only),
@@ -119,6 +123,7 @@ class GatewayActor(Actor):
                 app.router.add_post(prefix + path, self._unary(parse, render))
             app.router.add_post(prefix + "/lease/keepalive", self.lease_keepalive)
             app.router.add_post(prefix + "/watch", self.watch)
+            app.router.add_post(prefix + "/maintenance/snapshot", self.snapshot)
             app.router.add_post(prefix + "/auth/authenticate", self.authenticate)
             app.router.add_post(prefix + "/auth/{name:.*}", self.auth_unimplemented)
         return app
@@ -198,6 +203,29 @@ class GatewayActor(Actor):
             except CairnError as error:
                 line = gj.stream_error(*etcd_api.status_of(error))
             await stream.write(_line(line))
+        await stream.write_eof()
+        return stream
+
+    async def snapshot(self, request: web.Request) -> web.StreamResponse:
+        """etcd's Snapshot stream: the member's copy, piece by piece, one
+        {"result": {"remaining_bytes", "blob"}} a line; the last piece (no
+        remaining_bytes) is followed by a line with the copy's SHA-256 as
+        etcd's stream ends with its digest. An error ends the stream with an
+        error line."""
+        gj.empty_request(m.SnapshotRequest())(await self._body(request))
+        response = await etcd_api.call(self.client, m.SnapshotRequest(), timeout=SNAPSHOT_WAIT_S)  # errors before the stream: a plain error
+        stream = await _open_stream(request)
+        try:
+            while True:
+                await stream.write(_line(gj.snapshot_response(response)))
+                if response.remaining_bytes == 0:
+                    await stream.write(_line(gj.snapshot_response(
+                        m.SnapshotResponse(response.header, response.snapshot_id, response.total_bytes, response.sha256, 0, 0))))
+                    break
+                offset = response.offset + len(response.blob)
+                response = await etcd_api.call(self.client, m.SnapshotRequest(response.snapshot_id, offset))
+        except CairnError as error:
+            await stream.write(_line(gj.stream_error(*etcd_api.status_of(error))))
         await stream.write_eof()
         return stream
 

@@ -637,3 +637,33 @@ def stream_error(grpc_code: int, message: str) -> dict:
 
 _HTTP_REASONS = {400: "Bad Request", 404: "Not Found", 412: "Precondition Failed", 429: "Too Many Requests",
                  500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+# ---------------------------------------------------------------- maintenance: Hash, HashKV, Snapshot
+
+
+def hash_kv_request(body) -> m.HashKVRequest:
+    return m.HashKVRequest(_fields(body, "HashKVRequest", {"revision": _int}).get("revision", 0))
+
+
+def hash_response(r: m.HashResponse) -> dict:
+    out: dict = {"header": header(r.header)}
+    if r.hash:
+        out["hash"] = r.hash  # uint32 in etcd's proto: a JSON number
+    return out
+
+
+def hash_kv_response(r: m.HashKVResponse) -> dict:
+    out = hash_response(r)
+    _put_int(out, "compact_revision", r.compact_revision)
+    _put_int(out, "hash_revision", r.hash_revision)
+    return out
+
+
+def snapshot_response(r: m.SnapshotResponse) -> dict:
+    """One piece of etcd's Snapshot stream: {"result": {...}} per line."""
+    out: dict = {"header": header(r.header)}
+    _put_int(out, "remaining_bytes", r.remaining_bytes)
+    if r.blob:
+        out["blob"] = _b64(r.blob)
+    return {"result": out}

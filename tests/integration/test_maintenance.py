@@ -3,8 +3,13 @@ into a new cluster, Hash/HashKV agreement, and bad inputs."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import threading
+import urllib.error
+import urllib.request
 
 import lmdb
 import pytest
@@ -26,6 +31,12 @@ def _everything(client, revision=0):
     response = client.get(b"\x00", from_key=True, revision=revision)
     return response.header.revision, [(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
                                       for kv in response.kvs if not kv.key.startswith(b"__")]
+
+
+def _post(url: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
 
 
 def _new_cluster_config(directory, members: int) -> str:
@@ -155,7 +166,7 @@ def test_restore_without_bump_keeps_revisions_and_history(tmp_path):
 def test_bad_inputs_get_clear_errors_and_the_member_keeps_serving(tmp_path, capsys):
     snapshot = str(tmp_path / "snap.db")
     (tmp_path / "c").mkdir()
-    with Cluster(tmp_path / "c", members=1) as cluster, cluster.client() as client:
+    with Cluster(tmp_path / "c", members=1, http=True) as cluster, cluster.client() as client:
         endpoint = cluster.members["n1"].endpoint
         for i in range(10):
             client.put(f"k{i}", "v")
@@ -175,6 +186,23 @@ def test_bad_inputs_get_clear_errors_and_the_member_keeps_serving(tmp_path, caps
         out = capsys.readouterr().out
         assert '"hash_revision": 11' in out and '"compact_revision": 5' in out
         assert client.get(b"k1").kvs[0].value == b"v"  # still serving
+
+        # the same calls on etcd's HTTP gateway paths
+        url = cluster.members["n1"].http_url
+        assert _post(url, "/v3/maintenance/hashkv", {"revision": 8})["hash"] == client.hash_kv(8).hash
+        assert _post(url, "/v3/maintenance/hash", {})["hash"] == client.hash().hash
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _post(url, "/v3/maintenance/hashkv", {"revision": 3})
+        assert refused.value.code == 400 and b"compacted" in refused.value.read()
+        request = urllib.request.Request(url + "/v3/maintenance/snapshot", data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            pieces = [json.loads(line)["result"] for line in answer.read().splitlines()]
+        blob = b"".join(base64.b64decode(piece.get("blob", "")) for piece in pieces[:-1])
+        assert "remaining_bytes" not in pieces[-2]
+        assert base64.b64decode(pieces[-1]["blob"]) == hashlib.sha256(blob).digest()
+        with open(snapshot, "rb") as handle:  # the same keyspace as the file saved above
+            saved_blob = handle.read()[:-32]
+        assert len(blob) == len(saved_blob)
 
     assert cli.main(["snapshot", "status", snapshot, "-w", "table"]) == 0
     table = capsys.readouterr().out
