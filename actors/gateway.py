@@ -91,6 +91,9 @@ class GatewayActor(Actor):
                               middlewares=[self._errors])
         app.router.add_get("/version", self.version)
         app.router.add_get("/health", self.health)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/livez", self.livez)
+        app.router.add_get("/metrics", self.metrics)
         unary = {
             "/kv/range": (gj.range_request, gj.range_response),
             "/kv/put": (gj.put_request, gj.put_response),
@@ -184,6 +187,26 @@ class GatewayActor(Actor):
         except CairnError as error:
             return _json_response({"health": "false", "reason": error.message}, 503)
         return _json_response({"health": "true"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """etcd's /readyz: "ok" when the member serves linearizable reads, else 503."""
+        try:
+            await self.client.call(m.RangeRequest(b"health"), write=False)
+        except CairnError as error:
+            return web.Response(text=f"[-]linearizable_read failed: {error.message}\nreadyz check failed\n", status=503)
+        return web.Response(text="ok")
+
+    async def livez(self, request: web.Request) -> web.Response:
+        """etcd's /livez: the member's processes answer (no leader needed)."""
+        await self.client.call(m.StatusRequest(), write=False)
+        return web.Response(text="ok")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text exposition (format 0.0.4) of the member's status,
+        under etcd's metric names, so etcd's dashboards and alerts apply."""
+        return web.Response(text=gj.metrics_text(await self.client.call(m.StatusRequest(), write=False)),
+                            content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Version": "0.0.4"})
 
     async def authenticate(self, request: web.Request) -> web.Response:
         gj.authenticate_request(await self._body(request))

@@ -39,6 +39,11 @@ def _post(url: str, path: str, body: dict) -> dict:
         return json.loads(answer.read())
 
 
+def _get(url: str, path: str) -> str:
+    with urllib.request.urlopen(url + path, timeout=10) as answer:
+        return answer.read().decode()
+
+
 def _new_cluster_config(directory, members: int) -> str:
     """A config for a NEW cluster (its own name, so its own cluster and member ids)."""
     path = write_config(directory, members)
@@ -203,6 +208,12 @@ def test_bad_inputs_get_clear_errors_and_the_member_keeps_serving(tmp_path, caps
         with open(snapshot, "rb") as handle:  # the same keyspace as the file saved above
             saved_blob = handle.read()[:-32]
         assert len(blob) == len(saved_blob)
+
+        # health, readiness and metrics
+        assert _get(url, "/readyz") == "ok" and _get(url, "/livez") == "ok"
+        metrics = _get(url, "/metrics")
+        assert "etcd_server_has_leader 1" in metrics and "etcd_server_is_leader 1" in metrics
+        assert "etcd_debugging_mvcc_current_revision 11" in metrics
 
     assert cli.main(["snapshot", "status", snapshot, "-w", "table"]) == 0
     table = capsys.readouterr().out
