@@ -110,6 +110,8 @@ class Door(Actor):
 # Requests that change nothing, so a client may send them again after a timeout.
 _READS = (m.RangeRequest, m.LeaseTimeToLiveRequest, m.LeaseLeasesRequest, m.LeaseKeepAliveRequest,
           m.MemberListRequest, m.StatusRequest, m.LeaderRequest, m.MoveLeaderRequest)
+# Maintenance reads: Hash, HashKV, and the pieces of a Snapshot.
+_READS += (m.HashRequest, m.HashKVRequest, m.SnapshotRequest)
 
 
 def is_write(message) -> bool:

@@ -32,6 +32,7 @@ import zmq
 from actors.base import Actor
 from actors.crash_reports import read_member_errors
 from actors.lock_service import SERVICE_REQUESTS
+from actors.maintenance import MAINTENANCE_REQUESTS, Maintenance
 from store.alarms import Alarms
 from store.environment import kv_path, open_kv
 from store.mvcc import KeySpace
@@ -175,6 +176,7 @@ class FrontendActor(Actor):
         self.on_message(ProposalsRejected, self.on_rejected)
         self.on_message(ClientReplies, self.on_client_replies)
         self.on_message(RaftStatus, self.on_raft_status)
+        self.maintenance = Maintenance(self)  # Snapshot, Hash, HashKV
         self.log.info("frontend_listening", client=self.member.client)
 
     # ------------------------------------------------------------------ clients
@@ -229,6 +231,8 @@ class FrontendActor(Actor):
             self.reply(identity, request_id, self.member_list())
         elif isinstance(request, MoveLeaderRequest):
             self.move_leader(identity, request_id, request.target_id, now)
+        elif isinstance(request, MAINTENANCE_REQUESTS):
+            self.maintenance.handle(identity, request_id, request)
         else:
             raise MalformedRequestError(f"{type(request).__name__} is not a client request")
 
@@ -418,6 +422,8 @@ class FrontendActor(Actor):
     # ------------------------------------------------------------------ timers
 
     def on_timer(self, now: float) -> None:
+        if self.maintenance.transfers:
+            self.maintenance.on_timer(now)
         if self.leader_moves:
             self.answer_leader_moves(now)
         while self.expiry and self.expiry[0][0] <= now:
@@ -500,6 +506,7 @@ class FrontendActor(Actor):
         reads += [(s.identity, s.request_id, s.request) for s in self.range_streams]
         reads += [(identity, request_id, None) for identity, request_id, _, _ in self.leader_moves]
         self.fail_reads(reads, error)
+        answered += self.maintenance.answer_pending(error)
         handed = self.for_watch + self.for_lease
         # and what clients sent that this door has not read yet
         handed += [tuple(parts) for parts in drain(self.router, self.limits.max_batch_messages, multipart=True) if len(parts) == 2]
@@ -511,4 +518,5 @@ class FrontendActor(Actor):
         return answered + len(reads) + len(handed)
 
     def release(self) -> None:
+        self.maintenance.close()
         self.env.close()

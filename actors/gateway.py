@@ -39,6 +39,9 @@ from transport import messages as m
 from transport.errors import CairnError
 
 ETCD_API_VERSION = etcd_api.ETCD_API_VERSION
+# How long the first piece of a snapshot may wait for the member's copy.
+SNAPSHOT_WAIT_S = 60.0
+
 PREFIXES = ("/v3", "/v3beta")
 
 
@@ -69,6 +72,9 @@ class GatewayActor(etcd_api.Door):
                               middlewares=[self._errors])
         app.router.add_get("/version", self.version)
         app.router.add_get("/health", self.health)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/livez", self.livez)
+        app.router.add_get("/metrics", self.metrics)
         unary = {
             "/kv/range": (gj.range_request, gj.range_response),
             "/kv/put": (gj.put_request, gj.put_response),
@@ -84,6 +90,8 @@ class GatewayActor(etcd_api.Door):
             "/maintenance/status": (gj.empty_request(m.StatusRequest()),
                                     lambda response: gj.status_response(response, ETCD_API_VERSION)),
             "/maintenance/alarm": (gj.alarm_request, gj.alarm_response),
+            "/maintenance/hash": (gj.empty_request(m.HashRequest()), gj.hash_response),
+            "/maintenance/hashkv": (gj.hash_kv_request, gj.hash_kv_response),
             # etcd's v3lock and v3election services (observe, a stream, is not served)
             "/lock/lock": (gj.lock_request, gj.lock_response),
             "/lock/unlock": (gj.unlock_request, gj.header_only),
@@ -99,6 +107,7 @@ class GatewayActor(etcd_api.Door):
                 app.router.add_post(prefix + path, self._unary(parse, render))
             app.router.add_post(prefix + "/lease/keepalive", self.lease_keepalive)
             app.router.add_post(prefix + "/watch", self.watch)
+            app.router.add_post(prefix + "/maintenance/snapshot", self.snapshot)
             app.router.add_post(prefix + "/auth/authenticate", self.authenticate)
             app.router.add_post(prefix + "/auth/{name:.*}", self.auth_unimplemented)
         return app
@@ -160,6 +169,26 @@ class GatewayActor(etcd_api.Door):
             return _json_response({"health": "false", "reason": error.message}, 503)
         return _json_response({"health": "true"})
 
+    async def readyz(self, request: web.Request) -> web.Response:
+        """etcd's /readyz: "ok" when the member serves linearizable reads, else 503."""
+        try:
+            await self.client.call(m.RangeRequest(b"health"), write=False)
+        except CairnError as error:
+            return web.Response(text=f"[-]linearizable_read failed: {error.message}\nreadyz check failed\n", status=503)
+        return web.Response(text="ok")
+
+    async def livez(self, request: web.Request) -> web.Response:
+        """etcd's /livez: the member's processes answer (no leader needed)."""
+        await self.client.call(m.StatusRequest(), write=False)
+        return web.Response(text="ok")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text exposition (format 0.0.4) of the member's status,
+        under etcd's metric names, so etcd's dashboards and alerts apply."""
+        return web.Response(text=gj.metrics_text(await self.client.call(m.StatusRequest(), write=False)),
+                            content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Version": "0.0.4"})
+
     async def authenticate(self, request: web.Request) -> web.Response:
         gj.authenticate_request(await self._body(request))
         return self._error(request, *gj.error_body(gj.GRPC_FAILED_PRECONDITION, gj.AUTH_NOT_ENABLED))
@@ -178,6 +207,29 @@ class GatewayActor(etcd_api.Door):
             except CairnError as error:
                 line = gj.stream_error(*etcd_api.status_of(error))
             await stream.write(_line(line))
+        await stream.write_eof()
+        return stream
+
+    async def snapshot(self, request: web.Request) -> web.StreamResponse:
+        """etcd's Snapshot stream: the member's copy, piece by piece, one
+        {"result": {"remaining_bytes", "blob"}} a line; the last piece (no
+        remaining_bytes) is followed by a line with the copy's SHA-256 as
+        etcd's stream ends with its digest. An error ends the stream with an
+        error line."""
+        gj.empty_request(m.SnapshotRequest())(await self._body(request))
+        response = await etcd_api.call(self.client, m.SnapshotRequest(), timeout=SNAPSHOT_WAIT_S)  # errors before the stream: a plain error
+        stream = await _open_stream(request)
+        try:
+            while True:
+                await stream.write(_line(gj.snapshot_response(response)))
+                if response.remaining_bytes == 0:
+                    await stream.write(_line(gj.snapshot_response(
+                        m.SnapshotResponse(response.header, response.snapshot_id, response.total_bytes, response.sha256, 0, 0))))
+                    break
+                offset = response.offset + len(response.blob)
+                response = await etcd_api.call(self.client, m.SnapshotRequest(response.snapshot_id, offset))
+        except CairnError as error:
+            await stream.write(_line(gj.stream_error(*etcd_api.status_of(error))))
         await stream.write_eof()
         return stream
 

@@ -637,3 +637,63 @@ def stream_error(grpc_code: int, message: str) -> dict:
 
 _HTTP_REASONS = {400: "Bad Request", 404: "Not Found", 412: "Precondition Failed", 429: "Too Many Requests",
                  500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+# ---------------------------------------------------------------- maintenance: Hash, HashKV, Snapshot
+
+
+def hash_kv_request(body) -> m.HashKVRequest:
+    return m.HashKVRequest(_fields(body, "HashKVRequest", {"revision": _int}).get("revision", 0))
+
+
+def hash_response(r: m.HashResponse) -> dict:
+    out: dict = {"header": header(r.header)}
+    if r.hash:
+        out["hash"] = r.hash  # uint32 in etcd's proto: a JSON number
+    return out
+
+
+def hash_kv_response(r: m.HashKVResponse) -> dict:
+    out = hash_response(r)
+    _put_int(out, "compact_revision", r.compact_revision)
+    _put_int(out, "hash_revision", r.hash_revision)
+    return out
+
+
+def snapshot_response(r: m.SnapshotResponse) -> dict:
+    """One piece of etcd's Snapshot stream: {"result": {...}} per line."""
+    out: dict = {"header": header(r.header)}
+    _put_int(out, "remaining_bytes", r.remaining_bytes)
+    if r.blob:
+        out["blob"] = _b64(r.blob)
+    return {"result": out}
+
+
+# ---------------------------------------------------------------- /metrics
+
+
+def metrics_text(s: m.StatusResponse) -> str:
+    """The member's status as Prometheus text, named as etcd names it."""
+    member = s.header.member_id
+    metrics = (
+        ("etcd_server_has_leader", "gauge", "Whether or not a leader exists. 1 is existence, 0 is not.", int(bool(s.leader))),
+        ("etcd_server_is_leader", "gauge", "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+         int(bool(s.leader) and s.leader == member)),
+        ("etcd_server_is_learner", "gauge", "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+         int(s.is_learner)),
+        ("etcd_server_proposals_committed_total", "gauge", "The total number of consensus proposals committed.",
+         s.raft_index),
+        ("etcd_server_proposals_applied_total", "gauge", "The total number of consensus proposals applied.",
+         s.raft_applied_index),
+        ("etcd_server_term", "gauge", "The raft term of this member.", s.raft_term),
+        ("etcd_mvcc_db_total_size_in_bytes", "gauge",
+         "Total size of the underlying database physically allocated in bytes.", s.db_size),
+        ("etcd_debugging_mvcc_current_revision", "gauge", "The current revision of store.", s.header.revision),
+        ("etcd_server_errors", "gauge", "Errors this member reports in its status (alarms, no leader).", len(s.errors)),
+    )
+    lines = []
+    for name, kind, help_text, value in metrics:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    lines += ["# HELP etcd_server_id Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+              "# TYPE etcd_server_id gauge", f'etcd_server_id{{server_id="{member:x}"}} 1']
+    return "\n".join(lines) + "\n"

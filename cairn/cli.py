@@ -272,6 +272,79 @@ def cmd_endpoint_health(client: Client, args) -> None:
         raise SystemExit(EXIT_ERROR)
 
 
+def cmd_endpoint_hashkv(client: Client, args) -> None:
+    """etcdctl endpoint hashkv: each member's HashKV at --rev (0 = its latest)."""
+    rows, failed = [], False
+    for endpoint in _endpoints_to_query(client, args):
+        try:
+            with Client([endpoint], timeout=client.timeout) as single:
+                rows.append((endpoint, single.hash_kv(args.rev)))
+        except CairnError as error:
+            print(f"Failed to get the hash of endpoint {endpoint} ({error})", file=sys.stderr)
+            failed = True
+    if args.write_out == "json":
+        print(json.dumps([{"Endpoint": endpoint, "HashKV": {
+            "header": header_json(r.header), "hash": r.hash, "compact_revision": r.compact_revision,
+            "hash_revision": r.hash_revision}} for endpoint, r in rows]))
+    elif args.write_out == "table":
+        _print_table(("ENDPOINT", "HASH", "HASH REVISION", "COMPACT REVISION"),
+                     [(endpoint, r.hash, r.hash_revision, r.compact_revision) for endpoint, r in rows])
+    else:
+        for endpoint, r in rows:
+            print(f"{endpoint}, {r.hash}, {r.hash_revision}")
+    if failed:
+        raise SystemExit(EXIT_ERROR)
+
+
+def _show_download(done: int, total: int) -> None:
+    print(f"\rDownloading {_human_bytes(done)} / {_human_bytes(total)}", end="", file=sys.stderr, flush=True)
+
+
+def cmd_snapshot_save(client: Client, args) -> None:
+    """etcdctl snapshot save: from exactly one endpoint, as etcdctl requires."""
+    from transport.snapshot_file import SnapshotFileError
+
+    if len(client.endpoints) != 1:
+        raise UsageError(f"snapshot must be requested to one selected node, not multiple {client.endpoints}")
+    progress = _show_download if sys.stderr.isatty() else None
+    try:
+        saved = client.snapshot_save(args.file, progress=progress, timeout=max(client.timeout, 60.0))
+    except SnapshotFileError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR) from None
+    except OSError as error:
+        print(f"Error: could not write {args.file}: {error.strerror}", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR) from None
+    if progress is not None:
+        print(file=sys.stderr)
+    if args.write_out == "json":
+        print(json.dumps({"path": saved.path, "revision": saved.revision, "size": saved.size, "sha256": saved.sha256,
+                          "member_id": saved.member_id}))
+    else:
+        print(f"Snapshot saved at {saved.path}")
+
+
+def cmd_snapshot_status(client: Client, args) -> None:
+    """etcdutl snapshot status: offline, from the file alone."""
+    from transport.snapshot_file import SnapshotFileError
+    from store.maintenance import snapshot_status
+
+    try:
+        status = snapshot_status(args.file)
+    except SnapshotFileError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR) from None
+    if args.write_out == "json":
+        print(json.dumps({"hash": status["hash"], "revision": status["revision"], "totalKey": status["total_keys"],
+                          "totalSize": status["total_size"]}))
+        return
+    row = (f"{status['hash']:x}", str(status["revision"]), str(status["total_keys"]), _human_bytes(status["total_size"]))
+    if args.write_out == "table":
+        _print_table(("HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"), [row])
+    else:
+        print(", ".join(row))
+
+
 def cmd_member_list(client: Client, args) -> None:
     response = client.member_list()
     if args.write_out == "json":
@@ -740,6 +813,19 @@ def build_parser() -> argparse.ArgumentParser:
     health = endpoint_commands.add_parser("health")
     health.add_argument("--cluster", action="store_true")
     health.set_defaults(run=cmd_endpoint_health)
+    hashkv = endpoint_commands.add_parser("hashkv")
+    hashkv.add_argument("--cluster", action="store_true", help="all members, from member list")
+    hashkv.add_argument("--rev", type=int, default=0, help="the revision to hash up to (0 = latest)")
+    hashkv.set_defaults(run=cmd_endpoint_hashkv)
+
+    snapshot = commands.add_parser("snapshot", help="snapshot save / status")
+    snapshot_commands = commands.add_subparsers(snapshot, dest="snapshot_command", required=True)
+    save = snapshot_commands.add_parser("save", help="save a member's keyspace to a file")
+    save.add_argument("file")
+    save.set_defaults(run=cmd_snapshot_save)
+    snapshot_status_ = snapshot_commands.add_parser("status", help="hash, revision, keys and size of a snapshot file")
+    snapshot_status_.add_argument("file")
+    snapshot_status_.set_defaults(run=cmd_snapshot_status)
 
     member = commands.add_parser("member", help="member list")
     member_commands = commands.add_subparsers(member, dest="member_command", required=True)

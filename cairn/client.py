@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import NamedTuple
 
 from cairn.calls import CallPlanner, Plan, run_blocking
 from cairn.lease_keepalive import KeepAlive
@@ -245,6 +246,61 @@ class Client:
         """Hand leadership to member target_id; returns once it leads."""
         return self._call(m.MoveLeaderRequest(target_id), write=False, timeout=timeout)
 
+    # ------------------------------------------------------------------ maintenance
+
+    def hash(self, endpoint: str | None = None, timeout=None) -> m.HashResponse:
+        """etcd's Maintenance.Hash of one member's whole store (the given endpoint, else the preferred one)."""
+        return self._call(m.HashRequest(), write=False, timeout=timeout, endpoint=endpoint)
+
+    def hash_kv(self, revision: int = 0, endpoint: str | None = None, timeout=None) -> m.HashKVResponse:
+        """etcd's Maintenance.HashKV: (hash, compact_revision, hash_revision) of one
+        member's MVCC history up to revision (0 = latest); equal on members with
+        the same history."""
+        return self._call(m.HashKVRequest(revision), write=False, timeout=timeout, endpoint=endpoint)
+
+    def snapshot_save(self, path: str, endpoint: str | None = None, progress=None, timeout=None) -> "SnapshotSaved":
+        """Save a consistent copy of one member's keyspace (the given endpoint,
+        else the preferred one) to path, as etcdctl snapshot save: written to
+        path.part, checked against the member's SHA-256, then renamed.
+        progress(bytes_so_far, total_bytes) is called after each piece."""
+        return self._run(self._snapshot_save(path, endpoint, progress, timeout))
+
+    def _snapshot_save(self, path: str, endpoint, progress, timeout) -> Plan:
+        import hashlib
+        import os
+
+        from transport.snapshot_file import SnapshotFileError
+
+        endpoint = endpoint or self.endpoints[self._calls.preferred()]
+        partial = path + ".part"
+        digest = hashlib.sha256()
+        try:
+            with open(partial, "wb") as out:
+                response = yield from self._calls.call(m.SnapshotRequest(), write=False, timeout=timeout, endpoint=endpoint)
+                while True:
+                    out.write(response.blob)
+                    digest.update(response.blob)
+                    if progress is not None:
+                        progress(response.offset + len(response.blob), response.total_bytes)
+                    if response.remaining_bytes == 0:
+                        break
+                    request = m.SnapshotRequest(response.snapshot_id, response.offset + len(response.blob))
+                    response = yield from self._calls.call(request, write=False, timeout=timeout, endpoint=endpoint)
+                if digest.digest() != response.sha256:
+                    raise SnapshotFileError("snapshot checksum mismatch: the member's copy and what arrived differ")
+                out.write(digest.digest())
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, path)
+        except BaseException:
+            try:
+                os.unlink(partial)
+            except OSError:
+                pass
+            raise
+        return SnapshotSaved(path, response.header.revision, response.total_bytes + len(digest.digest()),
+                             digest.hexdigest(), response.header.member_id)
+
     # ------------------------------------------------------------------ plumbing
 
     def _call(self, request, write: bool, timeout=None, endpoint: str | None = None):
@@ -254,6 +310,17 @@ class Client:
     # Run a plan of cairn.calls and return its result: here, on the caller's
     # thread; cairn.aio.Client returns a coroutine instead.
     _run = staticmethod(run_blocking)
+
+
+class SnapshotSaved(NamedTuple):
+    """What Client.snapshot_save wrote: the file, the revision it holds, its size
+    in bytes, the SHA-256 of its LMDB payload, and the member it came from."""
+
+    path: str
+    revision: int
+    size: int
+    sha256: str
+    member_id: int
 
 
 __all__ = ["Client", "Compare", "Op", "Unavailable", "prefix_range_end"]

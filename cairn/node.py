@@ -2,6 +2,7 @@
 
     cairn node    --config configs/local-3node.yaml --name n1
     cairn cluster --config configs/local-3node.yaml
+    cairn snapshot restore FILE --config NEW.yaml --name n1 [--bump-revision N | --no-bump]
     cairn logs    data/n1 data/n2 [--actor raft] [--level warning] [--request ID] [--json] [--follow]
     cairn bench   put|range|txn-put|lease-keepalive|standard ...   (see cairn/bench.py)
 
@@ -42,6 +43,20 @@ def main(argv=None) -> int:
 
     commands.add_parser("bench", help="load generator: cairn bench --help")
 
+    snapshot = commands.add_parser("snapshot", help="restore a snapshot file into a new member's data dir (offline)")
+    snapshot_commands = snapshot.add_subparsers(dest="snapshot_command", required=True)
+    restore = snapshot_commands.add_parser(
+        "restore", help="create one member's data dir of a NEW cluster from a snapshot (run once per member)")
+    restore.add_argument("file", help="a file written by `cairnctl snapshot save`")
+    restore.add_argument("--config", required=True, help="the new cluster's YAML file")
+    restore.add_argument("--name", required=True, help="the member to create, by its name in the config")
+    restore.add_argument("--bump-revision", type=int, default=None,
+                         help="add this to the snapshot's revision (default 1000000), so revisions never go back")
+    restore.add_argument("--no-bump", action="store_true",
+                         help="keep the snapshot's revision and history (etcd's behaviour before --bump-revision)")
+    restore.add_argument("--no-mark-compacted", action="store_true",
+                         help="do not mark the history before the bumped revision compacted")
+
     logs = commands.add_parser("logs", help="merge the actor logs of data dirs in time order")
     logs.add_argument("data_dirs", nargs="+", help="member data dirs (or a config file with --config)")
     logs.add_argument("--actor", action="append", help="only these actors (repeatable)")
@@ -55,6 +70,8 @@ def main(argv=None) -> int:
         from cairn.logview import run_logs
 
         return run_logs(args)
+    if args.command == "snapshot":
+        return run_restore(args)
     try:
         cluster_config = config_module.load(args.config)
         if args.command == "node":
@@ -93,6 +110,33 @@ def run_node(cluster_config, name: str, rejoin: bool = False) -> int:
     http += f" and {member.grpc} (etcd's gRPC API)" if member.grpc else ""
     print(f"cairn member {name} ({member.id:x}) serving clients on {member.client}{http}, data in {supervisor.data_dir}", flush=True)
     return supervisor.run()
+
+
+def run_restore(args) -> int:
+    from transport.snapshot_file import SnapshotFileError
+    from store.maintenance import DEFAULT_BUMP_REVISION, RestoreError, restore_member
+
+    if args.no_bump and args.bump_revision:
+        print("cairn: --no-bump and --bump-revision exclude each other", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    bump = 0 if args.no_bump else (DEFAULT_BUMP_REVISION if args.bump_revision is None else args.bump_revision)
+    try:
+        cluster_config = config_module.load(args.config)
+        cluster_config.member(args.name)
+    except ConfigError as error:
+        print(f"cairn: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    try:
+        restored = restore_member(args.file, cluster_config, args.name, bump_revision=bump,
+                                  mark_compacted=not args.no_mark_compacted)
+    except (SnapshotFileError, RestoreError) as error:
+        print(f"cairn: {error}", file=sys.stderr)
+        return 1
+    print(f"restored snapshot {args.file} into {restored['data_dir']}: member {args.name} ({restored['member_id']:x}) "
+          f"of cluster {restored['cluster_id']:x}, revision {restored['snapshot_revision']} -> {restored['revision']}"
+          + (f" (compacted at {restored['compact_revision']})" if restored["compact_revision"] else "")
+          + f", raft log from index {restored['index']}", flush=True)
+    return 0
 
 
 def run_cluster(cluster_config) -> int:

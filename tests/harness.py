@@ -226,6 +226,17 @@ class Cluster:
         self.config = config_module.load(self.config_path)
         self.members = {m.name: Member(self, m.name) for m in self.config.members}
 
+    @classmethod
+    def from_config(cls, directory, config_path: str) -> "Cluster":
+        """The members of an existing config file (e.g. members restored from a
+        snapshot into data dirs made beforehand)."""
+        cluster = cls.__new__(cls)
+        cluster.directory = str(directory)
+        cluster.config_path = config_path
+        cluster.config = config_module.load(config_path)
+        cluster.members = {m.name: Member(cluster, m.name) for m in cluster.config.members}
+        return cluster
+
     @property
     def endpoints(self) -> list[str]:
         return [m.endpoint for m in self.members.values()]

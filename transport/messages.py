@@ -298,6 +298,63 @@ class MoveLeaderResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """etcd's Maintenance.Snapshot, pulled piece by piece from ONE member.
+
+    snapshot_id 0 asks the member for a new consistent copy of its keyspace
+    (LMDB's compacting copy, made in the background); the answer carries the
+    first piece and the copy's id. Then (snapshot_id, offset) asks for the piece
+    at offset. The member keeps the copy until its last piece is sent, or until
+    nobody asked for a piece for a while (then the id is unknown). Pulling keeps
+    the member's memory bounded by one piece per transfer."""
+
+    snapshot_id: Uint64 = 0
+    offset: Uint64 = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotResponse:
+    """A piece of a snapshot (etcd's SnapshotResponse: blob, remaining_bytes).
+    header.revision is the revision the copy holds; sha256 is the digest of the
+    whole copy, in every piece, so the client checks what it assembled."""
+
+    header: ResponseHeader
+    snapshot_id: Uint64
+    offset: Uint64
+    blob: bytes
+    total_bytes: Uint64
+    remaining_bytes: Uint64
+    sha256: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class HashRequest:
+    """etcd's Maintenance.Hash: a hash of the member's whole keyspace store."""
+
+
+@dataclass(frozen=True, slots=True)
+class HashResponse:
+    header: ResponseHeader
+    hash: Uint64
+
+
+@dataclass(frozen=True, slots=True)
+class HashKVRequest:
+    """etcd's Maintenance.HashKV: a hash of the MVCC history up to `revision`
+    (0 = the latest), the same on every member that holds the same history."""
+
+    revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HashKVResponse:
+    header: ResponseHeader
+    hash: Uint64
+    compact_revision: int
+    hash_revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorResponse:
     """An operating error that reaches the client (see transport.errors).
 
