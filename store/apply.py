@@ -44,11 +44,13 @@ from dataclasses import dataclass, field
 import lmdb
 
 from store.alarms import Alarms, has_put
+from store.auth import AuthStore
 from store.apply_leases import LEASE_WRITES, LeaseChanges, apply_lease_request
 from store.mvcc import KeySpace
 from transport import codec
 from transport.entries import split_payload
 from transport.errors import CairnError, InvalidArgumentError, MalformedRequestError, NoSpaceError
+from transport import messages as m
 from transport.messages import (
     ALARM_ACTIVATE,
     ALARM_DEACTIVATE,
@@ -150,6 +152,7 @@ class StateMachine:
         self.rules = rules
         self.keyspace = KeySpace(env)
         self.alarms = Alarms(env)
+        self.auth = AuthStore(env)
 
     # ------------------------------------------------------------- applying
 
@@ -219,6 +222,9 @@ class StateMachine:
         """(response, events) of one decoded request; operating errors raise."""
         if isinstance(request, AlarmRequest):
             return self._alarm(txn, header, request, batch), ()
+        auth = AUTH_REQUESTS.get(type(request))
+        if auth is not None:
+            return auth(self.auth, txn, request, _at(header, self.keyspace.current_revision(txn))), ()
         if (has_put(request) or isinstance(request, LeaseGrantRequest)) and self.alarms.no_space(txn):
             # etcd's capped applier: every member refuses the same writes, since
             # the alarm itself came through the log.
@@ -251,6 +257,47 @@ class StateMachine:
         header = ResponseHeader(self.rules.cluster_id, self.rules.member_id, 0, 0)
         with self.env.begin(write=True) as txn:
             return self.keyspace.writer(txn, header).compact_step(self.rules.compaction_step_records)
+
+
+def _auth_change(change):
+    """An auth change answered with a bare AuthResponse."""
+
+    def apply(auth: AuthStore, txn, request, header):
+        change(auth, txn, request)
+        return m.AuthResponse(header)
+
+    return apply
+
+
+def _hashed(request) -> str:
+    """The hash a UserAdd or ChangePassword carries: the door hashes before
+    the log, so a plaintext password here is refused (the same on every member)."""
+    if request.password:
+        raise InvalidArgumentError("cairn: a password must be hashed before it is proposed")
+    return request.hashed_password
+
+
+# Every auth request goes through the log, reads too (as in etcd, where they are
+# raft requests): each answer reflects every change before it.
+AUTH_REQUESTS = {
+    m.AuthEnableRequest: _auth_change(lambda auth, txn, r: auth.enable(txn)),
+    m.AuthDisableRequest: _auth_change(lambda auth, txn, r: auth.disable(txn)),
+    m.AuthUserAddRequest: _auth_change(lambda auth, txn, r: auth.user_add(txn, r.name, _hashed(r), r.no_password)),
+    m.AuthUserDeleteRequest: _auth_change(lambda auth, txn, r: auth.user_delete(txn, r.name)),
+    m.AuthUserChangePasswordRequest: _auth_change(lambda auth, txn, r: auth.user_change_password(txn, r.name, _hashed(r))),
+    m.AuthUserGrantRoleRequest: _auth_change(lambda auth, txn, r: auth.user_grant_role(txn, r.user, r.role)),
+    m.AuthUserRevokeRoleRequest: _auth_change(lambda auth, txn, r: auth.user_revoke_role(txn, r.name, r.role)),
+    m.AuthRoleAddRequest: _auth_change(lambda auth, txn, r: auth.role_add(txn, r.name)),
+    m.AuthRoleDeleteRequest: _auth_change(lambda auth, txn, r: auth.role_delete(txn, r.role)),
+    m.AuthRoleGrantPermissionRequest: _auth_change(lambda auth, txn, r: auth.role_grant_permission(txn, r.name, r.perm)),
+    m.AuthRoleRevokePermissionRequest: _auth_change(
+        lambda auth, txn, r: auth.role_revoke_permission(txn, r.role, r.key, r.range_end)),
+    m.AuthStatusRequest: lambda auth, txn, r, header: m.AuthStatusResponse(header, auth.enabled(txn), auth.revision(txn)),
+    m.AuthUserGetRequest: lambda auth, txn, r, header: m.AuthUserGetResponse(header, auth.existing_user(txn, r.name)[1]),
+    m.AuthUserListRequest: lambda auth, txn, r, header: m.AuthUserListResponse(header, auth.users(txn)),
+    m.AuthRoleGetRequest: lambda auth, txn, r, header: m.AuthRoleGetResponse(header, auth.existing_role(txn, r.role)),
+    m.AuthRoleListRequest: lambda auth, txn, r, header: m.AuthRoleListResponse(header, auth.roles(txn)),
+}
 
 
 def _at(header: ResponseHeader, revision: int) -> ResponseHeader:

@@ -33,10 +33,10 @@ def raft_path(data_dir: str) -> str:
 def replicated_databases() -> dict:
     """Every named database of the keyspace environment that Raft entries
     change: what a snapshot carries and what the quota measures."""
-    from store import alarms
+    from store import alarms, auth
     from store.mvcc import KeySpace
 
-    return {**KeySpace.DATABASES, **alarms.DATABASES}
+    return {**KeySpace.DATABASES, **alarms.DATABASES, **auth.DATABASES}
 
 
 def open_kv(data_dir: str, map_bytes: int, readonly: bool = False) -> lmdb.Environment:
@@ -70,6 +70,7 @@ def prepare_member_store(config, member_name: str) -> None:
     """Create both environments and their databases before any actor starts, so
     readers in other processes never race the creation of a named database."""
     from store.alarms import Alarms
+    from store.auth import AuthStore
     from store.mvcc import KeySpace
     from store.raftlog import RaftLogStore
 
@@ -78,6 +79,7 @@ def prepare_member_store(config, member_name: str) -> None:
     kv = open_kv(data_dir, settings.kv_map_bytes)
     KeySpace(kv)
     Alarms(kv)
+    AuthStore(kv)
     kv.close()
     raft = open_raft(data_dir, settings.raft_map_bytes)
     RaftLogStore(raft)

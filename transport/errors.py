@@ -241,6 +241,71 @@ class ElectionNotLeaderError(CairnError):
     code = "ElectionNotLeader"
 
 
+class AuthError(CairnError):
+    """Base of etcd's auth errors; each keeps etcd's code and message."""
+
+    code = "Auth"
+
+
+def _auth_error(name: str, code: str, message: str, base=AuthError) -> type:
+    return type(name, (base,), {"code": code, "default_message": lambda self: message, "__doc__": message})
+
+
+class InvalidAuthManagementError(InvalidArgumentError):
+    code = "InvalidAuthManagement"
+
+    def default_message(self):
+        return "etcdserver: invalid auth management"
+
+
+class PermissionDeniedError(AuthError):
+    code = "PermissionDenied"
+
+    def default_message(self):
+        return "etcdserver: permission denied"
+
+
+class AuthFailedError(AuthError):
+    """Wrong user or password; also what a rate-limited attempt gets."""
+
+    code = "AuthFailed"
+
+    def default_message(self):
+        return "etcdserver: authentication failed, invalid user ID or password"
+
+
+class InvalidAuthTokenError(AuthError):
+    """Unknown or expired token: the client authenticates again and retries once."""
+
+    code = "InvalidAuthToken"
+
+    def default_message(self):
+        return "etcdserver: invalid auth token"
+
+
+class AuthNotEnabledError(AuthError):
+    code = "AuthNotEnabled"
+
+    def default_message(self):
+        return "etcdserver: authentication is not enabled"
+
+
+# etcd's remaining auth errors (rpctypes), by code and message.
+RootUserNotExistError = _auth_error("RootUserNotExistError", "RootUserNotExist", "etcdserver: root user does not exist")
+RootRoleNotExistError = _auth_error("RootRoleNotExistError", "RootRoleNotExist", "etcdserver: root user does not have root role")
+UserAlreadyExistError = _auth_error("UserAlreadyExistError", "UserAlreadyExist", "etcdserver: user name already exists")
+UserEmptyError = _auth_error("UserEmptyError", "UserEmpty", "etcdserver: user name is empty", InvalidArgumentError)
+UserNotFoundError = _auth_error("UserNotFoundError", "UserNotFound", "etcdserver: user name not found")
+RoleAlreadyExistError = _auth_error("RoleAlreadyExistError", "RoleAlreadyExist", "etcdserver: role name already exists")
+RoleNotFoundError = _auth_error("RoleNotFoundError", "RoleNotFound", "etcdserver: role name not found")
+RoleEmptyError = _auth_error("RoleEmptyError", "RoleEmpty", "etcdserver: role name is empty", InvalidArgumentError)
+RoleNotGrantedError = _auth_error("RoleNotGrantedError", "RoleNotGranted", "etcdserver: role is not granted to the user")
+PermissionNotGrantedError = _auth_error(
+    "PermissionNotGrantedError", "PermissionNotGranted", "etcdserver: permission is not granted to the role")
+NoPasswordUserError = _auth_error(
+    "NoPasswordUserError", "NoPasswordUser", "etcdserver: authentication failed, password was given for no password user")
+
+
 def _all_subclasses(cls):
     for sub in cls.__subclasses__():
         yield sub

@@ -855,3 +855,171 @@ class ResignRequest:
 @dataclass(frozen=True, slots=True)
 class ResignResponse:
     header: ResponseHeader
+
+
+# ---------------------------------------------------------------------------
+# Auth (etcd's Auth service and authpb). Changes go through the Raft log, so
+# every member holds the same users and roles. Passwords never enter the log:
+# the member that takes a UserAdd or UserChangePassword hashes the password
+# and proposes the hash (etcd does the same since 3.5).
+# ---------------------------------------------------------------------------
+
+PERM_READ = 0
+PERM_WRITE = 1
+PERM_READWRITE = 2
+PERM_NAMES = {PERM_READ: "READ", PERM_WRITE: "WRITE", PERM_READWRITE: "READWRITE"}
+PermType = enum_of("PermType", PERM_NAMES)
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """authpb.Permission: perm_type on key (range_end: b"" the key alone,
+    b"\\0" every key from key on, else [key, range_end))."""
+
+    perm_type: PermType
+    key: bytes
+    range_end: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthEnableRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AuthDisableRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AuthStatusRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AuthStatusResponse:
+    header: ResponseHeader
+    enabled: bool = False
+    auth_revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticateRequest:
+    name: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticateResponse:
+    header: ResponseHeader
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthUserAddRequest:
+    """password is the client's; hashed_password what the log carries (the
+    member that takes the request fills it and empties password)."""
+
+    name: str
+    password: str = ""
+    hashed_password: str = ""
+    no_password: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuthUserGetRequest:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthUserGetResponse:
+    header: ResponseHeader
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthUserDeleteRequest:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthUserChangePasswordRequest:
+    name: str
+    password: str = ""
+    hashed_password: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthUserGrantRoleRequest:
+    user: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthUserRevokeRoleRequest:
+    name: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthUserListRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AuthUserListResponse:
+    header: ResponseHeader
+    users: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRoleAddRequest:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRoleGetRequest:
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRoleGetResponse:
+    header: ResponseHeader
+    perm: tuple[Permission, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRoleListRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRoleListResponse:
+    header: ResponseHeader
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRoleDeleteRequest:
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRoleGrantPermissionRequest:
+    name: str
+    perm: Permission
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRoleRevokePermissionRequest:
+    role: str
+    key: bytes
+    range_end: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse:
+    """The answer of an auth change that returns nothing but its header
+    (etcd's AuthEnableResponse, AuthUserAddResponse, ...)."""
+
+    header: ResponseHeader
