@@ -624,7 +624,7 @@ class RaftCore:
 
     def become_leader(self) -> None:
         assert self._role == CANDIDATE, "only a candidate that won its election becomes leader"
-        assert self._id in self._voters, "only voters campaign"
+        assert self._promotable(), "only voters campaign"
         self._reset(self._term)
         self._lead = self._id
         self._role = LEADER
@@ -642,7 +642,7 @@ class RaftCore:
 
     def _tick_election(self) -> None:
         self._election_elapsed += 1
-        if self._election_elapsed >= self._randomized_election_timeout and self._id in self._voters:
+        if self._election_elapsed >= self._randomized_election_timeout and self._promotable():
             # §5.2: no word from a leader within the election timeout: campaign.
             # Learners and removed nodes never do (thesis §4.2.1, §4.2.2).
             self._election_elapsed = 0
@@ -677,7 +677,7 @@ class RaftCore:
         if self._role == LEADER:
             self._event("campaign_ignored", reason="already_leader", term=self._term)
             return
-        if self._id not in self._voters:
+        if not self._promotable():
             # A learner or a removed node could not count its own vote, and must not
             # disturb the voters' terms.
             self._event("campaign_ignored", reason="not_a_voter", term=self._term)
@@ -1250,6 +1250,21 @@ class RaftCore:
                 pr.last_heard = self._now
                 self._progress[peer] = pr
         self._event("config_changed", index=index, voters=conf.voters, learners=conf.learners, role=self._role)
+
+    def _promotable(self) -> bool:
+        """May we campaign? Voters of our latest configuration may. So may a voter
+        whose removal is still pending in its own log: a leader that appended its own
+        removal and restarted before replicating it may hold the only log the other
+        voters can elect, yet not count in its latest configuration; if it could not
+        campaign, nobody could win (e.g. {1,3}, 3 appends "remove 3" and restarts: 1
+        needs 3's vote, 3 refuses 1's shorter log). Elected, it leads without counting
+        itself and steps down once the removal commits (§4.2.2), as if it had never
+        restarted. Once it knows the removal committed, it never campaigns again."""
+        if self._id in self._voters:
+            return True
+        history = self._conf_history
+        committed = self._log.committed
+        return history.pending(committed) and self._id in history.at(committed).voters
 
     def _maybe_step_down_removed(self) -> None:
         """Thesis §4.2.2: a leader not in the latest configuration keeps leading (without

@@ -520,3 +520,24 @@ def test_config_history_follows_truncation_and_compaction():
     assert h.latest() == a and h.latest_index() == 5
     h.compact(6)
     assert h.base == a and h.latest_index() == 0
+
+
+def test_4_2_2_a_leader_whose_own_removal_is_pending_may_still_be_elected():
+    # {1,3}: leader 3 appends "remove 3", restarts before anyone has it. 3's log is
+    # the only one 1 can vote for, so 3 must be able to campaign, win with 1's vote
+    # (its own does not count), commit the removal and step down.
+    c = Cluster(3, pre_vote=True)  # so the removed 2 stays quiet (§4.2.3)
+    c.elect(3)
+    assert change(c, 3, remove(2))
+    c.tick_all(1)
+    c.isolate(3)
+    assert c[3].propose_conf_change(remove(3))
+    c.process(3)
+    c.start(3)  # restart: a follower whose latest configuration is {1}
+    assert c[3].voters == (1,) and c[3].role == FOLLOWER
+    c.heal()
+    for _ in range(40):
+        c.tick_all(1)
+    assert c.leader() == 1 and c[1].voters == (1,)
+    assert c[1].commit_index == c[1].last_index
+    assert c.events_of(3, "stepped_down")[-1]["reason"] == "removed_from_configuration"
