@@ -403,9 +403,16 @@ class Simulation:
         self._process(node)
 
     def _retire_removed(self) -> None:
-        """Stop the nodes outside the latest committed configuration; start again one
-        that a change committed since brought (back) in."""
-        members = (*self.committed_conf.voters, *self.committed_conf.learners)
+        """Stop the nodes that are removed for good: outside the latest committed
+        configuration and outside the latest configuration in the log of every live
+        member of it (a pending addition needs the newcomer's answers to commit).
+        Start again one that a change brought (back) in."""
+        committed = {*self.committed_conf.voters, *self.committed_conf.learners}
+        members = set(committed)
+        for i in committed:
+            core = self.nodes[i].core
+            if core is not None:
+                members.update((*core.conf_state.voters, *core.conf_state.learners))
         for node in self.nodes.values():
             if node.id not in members and not node.retired:
                 if node.core is not None:

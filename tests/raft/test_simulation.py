@@ -24,7 +24,9 @@ CHUNK = 250
 #          for the converged leader by the liveness check (simulator bug).
 #   226:   a leader that appended its own removal and restarted before replicating it
 #          could never campaign, and no one else could win (core: _promotable).
-REGRESSION_SEEDS: tuple[int, ...] = (80769, 226)
+#   5881:  the liveness phase stopped a node whose addition was pending, and the
+#          change could never commit without it (simulator bug).
+REGRESSION_SEEDS: tuple[int, ...] = (80769, 226, 5881)
 
 
 def _plan() -> list[range]:
