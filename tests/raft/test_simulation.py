@@ -26,7 +26,9 @@ CHUNK = 250
 #          could never campaign, and no one else could win (core: _promotable).
 #   5881:  the liveness phase stopped a node whose addition was pending, and the
 #          change could never commit without it (simulator bug).
-REGRESSION_SEEDS: tuple[int, ...] = (80769, 226, 5881)
+#   16432: check-quorum without pre-vote: a removed node that missed its removal
+#          kept a leaderless cluster from electing (simulator now stops it).
+REGRESSION_SEEDS: tuple[int, ...] = (80769, 226, 5881, 16432)
 
 
 def _plan() -> list[range]:
