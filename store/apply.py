@@ -48,9 +48,9 @@ from store.auth import AuthStore
 from store.apply_leases import LEASE_WRITES, LeaseChanges, apply_lease_request
 from store.mvcc import KeySpace
 from transport import codec
+from transport import messages as m
 from transport.entries import split_payload
 from transport.errors import CairnError, InvalidArgumentError, MalformedRequestError, NoSpaceError
-from transport import messages as m
 from transport.messages import (
     ALARM_ACTIVATE,
     ALARM_DEACTIVATE,
@@ -61,6 +61,7 @@ from transport.messages import (
     LeaseGrantRequest,
     ResponseHeader,
 )
+from transport.raft_messages import ENTRY_NORMAL
 
 # Failures that say nothing about the entry being applied: the disk, the map,
 # the process's memory. They stop the actor instead of skipping the entry.
@@ -175,8 +176,8 @@ class StateMachine:
         raises EntryFailed (the caller aborts and calls again)."""
         batch = AppliedBatch()
         for entry in entries:
-            if not entry.data:
-                continue  # a leader's no-op
+            if not entry.data or entry.kind != ENTRY_NORMAL:
+                continue  # a leader's no-op, or a configuration change (the Raft layer's)
             failure = failed.get(entry.index)
             if failure is not None:
                 batch.failures.append(failure)

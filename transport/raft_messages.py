@@ -49,6 +49,19 @@ MSG_TRANSFER_LEADER    index: the id of the node that should become leader.
 =====================  =====================================================================
 
 Node id 0 means "nobody" (no vote, no leader), as in etcd.
+
+Configuration changes (membership, thesis §4.1) travel as log entries of kind
+ENTRY_CONF_CHANGE (etcd's EntryConfChange); every other entry is ENTRY_NORMAL. The
+kind is a new field with a default, so entries encoded before it existed (three
+fields) still decode, and the state machine's payload format is untouched. The data
+of a conf-change entry is ``encode_conf_change(change, conf)``: the change that was
+asked for (for the actor: who joins or leaves, and the opaque member record in
+``context``) *and* the whole configuration it results in, as LogCabin's entries do.
+Carrying the result makes the configuration a function of the log alone: a node
+that joins with a different idea of the cluster converges on the first conf-change
+entry (or snapshot) it receives, and a restart rebuilds it from the stored log.
+The encoding is a small fixed binary layout (no codec: the Raft core decodes it and
+must stay free of I/O libraries).
 """
 
 from __future__ import annotations
@@ -101,11 +114,14 @@ CAMPAIGN_TRANSFER = b"CampaignTransfer"
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One log entry. data == b"" is the no-op a leader appends when elected
-    (§5.4.2 / thesis §3.6.2); the state machine skips it."""
+    (§5.4.2 / thesis §3.6.2); the state machine skips it. kind says how to read data:
+    ENTRY_NORMAL (the state machine's payload) or ENTRY_CONF_CHANGE (see
+    encode_conf_change)."""
 
     index: Uint64
     term: Uint64
     data: bytes
+    kind: Uint64 = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +137,14 @@ class HardState:
 @dataclass(frozen=True, slots=True)
 class SnapshotMeta:
     """Identifies a state-machine snapshot: it contains every entry <= index; term is
-    the term of entry `index`; voters is the cluster configuration at that point."""
+    the term of entry `index`; voters and learners are the cluster configuration at
+    that point (thesis §4.1: the snapshot carries the configuration, so compacting the
+    log never loses it). Snapshots written before learners existed have none."""
 
     index: Uint64
     term: Uint64
     voters: tuple[Uint64, ...]
+    learners: tuple[Uint64, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,3 +161,100 @@ class RaftMessage:
     reject_hint: Uint64 = 0
     context: bytes = b""
     snapshot: SnapshotMeta | None = None
+
+
+# ---------------------------------------------------------------------------
+# Configuration changes
+# ---------------------------------------------------------------------------
+
+ENTRY_NORMAL = 0
+ENTRY_CONF_CHANGE = 1
+ENTRY_KINDS = (ENTRY_NORMAL, ENTRY_CONF_CHANGE)
+
+CONF_ADD_VOTER = 1  # etcd ConfChangeAddNode for a new member
+CONF_ADD_LEARNER = 2  # etcd ConfChangeAddLearnerNode
+CONF_REMOVE = 3  # etcd ConfChangeRemoveNode (voter or learner)
+CONF_PROMOTE = 4  # etcd ConfChangeAddNode for an existing learner
+CONF_UPDATE = 5  # etcd ConfChangeUpdateNode: the member record changes, the configuration does not
+
+CONF_CHANGE_NAMES: dict[int, str] = {
+    CONF_ADD_VOTER: "add_voter",
+    CONF_ADD_LEARNER: "add_learner",
+    CONF_REMOVE: "remove",
+    CONF_PROMOTE: "promote",
+    CONF_UPDATE: "update",
+}
+
+# Bounds of the encoding below; far beyond any sensible cluster.
+_CONF_FORMAT_VERSION = 1
+_CONF_MEMBERS_MAX = 0xFFFF
+_ID_BYTES = 8
+_COUNT_BYTES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChange:
+    """One single-server change (thesis §4.1). context is opaque to Raft: the actor
+    puts the member's record (name, peer URLs) there and reads it back on apply."""
+
+    type: Uint64
+    node_id: Uint64
+    context: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfState:
+    """A configuration: who votes, and who only receives the log (etcd's ConfState)."""
+
+    voters: tuple[Uint64, ...]
+    learners: tuple[Uint64, ...] = ()
+
+
+def encode_conf_change(change: ConfChange, conf: ConfState) -> bytes:
+    """The data of a conf-change entry: the change and the configuration after it.
+    A follower forwarding a proposal sends an empty configuration; the leader fills
+    it in."""
+    members = (*conf.voters, *conf.learners)
+    assert len(conf.voters) <= _CONF_MEMBERS_MAX and len(conf.learners) <= _CONF_MEMBERS_MAX
+    parts = [
+        bytes((_CONF_FORMAT_VERSION, change.type)),
+        change.node_id.to_bytes(_ID_BYTES, "big"),
+        len(conf.voters).to_bytes(_COUNT_BYTES, "big"),
+        *(v.to_bytes(_ID_BYTES, "big") for v in conf.voters),
+        len(conf.learners).to_bytes(_COUNT_BYTES, "big"),
+        *(v.to_bytes(_ID_BYTES, "big") for v in conf.learners),
+        change.context,
+    ]
+    assert all(m > 0 for m in members)
+    return b"".join(parts)
+
+
+def decode_conf_change(data: bytes) -> tuple[ConfChange, ConfState]:
+    """Inverse of encode_conf_change; ValueError on anything malformed (the data may
+    come from a peer)."""
+    if len(data) < 2 + _ID_BYTES + 2 * _COUNT_BYTES or data[0] != _CONF_FORMAT_VERSION:
+        raise ValueError("conf change: bad header")
+    kind = data[1]
+    if kind not in CONF_CHANGE_NAMES:
+        raise ValueError(f"conf change: unknown type {kind}")
+    position = 2
+    node_id = int.from_bytes(data[position : position + _ID_BYTES], "big")
+    position += _ID_BYTES
+    groups = []
+    for _ in range(2):
+        if position + _COUNT_BYTES > len(data):
+            raise ValueError("conf change: truncated")
+        count = int.from_bytes(data[position : position + _COUNT_BYTES], "big")
+        position += _COUNT_BYTES
+        end = position + count * _ID_BYTES
+        if end > len(data):
+            raise ValueError("conf change: truncated")
+        groups.append(
+            tuple(int.from_bytes(data[i : i + _ID_BYTES], "big") for i in range(position, end, _ID_BYTES))
+        )
+        position = end
+    voters, learners = groups
+    members = voters + learners
+    if node_id == 0 or 0 in members or len(set(members)) != len(members):
+        raise ValueError("conf change: node id 0 or a member listed twice")
+    return ConfChange(kind, node_id, bytes(data[position:])), ConfState(voters, learners)

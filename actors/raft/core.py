@@ -10,7 +10,7 @@ pre-vote), shaped after etcd-io/raft. It owns no network, disk or clock:
   randomized timeout in [election_ticks, 2*election_ticks) ticks (§5.2); a leader
   heartbeats every heartbeat_ticks ticks.
 * Input is ``step(message)`` (from peers) and the local requests ``propose``,
-  ``read_index``, ``transfer_leadership``, ``campaign``, ``compact``,
+  ``read_index``, ``propose_conf_change``, ``transfer_leadership``, ``campaign``, ``compact``,
   ``report_snapshot``, ``report_unreachable``.
 * Output is collected and handed out as one ``Ready`` at a time. The actor loop is::
 
@@ -77,6 +77,21 @@ may safely retry it. This relies on the transport never duplicating a MSG_PROP
 is unknown: lost on the way, or appended by a leader that then lost its leadership
 (it may still commit).
 
+Membership (thesis §4.1-§4.2, membership.py): configuration changes go through the
+log one server at a time (``propose_conf_change``). A change takes effect on a node
+when its entry is *appended* to that node's log, committed or not (thesis §4.1;
+etcd applies it later, when the entry is applied, which needs its own care about
+which configuration a leader counts with): the configuration is always a function
+of the log, so a conflicting append that drops the entry drops the change, a
+snapshot carries the configuration at its index, and a restart rebuilds it from the
+stored log. A leader accepts a change only when the previous one is committed and
+an entry of its own term is committed. Learners get the log and snapshots but never
+count in a quorum (commit, check-quorum, ReadIndex, elections) and never campaign; a
+promoted learner counts from the promotion entry on. A leader that removes itself
+leads without counting itself until the removal commits, then steps down (§4.2.2).
+Vote requests and leader messages are handled whatever the sender's membership
+(§4.2.1); pre-vote and check-quorum keep a removed server from disrupting (§4.2.3).
+
 Events: ``Ready.events`` holds ``(name, fields)`` tuples for the actor to log, e.g.
 ("became_leader", {"term": 5}), ("rejected", {"reason": ..., "type": "MSG_VOTE",
 "from": 2, "term": 4}), ("dropped_proposal", {"reason": "no_leader", "count": 3}).
@@ -88,10 +103,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from actors.raft.log import RaftLog
+from actors.raft.membership import ConfigHistory, apply_change, change_problem, learner_in_sync
 from actors.raft.progress import PROBE, REPLICATE, SNAPSHOT, STATE_NAMES, Progress
 from actors.raft.read_only import ReadOnly, ReadRequest
 from transport.raft_messages import (
     CAMPAIGN_TRANSFER,
+    CONF_CHANGE_NAMES,
+    ENTRY_CONF_CHANGE,
+    ENTRY_KINDS,
+    ENTRY_NORMAL,
     MESSAGE_TYPE_NAMES,
     MSG_APP,
     MSG_APP_RESP,
@@ -108,10 +128,14 @@ from transport.raft_messages import (
     MSG_TRANSFER_LEADER,
     MSG_VOTE,
     MSG_VOTE_RESP,
+    ConfChange,
+    ConfState,
     Entry,
     HardState,
     RaftMessage,
     SnapshotMeta,
+    decode_conf_change,
+    encode_conf_change,
 )
 
 if TYPE_CHECKING:  # the core only ever calls methods on the injected instance
@@ -122,6 +146,12 @@ PRE_CANDIDATE = "pre_candidate"
 CANDIDATE = "candidate"
 LEADER = "leader"
 
+# Thesis §4.2.1: "servers process incoming RPC requests without consulting their
+# current configurations": a leader we do not know yet (added by an entry we lack)
+# must still reach us, and so must its vote requests. Answers and forwarded local
+# requests come only from members.
+_FROM_ANY_SERVER = frozenset((MSG_APP, MSG_HEARTBEAT, MSG_SNAP, MSG_VOTE, MSG_PRE_VOTE, MSG_TIMEOUT_NOW))
+
 _VOTE_PENDING = 0
 _VOTE_WON = 1
 _VOTE_LOST = 2
@@ -130,6 +160,9 @@ _VOTE_LOST = 2
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
     id: int
+    # The bootstrap configuration: the one a log starting at index 1 begins with. A
+    # snapshot's configuration, and every conf-change entry after it, override it
+    # (membership.py), so a static cluster's YAML and a restarted member agree.
     voters: tuple[int, ...]
     election_ticks: int = 10
     heartbeat_ticks: int = 1
@@ -139,12 +172,15 @@ class RaftConfig:
     max_uncommitted_bytes: int = 64 << 20
     pre_vote: bool = True
     check_quorum: bool = True
+    learners: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         assert self.id > 0, "node id 0 means 'nobody'"
-        assert self.voters and all(v > 0 for v in self.voters), self.voters
-        assert len(set(self.voters)) == len(self.voters), self.voters
-        assert self.id in self.voters, (self.id, self.voters)
+        assert self.voters and all(v > 0 for v in self.voters + self.learners), (self.voters, self.learners)
+        members = self.voters + self.learners
+        assert len(set(members)) == len(members), (self.voters, self.learners)
+        # A member joining an existing cluster may start as a learner of it.
+        assert self.id in members, (self.id, self.voters, self.learners)
         assert self.heartbeat_ticks >= 1
         # A follower must see several heartbeats per election timeout, or ordinary
         # jitter would trigger elections.
@@ -194,8 +230,6 @@ class RaftCore:
     def __init__(self, config: RaftConfig, persisted: PersistedState, rng: random.Random) -> None:
         self._cfg = config
         self._id = config.id
-        self._voters = config.voters
-        self._quorum = len(config.voters) // 2 + 1
         self._rng = rng
         hs = persisted.hard_state
         snap = persisted.snapshot
@@ -209,12 +243,23 @@ class RaftCore:
             raise ValueError(f"applied {persisted.applied} outside [{snap_index}, {last_index}]")
         if hs.commit > last_index:
             raise ValueError(f"hard state commit {hs.commit} beyond last index {last_index}")
-        if hs.vote != 0 and hs.vote not in config.voters:
-            raise ValueError(f"hard state vote {hs.vote} is not a voter")
+        # (The vote may name a node that has left the configuration since: no check.)
         # Applied (and snapshotted) entries are committed even if the commit index
         # on disk lags (it is written with, not before, the entries it covers).
         committed = max(hs.commit, snap_index, persisted.applied)
         self._log = RaftLog(snap, entries, committed, persisted.applied)
+        # Thesis §4.1: the configuration is the latest one in the log, committed or not.
+        if snap is not None and snap.voters:
+            base = ConfState(tuple(snap.voters), tuple(snap.learners))
+        else:
+            base = ConfState(config.voters, config.learners)
+        self._conf_history = ConfigHistory(base)
+        for e in entries:
+            if e.kind == ENTRY_CONF_CHANGE:
+                self._conf_history.add(e.index, e.term, self._decode_conf_entry(e))
+        self._conf = self._conf_history.latest()
+        self._voters = self._conf.voters
+        self._quorum = len(self._voters) // 2 + 1
 
         self._term = hs.term
         self._vote = hs.vote
@@ -282,6 +327,40 @@ class RaftCore:
         return self._voters
 
     @property
+    def learners(self) -> tuple[int, ...]:
+        return self._conf.learners
+
+    @property
+    def conf_state(self) -> ConfState:
+        """The configuration in use: the latest in the log, committed or not (§4.1)."""
+        return self._conf
+
+    @property
+    def pending_conf_index(self) -> int:
+        """Index of the last conf-change entry in the log (0 if none after the
+        snapshot); a change is pending while this is above commit_index."""
+        return self._conf_history.latest_index()
+
+    def conf_state_at(self, index: int) -> ConfState:
+        """The configuration after entry `index` (>= the snapshot index)."""
+        assert index >= self._log.snap_index, (index, self._log.snap_index)
+        return self._conf_history.at(index)
+
+    def match_index(self, peer: int) -> int | None:
+        """Leader only: the highest index known durable on `peer` (§5.3 matchIndex);
+        None on a non-leader or for a non-member."""
+        if self._role != LEADER or peer not in self._progress:
+            return None
+        return self._progress[peer].match
+
+    def learner_ready(self, peer: int) -> bool:
+        """Leader only: `peer` is a learner whose log is within 90% of ours, etcd's
+        condition for promoting it (membership.learner_in_sync)."""
+        if self._role != LEADER or peer not in self._conf.learners:
+            return False
+        return learner_in_sync(self._progress[peer].match, self._progress[self._id].match)
+
+    @property
     def snapshot(self) -> SnapshotMeta | None:
         """The snapshot the log starts after (None if the log starts at index 1)."""
         return self._log.snapshot
@@ -299,6 +378,7 @@ class RaftCore:
                     "next": pr.next,
                     "state": STATE_NAMES[pr.state],
                     "inflight": pr.inflights.count(),
+                    "learner": v in self._conf.learners,
                 }
         return {
             "id": self._id,
@@ -311,6 +391,9 @@ class RaftCore:
             "first_index": self._log.first_index,
             "last_index": self._log.last_index,
             "lead_transferee": self._lead_transferee,
+            "voters": self._voters,
+            "learners": self._conf.learners,
+            "pending_conf_index": self._conf_history.latest_index(),
             "progress": progress,
         }
 
@@ -319,12 +402,20 @@ class RaftCore:
         election timeout. False on non-leaders."""
         if self._role != LEADER:
             return False
+        return len([v for v in self.recently_active() if v in self._voters]) >= self._quorum
+
+    def recently_active(self) -> tuple[int, ...]:
+        """Leader only: the members (voters and learners) heard from within the last
+        election timeout, ourselves included if we are a member; for
+        membership.reconfig_problem. Empty on non-leaders."""
+        if self._role != LEADER:
+            return ()
         horizon = self._now - self._cfg.election_ticks
-        active = 0
-        for v, pr in self._progress.items():
-            if v == self._id or pr.last_heard > horizon:
-                active += 1
-        return active >= self._quorum
+        return tuple(
+            v
+            for v in (*self._voters, *self._conf.learners)
+            if (v == self._id or self._progress[v].last_heard > horizon)
+        )
 
     # ------------------------------------------------------------------
     # Ready / advance
@@ -393,6 +484,7 @@ class RaftCore:
             me = self._progress[self._id]
             if me.maybe_update(log.stable_last) and self._maybe_commit():
                 self._bcast_append()
+            self._maybe_step_down_removed()
 
     # ------------------------------------------------------------------
     # Local requests
@@ -420,6 +512,24 @@ class RaftCore:
             return False
         entries = tuple(Entry(index=0, term=0, data=d) for d in batch)
         self._send(MSG_PROP, self._lead, term=0, entries=entries)
+        return True
+
+    def propose_conf_change(self, change: ConfChange) -> bool:
+        """Propose one single-server configuration change (thesis §4.1) through the
+        log. On the leader it is appended at once, or refused with a
+        "conf_change_rejected" event naming the reason (another change pending, the
+        leader has not committed an entry of its term yet, a leadership transfer is
+        under way, or the change makes no sense for the configuration); a follower
+        forwards it to its leader. The change takes effect on every node when the
+        entry is appended to its log, and the actor learns of it when it is applied
+        (committed_entries, kind ENTRY_CONF_CHANGE, decode with decode_conf_change)."""
+        if self._role == LEADER:
+            return self._leader_propose_conf_change(change, origin=self._id)
+        if self._lead == 0:
+            self._conf_change_rejected(change, "no_leader", self._id)
+            return False
+        data = encode_conf_change(change, ConfState(()))  # the leader fills in the result
+        self._send(MSG_PROP, self._lead, term=0, entries=(Entry(0, 0, data, ENTRY_CONF_CHANGE),))
         return True
 
     def read_index(self, context: bytes) -> bool:
@@ -451,7 +561,9 @@ class RaftCore:
         assert index <= log.applied, ("compact beyond applied", index, log.applied)
         if index <= log.snap_index:
             return log.snapshot
-        meta = log.compact(index, self._voters)
+        conf = self._conf_history.at(index)
+        meta = log.compact(index, conf.voters, conf.learners)
+        self._conf_history.compact(index)
         self._event("compacted", index=index, term=meta.term)
         return meta
 
@@ -495,7 +607,9 @@ class RaftCore:
         self._votes = {}
         last = self._log.last_index
         cap = self._cfg.max_inflight_messages
-        self._progress = {v: Progress(last + 1, cap) for v in self._voters}
+        # Learners get a Progress too (they receive the log); so do we, even when not
+        # a member (a leader that removed itself still tracks its own log).
+        self._progress = {v: Progress(last + 1, cap) for v in (self._id, *self._voters, *self._conf.learners)}
         self._progress[self._id].match = self._log.stable_last
         if self._read_only.pending or self._reads_awaiting_commit:
             self._event(
@@ -531,6 +645,7 @@ class RaftCore:
 
     def become_leader(self) -> None:
         assert self._role == CANDIDATE, "only a candidate that won its election becomes leader"
+        assert self._promotable(), "only voters campaign"
         self._reset(self._term)
         self._lead = self._id
         self._role = LEADER
@@ -548,8 +663,9 @@ class RaftCore:
 
     def _tick_election(self) -> None:
         self._election_elapsed += 1
-        if self._election_elapsed >= self._randomized_election_timeout:
+        if self._election_elapsed >= self._randomized_election_timeout and self._promotable():
             # §5.2: no word from a leader within the election timeout: campaign.
+            # Learners and removed nodes never do (thesis §4.2.1, §4.2.2).
             self._election_elapsed = 0
             self._hup(transfer=False)
 
@@ -582,6 +698,11 @@ class RaftCore:
         if self._role == LEADER:
             self._event("campaign_ignored", reason="already_leader", term=self._term)
             return
+        if not self._promotable():
+            # A learner or a removed node could not count its own vote, and must not
+            # disturb the voters' terms.
+            self._event("campaign_ignored", reason="not_a_voter", term=self._term)
+            return
         if self._cfg.pre_vote and not transfer:
             self._campaign(pre=True, transfer=False)
         else:
@@ -613,7 +734,8 @@ class RaftCore:
                 self._send(vote_type, v, term=term, index=last_index, log_term=last_term, context=context)
 
     def _poll(self, voter: int, granted: bool) -> int:
-        if voter not in self._votes:
+        # Only our configuration's voters count (a learner's answer does not).
+        if voter not in self._votes and voter in self._voters:
             self._votes[voter] = granted
         yes = sum(1 for g in self._votes.values() if g)
         no = len(self._votes) - yes
@@ -626,6 +748,13 @@ class RaftCore:
     def _handle_vote_request(self, m: RaftMessage) -> None:
         # §5.2: at most one vote per term (first come, first served); a pre-vote for
         # a future term commits us to nothing, so it does not consult our vote.
+        # Thesis §4.2.1: answer "without consulting the current configuration". A
+        # learner (or a node whose log does not yet hold its own addition) answers
+        # too, as in etcd: a candidate counts the answer only if *its* log makes us
+        # a voter, i.e. we were promoted and do not know it yet. Refusing would be
+        # safe but could stall the cluster for good: say voters {1,2,3}, learner 4,
+        # 1 appends "promote 4", reaches only 2, and dies; 2 needs 3 of {1,2,3,4}
+        # (4's vote included), and 3 cannot win against 2's longer log.
         can_vote = (
             self._vote == m.sender
             or (self._vote == 0 and self._lead == 0)
@@ -709,6 +838,10 @@ class RaftCore:
 
     def _step_leader(self, m: RaftMessage) -> None:
         t = m.type
+        if t == MSG_PROP and m.entries[0].kind == ENTRY_CONF_CHANGE:
+            change, _ = decode_conf_change(m.entries[0].data)  # validated
+            self._leader_propose_conf_change(change, origin=m.sender)
+            return
         if t == MSG_APP_RESP:
             self._leader_handle_append_response(m)
         elif t == MSG_HEARTBEAT_RESP:
@@ -805,6 +938,8 @@ class RaftCore:
         # triggered by any message.
         last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
+            if m.entries:
+                self._sync_config_with_log(m.entries)
             # Sent in the Ready that carries the appended entries: durable first (§5.1).
             self._send(MSG_APP_RESP, m.sender, index=last_new)
             return
@@ -842,6 +977,9 @@ class RaftCore:
         else:
             log.restore(meta)
             self._event("snapshot_restored", index=meta.index, term=meta.term)
+            # The snapshot carries the configuration at its index (thesis §4.1).
+            self._conf_history.reset(ConfState(tuple(meta.voters), tuple(meta.learners)))
+            self._apply_latest_config(meta.index)
         # In every branch our log now matches the leader's up to our commit index.
         self._send(MSG_APP_RESP, m.sender, index=log.committed)
 
@@ -876,7 +1014,9 @@ class RaftCore:
         return True
 
     def _maybe_commit(self) -> bool:
-        matches = sorted((pr.match for pr in self._progress.values()), reverse=True)
+        # Only voters of the latest configuration count (thesis §4.1), ourselves
+        # included only while we are one (§4.2.2: a leader removing itself does not).
+        matches = sorted((self._progress[v].match for v in self._voters), reverse=True)
         candidate = matches[self._quorum - 1]  # the highest index a quorum holds
         log = self._log
         # §5.4.2: only entries of the current term are committed by counting replicas;
@@ -891,8 +1031,52 @@ class RaftCore:
             return True
         return False
 
+    def _leader_propose_conf_change(self, change: ConfChange, origin: int) -> bool:
+        reason = self._conf_change_refusal(change)
+        if reason is not None:
+            self._conf_change_rejected(change, reason, origin)
+            return False
+        conf = apply_change(self._conf, change)
+        log = self._log
+        index = log.last_index + 1
+        data = encode_conf_change(change, conf)
+        log.append((Entry(index, self._term, data, ENTRY_CONF_CHANGE),))
+        self._uncommitted_size += len(data)
+        # Our own match moves only in advance(), once the entry is durable.
+        self._progress[self._id].next = log.last_index + 1
+        self._conf_history.add(index, self._term, conf)
+        self._event(
+            "conf_change_proposed", index=index, change=CONF_CHANGE_NAMES[change.type], node=change.node_id, origin=origin
+        )
+        self._apply_latest_config(index)
+        self._bcast_append()
+        return True
+
+    def _conf_change_refusal(self, change: ConfChange) -> str | None:
+        log = self._log
+        if self._lead_transferee:
+            return "leadership_transfer"  # §3.10: no new requests while handing over
+        if log.term(log.committed) != self._term:
+            # Until an entry of our term is committed, our log may end in a change
+            # of an earlier term that is not committed and may yet be overwritten;
+            # a change of ours on top of it could break the majority overlap
+            # (Ongaro, raft-dev 2015, the single-server change bug; etcd's rule too).
+            return "leader_not_ready"
+        if self._conf_history.pending(log.committed):
+            return "pending_conf_change"  # thesis §4.1: one change at a time
+        return change_problem(self._conf, change)
+
+    def _conf_change_rejected(self, change: ConfChange, reason: str, origin: int) -> None:
+        self._event(
+            "conf_change_rejected",
+            reason=reason,
+            change=CONF_CHANGE_NAMES.get(change.type, str(change.type)),
+            node=change.node_id,
+            origin=origin,
+        )
+
     def _bcast_append(self) -> None:
-        for v in self._voters:
+        for v in self._progress:  # voters and learners
             if v != self._id:
                 self._send_append(v, send_if_empty=True)
 
@@ -929,9 +1113,8 @@ class RaftCore:
             # Later heartbeats repeat the newest round, so a lost one is retried.
             context = self._read_only.last_round()
         committed = self._log.committed
-        for v in self._voters:
+        for v, pr in self._progress.items():  # voters and learners
             if v != self._id:
-                pr = self._progress[v]
                 # Never tell a follower to commit beyond what it is known to hold.
                 self._send(MSG_HEARTBEAT, v, commit=min(pr.match, committed), context=context)
 
@@ -973,6 +1156,7 @@ class RaftCore:
             if m.sender == self._lead_transferee and pr.match == log.last_index:
                 self._send(MSG_TIMEOUT_NOW, m.sender)
                 self._event("transfer_timeout_now_sent", to=m.sender)
+            self._maybe_step_down_removed()
 
     def _leader_handle_heartbeat_response(self, m: RaftMessage) -> None:
         pr = self._progress[m.sender]
@@ -994,7 +1178,8 @@ class RaftCore:
             self._send_append(m.sender, send_if_empty=True)
         if not m.context:
             return
-        if self._read_only.ack(m.context, m.sender) < self._quorum:
+        acks = self._read_only.ack(m.context, m.sender)
+        if sum(1 for v in acks if v in self._voters) < self._quorum:
             return
         for request in self._read_only.release_through(m.context):
             self._answer_read(request.requester, request.index, request.context)
@@ -1006,7 +1191,7 @@ class RaftCore:
             # behind what the previous leader committed. Park the read.
             self._reads_awaiting_commit.append((requester, context))
             return
-        if len(self._voters) == 1:
+        if self._voters == (self._id,):
             self._answer_read(requester, log.committed, context)
             return
         # Thesis §6.4 steps 2-3: remember commit now, confirm leadership by a round
@@ -1023,6 +1208,9 @@ class RaftCore:
     def _leader_transfer(self, target: int) -> None:
         if target not in self._progress:
             self._event("transfer_rejected", reason="unknown_target", target=target)
+            return
+        if target not in self._voters:
+            self._event("transfer_rejected", reason="target_not_voter", target=target)
             return
         if self._lead_transferee:
             if self._lead_transferee == target:
@@ -1048,6 +1236,77 @@ class RaftCore:
             self._event("transfer_aborted", reason=reason, target=self._lead_transferee)
             self._lead_transferee = 0
             self._transfer_elapsed = 0
+
+    # ------------------------------------------------------------------
+    # Configuration (membership.py)
+    # ------------------------------------------------------------------
+
+    def _decode_conf_entry(self, e: Entry) -> ConfState:
+        _, conf = decode_conf_change(e.data)  # validated on the way in (or our own)
+        assert conf.voters, e
+        return conf
+
+    def _sync_config_with_log(self, entries: tuple[Entry, ...]) -> None:
+        """After a follower's append: forget conf-change entries the append replaced
+        and note the new ones (thesis §4.1: a server uses the latest configuration in
+        its log, so a truncated change is undone with it)."""
+        history = self._conf_history
+        history.retain(self._log.term)
+        for e in entries:
+            if e.kind == ENTRY_CONF_CHANGE and e.index > history.latest_index() and self._log.term(e.index) == e.term:
+                history.add(e.index, e.term, self._decode_conf_entry(e))
+        self._apply_latest_config(entries[-1].index)
+
+    def _apply_latest_config(self, index: int) -> None:
+        conf = self._conf_history.latest()
+        if conf == self._conf:
+            return
+        self._conf = conf
+        self._voters = conf.voters
+        self._quorum = len(conf.voters) // 2 + 1
+        members = {*conf.voters, *conf.learners}
+        for peer in [p for p in self._progress if p != self._id and p not in members]:
+            del self._progress[peer]
+            if peer == self._lead_transferee:
+                self._abort_transfer("target_removed")
+        for peer in members:
+            if peer not in self._progress:
+                pr = Progress(self._log.last_index + 1, self._cfg.max_inflight_messages)
+                # Count a new member as recently heard, or check-quorum could depose
+                # the leader before the newcomer ever answered (etcd does the same).
+                pr.last_heard = self._now
+                self._progress[peer] = pr
+        self._event("config_changed", index=index, voters=conf.voters, learners=conf.learners, role=self._role)
+
+    def _promotable(self) -> bool:
+        """May we campaign? Voters of our latest configuration may. So may a voter
+        whose removal is still pending in its own log: a leader that appended its own
+        removal and restarted before replicating it may hold the only log the other
+        voters can elect, yet not count in its latest configuration; if it could not
+        campaign, nobody could win (e.g. {1,3}, 3 appends "remove 3" and restarts: 1
+        needs 3's vote, 3 refuses 1's shorter log). Elected, it leads without counting
+        itself and steps down once the removal commits (§4.2.2), as if it had never
+        restarted. Once it knows the removal committed, it never campaigns again."""
+        if self._id in self._voters:
+            return True
+        history = self._conf_history
+        committed = self._log.committed
+        return history.pending(committed) and self._id in history.at(committed).voters
+
+    def _maybe_step_down_removed(self) -> None:
+        """Thesis §4.2.2: a leader not in the latest configuration keeps leading (without
+        counting itself) until that configuration is committed, then steps down. It
+        hands over to an up-to-date voter at once (MSG_TIMEOUT_NOW, §3.10) rather than
+        leave the cluster waiting an election timeout; the actor should transfer
+        leadership before proposing the removal, as etcd does, so this is rare."""
+        if self._role != LEADER or self._id in self._voters or self._conf_history.pending(self._log.committed):
+            return
+        last = self._log.last_index
+        successor = next((v for v in self._voters if self._progress[v].match == last), 0)
+        if successor:
+            self._send(MSG_TIMEOUT_NOW, successor)
+        self._event("stepped_down", reason="removed_from_configuration", term=self._term, successor=successor)
+        self.become_follower(self._term, 0)
 
     # ------------------------------------------------------------------
     # Plumbing
@@ -1090,7 +1349,10 @@ class RaftCore:
             return "wrong_recipient"
         if m.type not in MESSAGE_TYPE_NAMES:
             return "unknown_type"
-        if m.sender == self._id or m.sender not in self._progress:
+        if m.sender == self._id or m.sender == 0:
+            return "unknown_sender"
+        if m.sender not in self._progress and m.type not in _FROM_ANY_SERVER:
+            # Answers and forwarded requests come only from members we know.
             return "unknown_sender"
         if m.term < 0 or m.index < 0 or m.log_term < 0 or m.commit < 0 or m.reject_hint < 0:
             return "negative_field"
@@ -1107,8 +1369,12 @@ class RaftCore:
                     return "malformed_entries"
                 expected += 1
                 prev_term = e.term
+                if e.kind != ENTRY_NORMAL and not _valid_conf_entry(e, require_conf=True):
+                    return "malformed_entries"
         elif t == MSG_PROP:
             if not m.entries or any(not e.data for e in m.entries):
+                return "malformed_proposal"
+            if any(e.kind != ENTRY_NORMAL for e in m.entries) and (len(m.entries) != 1 or not _valid_conf_entry(m.entries[0], False)):
                 return "malformed_proposal"
         elif t == MSG_PROP_RESP:
             if not m.reject or not m.entries or any(not e.data for e in m.entries):
@@ -1116,6 +1382,8 @@ class RaftCore:
         elif t == MSG_SNAP:
             s = m.snapshot
             if s is None or s.index <= 0 or s.term <= 0 or s.term > m.term:
+                return "malformed_snapshot"
+            if not s.voters or not _valid_conf_state(ConfState(tuple(s.voters), tuple(s.learners))):
                 return "malformed_snapshot"
         elif t == MSG_READ_INDEX or t == MSG_READ_INDEX_RESP:
             if not m.context:
@@ -1126,3 +1394,20 @@ class RaftCore:
         elif t == MSG_APP_RESP and m.reject and m.reject_hint > m.index:
             return "malformed_reject_hint"
         return None
+
+
+def _valid_conf_state(conf: ConfState) -> bool:
+    members = conf.voters + conf.learners
+    return all(v > 0 for v in members) and len(set(members)) == len(members)
+
+
+def _valid_conf_entry(e: Entry, require_conf: bool) -> bool:
+    """A conf-change entry from a peer decodes; in the log it also names a non-empty
+    configuration (a forwarded proposal leaves that to the leader)."""
+    if e.kind not in ENTRY_KINDS:
+        return False
+    try:
+        _, conf = decode_conf_change(e.data)
+    except ValueError:
+        return False
+    return bool(conf.voters) or not require_conf

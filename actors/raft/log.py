@@ -215,13 +215,14 @@ class RaftLog:
         self.unstable_from = meta.index + 1
         self.pending_snapshot = meta
 
-    def compact(self, index: int, voters: tuple[int, ...]) -> SnapshotMeta:
-        """Drop entries <= index; the state machine has a snapshot at `index`."""
+    def compact(self, index: int, voters: tuple[int, ...], learners: tuple[int, ...] = ()) -> SnapshotMeta:
+        """Drop entries <= index; the state machine has a snapshot at `index`, and
+        (voters, learners) was the configuration there."""
         assert self.snap_index < index <= self.applied, (index, self.snap_index, self.applied)
         term = self.term(index)
         assert term is not None
         del self._entries[: index - self.snap_index]
-        meta = SnapshotMeta(index=index, term=term, voters=voters)
+        meta = SnapshotMeta(index=index, term=term, voters=voters, learners=learners)
         self.snapshot = meta
         self.snap_index = index
         self.snap_term = term

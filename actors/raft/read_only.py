@@ -6,7 +6,7 @@ Each read request remembers the leader's commit index when it arrived, who asked
 (this node or a follower) and the requester's opaque context. The leader gives the
 request a *round* id of its own and sends a heartbeat carrying it; followers echo it.
 Rounds are numbered in arrival order, and the heartbeat for round R leaves only
-after every earlier request was queued, so once a quorum (the leader included)
+after every earlier request was queued, so once a quorum of voters (the leader included, if a voter)
 acknowledged R the leader was still leader after all of them arrived: they are all
 released together, each with its own index.
 
@@ -45,14 +45,16 @@ class ReadOnly:
         self.queue.append(round_id)
         return round_id
 
-    def ack(self, round_id: bytes, voter: int) -> int:
-        """Record that `voter` answered the heartbeat of `round_id`; returns how many
-        voters have (0 for an unknown or already released round)."""
+    def ack(self, round_id: bytes, member: int) -> frozenset[int]:
+        """Record that `member` answered the heartbeat of `round_id`; returns every
+        node that has (empty for an unknown or already released round). The caller
+        counts the voters among them: learners answer heartbeats too, and a leader
+        removing itself is not a voter (thesis §4.2.2)."""
         request = self.pending.get(round_id)
         if request is None:
-            return 0
-        request.acks.add(voter)
-        return len(request.acks)
+            return frozenset()
+        request.acks.add(member)
+        return frozenset(request.acks)
 
     def release_through(self, round_id: bytes) -> list[ReadRequest]:
         position = self.queue.index(round_id)

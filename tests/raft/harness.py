@@ -13,7 +13,7 @@ import random
 from collections import deque
 
 from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore, Ready, ReadState
-from transport.raft_messages import MSG_SNAP, Entry, HardState, RaftMessage, SnapshotMeta
+from transport.raft_messages import ENTRY_NORMAL, MSG_SNAP, Entry, HardState, RaftMessage, SnapshotMeta
 
 
 def msg(type_: int, to: int, sender: int, term: int, **fields) -> RaftMessage:
@@ -79,10 +79,14 @@ class Disk:
 
 
 class Cluster:
-    def __init__(self, n: int = 3, seed: int = 0, **config) -> None:
+    def __init__(self, n: int = 3, seed: int = 0, spare: int = 0, **config) -> None:
+        """n voters; `spare` more nodes (ids n+1..) run but are not members until a
+        configuration change adds them (they start as learners of their own bootstrap
+        configuration, as a member joining an existing cluster would)."""
         config.setdefault("pre_vote", False)
         config.setdefault("check_quorum", False)
-        self.ids = tuple(range(1, n + 1))
+        self.voters = tuple(range(1, n + 1))
+        self.ids = tuple(range(1, n + spare + 1))
         self.config = config
         self.seed = seed
         self.disks = {i: Disk() for i in self.ids}
@@ -115,7 +119,8 @@ class Cluster:
     # -- nodes -----------------------------------------------------------
 
     def start(self, node_id: int) -> RaftCore:
-        cfg = RaftConfig(id=node_id, voters=self.ids, **self.config)
+        learners = () if node_id in self.voters else (node_id,)
+        cfg = RaftConfig(id=node_id, voters=self.voters, learners=learners, **self.config)
         core = RaftCore(cfg, self.disks[node_id].persisted(), random.Random(self.seed * 1000 + node_id))
         self.cores[node_id] = core
         self.process(node_id)
@@ -225,7 +230,7 @@ class Cluster:
         return ok
 
     def applied_data(self, node_id: int) -> list[bytes]:
-        return [e.data for e in self.applied[node_id] if e.data]
+        return [e.data for e in self.applied[node_id] if e.data and e.kind == ENTRY_NORMAL]
 
     def events_of(self, node_id: int, name: str) -> list[dict]:
         return [f for n, f in self.events[node_id] if n == name]

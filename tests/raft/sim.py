@@ -42,6 +42,22 @@ Invariants (Raft paper figure 3, plus read safety):
   in any Ready's entries, before or after (its client would retry it: a write both
   retried and committed would apply twice). Like the real transport, the network
   never duplicates a MSG_PROP (it may duplicate everything else).
+* Membership (thesis §4.1): every node uses the latest configuration in its stored
+  log (checked whenever it is quiescent); when a leader appends a conf-change entry, the previous
+  one in its log is committed (never two pending changes), and the new voters differ
+  from the previous configuration's by at most one server. Election Safety above is
+  checked across configurations: the leaders record is global, whatever the
+  configuration each leader believed in.
+
+Membership changes: some schedules run `spare` extra nodes that start outside the
+cluster (learners of their own bootstrap configuration, as a joining member would),
+and propose random single-server changes: add a learner (or re-add a removed node),
+promote, add a voter directly, remove a learner or a voter (the leader itself
+included). Removed nodes keep running through the chaos phase. In the liveness
+phase they keep running only with pre-vote: without it (thesis §4.2.3's disruptive
+servers; check-quorum's lease helps only while a leader exists) the simulator stops
+every node outside the latest committed configuration, as etcd's transport makes a
+removed member stop.
 """
 
 from __future__ import annotations
@@ -54,14 +70,23 @@ from collections import deque
 from dataclasses import dataclass
 
 from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore, Ready
+from actors.raft.membership import is_single_server_change
 from transport.raft_messages import (
+    CONF_ADD_LEARNER,
+    CONF_ADD_VOTER,
+    CONF_PROMOTE,
+    CONF_REMOVE,
+    ENTRY_CONF_CHANGE,
     MESSAGE_TYPE_NAMES,
     MSG_PROP,
     MSG_SNAP,
+    ConfChange,
+    ConfState,
     Entry,
     HardState,
     RaftMessage,
     SnapshotMeta,
+    decode_conf_change,
 )
 
 REPLAY_COMMAND = "CAIRN_SIM_SEED={seed} .venv/bin/python -m pytest tests/raft/test_simulation.py -q"
@@ -100,6 +125,8 @@ class SimParams:
     p_isolate_leader: float
     p_heal: float
     liveness_ticks: int
+    spare: int
+    p_conf_change: float
 
     @classmethod
     def draw(cls, rng: random.Random) -> SimParams:
@@ -132,6 +159,8 @@ class SimParams:
             p_isolate_leader=rng.choice((0.0, 0.01, 0.03)),
             p_heal=rng.choice((0.02, 0.05, 0.2)),
             liveness_ticks=60 * election,
+            spare=rng.choice((0, 1, 2)),
+            p_conf_change=rng.choice((0.0, 0.03, 0.1, 0.2)),
         )
 
 
@@ -161,10 +190,11 @@ class Disk:
 
 
 class Node:
-    __slots__ = ("id", "disk", "core", "incarnation", "snap_payloads")
+    __slots__ = ("id", "disk", "core", "incarnation", "snap_payloads", "retired")
 
     def __init__(self, node_id: int) -> None:
         self.id = node_id
+        self.retired = False  # stopped for good (removed from the cluster)
         self.disk = Disk()
         self.core: RaftCore | None = None
         self.incarnation = 0
@@ -181,12 +211,14 @@ class Simulation:
         self.rng = random.Random(seed)
         self.p = params if params is not None else SimParams.draw(self.rng)
         p = self.p
-        self.ids = tuple(range(1, p.n + 1))
+        self.voters = tuple(range(1, p.n + 1))  # the bootstrap configuration
+        self.ids = tuple(range(1, p.n + p.spare + 1))
         self.nodes = {i: Node(i) for i in self.ids}
         self.configs = {
             i: RaftConfig(
                 id=i,
-                voters=self.ids,
+                voters=self.voters,
+                learners=() if i in self.voters else (i,),
                 election_ticks=p.election_ticks,
                 heartbeat_ticks=p.heartbeat_ticks,
                 max_entries_per_message=p.max_entries,
@@ -216,12 +248,14 @@ class Simulation:
         self.commit_terms: list[int] = [0]  # [i] = a term in which index i was known committed
         self.applied_data: list[bytes] = []  # [i - 1] = data applied at index i
         self.reads: dict[tuple[int, bytes], int] = {}  # (node, context) -> committed index when requested
+        self.conf_entries: dict[tuple[int, int], ConfState] = {}  # (index, term) -> configuration after it
+        self.committed_conf = ConfState(self.voters)  # latest configuration known committed
         self.proposal_counter = 0
         self.appended: set[bytes] = set()  # data of every entry any Ready handed out
         self.dropped: set[bytes] = set()  # data of every proposal reported dropped
         self.read_counters = {i: 0 for i in self.ids}
         self.stats = {"ticks": 0, "messages": 0, "readies": 0, "elections": 0, "crashes": 0,
-                      "snapshots": 0, "reads": 0, "applied": 0, "dropped": 0}
+                      "snapshots": 0, "reads": 0, "applied": 0, "dropped": 0, "conf_changes": 0}
         for node in self.nodes.values():
             self._start(node)
 
@@ -254,7 +288,13 @@ class Simulation:
         for node in self.nodes.values():
             if node.core is None:
                 self._start(node)
+        # Check-quorum's lease protects only while there is a leader: in a leaderless
+        # window a removed node that missed its removal keeps resetting the voters'
+        # election timers with higher terms (seed 16432). Only pre-vote contains it.
+        contain_removed = not p.pre_vote
         for _ in range(p.liveness_ticks):
+            if contain_removed:
+                self._retire_removed()
             self._tick()
             self._deliver_due()
             if self._converged():
@@ -295,6 +335,8 @@ class Simulation:
             if node.core.read_index(context):
                 self.reads[(node.id, context)] = required
             self._process(node)
+        if p.p_conf_change and rng.random() < p.p_conf_change:
+            self._propose_conf_change()
         if rng.random() < p.p_transfer and (node := self._pick_live()):
             node.core.transfer_leadership(rng.choice(self.ids))
             self._process(node)
@@ -320,7 +362,7 @@ class Simulation:
             if node.core is not None:
                 if rng.random() < p.p_crash:
                     self._crash(node)
-            elif rng.random() < p.p_restart:
+            elif rng.random() < p.p_restart and not node.retired:
                 self._start(node)
         if p.p_isolate_leader and rng.random() < p.p_isolate_leader:
             for node in self.nodes.values():
@@ -345,6 +387,55 @@ class Simulation:
         elif rng.random() < p.p_heal:
             self.group = {i: 0 for i in self.ids}
 
+    def _propose_conf_change(self) -> None:
+        """A random single-server change, mostly at the leader, chosen from the
+        proposer's own view of the configuration (so some are refused: pending,
+        not ready, stale view)."""
+        rng = self.rng
+        leaders = [n for n in self.nodes.values() if n.core is not None and n.core.role == LEADER]
+        node = rng.choice(leaders) if leaders and rng.random() < 0.8 else self._pick_live()
+        if node is None:
+            return
+        conf = node.core.conf_state
+        outsiders = [i for i in self.ids if i not in conf.voters and i not in conf.learners]
+        options = []
+        if outsiders:
+            options.append(ConfChange(CONF_ADD_LEARNER, rng.choice(outsiders)))
+            if rng.random() < 0.2:
+                options.append(ConfChange(CONF_ADD_VOTER, rng.choice(outsiders)))
+        if conf.learners:
+            options.append(ConfChange(CONF_PROMOTE, rng.choice(conf.learners)))
+            options.append(ConfChange(CONF_REMOVE, rng.choice(conf.learners)))
+        if len(conf.voters) > 1:
+            options.append(ConfChange(CONF_REMOVE, rng.choice(conf.voters)))
+        if not options:
+            return
+        change = rng.choice(options)
+        self.trace.append((self.now, node.id, "propose conf change", change))
+        node.core.propose_conf_change(change)
+        self._process(node)
+
+    def _retire_removed(self) -> None:
+        """Stop the nodes that are removed for good: outside the latest committed
+        configuration and outside the latest configuration in the log of every live
+        member of it (a pending addition needs the newcomer's answers to commit).
+        Start again one that a change brought (back) in."""
+        committed = {*self.committed_conf.voters, *self.committed_conf.learners}
+        members = set(committed)
+        for i in committed:
+            core = self.nodes[i].core
+            if core is not None:
+                members.update((*core.conf_state.voters, *core.conf_state.learners))
+        for node in self.nodes.values():
+            if node.id not in members and not node.retired:
+                if node.core is not None:
+                    self._crash(node)
+                node.retired = True
+                self.trace.append((self.now, node.id, "retired", None))
+            elif node.id in members and node.retired:
+                node.retired = False
+                self._start(node)
+
     def _pick_live(self) -> Node | None:
         live = [n for n in self.nodes.values() if n.core is not None]
         return self.rng.choice(live) if live else None
@@ -360,7 +451,10 @@ class Simulation:
         core = leader.core
         if core.commit_index != core.last_index or core.term_at(core.commit_index) != core.term:
             return False
+        conf = core.conf_state
         for node in self.nodes.values():
+            if node.id not in conf.voters and node.id not in conf.learners:
+                continue  # not a member (never added, or removed): nothing to converge
             c = node.core
             if c is None or c.term != core.term or c.leader_id != leader.id:
                 return False
@@ -436,6 +530,11 @@ class Simulation:
                         f"but disk at ({last}, {d.term(last)})"
                     )
                 )
+            # Thesis §4.1: the configuration in use is the latest one in the log.
+            if self.p.p_conf_change and core.conf_state != self._conf_before(d, last + 1, node.id)[1]:
+                raise InvariantViolation(
+                    self._describe(f"node {node.id} uses {core.conf_state}, its log says {self._conf_before(d, last + 1, node.id)[1]}")
+                )
 
     def _check_dropped(self, node: Node, rd: Ready) -> None:
         for e in rd.entries:
@@ -493,6 +592,7 @@ class Simulation:
                 )
             del d.entries[first - base - 1 :]
             prev_term = d.term(first - 1)
+            new_conf_entries = []
             for e in rd.entries:
                 if e.index != first or e.term < prev_term:
                     raise InvariantViolation(self._describe(f"node {node.id} Ready entries malformed at {e}"))
@@ -500,6 +600,10 @@ class Simulation:
                 seen = self.entry_ids.get(key)
                 if seen is None:
                     self.entry_ids[key] = (e.data, prev_term)
+                    if e.kind == ENTRY_CONF_CHANGE:
+                        # First written anywhere: by the leader that appended it.
+                        new_conf_entries.append((e, self._conf_before(d, e.index, node.id)))
+                        self.conf_entries[key] = decode_conf_change(e.data)[1]
                 elif seen != (e.data, prev_term):
                     raise InvariantViolation(
                         self._describe(f"log matching: node {node.id} stores {e} after term {prev_term}, elsewhere {seen}")
@@ -517,6 +621,34 @@ class Simulation:
             d.hard_state = hs
         if rd.hard_state is not None or rd.snapshot is not None:
             self._record_commit(node, max(d.hard_state.commit, d.snap_index))
+        if rd.entries:
+            for e, (prev_index, prev_conf) in new_conf_entries:
+                self._check_conf_change(node, e, prev_index, prev_conf)
+
+    def _conf_before(self, d: Disk, index: int, node_id: int) -> tuple[int, ConfState]:
+        """(index, configuration) of the last conf-change entry before `index` in a
+        node's stored log; (0, snapshot's or bootstrap configuration) if none."""
+        for e in reversed(d.entries[: index - d.snap_index - 1]):
+            if e.kind == ENTRY_CONF_CHANGE:
+                return e.index, self.conf_entries[(e.index, e.term)]
+        if d.snapshot is not None:
+            return 0, ConfState(d.snapshot.voters, d.snapshot.learners)
+        cfg = self.configs[node_id]
+        return 0, ConfState(cfg.voters, cfg.learners)
+
+    def _check_conf_change(self, node: Node, e: Entry, prev_index: int, prev_conf: ConfState) -> None:
+        change, conf = decode_conf_change(e.data)
+        self.stats["conf_changes"] += 1
+        self.trace.append((self.now, node.id, "conf change appended", (e.index, e.term, change, conf)))
+        committed = len(self.committed_terms) - 1
+        if prev_index > committed:
+            raise InvariantViolation(
+                self._describe(f"two pending changes: node {node.id} appends {change} at {e.index} while {prev_index} is uncommitted")
+            )
+        if not is_single_server_change(prev_conf, conf):
+            raise InvariantViolation(
+                self._describe(f"node {node.id} appends {conf} at {e.index} after {prev_conf}: not a single-server change")
+            )
 
     def _record_commit(self, node: Node, commit: int) -> None:
         d = node.disk
@@ -541,6 +673,9 @@ class Simulation:
                 raise InvariantViolation(self._describe(f"node {node.id} commits {i} which is not on its disk"))
             terms.append(t)
             self.commit_terms.append(node_term)
+            conf = self.conf_entries.get((i, t))
+            if conf is not None:
+                self.committed_conf = conf
 
     def _check_applied_prefix(self, node: Node, payload: tuple[bytes, ...]) -> None:
         record = self.applied_data

@@ -697,7 +697,10 @@ def test_corrupt_persisted_state_is_refused():
     "bad, reason",
     [
         (msg(MSG_APP, 9, 2, 1), "wrong_recipient"),
-        (msg(MSG_APP, 1, 7, 1), "unknown_sender"),
+        # Answers come only from members; a MsgApp from a non-member is accepted
+        # (thesis §4.2.1, see test_core_membership.py).
+        (msg(MSG_APP_RESP, 1, 7, 1), "unknown_sender"),
+        (msg(MSG_APP, 1, 0, 1), "unknown_sender"),
         (msg(MSG_APP, 1, 1, 1), "unknown_sender"),
         (msg(99, 1, 2, 1), "unknown_type"),
         (msg(MSG_APP, 1, 2, 0), "missing_term"),

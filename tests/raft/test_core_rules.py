@@ -16,7 +16,13 @@ import transport.messages as messages
 import transport.raft_messages as raft_messages
 from tests.import_reader import ROOT, imports
 
-CORE_MODULES = ("actors/raft/core.py", "actors/raft/log.py", "actors/raft/progress.py", "actors/raft/read_only.py")
+CORE_MODULES = (
+    "actors/raft/core.py",
+    "actors/raft/log.py",
+    "actors/raft/membership.py",
+    "actors/raft/progress.py",
+    "actors/raft/read_only.py",
+)
 CORE_ALLOWED = {
     "__future__",
     "dataclasses",
@@ -26,6 +32,7 @@ CORE_ALLOWED = {
     "transport.raft_messages",
     "actors.raft.core",
     "actors.raft.log",
+    "actors.raft.membership",
     "actors.raft.progress",
     "actors.raft.read_only",
 }

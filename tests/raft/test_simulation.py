@@ -22,7 +22,13 @@ CHUNK = 250
 # Seeds that once exposed a bug (keep them forever).
 #   80769: a deposed leader of an older term lingering after the heal was taken
 #          for the converged leader by the liveness check (simulator bug).
-REGRESSION_SEEDS: tuple[int, ...] = (80769,)
+#   226:   a leader that appended its own removal and restarted before replicating it
+#          could never campaign, and no one else could win (core: _promotable).
+#   5881:  the liveness phase stopped a node whose addition was pending, and the
+#          change could never commit without it (simulator bug).
+#   16432: check-quorum without pre-vote: a removed node that missed its removal
+#          kept a leaderless cluster from electing (simulator now stops it).
+REGRESSION_SEEDS: tuple[int, ...] = (80769, 226, 5881, 16432)
 
 
 def _plan() -> list[range]:
@@ -109,3 +115,31 @@ def test_the_simulator_detects_a_rejected_proposal_that_was_appended(monkeypatch
             assert "dropped" in str(exc).splitlines()[0], exc
             return
     pytest.fail("200 schedules with a core that rejects what it appends found nothing")
+
+
+def test_the_simulator_detects_two_pending_configuration_changes(monkeypatch):
+    """The membership checks must be able to fail too: let a leader append a change
+    while another is uncommitted (breaking thesis §4.1's one-at-a-time rule)."""
+    from actors.raft import membership
+
+    monkeypatch.setattr(membership.ConfigHistory, "pending", lambda self, committed: False)
+    for seed in range(200):
+        try:
+            Simulation(seed).run()
+        except InvariantViolation as exc:
+            assert "two pending changes" in str(exc) or "single-server" in str(exc), str(exc)[:500]
+            return
+    pytest.fail("200 schedules with a core that allows two pending changes found nothing")
+
+
+def test_the_simulator_detects_a_configuration_not_undone_with_its_entry(monkeypatch):
+    """Thesis §4.1: a truncated conf-change entry takes its configuration with it."""
+    from actors.raft import membership
+
+    monkeypatch.setattr(membership.ConfigHistory, "retain", lambda self, term_at: None)
+    for seed in range(200):
+        try:
+            Simulation(seed).run()
+        except InvariantViolation:
+            return
+    pytest.fail("200 schedules with a core that never undoes a truncated change found nothing")

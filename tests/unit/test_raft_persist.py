@@ -7,7 +7,16 @@ from actors.raft.actor import must_sync
 from actors.raft.core import PersistedState, RaftConfig, RaftCore, Ready
 from store.environment import open_raft
 from store.raftlog import RaftLogStore
-from transport.raft_messages import Entry, HardState, SnapshotMeta
+from transport.raft_messages import (
+    CONF_ADD_LEARNER,
+    ENTRY_CONF_CHANGE,
+    ConfChange,
+    ConfState,
+    Entry,
+    HardState,
+    SnapshotMeta,
+    encode_conf_change,
+)
 
 
 def ready(hard_state=None, entries=(), snapshot=None) -> Ready:
@@ -43,3 +52,30 @@ def test_a_restart_recovers_a_commit_index_that_lagged_on_disk(tmp_path):
     )
     # apply only ever holds committed entries, so what it applied is committed
     assert core.commit_index == 5
+
+
+def test_the_configuration_survives_a_restart_through_the_stored_log(tmp_path):
+    """Conf-change entries keep their kind on disk, and a snapshot its learners, so a
+    restarted core rebuilds the configuration (thesis §4.1); normal entries keep the
+    old two-field record."""
+    import cbor2
+
+    env = open_raft(str(tmp_path), 1 << 24)
+    store = RaftLogStore(env)
+    change = encode_conf_change(ConfChange(CONF_ADD_LEARNER, 4), ConfState((1, 2, 3), (4,)))
+    entries = [Entry(1, 1, b""), Entry(2, 1, b"x"), Entry(3, 1, change, ENTRY_CONF_CHANGE)]
+    store.save(HardState(term=1, vote=1, commit=3), entries)
+    hard_state, snapshot, loaded = store.load()
+    assert list(loaded) == entries
+    with env.begin() as txn:
+        assert cbor2.loads(txn.get((2).to_bytes(8, "big"), db=store.entries_db)) == [1, b"x"]
+    core = RaftCore(
+        RaftConfig(id=1, voters=(1, 2, 3)),
+        PersistedState(hard_state=hard_state, snapshot=snapshot, entries=loaded, applied=3),
+        random.Random(1),
+    )
+    assert core.learners == (4,)
+    store.save_compaction(3, 1, (1, 2, 3), (4,))
+    hard_state, snapshot, loaded = store.load()
+    env.close()
+    assert snapshot == SnapshotMeta(3, 1, (1, 2, 3), (4,)) and loaded == ()
