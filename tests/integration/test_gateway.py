@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from tests.harness import Cluster, cluster_fixture
+from tests.harness import Cluster, cluster_fixture, wait_for
 
 
 def b64(data: bytes) -> str:
@@ -177,6 +177,10 @@ def test_watch_stream_create_events_cancel_and_compaction(cluster):
         stream.close()
     # a start revision behind compaction: created, then canceled with the compact revision
     post(u1, "/v3/kv/compaction", {"revision": delete["header"]["revision"]})
+    # the watch goes to another member: once it has applied the compaction too
+    # (a watch that races the compaction's arrival is another test's subject)
+    wait_for(lambda: post(u2, "/v3/kv/range", {"key": b64(prefix), "revision": "1", "serializable": True})[0] == 400,
+             "the second member to apply the compaction")
     stream = Stream(u2, "/v3/watch", json.dumps({"create_request": {"key": b64(prefix), "start_revision": "1"}}).encode())
     try:
         assert stream.next()["result"]["created"] is True
