@@ -126,6 +126,7 @@ class FrontendActor(Actor):
         super().__init__(config, member_name)
         hwm = self.limits.socket_hwm
         self.router = configure(self.context.socket(zmq.ROUTER), hwm)
+        self.serve_curve(self.router, "client")
         self.router.bind(self.member.client)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
         self.for_watch: list[tuple[bytes, bytes]] = []

@@ -70,7 +70,7 @@ class GatewayActor(Actor):
         # reached a Raft log (no leader yet, a leader change) until the timeout,
         # as etcd's server waits for a leader before it answers.
         timeout = self.settings.request_timeout_ms / 1000 + 1.0
-        self.client = aio.Client([self.member.client], timeout=timeout)
+        self.client = aio.Client([self.member.client], timeout=timeout, **self.client_security())
         runner = web.AppRunner(self.application(), access_log=None, handler_cancellation=True,
                                shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()

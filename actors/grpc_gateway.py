@@ -118,8 +118,8 @@ class GrpcActor(Actor):
         # The clients' one endpoint is this member; see actors/gateway.py. The
         # second one sends with require_leader, for calls with `hasleader`.
         timeout = self.settings.request_timeout_ms / 1000 + 1.0
-        self.client = aio.Client([self.member.client], timeout=timeout)
-        self.leader_client = aio.Client([self.member.client], timeout=timeout, require_leader=True)
+        self.client = aio.Client([self.member.client], timeout=timeout, **self.client_security())
+        self.leader_client = aio.Client([self.member.client], timeout=timeout, require_leader=True, **self.client_security())
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", self.limits.max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", (1 << 31) - 1),

@@ -66,8 +66,9 @@ class LeaseSession:
 
 
 class LockService:
-    def __init__(self, endpoint: str, reply):
-        self.client = Client([endpoint], timeout=CALL_TIMEOUT_S)
+    def __init__(self, endpoint: str, reply, security: dict | None = None):
+        # security: the member's CURVE client options (Actor.client_security)
+        self.client = Client([endpoint], timeout=CALL_TIMEOUT_S, **(security or {}))
         self.reply = reply
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
         self.workers: list[threading.Thread] = []

@@ -18,6 +18,7 @@ import yaml
 from cairn import Client
 from cairn import config as config_module
 from cairn.procfs import children_of
+from transport import curve
 from transport.errors import CairnError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,10 +37,13 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def write_config(directory, members: int = 1, http: bool = False, grpc: bool = False, **member_settings) -> str:
+def write_config(directory, members: int = 1, http: bool = False, grpc: bool = False, secure: bool = False,
+                 client_keys: tuple = (), **member_settings) -> str:
     """A config of `members` members on free loopback ports; with http=True each
     member also serves etcd's JSON gateway (actors/gateway.py), with grpc=True
-    etcd's gRPC API (actors/grpc_gateway.py)."""
+    etcd's gRPC API (actors/grpc_gateway.py). secure=True: security mode curve,
+    with a key pair per member in <directory>/keys (`cairn keygen`'s files) and
+    security.client_keys = client_keys; otherwise mode plaintext."""
     ports = free_ports(4 * members)
     entries = []
     for i in range(members):
@@ -48,9 +52,16 @@ def write_config(directory, members: int = 1, http: bool = False, grpc: bool = F
             entry["http"] = f"http://127.0.0.1:{ports[4 * i + 2]}"
         if grpc:
             entry["grpc"] = f"http://127.0.0.1:{ports[4 * i + 3]}"
+        if secure:
+            entry["public_key"] = curve.write_key_pair(os.path.join(str(directory), "keys", f"{entry['name']}.key"),
+                                                       force=True).public.decode()
         entries.append(entry)
+    security = {"mode": "curve", "client_keys": [k.decode() if isinstance(k, bytes) else k for k in client_keys]} \
+        if secure else {"mode": "plaintext"}
+    if secure:
+        member_settings.setdefault("secret_key_file", "keys/{name}.key")
     document = {
-        "cluster": {"name": "test", "members": entries},
+        "cluster": {"name": "test", "security": security, "members": entries},
         "member": {"data_dir": "data/{name}", "log_level": "info", **member_settings},
     }
     path = os.path.join(str(directory), "cluster.yaml")
@@ -206,7 +217,7 @@ class Member:
             context.term()
 
     def status(self, timeout: float = 2.0):
-        with Client([self.endpoint], timeout=timeout, dial_timeout=1.0) as client:
+        with Client([self.endpoint], timeout=timeout, dial_timeout=1.0, **self.cluster.client_options()) as client:
             return client.status()
 
     def log_records(self, actor: str) -> list[dict]:
@@ -218,11 +229,27 @@ class Member:
 
 
 class Cluster:
-    def __init__(self, directory, members: int = 1, http: bool = False, grpc: bool = False, **member_settings):
+    def __init__(self, directory, members: int = 1, http: bool = False, grpc: bool = False, secure: bool = False,
+                 restrict_clients: bool = False, **member_settings):
+        """secure: CURVE on every door (see write_config); restrict_clients: only
+        the client key the harness writes (<directory>/keys/client.key, used by
+        every client it makes) may connect."""
         self.directory = str(directory)
-        self.config_path = write_config(directory, members, http=http, grpc=grpc, **member_settings)
+        client_keys = ()
+        self.client_key = None
+        if restrict_clients:
+            self.client_key = os.path.join(self.directory, "keys", "client.key")
+            client_keys = (curve.write_key_pair(self.client_key, force=True).public,)
+        self.config_path = write_config(directory, members, http=http, grpc=grpc, secure=secure, client_keys=client_keys,
+                                        **member_settings)
         self.config = config_module.load(self.config_path)
         self.members = {m.name: Member(self, m.name) for m in self.config.members}
+
+    def client_options(self) -> dict:
+        """Client keyword arguments for this cluster's security (none in plaintext)."""
+        if not self.config.security.curve:
+            return {}
+        return {"server_public_keys": {m.client: m.public_key for m in self.config.members}, "client_key": self.client_key}
 
     @property
     def endpoints(self) -> list[str]:
@@ -241,13 +268,13 @@ class Cluster:
         return self
 
     def client(self, endpoints=None, timeout: float = 10.0) -> Client:
-        return Client(endpoints or self.endpoints, timeout=timeout)
+        return Client(endpoints or self.endpoints, timeout=timeout, **self.client_options())
 
     def wait_ready(self, members=None, timeout: float = START_TIMEOUT_S) -> None:
         """Until every given member serves a linearizable read (so it has a leader)."""
         deadline = time.monotonic() + timeout
         for member in members or self.members.values():
-            with Client([member.endpoint], timeout=2.0, dial_timeout=1.0) as client:
+            with Client([member.endpoint], timeout=2.0, dial_timeout=1.0, **self.client_options()) as client:
                 while True:
                     try:
                         client.get(b"__ready__")
