@@ -5,7 +5,7 @@ Theory of operation
 etcd keeps an HTTP/JSON face beside its gRPC API so that curl users and simple
 programs (Patroni's etcd3 backend above all) need no client library. This actor
 is that face for cairn. It runs an aiohttp server on the member's `http`
-address from the config and is a client of its own member's frontend over
+address from the config (HTTPS for an https:// address: actors/tls.py) and is a client of its own member's frontend over
 ZeroMQ (cairn.aio.Client with that one endpoint), so every request takes the
 same routing and consistency path as the library's: writes go to the leader,
 reads are linearizable unless `serializable` is set.
@@ -34,6 +34,7 @@ from aiohttp import web
 
 from actors import etcd_api
 from actors import gateway_json as gj
+from actors import tls
 from actors.base import Actor
 from cairn import aio
 from cairn.config import parse_http_address
@@ -75,7 +76,8 @@ class GatewayActor(Actor):
                                shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
         host, port = parse_http_address(self.member.http)
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        ssl_context = tls.server_ssl_context(self.config, self.member.name) if tls.is_tls(self.member.http) else None
+        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
         self.log.info("gateway_listening", http=self.member.http, frontend=self.member.client)
         try:
             if not self.stopping:  # a SIGTERM that came before the loop's handler

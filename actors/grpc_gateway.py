@@ -54,6 +54,7 @@ from google.protobuf.message import DecodeError
 
 from actors import etcd_api
 from actors import grpc_wire as gw
+from actors import tls
 from actors.base import Actor
 from actors.etcdpb import rpc_pb2, v3election_pb2
 from cairn import aio
@@ -127,7 +128,10 @@ class GrpcActor(Actor):
         ])
         server.add_generic_rpc_handlers(self.handlers())
         host, port = parse_http_address(self.member.grpc)
-        server.add_insecure_port(f"{host}:{port}")
+        if tls.is_tls(self.member.grpc):
+            server.add_secure_port(f"{host}:{port}", tls.grpc_server_credentials(self.config, self.member.name))
+        else:
+            server.add_insecure_port(f"{host}:{port}")
         await server.start()
         self.log.info("grpc_listening", grpc=self.member.grpc, frontend=self.member.client)
         try:

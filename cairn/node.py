@@ -139,7 +139,7 @@ def run_cluster(cluster_config) -> int:
     if gateways:
         print("HTTP (etcd's JSON gateway, for curl):", flush=True)
         print("  " + ",".join(gateways), flush=True)
-    doors = [member.grpc.removeprefix("http://") for member in cluster_config.members if member.grpc]
+    doors = [member.grpc.split("://", 1)[-1] for member in cluster_config.members if member.grpc]
     if doors:
         print("gRPC (etcd's API, for etcdctl --endpoints and etcd's client libraries):", flush=True)
         print("  " + ",".join(doors), flush=True)

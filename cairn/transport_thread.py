@@ -333,7 +333,7 @@ class TransportThread:
                     disconnected = True
                 elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self.cut_off.pop(endpoint, None)
-                elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.curve is not None:
+                elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
                     self.cut_off[endpoint] = self.cut_off.get(endpoint, 0) + 1
                     if self.cut_off[endpoint] >= CUT_OFF_HANDSHAKES:
                         self._refuse(endpoint, event, value)

@@ -48,10 +48,11 @@ def write_config(directory, members: int = 1, http: bool = False, grpc: bool = F
     entries = []
     for i in range(members):
         entry = {"name": f"n{i + 1}", "peer": f"tcp://127.0.0.1:{ports[4 * i]}", "client": f"tcp://127.0.0.1:{ports[4 * i + 1]}"}
+        scheme = "https" if secure else "http"
         if http:
-            entry["http"] = f"http://127.0.0.1:{ports[4 * i + 2]}"
+            entry["http"] = f"{scheme}://127.0.0.1:{ports[4 * i + 2]}"
         if grpc:
-            entry["grpc"] = f"http://127.0.0.1:{ports[4 * i + 3]}"
+            entry["grpc"] = f"{scheme}://127.0.0.1:{ports[4 * i + 3]}"
         if secure:
             entry["public_key"] = curve.write_key_pair(os.path.join(str(directory), "keys", f"{entry['name']}.key"),
                                                        force=True).public.decode()
@@ -60,6 +61,10 @@ def write_config(directory, members: int = 1, http: bool = False, grpc: bool = F
         if secure else {"mode": "plaintext"}
     if secure:
         member_settings.setdefault("secret_key_file", "keys/{name}.key")
+    if secure and (http or grpc):
+        write_tls_files(directory)
+        member_settings.setdefault("tls", {"cert_file": "tls/server.crt", "key_file": "tls/server.key",
+                                           "client_ca_file": "tls/client.crt"})
     document = {
         "cluster": {"name": "test", "security": security, "members": entries},
         "member": {"data_dir": "data/{name}", "log_level": "info", **member_settings},
@@ -68,6 +73,29 @@ def write_config(directory, members: int = 1, http: bool = False, grpc: bool = F
     with open(path, "w") as handle:
         yaml.safe_dump(document, handle)
     return path
+
+
+def write_tls_files(directory) -> None:
+    """<directory>/tls: a self-signed server certificate for 127.0.0.1 and a
+    self-signed client certificate (the gateways' client CA), made with openssl."""
+    tls = os.path.join(str(directory), "tls")
+    os.makedirs(tls, mode=0o700, exist_ok=True)
+    for name, subject in (("server", "/CN=127.0.0.1"), ("client", "/CN=cairn-test-client")):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-keyout", os.path.join(tls, f"{name}.key"), "-out", os.path.join(tls, f"{name}.crt"),
+                        "-days", "2", "-subj", subject, "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+
+
+def tls_client_context(directory, client_certificate: bool = True):
+    """An ssl context that trusts the test server certificate (and presents the test client's)."""
+    import ssl
+
+    tls = os.path.join(str(directory), "tls")
+    context = ssl.create_default_context(cafile=os.path.join(tls, "server.crt"))
+    if client_certificate:
+        context.load_cert_chain(os.path.join(tls, "client.crt"), os.path.join(tls, "client.key"))
+    return context
 
 
 def group_members(pgid: int) -> list[int]:
@@ -111,7 +139,7 @@ class Member:
     @property
     def grpc_target(self) -> str:
         """The member's gRPC address as gRPC clients take it, e.g. 127.0.0.1:PORT ("" if none)."""
-        return self.spec.grpc.removeprefix("http://")
+        return self.spec.grpc.split("://", 1)[-1]
 
     def wait_grpc(self, timeout: float = START_TIMEOUT_S) -> None:
         """Until the member's gRPC door accepts connections."""
@@ -133,7 +161,8 @@ class Member:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(self.http_url + "/version", timeout=2.0) as response:
+                context = tls_client_context(self.cluster.directory) if self.http_url.startswith("https://") else None
+                with urllib.request.urlopen(self.http_url + "/version", timeout=2.0, context=context) as response:
                     if response.status == 200:
                         return
             except OSError:

@@ -306,6 +306,9 @@ def handshake_error_text(event: int, value: int, endpoint: str, has_curve: bool,
                 f"(cairnctl --server-keys, Client(server_public_keys=...))")
     if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
         return f"CURVE handshake with the member at {endpoint} failed (protocol error 0x{value:x})"
+    if not has_curve:
+        return (f"the member at {endpoint} closed the connection during the handshake: it requires CURVE security, "
+                f"probably: give the client its public key (cairnctl --server-keys, Client(server_public_keys=...))")
     return (f"the member at {endpoint} closed the connection during the CURVE handshake: "
             f"the member's key did not match the server key this client was given")
 
