@@ -9,7 +9,7 @@ A config file has two sections:
         client_keys: [...]        # optional: only these client public keys (and the members') may connect
       members:
         - {name: n1, peer: tcp://127.0.0.1:2380, client: tcp://127.0.0.1:2379,
-           public_key: "...",     # the member's CURVE public key (`cairn keygen`); needed with mode curve
+           public_key: "...",     # the member's CURVE public key (`cairn keygen`), or its .pub file
            http: https://127.0.0.1:2378,  # optional: etcd's JSON gateway (actors/gateway.py)
            grpc: https://127.0.0.1:2377}  # optional: etcd's gRPC API (actors/grpc_gateway.py)
     member:                       # how every member runs (optional; defaults below)
@@ -275,13 +275,30 @@ def from_document(document, path: str = "<config>") -> ClusterConfig:
     cluster_id = int.from_bytes(
         hashlib.sha256(("cluster:" + name + "/" + ",".join(sorted(m.name for m in members))).encode()).digest()[:8], "big"
     ) & ((1 << 63) - 1)
-    security = _security(cluster.get("security"), members, settings, path)
+    security, members = _security(cluster.get("security"), members, settings, path)
     return ClusterConfig(path=path, name=name, id=cluster_id, members=members, settings=settings, security=security)
 
 
-def _security(document, members, settings: MemberSettings, path: str) -> Security:
-    """cluster.security, checked last so other problems are named first."""
+def _public_key(value: str, path: str, where: str) -> str:
+    """A public key given as itself (Z85) or as the path of a .pub file `cairn
+    keygen` wrote (relative to the config file's directory)."""
+    from transport.curve import KeyFileError, is_key, read_public_key
+
+    if is_key(value):
+        return value
+    if not os.path.isabs(value):
+        value = os.path.join(os.path.dirname(os.path.abspath(path)), value)
+    try:
+        return read_public_key(value).decode()
+    except KeyFileError as error:
+        raise ConfigError(f"{path}: {where}: {error}") from None
+
+
+def _security(document, members, settings: MemberSettings, path: str) -> tuple[Security, tuple[MemberSpec, ...]]:
+    """cluster.security, checked last so other problems are named first, and the
+    members with their public keys read (from .pub files where given as paths)."""
     from transport.curve import is_key
+
 
     document = {} if document is None else document
     if not isinstance(document, dict):
@@ -291,18 +308,22 @@ def _security(document, members, settings: MemberSettings, path: str) -> Securit
     if mode not in SECURITY_MODES:
         raise ConfigError(f"{path}: cluster.security.mode: must be curve or plaintext, got {mode!r}")
     client_keys = document.get("client_keys") or []
-    if not isinstance(client_keys, list) or not all(is_key(key) for key in client_keys):
+    if not isinstance(client_keys, list) or not all(isinstance(key, str) for key in client_keys):
         raise ConfigError(f"{path}: cluster.security.client_keys: expected a list of public keys "
-                          f"(40 characters of Z85 each, as `cairn keygen` prints)")
+                          f"(40 characters of Z85 each, as `cairn keygen` prints, or .pub files)")
     for position, member in enumerate(members):
         for door in ("http", "grpc"):
             if getattr(member, door).startswith("https://") and not settings.tls.cert_file:
                 raise ConfigError(f"{path}: cluster.members[{position}].{door}: https:// needs member.tls.cert_file and key_file")
     if mode == "plaintext":
-        return Security(mode, tuple(key.encode() for key in client_keys))
-    seen = {}
+        return Security(mode), members
+    client_keys = [_public_key(key, path, f"cluster.security.client_keys[{i}]") for i, key in enumerate(client_keys)]
+    seen, resolved = {}, []
     for position, member in enumerate(members):
         where = f"cluster.members[{position}]"
+        if member.public_key:
+            member = dataclasses.replace(member, public_key=_public_key(member.public_key, path, f"{where}.public_key"))
+        resolved.append(member)
         if not member.public_key:
             raise ConfigError(f"{path}: {where}.public_key: missing: cluster.security.mode is curve (the default), so "
                               f"every member needs a key pair (`cairn keygen keys/{member.name}.key`); "
@@ -319,7 +340,7 @@ def _security(document, members, settings: MemberSettings, path: str) -> Securit
                                   f"gateways are https:// (with member.tls), or the config says mode: plaintext")
     if not settings.secret_key_file:
         raise ConfigError(f"{path}: member.secret_key_file: missing: security mode curve needs each member's secret key")
-    return Security(mode, tuple(key.encode() for key in client_keys))
+    return Security(mode, tuple(key.encode() for key in client_keys)), tuple(resolved)
 
 
 def _members(items: list, cluster_name: str, path: str) -> tuple[MemberSpec, ...]:

@@ -66,10 +66,10 @@ def test_curve_is_the_default_and_reads_the_members_keys(tmp_path):
 
 @pytest.mark.parametrize("change, expected", [
     (lambda d: d["cluster"]["members"][1].pop("public_key"), "cluster.members[1].public_key: missing: cluster.security.mode is curve"),
-    (lambda d: d["cluster"]["members"][1].update(public_key="short"), "cluster.members[1].public_key: not a public key"),
+    (lambda d: d["cluster"]["members"][1].update(public_key="short"), "short' is neither a public key"),
     (lambda d: d["cluster"]["members"][1].update(public_key=d["cluster"]["members"][0]["public_key"]), "the same key as member a"),
     (lambda d: d["cluster"].update(security={"mode": "tls"}), "cluster.security.mode: must be curve or plaintext"),
-    (lambda d: d["cluster"].update(security={"mode": "curve", "client_keys": ["x"]}), "cluster.security.client_keys"),
+    (lambda d: d["cluster"].update(security={"mode": "curve", "client_keys": ["x"]}), "cluster.security.client_keys[0]"),
     (lambda d: d["cluster"]["members"][0].update(http="http://127.0.0.1:3400"), "cluster.members[0].http: http://127.0.0.1:3400 is plaintext"),
     (lambda d: d["cluster"]["members"][0].update(grpc="https://127.0.0.1:3400"), "https:// needs member.tls.cert_file"),
     (lambda d: d["member"].update(tls={"cert_file": "c.pem"}), "member.tls: cert_file and key_file go together"),
@@ -80,6 +80,16 @@ def test_bad_security_configs(tmp_path, change, expected):
     with pytest.raises(config.ConfigError) as caught:
         load(tmp_path, document)
     assert expected in str(caught.value)
+
+
+def test_public_keys_may_be_pub_files(tmp_path):
+    document = secure_document(tmp_path)
+    document["cluster"]["members"][0]["public_key"] = "keys/a.key.pub"
+    document["cluster"]["security"] = {"client_keys": [str(tmp_path / "keys" / "b.key.pub")]}
+    loaded = load(tmp_path, document)
+    assert loaded.member("a").public_key == curve.read_public_key(str(tmp_path / "keys" / "a.key.pub")).decode()
+    assert loaded.security.client_keys == (loaded.member("b").public_key.encode(),)
+    loaded.member_keys("a")
 
 
 def test_a_plaintext_config_says_so_and_needs_no_keys(tmp_path):
