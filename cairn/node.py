@@ -143,7 +143,12 @@ def run_cluster(cluster_config) -> int:
     if doors:
         print("gRPC (etcd's API, for etcdctl --endpoints and etcd's client libraries):", flush=True)
         print("  " + ",".join(doors), flush=True)
-    print("Try: cairnctl --endpoints=%s put foo bar   (Ctrl-C stops the cluster)" % cluster_config.client_endpoints()[0], flush=True)
+    if cluster_config.security.curve:
+        client_key = " --client-key YOUR_CLIENT.key" if cluster_config.security.client_keys else ""
+        print(f"Try: cairnctl --cluster-config {cluster_config.path}{client_key} put foo bar   (Ctrl-C stops the cluster)",
+              flush=True)
+    else:
+        print("Try: cairnctl --endpoints=%s put foo bar   (Ctrl-C stops the cluster)" % cluster_config.client_endpoints()[0], flush=True)
     status = 0
     reported = set()
     try:
