@@ -438,7 +438,8 @@ class FrontendActor(Actor):
             version=VERSION,
             db_size=db_size,
             leader=self.raft.leader_id,
-            raft_index=self.raft.commit_index,
+            # the raft status is up to a tick old, the applied index fresh: what was applied was committed
+            raft_index=max(self.raft.commit_index, self.applied_index),
             raft_term=self.raft.term,
             raft_applied_index=self.applied_index,
             errors=errors,
