@@ -243,3 +243,20 @@ def test_the_grpc_door_serves_tls(cluster):
         with pytest.raises(grpc.RpcError) as caught:
             get(pb.RangeRequest(key=b"grpc"), timeout=5)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_lease_forwarding_and_the_lock_service_connect_as_members(cluster):
+    """A follower forwards keep-alives to the leader's frontend, and the lock
+    service is a client of its own: both as their member, which the restricted
+    client door admits."""
+    leader = cluster.leader()
+    follower = next(m for m in cluster.members.values() if m is not leader)
+    with Client([follower.endpoint], timeout=10, **cluster.client_options()) as client:
+        lease = client.lease_grant(10).id
+        assert client.lease_keepalive_once(lease).ttl > 0
+        assert client.lease_time_to_live(lease).ttl > 0
+        held = client.lock("secure-lock", lease)
+        assert held.key.startswith(b"secure-lock/")
+        client.unlock(held.key)
+        client.lease_revoke(lease)
+    assert any(r["event"] == "lease_forwarding_to" for r in follower.log_records("lease"))
