@@ -16,6 +16,9 @@ Every actor has the same parts, so a change to how actors talk lands here:
 * one way to send to another actor (`send`), with the policy for a full
   queue stated by the caller: answer what the message carried, or drop it
   because its protocol recovers;
+* the member's CURVE keys (transport/curve.py) for the doors it serves
+  (`serve_curve`) and the members it connects to (`connect_curve`,
+  `client_security`); in plaintext mode these do nothing;
 * `answer_pending`, which `close()` calls at shutdown so every request still
   open gets an answer (Stopping, retryable) instead of a silent wait, then
   `release` for the actor's resources.
@@ -38,6 +41,7 @@ import zmq
 from actors import logs
 from actors.crash_reports import record_crash
 from transport import codec
+from transport import curve
 from transport.errors import CairnError, StoppingError
 from transport.sockets import drain
 
@@ -111,6 +115,53 @@ class Actor:
         self._handlers: dict[type, object] = {}
         self._inboxes: list[zmq.Socket] = []
         self.bad_frames = 0  # frames dropped because they did not decode
+        self._keys = None  # this member's CURVE key pair, read on first use
+        self._zap: curve.ZapHandler | None = None
+
+    # ------------------------------------------------------------------ CURVE
+
+    @property
+    def keys(self) -> curve.KeyPair:
+        if self._keys is None:
+            self._keys = self.config.member_keys(self.member.name)
+        return self._keys
+
+    def serve_curve(self, socket: zmq.Socket, door: str) -> None:
+        """Call before socket binds. In CURVE mode it then accepts only CURVE
+        clients that know this member's public key and, on the "peer" door, hold
+        a member's key; on the "client" door any key, or with
+        security.client_keys only those and the members'. Refusals and failed
+        handshakes are logged (rate-limited)."""
+        security = self.config.security
+        if not security.curve:
+            return
+        if self._zap is None:
+            self._zap = curve.ZapHandler(self.context, self.log)
+            self.add_reader(self._zap.socket, self._zap.on_requests, multipart=True)
+        members = self.config.member_public_keys()
+        if door == "peer":
+            allowed = members
+        elif security.client_keys:
+            allowed = {**{key: "client" for key in security.client_keys}, **members}
+        else:
+            allowed = None
+        self._zap.allow(door, allowed)
+        curve.make_server(socket, self.keys, door)
+        monitor = curve.HandshakeMonitor(socket, door, self.log)
+        self.add_reader(monitor.socket, monitor.on_events, multipart=True)
+
+    def connect_curve(self, socket: zmq.Socket, member) -> None:
+        """Call before socket connects to `member` (a MemberSpec): in CURVE mode
+        it talks to that member only, as this member."""
+        if self.config.security.curve:
+            curve.make_client(socket, self.keys, member.public_key.encode())
+
+    def client_security(self, member=None) -> dict:
+        """cairn.Client keyword arguments to reach `member`'s frontend (this
+        member's by default) as this member."""
+        if not self.config.security.curve:
+            return {}
+        return {"server_public_keys": (member or self.member).public_key, "client_key": self.keys}
 
     def add_reader(self, socket: zmq.Socket, handler, multipart: bool = False) -> None:
         """handler(list of frames) is called with everything drained from socket."""

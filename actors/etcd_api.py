@@ -89,7 +89,7 @@ class Door(Actor):
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._stop.set)
         # The client's one endpoint is this member (see DoorLimits for its timeout).
         timeout = self.settings.request_timeout_ms / 1000 + self.door_limits.client_timeout_slack_s
-        self.client = aio.Client([self.member.client], timeout=timeout)
+        self.client = aio.Client([self.member.client], timeout=timeout, **self.client_security())
         await self.open_door(timeout)
         try:
             if not self.stopping:  # a SIGTERM that came before the loop's handler

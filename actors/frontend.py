@@ -144,6 +144,7 @@ class FrontendActor(Actor):
         super().__init__(config, member_name)
         hwm = self.limits.socket_hwm
         self.router = configure(self.context.socket(zmq.ROUTER), hwm)
+        self.serve_curve(self.router, "client")
         self.router.bind(self.member.client)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
         self.for_watch: list[tuple[bytes, bytes]] = []
@@ -460,7 +461,8 @@ class FrontendActor(Actor):
             version=VERSION,
             db_size=db_size,
             leader=self.raft.leader_id,
-            raft_index=self.raft.commit_index,
+            # the raft status is up to a tick old, the applied index fresh: what was applied was committed
+            raft_index=max(self.raft.commit_index, self.applied_index),
             raft_term=self.raft.term,
             raft_applied_index=self.applied_index,
             errors=errors,

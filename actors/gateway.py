@@ -5,7 +5,7 @@ Theory of operation
 etcd keeps an HTTP/JSON face beside its gRPC API so that curl users and simple
 programs (Patroni's etcd3 backend above all) need no client library. This actor
 is that face for cairn. It runs an aiohttp server on the member's `http`
-address from the config and is a client of its own member's frontend over
+address from the config (HTTPS for an https:// address: actors/tls.py) and is a client of its own member's frontend over
 ZeroMQ (cairn.aio.Client with that one endpoint), so every request takes the
 same routing and consistency path as the library's: writes go to the leader,
 reads are linearizable unless `serializable` is set.
@@ -33,6 +33,7 @@ from aiohttp import web
 
 from actors import etcd_api
 from actors import gateway_json as gj
+from actors import tls
 from cairn import aio
 from cairn.config import parse_http_address
 from transport import messages as m
@@ -60,7 +61,8 @@ class GatewayActor(etcd_api.Door):
                                     shutdown_timeout=self.door_limits.shutdown_grace_s)
         await self.runner.setup()
         host, port = parse_http_address(self.address)
-        await web.TCPSite(self.runner, host, port, reuse_address=True).start()
+        ssl_context = tls.server_ssl_context(self.config, self.member.name) if tls.is_tls(self.address) else None
+        await web.TCPSite(self.runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
         self.log.info("gateway_listening", http=self.address, frontend=self.member.client)
 
     async def close_door(self) -> None:

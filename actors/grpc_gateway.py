@@ -53,6 +53,7 @@ from google.protobuf.message import DecodeError
 
 from actors import etcd_api
 from actors import grpc_wire as gw
+from actors import tls
 from actors.etcdpb import rpc_pb2, v3election_pb2
 from cairn import aio
 from cairn.requests import prefix_range_end
@@ -104,7 +105,8 @@ class GrpcActor(etcd_api.Door):
 
     async def open_door(self, client_timeout: float) -> None:
         # A second client of this member sends with require_leader, for calls with `hasleader`.
-        self.leader_client = aio.Client([self.member.client], timeout=client_timeout, require_leader=True)
+        self.leader_client = aio.Client([self.member.client], timeout=client_timeout, require_leader=True,
+                                        **self.client_security())
         self.server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", self.limits.max_request_bytes + self.door_limits.grpc_overhead_bytes),
             ("grpc.max_send_message_length", (1 << 31) - 1),
@@ -112,7 +114,10 @@ class GrpcActor(etcd_api.Door):
         ])
         self.server.add_generic_rpc_handlers(self.handlers())
         host, port = parse_http_address(self.address)
-        self.server.add_insecure_port(f"{host}:{port}")
+        if tls.is_tls(self.address):
+            self.server.add_secure_port(f"{host}:{port}", tls.grpc_server_credentials(self.config, self.member.name))
+        else:
+            self.server.add_insecure_port(f"{host}:{port}")
         await self.server.start()
         self.log.info("grpc_listening", grpc=self.address, frontend=self.member.client)
 

@@ -168,7 +168,7 @@ class LeaseActor(Actor):
             return
         if isinstance(request, SERVICE_REQUESTS):
             if self.lock_service is None:
-                self.lock_service = LockService(self.member.client, self.service_reply)
+                self.lock_service = LockService(self.member.client, self.service_reply, self.client_security())
             self.lock_service.submit(identity, request_id, request)
             return
         if not self.table.leading:
@@ -239,6 +239,7 @@ class LeaseActor(Actor):
         # (with it they failed at once). A leader that never answers is covered
         # by forward_timeout_s and by a leader change, which fail them.
         self.leader_link = configure(self.context.socket(zmq.DEALER), self.limits.socket_hwm)
+        self.connect_curve(self.leader_link, leader)
         self.leader_link.connect(leader.client)
         self.leader_link_to = leader.id
         self.add_reader(self.leader_link, self.on_leader_replies)

@@ -88,8 +88,9 @@ class LeaseSession:
 class LockService:
     limits = ServiceLimits()
 
-    def __init__(self, endpoint: str, reply):
-        self.client = Client([endpoint], timeout=self.limits.call_timeout_s)
+    def __init__(self, endpoint: str, reply, security: dict | None = None):
+        # security: the member's CURVE client options (Actor.client_security)
+        self.client = Client([endpoint], timeout=self.limits.call_timeout_s, **(security or {}))
         self.reply = reply
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
         self.workers: list[threading.Thread] = []

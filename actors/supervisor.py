@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from actors import logs
 from actors.base import CLOSE_LINGER_MS, set_process_title
 from actors.crash_reports import CrashLoops, take_crash, write_member_errors
-from transport.sockets import remove_stale_ipc
+from transport.sockets import make_run_dir, remove_stale_ipc
 
 # Start order: the log owner first, the client-facing door last.
 ACTOR_CLASSES = {
@@ -159,6 +159,7 @@ class Supervisor:
 
     def prepare(self) -> None:
         remove_stale_ipc(self.data_dir)
+        make_run_dir(self.data_dir)  # owner-only before any actor binds in it
         write_member_errors(self.data_dir, {})
         from store.environment import prepare_member_store
 

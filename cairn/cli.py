@@ -1,7 +1,13 @@
 """`cairnctl`: the command-line client, modelled on etcdctl v3.
 
 Global flags as etcdctl's: --endpoints, -w/--write-out (simple|json|fields|table),
---command-timeout, --dial-timeout. Output matches etcdctl's: simple prints keys
+--command-timeout, --dial-timeout; for a cluster with CURVE security (see
+transport/curve.py) --server-keys (the members' public keys: KEY for one
+endpoint, or ENDPOINT=KEY,...; or --cluster-config FILE, which gives the
+endpoints and keys of a cluster config) and --client-key (this client's secret
+key file, when the cluster admits listed client keys only), also from the
+environment as CAIRNCTL_SERVER_KEYS, CAIRNCTL_CLIENT_KEY, CAIRNCTL_CLUSTER_CONFIG.
+Output matches etcdctl's: simple prints keys
 and values on their own lines, json prints etcdctl's JSON shape with keys and
 values in base64. Errors print `Error: ...` on stderr and exit 1; a bad command
 line exits 2.
@@ -12,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 import time
 
@@ -215,7 +222,7 @@ def cmd_endpoint_status(client: Client, args) -> None:
     rows, failed = [], False
     for endpoint in _endpoints_to_query(client, args):
         try:
-            with Client([endpoint], timeout=client.timeout) as single:
+            with Client([endpoint], timeout=client.timeout, **args.security) as single:
                 status = single.status()
         except CairnError as error:
             print(f"Failed to get the status of endpoint {endpoint} ({error})", file=sys.stderr)
@@ -251,7 +258,7 @@ def cmd_endpoint_health(client: Client, args) -> None:
     unhealthy = False
     results = []
     for endpoint in _endpoints_to_query(client, args):
-        single = Client([endpoint], timeout=client.timeout)
+        single = Client([endpoint], timeout=client.timeout, **args.security)
         started = time.monotonic()
         try:
             single.get(b"health")
@@ -748,6 +755,12 @@ def _global_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("-w", "--write-out", default=default("simple"), choices=["simple", "json", "fields", "table"])
     parser.add_argument("--command-timeout", type=float, default=default(5.0), help="seconds")
     parser.add_argument("--dial-timeout", type=float, default=default(2.0), help="seconds")
+    parser.add_argument("--server-keys", default=default(os.environ.get("CAIRNCTL_SERVER_KEYS", "")),
+                        help="CURVE: the member's public key (or .pub file), or ENDPOINT=KEY,... for several")
+    parser.add_argument("--client-key", default=default(os.environ.get("CAIRNCTL_CLIENT_KEY", "")),
+                        help="CURVE: this client's secret key file (cairn keygen)")
+    parser.add_argument("--cluster-config", default=default(os.environ.get("CAIRNCTL_CLUSTER_CONFIG", "")),
+                        help="a cluster config: its client endpoints and members' public keys")
 
 
 class _Subcommands:
@@ -881,16 +894,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def security_options(args, endpoints: list[str]) -> tuple[list[str], dict]:
+    """(endpoints, Client keyword arguments) from the CURVE flags; UsageError if they make no sense."""
+    from transport.curve import KeyFileError
+
+    server_keys = None
+    if args.cluster_config:
+        from cairn import config as config_module
+
+        try:
+            cluster = config_module.load(args.cluster_config)
+        except config_module.ConfigError as error:
+            raise UsageError(str(error)) from None
+        if args.endpoints == DEFAULT_ENDPOINTS:
+            endpoints = cluster.client_endpoints()
+        if cluster.security.curve:
+            server_keys = {member.client: member.public_key for member in cluster.members}
+    if args.server_keys:
+        if args.server_keys.startswith("tcp://"):
+            server_keys = dict(server_keys or {})
+            for item in args.server_keys.split(","):
+                endpoint, _, key = item.strip().partition("=")  # endpoints hold no '=', Z85 keys may
+                if not key:
+                    raise UsageError(f"--server-keys: {item!r} is not ENDPOINT=KEY")
+                server_keys[endpoint] = key
+        else:
+            server_keys = args.server_keys.strip()
+    if args.client_key and server_keys is None:
+        raise UsageError("--client-key needs --server-keys (or --cluster-config): the members' public keys")
+    if server_keys is None:
+        return endpoints, {}
+    try:
+        from transport.curve import ClientCurve
+
+        ClientCurve(endpoints, server_keys, args.client_key or None)  # check the keys and files now, for a clear error
+    except (KeyFileError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    return endpoints, {"server_public_keys": server_keys, "client_key": args.client_key or None}
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    try:
+        endpoints, args.security = security_options(args, endpoints)
+    except UsageError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     for endpoint in endpoints:
         if not endpoint.startswith("tcp://"):
             print(f"Error: endpoint {endpoint!r} is not tcp://HOST:PORT", file=sys.stderr)
             return EXIT_USAGE
     try:
-        with Client(endpoints, timeout=args.command_timeout, dial_timeout=args.dial_timeout) as client:
+        with Client(endpoints, timeout=args.command_timeout, dial_timeout=args.dial_timeout, **args.security) as client:
             args.run(client, args)
     except UsageError as error:
         print(f"Error: {error}", file=sys.stderr)

@@ -36,7 +36,8 @@ from cairn.requests import Compare, Op, prefix_range_end, range_request, to_byte
 from cairn.transport_thread import TransportThread
 from cairn.watch import Watch, WatchManager
 from transport import messages as m
-from transport.errors import CairnError, LeaseNotFoundError, Unavailable
+from transport.curve import ClientCurve
+from transport.errors import AuthenticationFailed, CairnError, LeaseNotFoundError, Unavailable
 
 DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 
@@ -46,18 +47,30 @@ log = logging.getLogger(__name__)
 class Client:
     def __init__(self, endpoints, timeout: float = 5.0, dial_timeout: float = 2.0,
                  max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES, max_send_bytes: int = 1536 * 1024 + 4096,
-                 require_leader: bool = False, auto_sync_interval: float = 0.0):
+                 require_leader: bool = False, auto_sync_interval: float = 0.0,
+                 server_public_keys=None, client_key=None):
         """endpoints: tcp:// client URLs of some members. timeout: the default per
         call (each method takes timeout= too). require_leader: fail with NoLeader
         rather than be served by a member that has lost its leader.
         auto_sync_interval: seconds between endpoint discoveries (0 = never); a
         discovery that fails is logged, kept in `sync_error`, and tried again
-        after the next interval."""
+        after the next interval.
+
+        CURVE (a cluster whose config says security mode curve): server_public_keys
+        is the member's public key (a client of one endpoint) or {endpoint: key}
+        (keys as `cairn keygen` prints them, or paths of its .pub files);
+        discovered endpoints without a key are not used. client_key is this
+        client's secret key file (or a transport.curve.KeyPair), needed when the
+        cluster lists its allowed client_keys; without it the client makes a key
+        pair of its own. A failed handshake raises AuthenticationFailed at once."""
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         if not endpoints:
             raise ValueError("at least one endpoint is required")
-        self._transport = TransportThread(list(endpoints), dial_timeout, max_receive_bytes)
+        if client_key is not None and server_public_keys is None:
+            raise ValueError("client_key needs server_public_keys: a CURVE client must know its members' public keys")
+        curve = ClientCurve(list(endpoints), server_public_keys, client_key) if server_public_keys is not None else None
+        self._transport = TransportThread(list(endpoints), dial_timeout, max_receive_bytes, curve)
         self.endpoints = self._transport.endpoints  # one list: discovery appends to it
         self._calls = CallPlanner(self._transport, timeout, max_send_bytes, {"require_leader": True} if require_leader else None)
         self._lock = threading.Lock()
@@ -323,4 +336,4 @@ class SnapshotSaved(NamedTuple):
     member_id: int
 
 
-__all__ = ["Client", "Compare", "Op", "Unavailable", "prefix_range_end"]
+__all__ = ["AuthenticationFailed", "Client", "Compare", "Op", "Unavailable", "prefix_range_end"]

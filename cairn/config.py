@@ -4,14 +4,24 @@ A config file has two sections:
 
     cluster:                      # who is in the cluster
       name: local
+      security:                   # transport security (transport/curve.py); required in effect:
+        mode: curve               # curve (the default) or plaintext, which must be said
+        client_keys: [...]        # optional: only these client public keys (and the members') may connect
       members:
         - {name: n1, peer: tcp://127.0.0.1:2380, client: tcp://127.0.0.1:2379,
-           http: http://127.0.0.1:2378,   # optional: etcd's JSON gateway (actors/gateway.py)
-           grpc: http://127.0.0.1:2377}   # optional: etcd's gRPC API (actors/grpc_gateway.py)
+           public_key: "...",     # the member's CURVE public key (`cairn keygen`), or its .pub file
+           http: https://127.0.0.1:2378,  # optional: etcd's JSON gateway (actors/gateway.py)
+           grpc: https://127.0.0.1:2377}  # optional: etcd's gRPC API (actors/grpc_gateway.py)
     member:                       # how every member runs (optional; defaults below)
       data_dir: data/{name}       # {name} is the member's name; relative to the file
+      secret_key_file: keys/{name}.key    # the member's CURVE secret key (mode curve), 0600
+      tls: {cert_file: ..., key_file: ..., client_ca_file: ...}  # for https:// gateways
       log_level: info
       ...
+
+With mode curve every tcp:// door is CURVE (clients and peers), and the
+gateways must be https://; with mode plaintext nothing is encrypted, which only
+a local development config should say.
 
 Every limit of the system lives here, each with the reason for its default, and
 relations between them are checked (STYLE.md: "a limit on everything, in one
@@ -78,8 +88,21 @@ class AutoCompaction:
 
 
 @dataclass(frozen=True, slots=True)
+class Tls:
+    # PEM files of the member's https:// gateways ({name} and relative paths as data_dir).
+    cert_file: str = ""
+    key_file: str = ""
+    # With a CA file, clients of the gateways must present a certificate it
+    # signed (etcd's --client-cert-auth with --trusted-ca-file).
+    client_ca_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class MemberSettings:
     data_dir: str = "data/{name}"
+    # The member's CURVE secret key, written by `cairn keygen` (security mode curve).
+    secret_key_file: str = "keys/{name}.key"
+    tls: Tls = field(default_factory=Tls)
     log_level: str = "info"
     # One Raft tick. etcd's default heartbeat is 100 ms and election 1000 ms.
     tick_ms: int = 100
@@ -108,6 +131,23 @@ class MemberSpec:
     http: str = ""
     # etcd's gRPC API of this member ("" = none): http://HOST:PORT, as etcd's client URLs
     grpc: str = ""
+    # The member's CURVE public key (Z85, as `cairn keygen` prints it; "" in plaintext mode).
+    public_key: str = ""
+
+
+SECURITY_MODES = ("curve", "plaintext")
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    mode: str = "curve"
+    # Client public keys allowed on the client door (besides the members' own);
+    # empty: any client that knows the member's public key.
+    client_keys: tuple[bytes, ...] = ()
+
+    @property
+    def curve(self) -> bool:
+        return self.mode == "curve"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +157,7 @@ class ClusterConfig:
     id: int
     members: tuple[MemberSpec, ...]
     settings: MemberSettings
+    security: Security = field(default_factory=Security)
 
     def member(self, name: str) -> MemberSpec:
         for member in self.members:
@@ -129,10 +170,47 @@ class ClusterConfig:
 
     def data_dir(self, name: str) -> str:
         """The member's data dir, absolute; relative paths are taken from the config file's directory."""
-        path = self.settings.data_dir.replace("{name}", name)
+        return self.member_path(self.settings.data_dir, name)
+
+    def member_path(self, template: str, name: str) -> str:
+        """A path setting for member `name`: {name} replaced, relative to the config file's directory."""
+        if not template:
+            return ""
+        path = template.replace("{name}", name)
         if not os.path.isabs(path):
             path = os.path.join(os.path.dirname(os.path.abspath(self.path)), path)
         return os.path.normpath(path)
+
+    def secret_key_file(self, name: str) -> str:
+        return self.member_path(self.settings.secret_key_file, name)
+
+    def member_keys(self, name: str):
+        """The CURVE key pair of member `name` (transport.curve.KeyPair), read from
+        its secret key file and checked against its public_key in the config;
+        None in plaintext mode. Raises ConfigError, which never shows the secret."""
+        if not self.security.curve:
+            return None
+        from transport.curve import KeyFileError, read_secret_key
+
+        member = self.member(name)
+        path = self.secret_key_file(name)
+        try:
+            keys = read_secret_key(path)
+        except KeyFileError as error:
+            raise ConfigError(f"{self.path}: member.secret_key_file: {error}") from None
+        if keys.public.decode() != member.public_key:
+            raise ConfigError(f"{self.path}: member.secret_key_file: {path} is not the key of member {name}: its public "
+                              f"key is {keys.public.decode()}, the config says {member.public_key}")
+        return keys
+
+    def member_public_keys(self) -> dict[bytes, str]:
+        """{public key: member name} of every member (mode curve)."""
+        return {member.public_key.encode(): member.name for member in self.members}
+
+    def tls_files(self, name: str) -> Tls:
+        """The member's TLS files, as absolute paths ("" where not set)."""
+        tls = self.settings.tls
+        return Tls(*(self.member_path(value, name) for value in (tls.cert_file, tls.key_file, tls.client_ca_file)))
 
     def client_endpoints(self) -> list[str]:
         return [member.client for member in self.members]
@@ -162,10 +240,10 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def parse_http_address(text: str) -> tuple[str, int]:
-    """('127.0.0.1', 2378) from 'http://127.0.0.1:2378'; ValueError otherwise."""
-    match = re.fullmatch(r"http://(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})/?", text)
+    """('127.0.0.1', 2378) from 'http://127.0.0.1:2378' (or https://); ValueError otherwise."""
+    match = re.fullmatch(r"https?://(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})/?", text)
     if not match:
-        raise ValueError(f"{text!r} is not http://HOST:PORT")
+        raise ValueError(f"{text!r} is not http://HOST:PORT or https://HOST:PORT")
     return parse_address(f"tcp://{match.group(1)}:{match.group(2)}")
 
 
@@ -188,7 +266,7 @@ def from_document(document, path: str = "<config>") -> ClusterConfig:
         raise ConfigError(f"{path}: top level: expected a mapping with 'cluster' and 'member'")
     _no_unknown_keys(document, {"cluster", "member"}, path, "")
     cluster = _require(document, "cluster", dict, path, "")
-    _no_unknown_keys(cluster, {"name", "members"}, path, "cluster")
+    _no_unknown_keys(cluster, {"name", "members", "security"}, path, "cluster")
     name = _require(cluster, "name", str, path, "cluster")
     if not _NAME.match(name):
         raise ConfigError(f"{path}: cluster.name: {name!r} must be 1-32 letters, digits, '.', '_' or '-'")
@@ -197,7 +275,72 @@ def from_document(document, path: str = "<config>") -> ClusterConfig:
     cluster_id = int.from_bytes(
         hashlib.sha256(("cluster:" + name + "/" + ",".join(sorted(m.name for m in members))).encode()).digest()[:8], "big"
     ) & ((1 << 63) - 1)
-    return ClusterConfig(path=path, name=name, id=cluster_id, members=members, settings=settings)
+    security, members = _security(cluster.get("security"), members, settings, path)
+    return ClusterConfig(path=path, name=name, id=cluster_id, members=members, settings=settings, security=security)
+
+
+def _public_key(value: str, path: str, where: str) -> str:
+    """A public key given as itself (Z85) or as the path of a .pub file `cairn
+    keygen` wrote (relative to the config file's directory)."""
+    from transport.curve import KeyFileError, is_key, read_public_key
+
+    if is_key(value):
+        return value
+    if not os.path.isabs(value):
+        value = os.path.join(os.path.dirname(os.path.abspath(path)), value)
+    try:
+        return read_public_key(value).decode()
+    except KeyFileError as error:
+        raise ConfigError(f"{path}: {where}: {error}") from None
+
+
+def _security(document, members, settings: MemberSettings, path: str) -> tuple[Security, tuple[MemberSpec, ...]]:
+    """cluster.security, checked last so other problems are named first, and the
+    members with their public keys read (from .pub files where given as paths)."""
+    from transport.curve import is_key
+
+
+    document = {} if document is None else document
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: cluster.security: expected a mapping such as {{mode: curve}}")
+    _no_unknown_keys(document, {"mode", "client_keys"}, path, "cluster.security")
+    mode = document.get("mode", "curve")
+    if mode not in SECURITY_MODES:
+        raise ConfigError(f"{path}: cluster.security.mode: must be curve or plaintext, got {mode!r}")
+    client_keys = document.get("client_keys") or []
+    if not isinstance(client_keys, list) or not all(isinstance(key, str) for key in client_keys):
+        raise ConfigError(f"{path}: cluster.security.client_keys: expected a list of public keys "
+                          f"(40 characters of Z85 each, as `cairn keygen` prints, or .pub files)")
+    for position, member in enumerate(members):
+        for door in ("http", "grpc"):
+            if getattr(member, door).startswith("https://") and not settings.tls.cert_file:
+                raise ConfigError(f"{path}: cluster.members[{position}].{door}: https:// needs member.tls.cert_file and key_file")
+    if mode == "plaintext":
+        return Security(mode), members
+    client_keys = [_public_key(key, path, f"cluster.security.client_keys[{i}]") for i, key in enumerate(client_keys)]
+    seen, resolved = {}, []
+    for position, member in enumerate(members):
+        where = f"cluster.members[{position}]"
+        if member.public_key:
+            member = dataclasses.replace(member, public_key=_public_key(member.public_key, path, f"{where}.public_key"))
+        resolved.append(member)
+        if not member.public_key:
+            raise ConfigError(f"{path}: {where}.public_key: missing: cluster.security.mode is curve (the default), so "
+                              f"every member needs a key pair (`cairn keygen keys/{member.name}.key`); "
+                              f"a config without security says `security: {{mode: plaintext}}`")
+        if not is_key(member.public_key):
+            raise ConfigError(f"{path}: {where}.public_key: not a public key (40 characters of Z85, as `cairn keygen` prints)")
+        if member.public_key in seen:
+            raise ConfigError(f"{path}: {where}.public_key: the same key as member {seen[member.public_key]}")
+        seen[member.public_key] = member.name
+        for door in ("http", "grpc"):
+            url = getattr(member, door)
+            if url and not url.startswith("https://"):
+                raise ConfigError(f"{path}: {where}.{door}: {url} is plaintext: with security mode curve the "
+                                  f"gateways are https:// (with member.tls), or the config says mode: plaintext")
+    if not settings.secret_key_file:
+        raise ConfigError(f"{path}: member.secret_key_file: missing: security mode curve needs each member's secret key")
+    return Security(mode, tuple(key.encode() for key in client_keys)), tuple(resolved)
 
 
 def _members(items: list, cluster_name: str, path: str) -> tuple[MemberSpec, ...]:
@@ -208,7 +351,7 @@ def _members(items: list, cluster_name: str, path: str) -> tuple[MemberSpec, ...
         where = f"cluster.members[{position}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{path}: {where}: expected a mapping with name, peer, client")
-        _no_unknown_keys(item, {"name", "peer", "client", "http", "grpc"}, path, where)
+        _no_unknown_keys(item, {"name", "peer", "client", "http", "grpc", "public_key"}, path, where)
         name = _require(item, "name", str, path, where)
         if not _NAME.match(name):
             raise ConfigError(f"{path}: {where}.name: {name!r} must be 1-32 letters, digits, '.', '_' or '-'")
@@ -229,8 +372,11 @@ def _members(items: list, cluster_name: str, path: str) -> tuple[MemberSpec, ...
                 raise ConfigError(f"{path}: {where}.{key}: address {url} already used by {addresses[host_port]}")
             addresses[host_port] = f"{where}.{key}"
             urls[key] = url
+        public_key = item.get("public_key") or ""
+        if not isinstance(public_key, str):
+            raise ConfigError(f"{path}: {where}.public_key: expected a string (40 characters of Z85)")
         members.append(MemberSpec(name=name, peer=urls["peer"], client=urls["client"], id=member_id_for(cluster_name, name),
-                                  http=urls["http"].rstrip("/"), grpc=urls["grpc"].rstrip("/")))
+                                  http=urls["http"].rstrip("/"), grpc=urls["grpc"].rstrip("/"), public_key=public_key))
     return tuple(members)
 
 
@@ -280,6 +426,10 @@ def _check_relations(settings: MemberSettings, path: str) -> None:
         problems.append(("member.election_ticks", "must be more than 2 * heartbeat_ticks"))
     if settings.snapshot_entries < 1:
         problems.append(("member.snapshot_entries", "must be at least 1"))
+    if bool(settings.tls.cert_file) != bool(settings.tls.key_file):
+        problems.append(("member.tls", "cert_file and key_file go together"))
+    if settings.tls.client_ca_file and not settings.tls.cert_file:
+        problems.append(("member.tls.client_ca_file", "needs cert_file and key_file"))
     if settings.auto_compaction.mode not in ("off", "revision", "periodic"):
         problems.append(("member.auto_compaction.mode", "must be off, revision or periodic"))
     limits = settings.limits

@@ -5,6 +5,7 @@
     cairn snapshot restore FILE --config NEW.yaml --name n1 [--bump-revision N | --no-bump]
     cairn logs    data/n1 data/n2 [--actor raft] [--level warning] [--request ID] [--json] [--follow]
     cairn bench   put|range|txn-put|lease-keepalive|standard ...   (see cairn/bench.py)
+    cairn keygen  keys/n1.key [--force]   (a CURVE key pair: the secret key 0600, the public key in .pub)
 
 Exit status 2 means the configuration (or the command line) is wrong and nothing
 was started.
@@ -57,6 +58,10 @@ def main(argv=None) -> int:
     restore.add_argument("--no-mark-compacted", action="store_true",
                          help="do not mark the history before the bumped revision compacted")
 
+    keygen = commands.add_parser("keygen", help="write a CURVE key pair for a member or a client")
+    keygen.add_argument("path", help="the secret key file to create (mode 0600); the public key goes to PATH.pub")
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing secret key file")
+
     logs = commands.add_parser("logs", help="merge the actor logs of data dirs in time order")
     logs.add_argument("data_dirs", nargs="+", help="member data dirs (or a config file with --config)")
     logs.add_argument("--actor", action="append", help="only these actors (repeatable)")
@@ -66,6 +71,8 @@ def main(argv=None) -> int:
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
 
     args = parser.parse_args(argv)
+    if args.command == "keygen":
+        return run_keygen(args.path, args.force)
     if args.command == "logs":
         from cairn.logview import run_logs
 
@@ -76,12 +83,29 @@ def main(argv=None) -> int:
         cluster_config = config_module.load(args.config)
         if args.command == "node":
             cluster_config.member(args.name)
+        # a missing, unreadable or mismatched key stops the member here, before anything starts
+        for name in [args.name] if args.command == "node" else [m.name for m in cluster_config.members]:
+            cluster_config.member_keys(name)
     except ConfigError as error:
         print(f"cairn: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     if args.command == "node":
         return run_node(cluster_config, args.name, args.rejoin)
     return run_cluster(cluster_config)
+
+
+def run_keygen(path: str, force: bool) -> int:
+    from transport.curve import KeyFileError, write_key_pair
+
+    try:
+        keys = write_key_pair(path, force)
+    except (KeyFileError, OSError) as error:
+        print(f"cairn: {error}", file=sys.stderr)
+        return 1
+    print(f"secret key: {path} (mode 0600; keep it private)")
+    print(f"public key: {path}.pub")
+    print(keys.public.decode())
+    return 0
 
 
 # Set by test harnesses: the member then dies with the process that started it,
@@ -159,11 +183,16 @@ def run_cluster(cluster_config) -> int:
     if gateways:
         print("HTTP (etcd's JSON gateway, for curl):", flush=True)
         print("  " + ",".join(gateways), flush=True)
-    doors = [member.grpc.removeprefix("http://") for member in cluster_config.members if member.grpc]
+    doors = [member.grpc.split("://", 1)[-1] for member in cluster_config.members if member.grpc]
     if doors:
         print("gRPC (etcd's API, for etcdctl --endpoints and etcd's client libraries):", flush=True)
         print("  " + ",".join(doors), flush=True)
-    print("Try: cairnctl --endpoints=%s put foo bar   (Ctrl-C stops the cluster)" % cluster_config.client_endpoints()[0], flush=True)
+    if cluster_config.security.curve:
+        client_key = " --client-key YOUR_CLIENT.key" if cluster_config.security.client_keys else ""
+        print(f"Try: cairnctl --cluster-config {cluster_config.path}{client_key} put foo bar   (Ctrl-C stops the cluster)",
+              flush=True)
+    else:
+        print("Try: cairnctl --endpoints=%s put foo bar   (Ctrl-C stops the cluster)" % cluster_config.client_endpoints()[0], flush=True)
     status = 0
     reported = set()
     try:

@@ -19,6 +19,17 @@ disconnection and fails such requests at once with ConnectionLostError, rather
 than leaving them to wait out their deadline. The client then treats them as
 it treats a request that timed out after being sent: a read is sent again, a
 write's outcome is unknown.
+
+With CURVE (transport/curve.py) each DEALER is a CURVE client of its member's
+public key. ZeroMQ hides a failed handshake (the connection just never
+completes), so the same monitor watches the handshakes too and turns a failure
+into AuthenticationFailed for every request waiting for that endpoint, at once:
+the member refused this client's key, the member is plaintext (or this client
+is and the member is not), or the member closed the connection during the
+handshake twice in a row, which is what it does to a client holding another
+key as its public key. Requests to a refused endpoint then fail at once; after
+auth_retry_s the next request tries a fresh connection, so a member whose keys
+are fixed is reachable again without restarting the client.
 """
 
 from __future__ import annotations
@@ -32,9 +43,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from transport import codec
-from transport.errors import CairnError, ConnectionLostError, MalformedRequestError, Unavailable
+from transport.curve import ClientCurve, handshake_error_text, make_client
+from transport.errors import AuthenticationFailed, CairnError, ConnectionLostError, MalformedRequestError, Unavailable
 from transport.messages import RangeChunk, RangeResponse, WatchResponse, WatchResponses
 
 
@@ -52,17 +65,31 @@ class TransportLimits:
     # ZMQ_IMMEDIATE then fails new requests to it at once instead of queueing them.
     heartbeat_ivl_ms: int = 1000
     heartbeat_timeout_ms: int = 3000
+    # After a failed CURVE handshake, requests to that endpoint fail at once for
+    # this long; the first one after it tries a new connection.
+    auth_retry_s: float = 1.0
+    # Handshakes the member must cut off in a row before the client concludes its
+    # key is not the one the client holds (one may be a member stopping).
+    cut_off_handshakes: int = 2
 
     def __post_init__(self):
         assert self.poll_ms > 0
         assert self.heartbeat_timeout_ms >= 2 * self.heartbeat_ivl_ms, "one late heartbeat must not close a connection"
 
 
+MONITOR_EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                  | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+
 class TransportThread:
     limits = TransportLimits()
 
-    def __init__(self, endpoints: list[str], dial_timeout: float, max_receive_bytes: int):
+    def __init__(self, endpoints: list[str], dial_timeout: float, max_receive_bytes: int, curve: ClientCurve | None = None):
         self.endpoints = list(endpoints)
+        self.curve = curve
+        # endpoint index -> (AuthenticationFailed, when; None: for good); I/O thread only
+        self.refused: dict[int, tuple[AuthenticationFailed, float | None]] = {}
+        self.cut_off: dict[int, int] = {}  # endpoint index -> handshakes cut off in a row
         self.dial_timeout = dial_timeout
         self.max_receive_bytes = max_receive_bytes
         self.context = zmq.Context()
@@ -90,6 +117,8 @@ class TransportThread:
         with self.lock:
             if address in self.endpoints:
                 return self.endpoints.index(address)
+            if self.curve is not None and self.curve.server_key(address) is None:
+                return -1  # discovered, but this client has no key for it: not used
             self.endpoints.append(address)
             self.new_endpoints.append(address)
             index = len(self.endpoints) - 1
@@ -169,9 +198,9 @@ class TransportThread:
     # ------------------------------------------------------------------ thread
 
     def _run(self) -> None:
-        dealers = []
-        monitors = {}  # monitor socket -> endpoint index
-        poller = zmq.Poller()
+        dealers = self.dealers = []
+        monitors = self.monitors = {}  # monitor socket -> endpoint index
+        poller = self.poller = zmq.Poller()
         poller.register(self.wake_receiver, zmq.POLLIN)
         unsent: deque = deque()
         try:
@@ -184,20 +213,17 @@ class TransportThread:
                     except zmq.Again:
                         pass
                 while self.new_endpoints:
-                    dealers.append(self._dealer(self.new_endpoints.popleft()))
-                    poller.register(dealers[-1], zmq.POLLIN)
-                    monitor = dealers[-1].get_monitor_socket(zmq.EVENT_DISCONNECTED)
-                    monitors[monitor] = len(dealers) - 1
-                    poller.register(monitor, zmq.POLLIN)
+                    dealers.append(None)
+                    self._open(len(dealers) - 1, self.new_endpoints.popleft())
+                for monitor, endpoint in list(monitors.items()):
+                    if monitor in events:
+                        self._on_monitor(monitor, endpoint)
                 while self.submissions:
                     unsent.append(self.submissions.popleft())
                 unsent = self._send_all(dealers, unsent)
                 for socket in dealers:
                     if socket in events:
                         self._receive_all(socket)
-                for monitor, endpoint in monitors.items():
-                    if monitor in events:
-                        self._on_disconnected(monitor, endpoint)
         finally:
             for monitor in monitors:
                 monitor.close(linger=0)
@@ -209,13 +235,38 @@ class TransportThread:
             self.wake_receiver.close(linger=0)
             self.context.term()
 
-    def _dealer(self, endpoint: str):
+    def _open(self, index: int, address: str) -> None:
+        """The DEALER of endpoint `index` and its monitor (replacing any before)."""
+        old = self.dealers[index]
+        if old is not None:
+            for monitor, endpoint in list(self.monitors.items()):
+                if endpoint == index:
+                    self.poller.unregister(monitor)
+                    del self.monitors[monitor]
+                    monitor.close(linger=0)
+            self.poller.unregister(old)
+            old.close(linger=0)
+        socket = self.dealers[index] = self._dealer(address, index)
+        self.poller.register(socket, zmq.POLLIN)
+        monitor = socket.get_monitor_socket(MONITOR_EVENTS, addr=f"inproc://cairn-client-monitor-{id(self)}-{id(socket)}")
+        self.monitors[monitor] = index
+        self.poller.register(monitor, zmq.POLLIN)
+
+    def _dealer(self, endpoint: str, index: int):
         socket = self.context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.IMMEDIATE, 1)
         socket.setsockopt(zmq.RCVHWM, 0)
         socket.setsockopt(zmq.HEARTBEAT_IVL, self.limits.heartbeat_ivl_ms)
         socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, self.limits.heartbeat_timeout_ms)
+        if self.curve is not None:
+            server_key = self.curve.server_key(endpoint)
+            if server_key is None:
+                self.refused[index] = (AuthenticationFailed(
+                    f"no public key for the member at {endpoint}: this client was given keys for "
+                    f"{', '.join(sorted(self.curve.server_keys)) or 'no endpoint'}", endpoint=endpoint), None)
+                return socket  # never connected
+            make_client(socket, self.curve.keys, server_key)
         socket.connect(endpoint)
         return socket
 
@@ -224,6 +275,13 @@ class TransportThread:
         now = time.monotonic()
         for item in unsent:
             endpoint, frame, request_id, deadline = item
+            if endpoint in self.refused:
+                error, when = self.refused[endpoint]
+                if when is None or now - when < self.limits.auth_retry_s:
+                    self._resolve(request_id, error=error)
+                    continue
+                del self.refused[endpoint]  # time to try a new connection
+                self._open(endpoint, self.endpoints[endpoint])
             with self.lock:
                 if request_id not in self.pending:
                     continue  # the caller gave up
@@ -283,14 +341,44 @@ class TransportThread:
                 stream(WatchResponse(r.header, watch_id, r.created, r.canceled, r.compact_revision, r.cancel_reason,
                                      r.fragment, r.events))
 
-    def _on_disconnected(self, monitor, endpoint: int) -> None:
-        """The connection to `endpoint` dropped: what was sent on it and not yet
-        answered never will be."""
+    def _on_monitor(self, monitor, endpoint: int) -> None:
+        """Connection events of `endpoint`: a drop, or a CURVE handshake's outcome."""
+        disconnected = False
         try:
             while True:
-                monitor.recv_multipart(zmq.NOBLOCK)
+                event, value = self._event(monitor.recv_multipart(zmq.NOBLOCK))
+                if event == zmq.EVENT_DISCONNECTED:
+                    disconnected = True
+                elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self.cut_off.pop(endpoint, None)
+                elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                    self.cut_off[endpoint] = self.cut_off.get(endpoint, 0) + 1
+                    if self.cut_off[endpoint] >= self.limits.cut_off_handshakes:
+                        self._refuse(endpoint, event, value)
+                elif event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+                    self._refuse(endpoint, event, value)
         except zmq.Again:
             pass
+        if disconnected:
+            self._on_disconnected(endpoint)
+
+    @staticmethod
+    def _event(parts: list[bytes]) -> tuple[int, int]:
+        """(event, value) of a monitor message."""
+        event = parse_monitor_message(parts)
+        return event["event"], event["value"]
+
+    def _refuse(self, endpoint: int, event: int, value: int) -> None:
+        """The handshake with `endpoint` failed: its waiting requests fail now (in _send_all)."""
+        address = self.endpoints[endpoint]
+        public = self.curve.keys.public if self.curve is not None else None
+        text = handshake_error_text(event, value, address, self.curve is not None, public)
+        self.refused[endpoint] = (AuthenticationFailed(text, endpoint=address), time.monotonic())
+        self.cut_off.pop(endpoint, None)
+
+    def _on_disconnected(self, endpoint: int) -> None:
+        """The connection to `endpoint` dropped: what was sent on it and not yet
+        answered never will be."""
         with self.lock:
             lost = [request_id for request_id, on in self.sent_on.items() if on == endpoint]
         address = self.endpoints[endpoint]

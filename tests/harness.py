@@ -19,6 +19,7 @@ import yaml
 from cairn import Client
 from cairn import config as config_module
 from cairn.procfs import process_tree
+from transport import curve
 from transport.errors import CairnError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,27 +38,65 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def write_config(directory, members: int = 1, http: bool = False, grpc: bool = False, **member_settings) -> str:
+def write_config(directory, members: int = 1, http: bool = False, grpc: bool = False, secure: bool = False,
+                 client_keys: tuple = (), **member_settings) -> str:
     """A config of `members` members on free loopback ports; with http=True each
     member also serves etcd's JSON gateway (actors/gateway.py), with grpc=True
-    etcd's gRPC API (actors/grpc_gateway.py)."""
+    etcd's gRPC API (actors/grpc_gateway.py). secure=True: security mode curve,
+    with a key pair per member in <directory>/keys (`cairn keygen`'s files) and
+    security.client_keys = client_keys; otherwise mode plaintext."""
     ports = free_ports(4 * members)
     entries = []
     for i in range(members):
         entry = {"name": f"n{i + 1}", "peer": f"tcp://127.0.0.1:{ports[4 * i]}", "client": f"tcp://127.0.0.1:{ports[4 * i + 1]}"}
+        scheme = "https" if secure else "http"
         if http:
-            entry["http"] = f"http://127.0.0.1:{ports[4 * i + 2]}"
+            entry["http"] = f"{scheme}://127.0.0.1:{ports[4 * i + 2]}"
         if grpc:
-            entry["grpc"] = f"http://127.0.0.1:{ports[4 * i + 3]}"
+            entry["grpc"] = f"{scheme}://127.0.0.1:{ports[4 * i + 3]}"
+        if secure:
+            entry["public_key"] = curve.write_key_pair(os.path.join(str(directory), "keys", f"{entry['name']}.key"),
+                                                       force=True).public.decode()
         entries.append(entry)
+    security = {"mode": "curve", "client_keys": [k.decode() if isinstance(k, bytes) else k for k in client_keys]} \
+        if secure else {"mode": "plaintext"}
+    if secure:
+        member_settings.setdefault("secret_key_file", "keys/{name}.key")
+    if secure and (http or grpc):
+        write_tls_files(directory)
+        member_settings.setdefault("tls", {"cert_file": "tls/server.crt", "key_file": "tls/server.key",
+                                           "client_ca_file": "tls/client.crt"})
     document = {
-        "cluster": {"name": "test", "members": entries},
+        "cluster": {"name": "test", "security": security, "members": entries},
         "member": {"data_dir": "data/{name}", "log_level": "info", **member_settings},
     }
     path = os.path.join(str(directory), "cluster.yaml")
     with open(path, "w") as handle:
         yaml.safe_dump(document, handle)
     return path
+
+
+def write_tls_files(directory) -> None:
+    """<directory>/tls: a self-signed server certificate for 127.0.0.1 and a
+    self-signed client certificate (the gateways' client CA), made with openssl."""
+    tls = os.path.join(str(directory), "tls")
+    os.makedirs(tls, mode=0o700, exist_ok=True)
+    for name, subject in (("server", "/CN=127.0.0.1"), ("client", "/CN=cairn-test-client")):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-keyout", os.path.join(tls, f"{name}.key"), "-out", os.path.join(tls, f"{name}.crt"),
+                        "-days", "2", "-subj", subject, "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+
+
+def tls_client_context(directory, client_certificate: bool = True):
+    """An ssl context that trusts the test server certificate (and presents the test client's)."""
+    import ssl
+
+    tls = os.path.join(str(directory), "tls")
+    context = ssl.create_default_context(cafile=os.path.join(tls, "server.crt"))
+    if client_certificate:
+        context.load_cert_chain(os.path.join(tls, "client.crt"), os.path.join(tls, "client.key"))
+    return context
 
 
 def group_members(pgid: int) -> list[int]:
@@ -101,7 +140,7 @@ class Member:
     @property
     def grpc_target(self) -> str:
         """The member's gRPC address as gRPC clients take it, e.g. 127.0.0.1:PORT ("" if none)."""
-        return self.spec.grpc.removeprefix("http://")
+        return self.spec.grpc.split("://", 1)[-1]
 
     def wait_grpc(self, timeout: float = START_TIMEOUT_S) -> None:
         """Until the member's gRPC door accepts connections."""
@@ -123,7 +162,8 @@ class Member:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(self.http_url + "/version", timeout=2.0) as response:
+                context = tls_client_context(self.cluster.directory) if self.http_url.startswith("https://") else None
+                with urllib.request.urlopen(self.http_url + "/version", timeout=2.0, context=context) as response:
                     if response.status == 200:
                         return
             except OSError:
@@ -208,7 +248,7 @@ class Member:
             context.term()
 
     def status(self, timeout: float = 2.0):
-        with Client([self.endpoint], timeout=timeout, dial_timeout=1.0) as client:
+        with Client([self.endpoint], timeout=timeout, dial_timeout=1.0, **self.cluster.client_options()) as client:
             return client.status()
 
     def log_records(self, actor: str) -> list[dict]:
@@ -220,9 +260,19 @@ class Member:
 
 
 class Cluster:
-    def __init__(self, directory, members: int = 1, http: bool = False, grpc: bool = False, **member_settings):
+    def __init__(self, directory, members: int = 1, http: bool = False, grpc: bool = False, secure: bool = False,
+                 restrict_clients: bool = False, **member_settings):
+        """secure: CURVE on every door (see write_config); restrict_clients: only
+        the client key the harness writes (<directory>/keys/client.key, used by
+        every client it makes) may connect."""
         self.directory = str(directory)
-        self.config_path = write_config(directory, members, http=http, grpc=grpc, **member_settings)
+        client_keys = ()
+        self.client_key = None
+        if restrict_clients:
+            self.client_key = os.path.join(self.directory, "keys", "client.key")
+            client_keys = (curve.write_key_pair(self.client_key, force=True).public,)
+        self.config_path = write_config(directory, members, http=http, grpc=grpc, secure=secure, client_keys=client_keys,
+                                        **member_settings)
         self.config = config_module.load(self.config_path)
         self.members = {m.name: Member(self, m.name) for m in self.config.members}
 
@@ -235,7 +285,14 @@ class Cluster:
         cluster.config_path = config_path
         cluster.config = config_module.load(config_path)
         cluster.members = {m.name: Member(cluster, m.name) for m in cluster.config.members}
+        cluster.client_key = None
         return cluster
+
+    def client_options(self) -> dict:
+        """Client keyword arguments for this cluster's security (none in plaintext)."""
+        if not self.config.security.curve:
+            return {}
+        return {"server_public_keys": {m.client: m.public_key for m in self.config.members}, "client_key": self.client_key}
 
     @property
     def endpoints(self) -> list[str]:
@@ -254,13 +311,13 @@ class Cluster:
         return self
 
     def client(self, endpoints=None, timeout: float = 10.0) -> Client:
-        return Client(endpoints or self.endpoints, timeout=timeout)
+        return Client(endpoints or self.endpoints, timeout=timeout, **self.client_options())
 
     def wait_ready(self, members=None, timeout: float = START_TIMEOUT_S) -> None:
         """Until every given member serves a linearizable read (so it has a leader)."""
         deadline = time.monotonic() + timeout
         for member in members or self.members.values():
-            with Client([member.endpoint], timeout=2.0, dial_timeout=1.0) as client:
+            with Client([member.endpoint], timeout=2.0, dial_timeout=1.0, **self.client_options()) as client:
                 while True:
                     try:
                         client.get(b"__ready__")

@@ -206,6 +206,16 @@ class Unavailable(CairnError):
     retryable = True
 
 
+class AuthenticationFailed(CairnError):
+    """Client side only: the CURVE handshake with a member failed (the member
+    refused this client's key, the member's key is not the one this client was
+    given, or one side is plaintext). Not retried: no other attempt would fare
+    better until the configuration changes. The message says which case, and
+    never holds a secret key."""
+
+    code = "AuthenticationFailed"
+
+
 class ConnectionLostError(CairnError):
     """Client side only: the connection a request left on dropped before the
     answer came. Handled like a timeout after sending: a read is sent again,

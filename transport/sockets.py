@@ -4,6 +4,11 @@ Every actor binds one PULL socket at ipc://<data_dir>/run/<actor>.ipc and sends 
 the others with PUSH sockets: many writers, one reader, no request/reply lockstep
 between actors, so each can drain and batch. Peers and clients use tcp://.
 
+The run directory is owner-only (0700), whatever the umask: a socket file in
+it cannot be reached by another local user (connect needs search permission
+on the directory), so the actors of a member talk over ipc:// that only the
+member's own user can use, in plaintext and in CURVE mode alike.
+
 Sends never block an actor: a full queue (the high-water mark) raises
 zmq.Again, which the caller turns into backpressure or an error reply.
 """
@@ -36,6 +41,15 @@ def ipc_endpoint(data_dir: str, actor: str) -> str:
     return "ipc://" + ipc_path(data_dir, actor)
 
 
+def make_run_dir(data_dir: str) -> str:
+    """The member's run directory, created or narrowed to owner-only (0700)."""
+    path = run_dir(data_dir)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
 def remove_stale_ipc(data_dir: str) -> None:
     """Remove sockets a killed member left behind, so the next start binds cleanly."""
     for actor in ACTORS:
@@ -54,7 +68,7 @@ def configure(socket: zmq.Socket, hwm: int) -> zmq.Socket:
 
 def inbox(context: zmq.Context, data_dir: str, actor: str, hwm: int) -> zmq.Socket:
     """The PULL socket an actor reads from."""
-    os.makedirs(run_dir(data_dir), exist_ok=True)
+    make_run_dir(data_dir)
     socket = configure(context.socket(zmq.PULL), hwm)
     socket.bind(ipc_endpoint(data_dir, actor))
     return socket

@@ -125,7 +125,7 @@ class RaftActor(Actor):
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
-        self.peers = Peers(self.context, self.member, config.members, self.log)
+        self.peers = Peers(self.context, self.member, config.members, self.log, self.serve_curve, self.connect_curve)
         self.snapshot_sender = SnapshotSender(self.data_dir, self.kv_env, self.member.id, self.log)
         self.snapshot_receiver = SnapshotReceiver(self.data_dir, self.member.id, self.log)
         self.snapshot_to_step = None  # the MSG_SNAP waiting for apply to install its data

@@ -12,6 +12,11 @@ chunk's); a message must be addressed to this member; a snapshot chunk must
 carry a MSG_SNAP with its metadata and stay within its declared size. What
 passes is then checked by the Raft core's own _validate.
 
+In CURVE mode (transport/curve.py) the inbox is a CURVE server that only the
+members of the config may finish a handshake with, and each outbox a CURVE
+client that talks to its peer's key only (the actor's serve_curve and
+connect_curve).
+
 Failpoints (tests): traffic to and from chosen peers can be dropped (a
 partition) or held back for a while (delay), and healed, at run time.
 """
@@ -32,10 +37,12 @@ PEER_HWM = 1000
 
 
 class Peers:
-    def __init__(self, context: zmq.Context, member, members, log):
+    def __init__(self, context: zmq.Context, member, members, log, serve_curve=None, connect_curve=None):
         self.member_id = member.id
         self.log = log
         self.inbox = configure(context.socket(zmq.PULL), PEER_HWM)
+        if serve_curve is not None:
+            serve_curve(self.inbox, "peer")
         self.inbox.bind(member.peer)
         self.known_peers = frozenset(peer.id for peer in members if peer.id != member.id)
         self.outboxes: dict[int, zmq.Socket] = {}
@@ -44,6 +51,8 @@ class Peers:
                 continue
             socket = configure(context.socket(zmq.PUSH), PEER_HWM)
             socket.setsockopt(zmq.IMMEDIATE, 1)
+            if connect_curve is not None:
+                connect_curve(socket, peer)
             socket.connect(peer.peer)
             self.outboxes[peer.id] = socket
         self.drop_peers: frozenset[int] = frozenset()

@@ -10,6 +10,7 @@ from cairn import config
 GOOD = """
 cluster:
   name: test
+  security: {mode: plaintext}
   members:
     - {name: a, peer: "tcp://127.0.0.1:3380", client: "tcp://127.0.0.1:3379"}
     - {name: b, peer: "tcp://127.0.0.1:3381", client: "tcp://127.0.0.1:3378"}

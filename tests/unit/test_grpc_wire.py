@@ -82,10 +82,10 @@ def test_errors_are_etcds_grpc_statuses():
 
 def test_config_grpc_address():
     member = {"name": "n1", "peer": "tcp://127.0.0.1:1", "client": "tcp://127.0.0.1:2"}
-    loaded = config.from_document({"cluster": {"name": "c", "members": [{**member, "grpc": "http://127.0.0.1:3/"}]}})
+    loaded = config.from_document({"cluster": {"name": "c", "security": {"mode": "plaintext"}, "members": [{**member, "grpc": "http://127.0.0.1:3/"}]}})
     assert loaded.members[0].grpc == "http://127.0.0.1:3"
-    assert config.from_document({"cluster": {"name": "c", "members": [member]}}).members[0].grpc == ""
+    assert config.from_document({"cluster": {"name": "c", "security": {"mode": "plaintext"}, "members": [member]}}).members[0].grpc == ""
     with pytest.raises(config.ConfigError, match=r"members\[0\]\.grpc: .* is not http://HOST:PORT"):
-        config.from_document({"cluster": {"name": "c", "members": [{**member, "grpc": "127.0.0.1:3"}]}})
+        config.from_document({"cluster": {"name": "c", "security": {"mode": "plaintext"}, "members": [{**member, "grpc": "127.0.0.1:3"}]}})
     with pytest.raises(config.ConfigError, match="already used"):
-        config.from_document({"cluster": {"name": "c", "members": [{**member, "grpc": "http://127.0.0.1:2"}]}})
+        config.from_document({"cluster": {"name": "c", "security": {"mode": "plaintext"}, "members": [{**member, "grpc": "http://127.0.0.1:2"}]}})
