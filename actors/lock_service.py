@@ -88,8 +88,11 @@ class LeaseSession:
 class LockService:
     limits = ServiceLimits()
 
-    def __init__(self, endpoint: str, reply):
-        self.client = Client([endpoint], timeout=self.limits.call_timeout_s)
+    def __init__(self, endpoint: str, reply, token: str | None = None):
+        # token: the member's internal token (actors/auth_door.py): with auth
+        # enabled the services run as the member; the frontend checked the
+        # caller's permission on the lock's or election's keys already.
+        self.client = Client([endpoint], timeout=self.limits.call_timeout_s, token=token)
         self.reply = reply
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
         self.workers: list[threading.Thread] = []
