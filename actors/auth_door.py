@@ -205,22 +205,23 @@ class Hasher:
 
 
 class Tokens:
-    """token -> [user, auth revision at issue, expiry]; ordered by last use."""
+    """token -> [user, auth revision at issue, expiry, password hash at issue];
+    ordered by last use."""
 
     def __init__(self, ttl_s: float):
         self.ttl_s = ttl_s
         self.tokens: OrderedDict[str, list] = OrderedDict()
         self.counter = 0
 
-    def issue(self, user: str, revision: int, now: float) -> str:
+    def issue(self, user: str, revision: int, now: float, password_hash: str = "") -> str:
         self.counter += 1
         token = f"{secrets.token_urlsafe(12)}.{self.counter}"
-        self.tokens[token] = [user, revision, now + self.ttl_s]
+        self.tokens[token] = [user, revision, now + self.ttl_s, password_hash]
         while len(self.tokens) > MAX_TOKENS:
             self.tokens.popitem(last=False)
         return token
 
-    def resolve(self, token, now: float) -> str | None:
+    def resolve(self, token, now: float) -> list | None:
         record = self.tokens.get(token) if isinstance(token, str) else None
         if record is None:
             return None
@@ -229,7 +230,10 @@ class Tokens:
             return None
         record[2] = now + self.ttl_s
         self.tokens.move_to_end(token)
-        return record[0]
+        return record
+
+    def forget(self, token) -> None:
+        self.tokens.pop(token, None)
 
     def sweep(self, now: float) -> None:
         while self.tokens:
@@ -307,22 +311,30 @@ class AuthDoor:
         self.throttle = Throttle(failure_delay_s)
         self.internal = internal_token(data_dir)
         self.next_sweep = 0.0
+        self.peer = None  # the caller a door's request names (set by identify)
 
     def identify(self, options: dict, now: float) -> str | None:
         """The user a request runs as: None when unchecked (auth disabled, or
         the member's own services); "" when no token came."""
         token = options.get("token") if options else None
+        # a door's Authenticate names its caller (the door itself is one connection for all)
+        self.peer = options.get("peer") if token is not None and token == self.internal else None
         if token is not None and token == self.internal:
             return None
         with self.env.begin() as txn:
             if not self.store.enabled(txn):
                 return None
-        if token is None:
-            return ""
-        user = self.tokens.resolve(token, now)
-        if user is None:
-            raise InvalidAuthTokenError()
-        return user
+            if token is None:
+                return ""
+            record = self.tokens.resolve(token, now)
+            if record is None:
+                raise InvalidAuthTokenError()
+            found = self.store.user(txn, record[0])
+            if found is None or found[0] != record[3]:
+                # deleted, or its password changed since: its tokens end (as etcd's do)
+                self.tokens.forget(token)
+                raise InvalidAuthTokenError()
+        return record[0]
 
     def check_arrival(self, user: str | None, request) -> None:
         """The checks made when a request arrives: watch creation, the
@@ -348,7 +360,7 @@ class AuthDoor:
     def begin_authenticate(self, identity: bytes, name: str, now: float):
         """(keys, stored hash) for a verification to run, or raises: AuthNotEnabled,
         or AuthFailed for an attempt refused without verifying."""
-        keys = (("user", name), ("connection", identity))
+        keys = (("user", name), ("connection", identity) if self.peer is None else ("peer", self.peer))
         with self.env.begin() as txn:
             if not self.store.enabled(txn):
                 raise AuthNotEnabledError()
@@ -370,7 +382,8 @@ class AuthDoor:
         self.throttle.succeeded(keys)
         with self.env.begin() as txn:
             revision = self.store.revision(txn)
-        return self.tokens.issue(name, revision, now)
+            found = self.store.user(txn, name)
+        return self.tokens.issue(name, revision, now, found[0] if found else "")
 
     def on_timer(self, now: float) -> None:
         if now >= self.next_sweep:
