@@ -118,12 +118,14 @@ class CallPlanner:
         return self._preferred
 
     def call(self, request, write: bool, timeout: float | None = None, endpoint: str | None = None,
-             token: str | None = None) -> Plan:
+             token: str | None = None, options: dict | None = None) -> Plan:
         """Send request and return its response, failing over between endpoints
         as cairn.retry decides. write=False marks a request safe to send again.
         With `endpoint`, only that member is asked, and an error is not retried
-        elsewhere. `token`: an auth token for this call alone (a door's caller's)."""
+        elsewhere. `token`: an auth token for this call alone (a door's caller's);
+        `options`: more frame options for this call alone."""
         call = self._start(request, write, timeout, endpoint)
+        call.options = options
         authenticated_again = False
         while True:
             index, address, remaining = self._next_attempt(call)
@@ -191,9 +193,10 @@ class CallPlanner:
     def _frame(self, call: _Call, index: int, token: str | None) -> bytes:
         if token is None:
             token = self.fixed_token if self.fixed_token is not None else self.tokens.get(index)
-        if token is None:
+        if token is None and not call.options:
             return call.frame
-        return encode(call.request, call.request_id, {**(self.options or {}), "token": token})
+        return encode(call.request, call.request_id,
+                      {**(self.options or {}), **(call.options or {}), **({"token": token} if token else {})})
 
     def options_for(self, index: int) -> dict | None:
         """The frame options for a request to endpoint `index` (the watches')."""
@@ -267,12 +270,13 @@ class CallPlanner:
 class _Call:
     """One request's progress through its attempts."""
 
-    __slots__ = ("request", "write", "deadline", "fixed", "request_id", "frame", "last_error", "backoff")
+    __slots__ = ("request", "write", "deadline", "fixed", "request_id", "frame", "last_error", "backoff", "options")
 
     def __init__(self, request, write: bool, deadline: float, fixed: int | None):
         self.request, self.write, self.deadline, self.fixed = request, write, deadline, fixed
         self.request_id, self.frame, self.last_error = 0, b"", None
         self.backoff = retry.Backoff()
+        self.options = None
 
 
 __all__ = ["CallPlanner", "Pause", "Plan", "Wait", "run_async", "run_blocking"]

@@ -100,14 +100,16 @@ class Client:
     def __exit__(self, *exc_info):
         self.close()
 
-    def call(self, request, write: bool, timeout=None, endpoint: str | None = None, token: str | None = None):
+    def call(self, request, write: bool, timeout=None, endpoint: str | None = None, token: str | None = None,
+             options: dict | None = None):
         """Send one prepared request message (transport/messages.py) and return its
         response, with the routing and failover rules of the methods below: for
         front ends that build the messages themselves (the HTTP gateway).
         write=False marks a request that is safe to send again. With `endpoint`,
         only that member is asked, and an error is not retried elsewhere.
-        token: an auth token for this call alone (a door passes its caller's on)."""
-        return self._run(self._calls.call(request, write, timeout, endpoint, token))
+        token: an auth token for this call alone (a door passes its caller's on);
+        options: more frame options for this call alone."""
+        return self._run(self._calls.call(request, write, timeout, endpoint, token, options))
 
     # ------------------------------------------------------------------ KV
 
