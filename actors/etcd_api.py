@@ -23,6 +23,7 @@ import asyncio
 import signal
 from dataclasses import dataclass
 
+from actors.auth_door import internal_token
 from actors.base import Actor
 from cairn import aio
 from cairn.watch import is_progress_notify
@@ -97,6 +98,14 @@ class Door(Actor):
         finally:
             await self.close_door()
 
+    def authenticate_options(self, peer) -> dict:
+        """What a door's Authenticate carries: the member's internal token and the
+        caller's address, so the frontend throttles failures per caller rather
+        than per door (actors/auth_door.py)."""
+        if not hasattr(self, "_internal_token"):
+            self._internal_token = internal_token(self.data_dir)
+        return {"token": self._internal_token, "peer": str(peer)}
+
     async def open_door(self, client_timeout: float) -> None:
         """Start serving (the client is connected already)."""
         raise NotImplementedError
@@ -112,6 +121,9 @@ _READS = (m.RangeRequest, m.LeaseTimeToLiveRequest, m.LeaseLeasesRequest, m.Leas
           m.MemberListRequest, m.StatusRequest, m.LeaderRequest, m.MoveLeaderRequest)
 # Maintenance reads: Hash, HashKV, and the pieces of a Snapshot.
 _READS += (m.HashRequest, m.HashKVRequest, m.SnapshotRequest)
+# Auth reads (they go through the log, and change nothing).
+_READS += (m.AuthenticateRequest, m.AuthStatusRequest, m.AuthUserGetRequest, m.AuthUserListRequest,
+           m.AuthRoleGetRequest, m.AuthRoleListRequest)
 
 
 def is_write(message) -> bool:
@@ -126,12 +138,15 @@ def call_timeout(message) -> float | None:
     return aio.Client.SERVICE_WAIT_S if isinstance(message, (m.LockRequest, m.CampaignRequest)) else None
 
 
-async def call(client: aio.Client, message, timeout: float | None = None, endpoint: str | None = None):
-    """Send one request through the frontend as etcd's server would serve it."""
+async def call(client: aio.Client, message, timeout: float | None = None, endpoint: str | None = None,
+               token: str | None = None, options: dict | None = None):
+    """Send one request through the frontend as etcd's server would serve it;
+    token: the caller's auth token (the frontend checks it)."""
     wait = call_timeout(message)
     if timeout is not None:
         wait = timeout if wait is None else min(wait, timeout)
-    return await client.call(message, write=is_write(message), timeout=wait, endpoint=endpoint)
+    return await client.call(message, write=is_write(message), timeout=wait, endpoint=endpoint, token=token,
+                             options=options)
 
 
 # ---------------------------------------------------------------- errors
@@ -153,6 +168,15 @@ ERROR_CODES = {
     "NoLeader": GRPC_UNAVAILABLE, "NotLeader": GRPC_UNAVAILABLE, "Timeout": GRPC_UNAVAILABLE,
     "Unavailable": GRPC_UNAVAILABLE, "Indeterminate": GRPC_UNAVAILABLE, "Stopping": GRPC_UNAVAILABLE,
     "ElectionNotLeader": GRPC_FAILED_PRECONDITION, "LockLost": GRPC_FAILED_PRECONDITION,
+    # auth, as etcd's rpctypes
+    "PermissionDenied": 7, "AuthFailed": GRPC_INVALID_ARGUMENT, "InvalidAuthToken": 16,
+    "AuthNotEnabled": GRPC_FAILED_PRECONDITION, "InvalidAuthManagement": GRPC_INVALID_ARGUMENT,
+    "UserEmpty": GRPC_INVALID_ARGUMENT, "RoleEmpty": GRPC_INVALID_ARGUMENT,
+    "UserAlreadyExist": GRPC_FAILED_PRECONDITION, "UserNotFound": GRPC_FAILED_PRECONDITION,
+    "RoleAlreadyExist": GRPC_FAILED_PRECONDITION, "RoleNotFound": GRPC_FAILED_PRECONDITION,
+    "RoleNotGranted": GRPC_FAILED_PRECONDITION, "PermissionNotGranted": GRPC_FAILED_PRECONDITION,
+    "RootUserNotExist": GRPC_FAILED_PRECONDITION, "RootRoleNotExist": GRPC_FAILED_PRECONDITION,
+    "NoPasswordUser": GRPC_INVALID_ARGUMENT,
 }
 AUTH_NOT_ENABLED = "etcdserver: authentication is not enabled"
 # Errors whose message is etcd's own whatever cairn's says (the client library

@@ -22,6 +22,7 @@ frontend keeps serving. At shutdown, pending requests are answered Stopping.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from actors.auth_door import AuthDoor, Hasher, hash_password, verify_password
 from actors.base import Actor
 from actors.crash_reports import read_member_errors
 from actors.lock_service import SERVICE_REQUESTS
@@ -49,6 +51,7 @@ from transport.errors import (
     ERRORS_BY_CODE,
     from_response,
 )
+from transport import messages as m
 from transport.messages import (
     ALARM_GET,
     ALARM_NAMES,
@@ -131,6 +134,16 @@ WATCH_REQUESTS = (WatchCreateRequest, WatchCancelRequest, WatchProgressRequest)
 # deadlines) and the Lock and Election services it runs.
 LEASE_ACTOR_REQUESTS = (LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest) + SERVICE_REQUESTS
 LEASE_WRITE_REQUESTS = (LeaseGrantRequest, LeaseRevokeRequest)
+# Every auth request but Authenticate goes through the log, reads too (etcd).
+AUTH_LOG_REQUESTS = (
+    m.AuthEnableRequest, m.AuthDisableRequest, m.AuthStatusRequest, m.AuthUserAddRequest, m.AuthUserGetRequest,
+    m.AuthUserListRequest, m.AuthUserDeleteRequest, m.AuthUserChangePasswordRequest, m.AuthUserGrantRoleRequest,
+    m.AuthUserRevokeRoleRequest, m.AuthRoleAddRequest, m.AuthRoleGetRequest, m.AuthRoleListRequest,
+    m.AuthRoleDeleteRequest, m.AuthRoleGrantPermissionRequest, m.AuthRoleRevokePermissionRequest)
+# Checked by the state machine (through the log) or when served (ranges), not on arrival.
+CHECKED_LATER = WRITE_REQUESTS + LEASE_WRITE_REQUESTS + AUTH_LOG_REQUESTS + (AlarmRequest, RangeRequest, m.AuthenticateRequest)
+# Requests whose password the frontend hashes before proposing them.
+PASSWORD_REQUESTS = (m.AuthUserAddRequest, m.AuthUserChangePasswordRequest)
 
 
 class FrontendActor(Actor):
@@ -178,6 +191,12 @@ class FrontendActor(Actor):
         self.on_message(ClientReplies, self.on_client_replies)
         self.on_message(RaftStatus, self.on_raft_status)
         self.maintenance = Maintenance(self)  # Snapshot, Hash, HashKV
+        # auth (actors/auth_door.py): tokens, throttling, scrypt off the loop
+        self.auth = AuthDoor(self.env, self.data_dir, self.settings.auth_token_ttl_s,
+                             self.settings.auth_failure_delay_ms / 1000)
+        self.hasher = Hasher(self.context, "frontend-hasher")
+        self.add_reader(self.hasher.socket, self.hasher.ready)
+        self.read_users: dict[tuple[bytes, int], str] = {}  # reads to check when served: (identity, request id) -> user
         self.log.info("frontend_listening", client=self.member.client)
 
     # ------------------------------------------------------------------ clients
@@ -194,16 +213,26 @@ class FrontendActor(Actor):
                 request_id, request, options = codec.decode_with_options(frame, self.limits.max_request_bytes)
                 if options.get("require_leader") and not self.raft.leader_id:
                     raise NoLeaderError()  # etcd's WithRequireLeader
-                self.dispatch(identity, request_id, request, frame, now)
+                user = self.auth.identify(options, now)
+                if user is not None and not isinstance(request, CHECKED_LATER):
+                    self.auth.check_arrival(user, request)
+                if "token" in options:  # no token in the log, nor in frames handed to other actors
+                    frame = codec.encode(request, request_id, {k: v for k, v in options.items() if k != "token"})
+                self.dispatch(identity, request_id, request, frame, now, user)
             except CairnError as error:
                 request_id = codec.peek_request_id(frame)
                 self.log.info("request_rejected", request_id=request_id, code=error.code, error=error.message)
                 self.reply_error(identity, request_id, error)
 
-    def dispatch(self, identity: bytes, request_id: int, request, frame: bytes, now: float) -> None:
+    def dispatch(self, identity: bytes, request_id: int, request, frame: bytes, now: float, user: str | None = None) -> None:
+        """user: who the request runs as (actors/auth_door.py: None = unchecked)."""
         if isinstance(request, AlarmRequest) and request.action == ALARM_GET:
             self.reply(identity, request_id, self.alarm_list(request.member_id))
-        elif isinstance(request, WRITE_REQUESTS + LEASE_WRITE_REQUESTS) or isinstance(request, AlarmRequest):
+        elif isinstance(request, m.AuthenticateRequest):
+            self.authenticate(identity, request_id, request, now)
+        elif isinstance(request, PASSWORD_REQUESTS) and request.password:
+            self.hash_then_propose(identity, request_id, request, user)
+        elif isinstance(request, WRITE_REQUESTS + LEASE_WRITE_REQUESTS + AUTH_LOG_REQUESTS) or isinstance(request, AlarmRequest):
             if isinstance(request, LeaseGrantRequest) and request.id == 0:
                 # etcd's server picks the id before the log, so every member applies the same one
                 request = LeaseGrantRequest(request.ttl, new_lease_id())
@@ -216,11 +245,13 @@ class FrontendActor(Actor):
             deadline = now + self.settings.request_timeout_ms / 1000
             self.pending_writes[request_id] = (identity, deadline)
             self.expiry.append((deadline, request_id))
-            self.proposals.append((request_id, make_payload(self.member.id, frame)))
+            self.proposals.append((request_id, make_payload(self.member.id, frame, user)))
         elif isinstance(request, RangeRequest):
             if not request.key:
                 raise EmptyKeyError()
             read = (identity, request_id, request)
+            if user is not None:
+                self.read_users[(identity, request_id)] = user
             (self.serve_now if request.serializable else self.awaiting_read_index).append(read)
         elif isinstance(request, WATCH_REQUESTS):
             self.for_watch.append((identity, frame))
@@ -236,6 +267,44 @@ class FrontendActor(Actor):
             self.maintenance.handle(identity, request_id, request)
         else:
             raise MalformedRequestError(f"{type(request).__name__} is not a client request")
+
+    # ------------------------------------------------------------------ auth
+
+    def authenticate(self, identity: bytes, request_id: int, request, now: float) -> None:
+        """Verify on the hasher's thread, then answer with a token (or AuthFailed)."""
+        keys, stored = self.auth.begin_authenticate(identity, request.name, now)
+        password = request.password
+
+        def done(verified) -> None:
+            try:
+                token = self.auth.finish_authenticate(keys, verified, request.name, time.monotonic())
+            except CairnError as error:
+                self.log.info("authentication_failed", user=request.name)
+                self.reply_error(identity, request_id, error)
+                return
+            header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
+            self.log.info("authenticated", user=request.name)
+            self.reply(identity, request_id, m.AuthenticateResponse(header, token))
+
+        self.hasher.submit(lambda: verify_password(password, stored), done)
+
+    def hash_then_propose(self, identity: bytes, request_id: int, request, user: str | None) -> None:
+        """The password hashed on the hasher's thread; the request proposed with
+        the hash and without the password (store/apply.py refuses a plaintext one)."""
+        password = request.password
+
+        def done(hashed) -> None:
+            if isinstance(hashed, Exception):
+                self.reply_error(identity, request_id, InvalidArgumentError("cairn: the password could not be hashed"))
+                return
+            hashed_request = dataclasses.replace(request, password="", hashed_password=hashed)
+            try:
+                self.dispatch(identity, request_id, hashed_request, codec.encode(hashed_request, request_id),
+                              time.monotonic(), user)
+            except CairnError as error:
+                self.reply_error(identity, request_id, error)
+
+        self.hasher.submit(lambda: hash_password(password), done)
 
     @staticmethod
     def check_write(request) -> None:
@@ -348,6 +417,9 @@ class FrontendActor(Actor):
             reader = self.keyspace.reader(txn, header)
             for identity, request_id, request in reads:
                 try:
+                    user = self.read_users.pop((identity, request_id), None)
+                    if user is not None:  # checked against the state this read sees
+                        self.auth.check_read(txn, user, request)
                     if not self.start_stream(reader, identity, request_id, request):
                         self.reply(identity, request_id, reader.range(request))
                 except CairnError as error:
@@ -423,6 +495,7 @@ class FrontendActor(Actor):
     # ------------------------------------------------------------------ timers
 
     def on_timer(self, now: float) -> None:
+        self.auth.on_timer(now)
         if self.maintenance.transfers:
             self.maintenance.on_timer(now)
         if self.leader_moves:
@@ -486,6 +559,7 @@ class FrontendActor(Actor):
 
     def fail_reads(self, reads, error: CairnError) -> None:
         for identity, request_id, _ in reads:
+            self.read_users.pop((identity, request_id), None)
             self.reply_error(identity, request_id, error)
 
     def reply_error(self, identity: bytes, request_id: int, error: CairnError) -> None:
@@ -520,5 +594,6 @@ class FrontendActor(Actor):
         return answered + len(reads) + len(handed)
 
     def release(self) -> None:
+        self.hasher.close()
         self.maintenance.close()
         self.env.close()

@@ -37,7 +37,7 @@ from actors import tls
 from cairn import aio
 from cairn.config import parse_http_address
 from transport import messages as m
-from transport.errors import CairnError
+from transport.errors import CairnError, PermissionDeniedError
 
 ETCD_API_VERSION = etcd_api.ETCD_API_VERSION
 # How long the first piece of a snapshot may wait for the member's copy.
@@ -110,8 +110,9 @@ class GatewayActor(etcd_api.Door):
             app.router.add_post(prefix + "/lease/keepalive", self.lease_keepalive)
             app.router.add_post(prefix + "/watch", self.watch)
             app.router.add_post(prefix + "/maintenance/snapshot", self.snapshot)
-            app.router.add_post(prefix + "/auth/authenticate", self.authenticate)
-            app.router.add_post(prefix + "/auth/{name:.*}", self.auth_unimplemented)
+            for path, (parse, render) in gj.AUTH_CALLS.items():
+                handler = self.authenticate if path == "authenticate" else self._unary(parse, render)
+                app.router.add_post(f"{prefix}/auth/{path}", handler)
         return app
 
     # ------------------------------------------------------------------ helpers
@@ -154,7 +155,7 @@ class GatewayActor(etcd_api.Door):
     def _unary(self, parse, render):
         async def handler(request: web.Request) -> web.Response:
             message = parse(await self._body(request))
-            return _json_response(render(await etcd_api.call(self.client, message)))
+            return _json_response(render(await etcd_api.call(self.client, message, token=_token(request))))
 
         return handler
 
@@ -167,6 +168,8 @@ class GatewayActor(etcd_api.Door):
         """etcd's /health: true when a linearizable read succeeds (there is a leader)."""
         try:
             await self.client.call(m.RangeRequest(b"health"), write=False)
+        except PermissionDeniedError:
+            pass  # auth is enabled: the read went through raft and was refused, so the member is healthy (as etcd)
         except CairnError as error:
             return _json_response({"health": "false", "reason": error.message}, 503)
         return _json_response({"health": "true"})
@@ -175,6 +178,8 @@ class GatewayActor(etcd_api.Door):
         """etcd's /readyz: "ok" when the member serves linearizable reads, else 503."""
         try:
             await self.client.call(m.RangeRequest(b"health"), write=False)
+        except PermissionDeniedError:
+            pass  # auth is enabled (as etcd: a refused read still proves the member serves)
         except CairnError as error:
             return web.Response(text=f"[-]linearizable_read failed: {error.message}\nreadyz check failed\n", status=503)
         return web.Response(text="ok")
@@ -191,12 +196,12 @@ class GatewayActor(etcd_api.Door):
                             content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Version": "0.0.4"})
 
-    async def authenticate(self, request: web.Request) -> web.Response:
-        gj.authenticate_request(await self._body(request))
-        return self._error(request, *gj.error_body(gj.GRPC_FAILED_PRECONDITION, gj.AUTH_NOT_ENABLED))
 
-    async def auth_unimplemented(self, request: web.Request) -> web.Response:
-        return self._error(request, *gj.error_body(12, "cairn: authentication is not implemented"))
+    async def authenticate(self, request: web.Request) -> web.Response:
+        parse, render = gj.AUTH_CALLS["authenticate"]
+        message = parse(await self._body(request))
+        response = await etcd_api.call(self.client, message, options=self.authenticate_options(request.remote))
+        return _json_response(render(response))
 
     async def lease_keepalive(self, request: web.Request) -> web.StreamResponse:
         """etcd's keep-alive is a stream: one answer per request object of the body."""
@@ -308,6 +313,15 @@ class WatchStream(etcd_api.WatchSession):
         finally:
             for wait in waits:
                 wait.cancel()
+
+
+def _token(request: web.Request) -> str | None:
+    """etcd's gateway takes the token from the Authorization header, as it is
+    (a "Bearer " prefix is accepted too). Never logged."""
+    value = request.headers.get("Authorization")
+    if not value:
+        return None
+    return value[7:] if value.startswith("Bearer ") else value
 
 
 def _json_response(body: dict, status: int = 200) -> web.Response:

@@ -613,7 +613,7 @@ GRPC_INVALID_ARGUMENT, GRPC_NOT_FOUND, GRPC_FAILED_PRECONDITION = (
     etcd_api.GRPC_INVALID_ARGUMENT, etcd_api.GRPC_NOT_FOUND, etcd_api.GRPC_FAILED_PRECONDITION)
 GRPC_RESOURCE_EXHAUSTED, GRPC_OUT_OF_RANGE, GRPC_UNAVAILABLE, GRPC_UNKNOWN = (
     etcd_api.GRPC_RESOURCE_EXHAUSTED, etcd_api.GRPC_OUT_OF_RANGE, etcd_api.GRPC_UNAVAILABLE, etcd_api.GRPC_UNKNOWN)
-HTTP_STATUS = {2: 500, 3: 400, 4: 504, 5: 404, 8: 429, 9: 412, 11: 400, 12: 501, 14: 503}
+HTTP_STATUS = {2: 500, 3: 400, 4: 504, 5: 404, 7: 403, 8: 429, 9: 412, 11: 400, 12: 501, 14: 503, 16: 401}
 ERROR_CODES = etcd_api.ERROR_CODES
 AUTH_NOT_ENABLED = etcd_api.AUTH_NOT_ENABLED
 
@@ -697,3 +697,120 @@ def metrics_text(s: m.StatusResponse) -> str:
     lines += ["# HELP etcd_server_id Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
               "# TYPE etcd_server_id gauge", f'etcd_server_id{{server_id="{member:x}"}} 1']
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- auth (etcd's /v3/auth/*)
+
+_PERM_TYPES = {name: number for number, name in m.PERM_NAMES.items()}
+
+
+def _no_fields(message):
+    name = type(message).__name__
+
+    def parse(body):
+        _fields(body, name, {})
+        return message
+
+    return parse
+
+
+def _one_string(cls, field: str):
+    def parse(body):
+        return cls(_fields(body, cls.__name__, {field: _string}).get(field, ""))
+
+    return parse
+
+
+def _permission(value, where: str) -> m.Permission:
+    values = _fields(_object(value, where), where, {"permType": _enum(_PERM_TYPES), "key": _bytes, "range_end": _bytes})
+    return m.Permission(values.get("permType", m.PERM_READ), values.get("key", b""), values.get("range_end", b""))
+
+
+def _user_add(body) -> m.AuthUserAddRequest:
+    values = _fields(body, "AuthUserAddRequest", {
+        "name": _string, "password": _string, "hashedPassword": _string,
+        "options": lambda v, w: _fields(_object(v, w), w, {"no_password": _bool})})
+    if values.get("hashedPassword"):
+        raise BadRequest("AuthUserAddRequest.hashedPassword: not accepted; send the password")
+    no_password = values.get("options", {}).get("no_password", False)
+    return m.AuthUserAddRequest(values.get("name", ""), values.get("password", ""), "", no_password)
+
+
+def _user_changepw(body) -> m.AuthUserChangePasswordRequest:
+    values = _fields(body, "AuthUserChangePasswordRequest", {"name": _string, "password": _string})
+    return m.AuthUserChangePasswordRequest(values.get("name", ""), values.get("password", ""))
+
+
+def _user_grant(body) -> m.AuthUserGrantRoleRequest:
+    values = _fields(body, "AuthUserGrantRoleRequest", {"user": _string, "role": _string})
+    return m.AuthUserGrantRoleRequest(values.get("user", ""), values.get("role", ""))
+
+
+def _user_revoke(body) -> m.AuthUserRevokeRoleRequest:
+    values = _fields(body, "AuthUserRevokeRoleRequest", {"name": _string, "role": _string})
+    return m.AuthUserRevokeRoleRequest(values.get("name", ""), values.get("role", ""))
+
+
+def _role_grant(body) -> m.AuthRoleGrantPermissionRequest:
+    values = _fields(body, "AuthRoleGrantPermissionRequest", {"name": _string, "perm": _permission})
+    if "perm" not in values:
+        raise BadRequest("AuthRoleGrantPermissionRequest.perm: missing")
+    return m.AuthRoleGrantPermissionRequest(values.get("name", ""), values["perm"])
+
+
+def _role_revoke(body) -> m.AuthRoleRevokePermissionRequest:
+    values = _fields(body, "AuthRoleRevokePermissionRequest", {"role": _string, "key": _bytes, "range_end": _bytes})
+    return m.AuthRoleRevokePermissionRequest(values.get("role", ""), values.get("key", b""), values.get("range_end", b""))
+
+
+def authenticate_response(r: m.AuthenticateResponse) -> dict:
+    return {"header": header(r.header), "token": r.token}
+
+
+def auth_status_response(r: m.AuthStatusResponse) -> dict:
+    out = {"header": header(r.header)}
+    if r.enabled:
+        out["enabled"] = True
+    _put_int(out, "authRevision", r.auth_revision)
+    return out
+
+
+def _names(field: str):
+    def render(r) -> dict:
+        out = {"header": header(r.header)}
+        names = getattr(r, field)
+        if names:
+            out[field] = list(names)
+        return out
+
+    return render
+
+
+def role_get_response(r: m.AuthRoleGetResponse) -> dict:
+    out = {"header": header(r.header)}
+    if r.perm:
+        out["perm"] = [{"permType": m.PERM_NAMES[p.perm_type], "key": _b64(p.key),
+                        **({"range_end": _b64(p.range_end)} if p.range_end else {})} for p in r.perm]
+    return out
+
+
+# path under /v3/auth -> (parse, render)
+AUTH_CALLS = {
+    "authenticate": (lambda body: m.AuthenticateRequest(*authenticate_request(body)), authenticate_response),
+    "enable": (_no_fields(m.AuthEnableRequest()), header_only),
+    "disable": (_no_fields(m.AuthDisableRequest()), header_only),
+    "status": (_no_fields(m.AuthStatusRequest()), auth_status_response),
+    "user/add": (_user_add, header_only),
+    "user/get": (_one_string(m.AuthUserGetRequest, "name"), _names("roles")),
+    "user/list": (_no_fields(m.AuthUserListRequest()), _names("users")),
+    "user/delete": (_one_string(m.AuthUserDeleteRequest, "name"), header_only),
+    "user/changepw": (_user_changepw, header_only),
+    "user/grant": (_user_grant, header_only),
+    "user/revoke": (_user_revoke, header_only),
+    "role/add": (_one_string(m.AuthRoleAddRequest, "name"), header_only),
+    "role/get": (_one_string(m.AuthRoleGetRequest, "role"), role_get_response),
+    "role/list": (_no_fields(m.AuthRoleListRequest()), _names("roles")),
+    "role/delete": (_one_string(m.AuthRoleDeleteRequest, "role"), header_only),
+    "role/grant": (_role_grant, header_only),
+    "role/revoke": (_role_revoke, header_only),
+}

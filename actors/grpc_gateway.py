@@ -166,11 +166,14 @@ class GrpcActor(etcd_api.Door):
 
         return handler
 
-    def _authorize(self, metadata: dict) -> None:
-        """The hook for etcd's `token` metadata. Authentication does not exist in
-        cairn yet: a token is ignored, as etcd ignores one while auth is disabled.
-        (Never log it.)"""
-        metadata.get("token")
+    def _authorize(self, metadata: dict) -> str | None:
+        """etcd's `token` metadata: passed on with the call to the frontend,
+        which checks it (actors/auth_door.py). Never logged."""
+        return metadata.get("token")
+
+    def _token(self, context) -> str | None:
+        metadata = {key.lower(): value for key, value in (context.invocation_metadata() or ())}
+        return self._authorize(metadata)
 
     def _route(self, context) -> tuple[aio.Client, str | None]:
         """(client, endpoint) for a call: with `hasleader`, the require-leader
@@ -190,7 +193,8 @@ class GrpcActor(etcd_api.Door):
         async def behavior(raw: bytes, context) -> bytes:
             message = to_message(_parse(request_class, raw))
             client, endpoint = self._route(context)
-            response = await etcd_api.call(client, message, timeout=self._deadline(context), endpoint=endpoint)
+            response = await etcd_api.call(client, message, timeout=self._deadline(context), endpoint=endpoint,
+                                           token=self._token(context))
             return to_pb(response).SerializeToString()
 
         return behavior
@@ -222,8 +226,12 @@ class GrpcActor(etcd_api.Door):
     # ------------------------------------------------------------------ unary specials
 
     async def authenticate(self, raw: bytes, context) -> bytes:
-        _parse(rpc_pb2.AuthenticateRequest, raw)  # the password in it is never logged
-        raise Status(etcd_api.GRPC_FAILED_PRECONDITION, etcd_api.AUTH_NOT_ENABLED)
+        request = _parse(rpc_pb2.AuthenticateRequest, raw)  # the password in it is never logged
+        client, endpoint = self._route(context)
+        response = await etcd_api.call(client, m.AuthenticateRequest(request.name, request.password),
+                                       timeout=self._deadline(context), endpoint=endpoint,
+                                       options=self.authenticate_options(context.peer()))
+        return rpc_pb2.AuthenticateResponse(header=gw.header(response.header), token=response.token).SerializeToString()
 
     async def leader(self, raw: bytes, context) -> bytes:
         message = gw.leader_request(_parse(v3election_pb2.LeaderRequest, raw))

@@ -28,6 +28,7 @@ from collections import deque
 
 import zmq
 
+from actors.auth_door import internal_token
 from actors.base import Actor
 from actors.lease_table import LeaseTable
 from actors.lock_service import SERVICE_REQUESTS, LockService
@@ -168,7 +169,8 @@ class LeaseActor(Actor):
             return
         if isinstance(request, SERVICE_REQUESTS):
             if self.lock_service is None:
-                self.lock_service = LockService(self.member.client, self.service_reply, self.client_security())
+                self.lock_service = LockService(self.member.client, self.service_reply,
+                                                self.client_security(), internal_token(self.data_dir))
             self.lock_service.submit(identity, request_id, request)
             return
         if not self.table.leading:

@@ -88,9 +88,12 @@ class LeaseSession:
 class LockService:
     limits = ServiceLimits()
 
-    def __init__(self, endpoint: str, reply, security: dict | None = None):
-        # security: the member's CURVE client options (Actor.client_security)
-        self.client = Client([endpoint], timeout=self.limits.call_timeout_s, **(security or {}))
+    def __init__(self, endpoint: str, reply, security: dict | None = None, token: str | None = None):
+        # security: the member's CURVE client options (Actor.client_security).
+        # token: the member's internal token (actors/auth_door.py): with auth
+        # enabled the services run as the member; the frontend checked the
+        # caller's permission on the lock's or election's keys already.
+        self.client = Client([endpoint], timeout=self.limits.call_timeout_s, token=token, **(security or {}))
         self.reply = reply
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
         self.workers: list[threading.Thread] = []

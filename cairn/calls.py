@@ -27,7 +27,7 @@ from typing import Any, Generator
 from cairn import retry
 from transport import messages as m
 from transport.codec import check, encode
-from transport.errors import CairnError, RequestTooLargeError, TimeoutError_
+from transport.errors import AuthNotEnabledError, CairnError, InvalidAuthTokenError, PermissionDeniedError, RequestTooLargeError, TimeoutError_
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +89,23 @@ class CallPlanner:
 
     transport: the client's TransportThread (its endpoint list is the client's,
     and grows with discovery); timeout: the default seconds a call may take;
-    options: the frame options of every request (require_leader)."""
+    options: the frame options of every request (require_leader).
 
-    def __init__(self, transport, timeout: float, max_send_bytes: int, options: dict | None = None):
+    Auth (etcd v3): with credentials (user, password) a call first
+    authenticates with the member it is about to ask, unless it holds a token
+    of that member already (tokens are per member, as etcd's simple tokens
+    are), and sends the token in the frame's options; a call answered
+    InvalidAuthToken (the token expired, or the member restarted)
+    authenticates again and is sent again, once. Nothing reached a log, so
+    this is safe for writes too. With a fixed `token` (a door passing its
+    caller's on) that token is sent as it is."""
+
+    def __init__(self, transport, timeout: float, max_send_bytes: int, options: dict | None = None,
+                 credentials: tuple[str, str] | None = None, token: str | None = None):
         self.transport = transport
+        self.credentials = credentials
+        self.fixed_token = token
+        self.tokens: dict[int, str | None] = {}  # endpoint index -> token (None: auth is not enabled there)
         self.endpoints: list[str] = transport.endpoints
         self.timeout = timeout
         self.max_send_bytes = max_send_bytes
@@ -104,15 +117,30 @@ class CallPlanner:
         """The index of the endpoint calls (and new watches) go to first."""
         return self._preferred
 
-    def call(self, request, write: bool, timeout: float | None = None, endpoint: str | None = None) -> Plan:
+    def call(self, request, write: bool, timeout: float | None = None, endpoint: str | None = None,
+             token: str | None = None, options: dict | None = None) -> Plan:
         """Send request and return its response, failing over between endpoints
         as cairn.retry decides. write=False marks a request safe to send again.
         With `endpoint`, only that member is asked, and an error is not retried
-        elsewhere."""
+        elsewhere. `token`: an auth token for this call alone (a door's caller's);
+        `options`: more frame options for this call alone."""
         call = self._start(request, write, timeout, endpoint)
+        call.options = options
+        authenticated_again = False
         while True:
             index, address, remaining = self._next_attempt(call)
-            future = self.transport.submit(index, call.frame, call.request_id)
+            if token is None and self.credentials is not None and index not in self.tokens \
+                    and not isinstance(request, m.AuthenticateRequest):
+                try:
+                    yield from self._authenticate(index, remaining)
+                except CairnError as error:
+                    auth_step = retry.after_error(error, call.fixed is None, False)
+                    if auth_step.action == retry.RAISE:
+                        raise  # AuthFailed (wrong user or password), or no member to ask
+                    yield Pause(self._prepare_retry(call, auth_step, index))
+                    continue
+            frame = self._frame(call, index, token)
+            future = self.transport.submit(index, frame, call.request_id)
             yield Wait(future, remaining)
             if not future.done() or future.cancelled():
                 step = retry.after_timeout(write, self.transport.forget(call.request_id), address)
@@ -121,11 +149,68 @@ class CallPlanner:
                     step = retry.after_reply(future.result(), write, address, call.fixed is None)
                 except CairnError as error:
                     step = retry.after_error(error, call.fixed is None, write)
+            if step.action == retry.RAISE and self._authenticate_again(step.value, index, token, authenticated_again):
+                authenticated_again = True  # once: the member refused it before any log, so a write may go again
+                self._new_request_id(call)
+                continue
             if step.action == retry.RETURN:
                 return step.value
             if step.action == retry.RAISE:
                 raise step.value
             yield Pause(self._prepare_retry(call, step, index))
+
+    def _authenticate_again(self, error, index: int, token: str | None, done_once: bool) -> bool:
+        """Whether a refused call should authenticate again and be sent again:
+        InvalidAuthToken (expired, or the member restarted), or PermissionDenied
+        for a call sent without a token because auth was off when this client
+        looked (it has been enabled since)."""
+        if done_once or self.credentials is None or token is not None:
+            return False
+        stale = isinstance(error, InvalidAuthTokenError) or (
+            isinstance(error, PermissionDeniedError) and index in self.tokens and self.tokens[index] is None)
+        if stale:
+            self.tokens.pop(index, None)
+        return stale
+
+    def _authenticate(self, index: int, timeout: float) -> Plan:
+        """A token of endpoint `index` for this planner's credentials."""
+        name, password = self.credentials
+        try:
+            response = yield from self.call(m.AuthenticateRequest(name, password), write=False, timeout=timeout,
+                                            endpoint=self.endpoints[index])
+        except AuthNotEnabledError:
+            self.tokens[index] = None  # send without a token (a PermissionDenied then makes it try again)
+            return None
+        self.tokens[index] = response.token
+        return response.token
+
+    def authenticate(self, timeout: float | None = None) -> Plan:
+        """Authenticate with the preferred endpoint now (a client's first call
+        does it anyway); returns the token."""
+        index = self._preferred
+        return (yield from self._authenticate(index, self.timeout if timeout is None else timeout))
+
+    def _frame(self, call: _Call, index: int, token: str | None) -> bytes:
+        if token is None:
+            token = self.fixed_token if self.fixed_token is not None else self.tokens.get(index)
+        if token is None and not call.options:
+            return call.frame
+        return encode(call.request, call.request_id,
+                      {**(self.options or {}), **(call.options or {}), **({"token": token} if token else {})})
+
+    def options_for(self, index: int) -> dict | None:
+        """The frame options for a request to endpoint `index` (the watches')."""
+        token = self.fixed_token
+        if token is None and self.credentials is not None:
+            if index not in self.tokens:
+                try:
+                    run_blocking(self._authenticate(index, self.timeout))
+                except CairnError:
+                    return self.options
+            token = self.tokens.get(index)
+        if token is None:
+            return self.options
+        return {**(self.options or {}), "token": token}
 
     def sync_endpoints(self, timeout: float | None = None) -> Plan:
         """Discover every member's client URL (etcd clientv3's Sync) and prefer the
@@ -185,12 +270,13 @@ class CallPlanner:
 class _Call:
     """One request's progress through its attempts."""
 
-    __slots__ = ("request", "write", "deadline", "fixed", "request_id", "frame", "last_error", "backoff")
+    __slots__ = ("request", "write", "deadline", "fixed", "request_id", "frame", "last_error", "backoff", "options")
 
     def __init__(self, request, write: bool, deadline: float, fixed: int | None):
         self.request, self.write, self.deadline, self.fixed = request, write, deadline, fixed
         self.request_id, self.frame, self.last_error = 0, b"", None
         self.backoff = retry.Backoff()
+        self.options = None
 
 
 __all__ = ["CallPlanner", "Pause", "Plan", "Wait", "run_async", "run_blocking"]

@@ -740,6 +740,242 @@ def _print_table(columns, rows) -> None:
     print(line)
 
 
+# ---------------------------------------------------------------------------- auth (etcdctl's output)
+
+
+def cmd_auth_enable(client: Client, args) -> None:
+    client.auth_enable()
+    print("Authentication Enabled")
+
+
+def cmd_auth_disable(client: Client, args) -> None:
+    client.auth_disable()
+    print("Authentication Disabled")
+
+
+def cmd_auth_status(client: Client, args) -> None:
+    response = client.auth_status()
+    print(f"Authentication Status: {str(response.enabled).lower()}")
+    print(f"AuthRevision: {response.auth_revision}")
+
+
+def _read_password(name: str, interactive: bool) -> str:
+    """etcdctl's: prompt twice on a terminal; with --interactive=false one line from stdin."""
+    if interactive and sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass(f"Password of {name}: ")
+        if first != getpass.getpass(f"Type password of {name} again for confirmation: "):
+            raise UsageError("given passwords are different")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _new_password(args) -> tuple[str, str]:
+    """(user, password) from NAME[:PASSWORD], --new-user-password or stdin."""
+    name, colon, password = args.user_name.partition(":")
+    if getattr(args, "new_user_password", None):
+        return name, args.new_user_password
+    if colon:
+        return name, password
+    return name, _read_password(name, args.interactive == "true")
+
+
+def cmd_user_add(client: Client, args) -> None:
+    if args.no_password:
+        name, password = args.user_name.partition(":")[0], ""
+    else:
+        name, password = _new_password(args)
+    client.user_add(name, password, no_password=args.no_password)
+    print(f"User {name} created")
+
+
+def cmd_user_get(client: Client, args) -> None:
+    response = client.user_get(args.name)
+    print(f"User: {args.name}")
+    print("Roles:" + "".join(f" {role}" for role in response.roles))
+    if args.detail:
+        for role in response.roles:
+            _print_role(role, client.role_get(role))
+
+
+def cmd_user_list(client: Client, args) -> None:
+    for user in client.user_list().users:
+        print(user)
+
+
+def cmd_user_delete(client: Client, args) -> None:
+    client.user_delete(args.name)
+    print(f"User {args.name} deleted")
+
+
+def cmd_user_passwd(client: Client, args) -> None:
+    args.user_name = args.name
+    name, password = _new_password(args)
+    client.user_change_password(name, password)
+    print("Password updated")
+
+
+def cmd_user_grant_role(client: Client, args) -> None:
+    client.user_grant_role(args.name, args.role)
+    print(f"Role {args.role} is granted to user {args.name}")
+
+
+def cmd_user_revoke_role(client: Client, args) -> None:
+    client.user_revoke_role(args.name, args.role)
+    print(f"Role {args.role} is revoked from user {args.name}")
+
+
+def cmd_role_add(client: Client, args) -> None:
+    client.role_add(args.name)
+    print(f"Role {args.name} created")
+
+
+def _print_role(name: str, response: m.AuthRoleGetResponse) -> None:
+    from cairn.requests import prefix_range_end
+
+    print(f"Role {name}")
+    for title, types in (("KV Read:", (m.PERM_READ, m.PERM_READWRITE)), ("KV Write:", (m.PERM_WRITE, m.PERM_READWRITE))):
+        print(title)
+        for perm in response.perm:
+            if perm.perm_type not in types:
+                continue
+            key, end = _text(perm.key), _text(perm.range_end)
+            if not perm.range_end:
+                print(f"\t{key}")
+                continue
+            line = f"\t[{key}, {end})" if perm.range_end != b"\0" else f"\t[{key}, <open ended>"
+            if perm.key and prefix_range_end(perm.key) == perm.range_end:
+                line += f" (prefix {key})"
+            print(line)
+
+
+def cmd_role_get(client: Client, args) -> None:
+    _print_role(args.name, client.role_get(args.name))
+
+
+def cmd_role_list(client: Client, args) -> None:
+    for role in client.role_list().roles:
+        print(role)
+
+
+def cmd_role_delete(client: Client, args) -> None:
+    client.role_delete(args.name)
+    print(f"Role {args.name} deleted")
+
+
+PERM_TYPES = {"read": m.PERM_READ, "write": m.PERM_WRITE, "readwrite": m.PERM_READWRITE}
+
+
+def _permission_range(args) -> tuple[bytes, bytes]:
+    if args.prefix and args.from_key:
+        raise UsageError("--from-key and --prefix flags are mutually exclusive")
+    key = args.key.encode()
+    if args.prefix:
+        from cairn.requests import prefix_range_end
+
+        return key, prefix_range_end(key)
+    if args.from_key:
+        return key, b"\0"
+    return key, (args.range_end or "").encode()
+
+
+def cmd_role_grant_permission(client: Client, args) -> None:
+    perm_type = PERM_TYPES.get(args.perm_type.lower())
+    if perm_type is None:
+        raise UsageError(f"invalid permission type {args.perm_type}")
+    key, end = _permission_range(args)
+    client.role_grant_permission(args.name, perm_type, key, end)
+    print(f"Role {args.name} updated")
+
+
+def cmd_role_revoke_permission(client: Client, args) -> None:
+    key, end = _permission_range(args)
+    client.role_revoke_permission(args.name, key, end)
+    if not end:
+        print(f"Permission of key {_text(key)} is revoked from role {args.name}")
+    else:
+        print(f"Permission of range [{_text(key)}, {_text(end)}) is revoked from role {args.name}")
+
+
+def _auth_commands(commands) -> None:
+    auth = commands.add_parser("auth", help="auth enable / disable / status")
+    auth_commands = commands.add_subparsers(auth, dest="auth_command", required=True)
+    auth_commands.add_parser("enable").set_defaults(run=cmd_auth_enable)
+    auth_commands.add_parser("disable").set_defaults(run=cmd_auth_disable)
+    auth_commands.add_parser("status").set_defaults(run=cmd_auth_status)
+
+    user = commands.add_parser("user", help="user add / get / list / delete / passwd / grant-role / revoke-role")
+    user_commands = commands.add_subparsers(user, dest="user_command", required=True)
+    add = user_commands.add_parser("add")
+    add.add_argument("user_name", metavar="NAME[:PASSWORD]")
+    add.add_argument("--new-user-password", default="")
+    add.add_argument("--no-password", action="store_true")
+    add.add_argument("--interactive", default="true", choices=["true", "false"])
+    add.set_defaults(run=cmd_user_add)
+    get = user_commands.add_parser("get")
+    get.add_argument("name")
+    get.add_argument("--detail", action="store_true")
+    get.set_defaults(run=cmd_user_get)
+    user_commands.add_parser("list").set_defaults(run=cmd_user_list)
+    delete = user_commands.add_parser("delete")
+    delete.add_argument("name")
+    delete.set_defaults(run=cmd_user_delete)
+    passwd = user_commands.add_parser("passwd")
+    passwd.add_argument("name")
+    passwd.add_argument("--interactive", default="true", choices=["true", "false"])
+    passwd.set_defaults(run=cmd_user_passwd)
+    for verb, run in (("grant-role", cmd_user_grant_role), ("revoke-role", cmd_user_revoke_role)):
+        sub = user_commands.add_parser(verb)
+        sub.add_argument("name")
+        sub.add_argument("role")
+        sub.set_defaults(run=run)
+
+    role = commands.add_parser("role", help="role add / get / list / delete / grant-permission / revoke-permission")
+    role_commands = commands.add_subparsers(role, dest="role_command", required=True)
+    for verb, run in (("add", cmd_role_add), ("get", cmd_role_get), ("delete", cmd_role_delete)):
+        sub = role_commands.add_parser(verb)
+        sub.add_argument("name")
+        sub.set_defaults(run=run)
+    role_commands.add_parser("list").set_defaults(run=cmd_role_list)
+    grant = role_commands.add_parser("grant-permission")
+    grant.add_argument("name")
+    grant.add_argument("perm_type", metavar="TYPE", help="read, write or readwrite")
+    grant.add_argument("key")
+    grant.add_argument("range_end", nargs="?", default="")
+    revoke = role_commands.add_parser("revoke-permission")
+    revoke.add_argument("name")
+    revoke.add_argument("key")
+    revoke.add_argument("range_end", nargs="?", default="")
+    for sub, run in ((grant, cmd_role_grant_permission), (revoke, cmd_role_revoke_permission)):
+        sub.add_argument("--prefix", action="store_true")
+        sub.add_argument("--from-key", action="store_true")
+        sub.set_defaults(run=run)
+
+
+def _credentials(args) -> tuple[str | None, str | None]:
+    """--user NAME[:PASSWORD] and --password, or ETCDCTL_USER / ETCDCTL_PASSWORD;
+    a user without a password is asked for one (etcdctl's "Password: ")."""
+    import os
+
+    user = args.user or os.environ.get("ETCDCTL_USER") or None
+    password = args.password or os.environ.get("ETCDCTL_PASSWORD") or None
+    if user is None:
+        if password is not None:
+            raise UsageError("--password requires --user")
+        return None, None
+    name, colon, given = user.partition(":")
+    if colon and password is not None:
+        raise UsageError("--user NAME:PASSWORD and --password cannot be given together")
+    if colon:
+        return name, given
+    if password is None:
+        import getpass
+
+        password = getpass.getpass("Password: ")
+    return name, password
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -761,6 +997,8 @@ def _global_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="CURVE: this client's secret key file (cairn keygen)")
     parser.add_argument("--cluster-config", default=default(os.environ.get("CAIRNCTL_CLUSTER_CONFIG", "")),
                         help="a cluster config: its client endpoints and members' public keys")
+    parser.add_argument("--user", default=default(""), help="NAME[:PASSWORD] (or ETCDCTL_USER)")
+    parser.add_argument("--password", default=default(""), help="the user's password (or ETCDCTL_PASSWORD)")
 
 
 class _Subcommands:
@@ -891,6 +1129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _watch_flags(watch)
     watch.add_argument("-i", "--interactive", action="store_true", help="read watch commands from stdin")
     watch.set_defaults(run=cmd_watch)
+    _auth_commands(commands)
     return parser
 
 
@@ -947,7 +1186,9 @@ def main(argv=None) -> int:
             print(f"Error: endpoint {endpoint!r} is not tcp://HOST:PORT", file=sys.stderr)
             return EXIT_USAGE
     try:
-        with Client(endpoints, timeout=args.command_timeout, dial_timeout=args.dial_timeout, **args.security) as client:
+        user, password = _credentials(args)
+        with Client(endpoints, timeout=args.command_timeout, dial_timeout=args.dial_timeout,
+                    user=user, password=password, **args.security) as client:
             args.run(client, args)
     except UsageError as error:
         print(f"Error: {error}", file=sys.stderr)

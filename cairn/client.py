@@ -48,7 +48,8 @@ class Client:
     def __init__(self, endpoints, timeout: float = 5.0, dial_timeout: float = 2.0,
                  max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES, max_send_bytes: int = 1536 * 1024 + 4096,
                  require_leader: bool = False, auto_sync_interval: float = 0.0,
-                 server_public_keys=None, client_key=None):
+                 server_public_keys=None, client_key=None,
+                 user: str | None = None, password: str | None = None, token: str | None = None):
         """endpoints: tcp:// client URLs of some members. timeout: the default per
         call (each method takes timeout= too). require_leader: fail with NoLeader
         rather than be served by a member that has lost its leader.
@@ -62,7 +63,12 @@ class Client:
         discovered endpoints without a key are not used. client_key is this
         client's secret key file (or a transport.curve.KeyPair), needed when the
         cluster lists its allowed client_keys; without it the client makes a key
-        pair of its own. A failed handshake raises AuthenticationFailed at once."""
+        pair of its own. A failed handshake raises AuthenticationFailed at once.
+
+        user, password: etcd v3 auth; the client authenticates on first use with
+        each member it asks and sends the token with every request,
+        authenticating again when a token expires (cairn/calls.py). token: a
+        token to send as it is instead."""
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         if not endpoints:
@@ -72,7 +78,11 @@ class Client:
         curve = ClientCurve(list(endpoints), server_public_keys, client_key) if server_public_keys is not None else None
         self._transport = TransportThread(list(endpoints), dial_timeout, max_receive_bytes, curve)
         self.endpoints = self._transport.endpoints  # one list: discovery appends to it
-        self._calls = CallPlanner(self._transport, timeout, max_send_bytes, {"require_leader": True} if require_leader else None)
+        if password is not None and user is None:
+            raise ValueError("a password needs a user")
+        credentials = (user, password or "") if user is not None else None
+        self._calls = CallPlanner(self._transport, timeout, max_send_bytes, {"require_leader": True} if require_leader else None,
+                                  credentials=credentials, token=token)
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._watch_manager: WatchManager | None = None
@@ -105,13 +115,16 @@ class Client:
     def __exit__(self, *exc_info):
         self.close()
 
-    def call(self, request, write: bool, timeout=None, endpoint: str | None = None):
+    def call(self, request, write: bool, timeout=None, endpoint: str | None = None, token: str | None = None,
+             options: dict | None = None):
         """Send one prepared request message (transport/messages.py) and return its
         response, with the routing and failover rules of the methods below: for
         front ends that build the messages themselves (the HTTP gateway).
         write=False marks a request that is safe to send again. With `endpoint`,
-        only that member is asked, and an error is not retried elsewhere."""
-        return self._call(request, write=write, timeout=timeout, endpoint=endpoint)
+        only that member is asked, and an error is not retried elsewhere.
+        token: an auth token for this call alone (a door passes its caller's on);
+        options: more frame options for this call alone."""
+        return self._run(self._calls.call(request, write, timeout, endpoint, token, options))
 
     # ------------------------------------------------------------------ KV
 
@@ -180,7 +193,8 @@ class Client:
         """The client's one WatchManager, started on its first watch."""
         with self._lock:
             if self._watch_manager is None or not self._watch_manager.thread.is_alive():
-                self._watch_manager = WatchManager(self._transport, self._calls.preferred, self.timeout)
+                options_for = self._calls.options_for if (self._calls.credentials or self._calls.fixed_token) else None
+                self._watch_manager = WatchManager(self._transport, self._calls.preferred, self.timeout, options_for)
             return self._watch_manager
 
     # ------------------------------------------------------------------ Lock and Election services
@@ -314,6 +328,69 @@ class Client:
         return SnapshotSaved(path, response.header.revision, response.total_bytes + len(digest.digest()),
                              digest.hexdigest(), response.header.member_id)
 
+    # ------------------------------------------------------------------ auth (etcd v3)
+    # Changes go through the log; so do the reads (as in etcd). Passwords are
+    # hashed by the member that takes them; neither they nor tokens are logged.
+
+    def authenticate(self, name: str, password: str, timeout=None) -> m.AuthenticateResponse:
+        """A token for name (etcd's Authenticate); Client(user=, password=) does this itself."""
+        return self._call(m.AuthenticateRequest(name, password), write=False, timeout=timeout)
+
+    def auth_enable(self, timeout=None) -> m.AuthResponse:
+        return self._call(m.AuthEnableRequest(), write=True, timeout=timeout)
+
+    def auth_disable(self, timeout=None) -> m.AuthResponse:
+        return self._call(m.AuthDisableRequest(), write=True, timeout=timeout)
+
+    def auth_status(self, timeout=None) -> m.AuthStatusResponse:
+        return self._call(m.AuthStatusRequest(), write=False, timeout=timeout)
+
+    def user_add(self, name: str, password: str = "", no_password: bool = False, timeout=None) -> m.AuthResponse:
+        return self._call(m.AuthUserAddRequest(name, password, "", no_password), write=True, timeout=timeout)
+
+    def user_get(self, name: str, timeout=None) -> m.AuthUserGetResponse:
+        return self._call(m.AuthUserGetRequest(name), write=False, timeout=timeout)
+
+    def user_list(self, timeout=None) -> m.AuthUserListResponse:
+        return self._call(m.AuthUserListRequest(), write=False, timeout=timeout)
+
+    def user_delete(self, name: str, timeout=None) -> m.AuthResponse:
+        return self._call(m.AuthUserDeleteRequest(name), write=True, timeout=timeout)
+
+    def user_change_password(self, name: str, password: str, timeout=None) -> m.AuthResponse:
+        return self._call(m.AuthUserChangePasswordRequest(name, password), write=True, timeout=timeout)
+
+    def user_grant_role(self, user: str, role: str, timeout=None) -> m.AuthResponse:
+        return self._call(m.AuthUserGrantRoleRequest(user, role), write=True, timeout=timeout)
+
+    def user_revoke_role(self, user: str, role: str, timeout=None) -> m.AuthResponse:
+        return self._call(m.AuthUserRevokeRoleRequest(user, role), write=True, timeout=timeout)
+
+    def role_add(self, name: str, timeout=None) -> m.AuthResponse:
+        return self._call(m.AuthRoleAddRequest(name), write=True, timeout=timeout)
+
+    def role_get(self, role: str, timeout=None) -> m.AuthRoleGetResponse:
+        return self._call(m.AuthRoleGetRequest(role), write=False, timeout=timeout)
+
+    def role_list(self, timeout=None) -> m.AuthRoleListResponse:
+        return self._call(m.AuthRoleListRequest(), write=False, timeout=timeout)
+
+    def role_delete(self, role: str, timeout=None) -> m.AuthResponse:
+        return self._call(m.AuthRoleDeleteRequest(role), write=True, timeout=timeout)
+
+    def role_grant_permission(self, role: str, perm_type: int, key, range_end=None, prefix: bool = False,
+                              from_key: bool = False, timeout=None) -> m.AuthResponse:
+        """Grant perm_type (m.PERM_READ, PERM_WRITE, PERM_READWRITE) on key, or
+        [key, range_end), a prefix, or every key from key on."""
+        key, end = _perm_range(key, range_end, prefix, from_key)
+        return self._call(m.AuthRoleGrantPermissionRequest(role, m.Permission(perm_type, key, end)), write=True,
+                          timeout=timeout)
+
+    def role_revoke_permission(self, role: str, key, range_end=None, prefix: bool = False, from_key: bool = False,
+                               timeout=None) -> m.AuthResponse:
+        key, end = _perm_range(key, range_end, prefix, from_key)
+        return self._call(m.AuthRoleRevokePermissionRequest(role, key, end), write=True, timeout=timeout)
+
     # ------------------------------------------------------------------ plumbing
 
     def _call(self, request, write: bool, timeout=None, endpoint: str | None = None):
@@ -323,6 +400,15 @@ class Client:
     # Run a plan of cairn.calls and return its result: here, on the caller's
     # thread; cairn.aio.Client returns a coroutine instead.
     _run = staticmethod(run_blocking)
+
+
+def _perm_range(key, range_end, prefix: bool, from_key: bool) -> tuple[bytes, bytes]:
+    key = to_bytes(key)
+    if prefix:
+        return key, prefix_range_end(key)
+    if from_key:
+        return key, b"\0"
+    return key, to_bytes(range_end) if range_end is not None else b""
 
 
 class SnapshotSaved(NamedTuple):

@@ -112,6 +112,13 @@ class MemberSettings:
     request_timeout_ms: int = 7000
     # How long a proposal waits for a leader before failing with NoLeader.
     no_leader_wait_ms: int = 3000
+    # etcd's --auth-token-ttl: an authentication token unused this long expires
+    # (each use restarts it, as etcd's simple tokens do).
+    auth_token_ttl_s: int = 300
+    # After a failed authentication the user and the connection are refused
+    # (AuthFailed, the password unchecked) for this long, doubling with each
+    # further failure up to 64 times it; a success clears it.
+    auth_failure_delay_ms: int = 500
     # Applied entries kept in the Raft log before it is compacted behind a snapshot.
     snapshot_entries: int = 10000
     # LMDB map sizes: address space reserved, not disk used.
@@ -424,6 +431,8 @@ def _check_relations(settings: MemberSettings, path: str) -> None:
     # elections while the leader is healthy (etcd's tuning guide says 5-10x).
     if settings.election_ticks <= 2 * settings.heartbeat_ticks:
         problems.append(("member.election_ticks", "must be more than 2 * heartbeat_ticks"))
+    if settings.auth_token_ttl_s < 1:
+        problems.append(("member.auth_token_ttl_s", "must be at least 1"))
     if settings.snapshot_entries < 1:
         problems.append(("member.snapshot_entries", "must be at least 1"))
     if bool(settings.tls.cert_file) != bool(settings.tls.key_file):

@@ -356,7 +356,9 @@ class Watch:
             request = dataclasses.replace(self._request, start_revision=start)
             endpoint = self.endpoint
         self._transport.subscribe(request_id, lambda message: self._on_message(request_id, message))
-        future = self._transport.send(endpoint, encode(request, request_id), request_id)
+        options_for = getattr(self._manager, "options_for", None)
+        options = options_for(endpoint) if options_for is not None else None  # the auth token (cairn/calls.py)
+        future = self._transport.send(endpoint, encode(request, request_id, options), request_id)
         with self._lock:
             if self.request_id == request_id:
                 self._send_future = future
@@ -387,8 +389,10 @@ class WatchManager:
     through (the client's preferred one); timeout: the client's default call
     timeout, which also bounds how long cancel() waits for the member."""
 
-    def __init__(self, transport, first_endpoint: Callable[[], int], timeout: float):
+    def __init__(self, transport, first_endpoint: Callable[[], int], timeout: float,
+                 options_for: Callable[[int], dict | None] | None = None):
         self.transport = transport
+        self.options_for = options_for
         self.first_endpoint = first_endpoint
         self.cancel_wait_s = min(CANCEL_WAIT_S, timeout)
         self.lock = threading.Lock()

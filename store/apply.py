@@ -45,15 +45,17 @@ import lmdb
 
 from store.alarms import Alarms, has_put
 from store.auth import AuthStore
+from store.auth_rules import ROOT
 from store.apply_leases import LEASE_WRITES, LeaseChanges, apply_lease_request
 from store.mvcc import KeySpace
 from transport import codec
 from transport import messages as m
-from transport.entries import split_payload
-from transport.errors import CairnError, InvalidArgumentError, MalformedRequestError, NoSpaceError
+from transport.entries import split_payload, split_payload_user
+from transport.errors import CairnError, InvalidArgumentError, MalformedRequestError, NoSpaceError, PermissionDeniedError
 from transport.messages import (
     ALARM_ACTIVATE,
     ALARM_DEACTIVATE,
+    ALARM_GET,
     AlarmRequest,
     AlarmResponse,
     CompactionRequest,
@@ -191,9 +193,9 @@ class StateMachine:
 
     def _apply_entry(self, txn, entry, batch: AppliedBatch) -> None:
         try:
-            origin, frame = split_payload(entry.data)
+            origin, user, frame = split_payload_user(entry.data)
             request_id, request = codec.decode(frame)
-        except (struct.error, CairnError) as error:
+        except (struct.error, UnicodeDecodeError, CairnError) as error:
             # The frontend validated this frame; a member with an older codec
             # may still meet a newer request. Every member answers the same way.
             batch.notes.append(("entry_undecodable", {"index": entry.index, "error": str(error)}))
@@ -203,6 +205,7 @@ class StateMachine:
             return
         header = ResponseHeader(self.rules.cluster_id, self.rules.member_id, 0, entry.term)
         try:
+            self._authorize(txn, user, request)
             response, events = self._execute(txn, header, request, batch)
         except CairnError as error:
             response, events = error.to_response(), ()
@@ -218,6 +221,35 @@ class StateMachine:
     def _answer(self, batch: AppliedBatch, origin: int, request_id: int, response) -> None:
         if origin == self.rules.member_id:
             batch.answers.append((request_id, response))
+
+    def _authorize(self, txn, user: str | None, request) -> None:
+        """etcd's checks in the state machine: with auth enabled, the user the
+        entry runs as (transport/entries.py) must be allowed the request by the
+        auth state as of this entry, so a revoked permission takes effect at
+        once and every member decides the same. user None is a member's own
+        proposal (lease expiry, alarms, the lock service), not checked."""
+        if user is None or not self.auth.enabled(txn) or isinstance(request, m.AuthStatusRequest):
+            return  # (anyone may ask whether auth is on, as in etcd)
+        found = self.auth.user(txn, user)
+        if found is None:
+            raise PermissionDeniedError()
+        roles = found[1]
+        if ROOT in roles:
+            return
+        if isinstance(request, LeaseGrantRequest):
+            return  # a grant touches no key (etcd checks none; here the user must exist)
+        if isinstance(request, m.AuthUserGetRequest) and request.name == user:
+            return  # a user may read itself (etcd)
+        if isinstance(request, m.AuthRoleGetRequest) and request.role in roles:
+            return  # and the roles it holds
+        if isinstance(request, AlarmRequest) and request.action == ALARM_GET:
+            return
+        if isinstance(request, m.LeaseRevokeRequest):
+            # etcd: write permission on every key attached to the lease
+            for key in self.keyspace.reader(txn, ResponseHeader(0, 0, 0, 0)).lease_keys(request.id):
+                self.auth.check(txn, user, m.DeleteRangeRequest(key))
+            return
+        self.auth.check(txn, user, request)
 
     def _execute(self, txn, header: ResponseHeader, request, batch: AppliedBatch):
         """(response, events) of one decoded request; operating errors raise."""

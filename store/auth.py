@@ -45,6 +45,7 @@ from transport.messages import Permission
 
 DATABASES = {b"auth_users": (False, False), b"auth_roles": (False, False), b"auth_meta": (False, False)}
 _ENABLED = b"enabled"
+MAX_NAME_BYTES = 511  # LMDB's key limit in standard builds
 _REVISION = b"revision"
 
 
@@ -67,7 +68,10 @@ class AuthStore:
 
     def user(self, txn, name: str) -> tuple[str, tuple[str, ...], bool] | None:
         """(password hash, roles, no_password), None if there is no such user."""
-        value = txn.get(name.encode(), db=self.users_db)
+        key = name.encode()
+        if not key or len(key) > MAX_NAME_BYTES:
+            return None  # no such user can exist (LMDB refuses such keys): user "" is a request without a token
+        value = txn.get(key, db=self.users_db)
         if value is None:
             return None
         password_hash, roles, no_password = cbor2.loads(value)

@@ -20,7 +20,7 @@ from cairn import Client
 from cairn import config as config_module
 from cairn.procfs import process_tree
 from transport import curve
-from transport.errors import CairnError
+from transport.errors import CairnError, PermissionDeniedError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT_S = 30.0
@@ -322,6 +322,8 @@ class Cluster:
                     try:
                         client.get(b"__ready__")
                         break
+                    except PermissionDeniedError:
+                        break  # auth is enabled: refused, but served (etcd's /health counts it so)
                     except CairnError:
                         if time.monotonic() > deadline:
                             raise AssertionError(f"member {member.name} did not become ready in {timeout}s")

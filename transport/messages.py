@@ -22,7 +22,7 @@ Raft's peer messages live in transport/raft_messages.py; the codec registers bot
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from transport import raft_messages
 from transport.wire_types import Uint64, enum_of
@@ -906,13 +906,13 @@ class AuthStatusResponse:
 @dataclass(frozen=True, slots=True)
 class AuthenticateRequest:
     name: str
-    password: str
+    password: str = field(repr=False)  # never in a repr, nor a log
 
 
 @dataclass(frozen=True, slots=True)
 class AuthenticateResponse:
     header: ResponseHeader
-    token: str
+    token: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -921,8 +921,8 @@ class AuthUserAddRequest:
     member that takes the request fills it and empties password)."""
 
     name: str
-    password: str = ""
-    hashed_password: str = ""
+    password: str = field(default="", repr=False)
+    hashed_password: str = field(default="", repr=False)
     no_password: bool = False
 
 
@@ -945,8 +945,8 @@ class AuthUserDeleteRequest:
 @dataclass(frozen=True, slots=True)
 class AuthUserChangePasswordRequest:
     name: str
-    password: str = ""
-    hashed_password: str = ""
+    password: str = field(default="", repr=False)
+    hashed_password: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
