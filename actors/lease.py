@@ -99,6 +99,7 @@ class LeaseActor(Actor):
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         self.keyspace = KeySpace(self.env)
         self.batch_revision: int | None = None  # see _header_revision
+        self.batch_txn = self.batch_reader = None  # a read transaction for this batch's checks (see _stored)
         self.table = LeaseTable()
         self.table.load(self._stored_leases())
         self.election_timeout_s = self.settings.election_ticks * self.settings.tick_ms / 1000
@@ -181,6 +182,12 @@ class LeaseActor(Actor):
             ttl = self.table.renew(request.id, now)
             if ttl == 0 and request.id not in self.table.ttl:
                 ttl = self._renew_unseen(request.id, now)
+            elif ttl and not self._stored(request.id):
+                # revoked, and this actor not told yet: LeasesChanged travels on
+                # another pipe than the revoke's answer, which the client may
+                # have had before this keep-alive left. The store already knows.
+                self.table.revoked(request.id)
+                ttl = 0
             self.reply(identity, request_id, LeaseKeepAliveResponse(header, request.id, ttl))
         elif isinstance(request, LeaseTimeToLiveRequest):
             self.reply(identity, request_id, self.time_to_live(header, request, now))
@@ -272,6 +279,13 @@ class LeaseActor(Actor):
     def reply(self, identity: bytes, request_id: int, message) -> None:
         self.replies.append((identity, codec.encode(message, request_id)))
 
+    def _stored(self, lease: int) -> bool:
+        """Whether the lease is in the store, through one read transaction per batch."""
+        if self.batch_txn is None:
+            self.batch_txn = self.env.begin()
+            self.batch_reader = self.keyspace.reader(self.batch_txn, ResponseHeader(0, 0, 0, 0))
+        return self.batch_reader.lease(lease) is not None
+
     def _header_revision(self) -> int:
         """The keyspace revision for answers' headers, as etcd's lease answers
         carry it: read once per batch, not once per keep-alive."""
@@ -282,6 +296,9 @@ class LeaseActor(Actor):
 
     def on_batch_end(self) -> None:
         self.batch_revision = None
+        if self.batch_txn is not None:
+            self.batch_txn.abort()  # short: LMDB must not keep old pages for a reader
+            self.batch_txn = self.batch_reader = None
         if self.replies:
             identities, frames = zip(*self.replies)
             self.replies = []
