@@ -69,6 +69,7 @@ from collections import OrderedDict
 import zmq
 
 from store.auth import AuthStore
+from transport.key_ranges import prefix_range_end
 from transport.errors import AuthFailedError, AuthNotEnabledError, InvalidAuthTokenError
 from transport.messages import (
     ALARM_GET,
@@ -269,17 +270,6 @@ class Throttle:
     def succeeded(self, keys) -> None:
         for key in keys:
             self.failures.pop(key, None)
-
-
-def prefix_range_end(prefix: bytes) -> bytes:
-    """etcd's prefix end (as cairn/requests.py's, which actors do not import)."""
-    end = bytearray(prefix)
-    while end:
-        if end[-1] < 0xFF:
-            end[-1] += 1
-            return bytes(end)
-        end.pop()
-    return b"\0"
 
 
 def service_needs(request):

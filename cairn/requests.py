@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from transport import messages as m
 from transport.codec import check
+from transport.key_ranges import prefix_range_end
 
 _SORT_ORDERS = {None: m.SORT_NONE, "none": m.SORT_NONE, "ascend": m.SORT_ASCEND, "descend": m.SORT_DESCEND}
 _SORT_TARGETS = {
@@ -36,17 +37,6 @@ def to_bytes(value) -> bytes:
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"expected bytes or str, got {type(value).__name__}")
-
-
-def prefix_range_end(prefix: bytes) -> bytes:
-    """The range end covering every key with this prefix (etcd's GetPrefixRangeEnd)."""
-    end = bytearray(prefix)
-    while end:
-        if end[-1] < 0xFF:
-            end[-1] += 1
-            return bytes(end)
-        end.pop()
-    return b"\0"  # every byte was 0xff: no upper bound
 
 
 def resolve_range(key: bytes, range_end, prefix: bool, from_key: bool) -> tuple[bytes, bytes]:

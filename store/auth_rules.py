@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from store.keys import bounds
 from transport.messages import (
     PERM_READ,
     PERM_READWRITE,
@@ -50,25 +51,16 @@ class Grant:
     range_end: bytes
 
 
-def _interval(key: bytes, range_end: bytes) -> tuple[bytes, bytes | None]:
-    """etcd's range convention as a half-open interval; None = no end."""
-    if not range_end:
-        return key, key + b"\0"
-    if range_end == b"\0":
-        return key, None
-    return key, range_end
-
-
 def _allows(perm_type: int, access: str) -> bool:
     return perm_type == PERM_READWRITE or (perm_type == PERM_READ) == (access == READ)
 
 
 def covered(grants: list[Grant], access: str, key: bytes, range_end: bytes) -> bool:
     """Whether the grants of this access type together cover [key, range_end)."""
-    start, end = _interval(key, range_end)
+    start, end = bounds(key, range_end)
     if end is not None and end <= start:
         return True  # an empty range touches nothing
-    intervals = sorted(_interval(g.key, g.range_end) for g in grants if _allows(g.perm_type, access))
+    intervals = sorted(bounds(g.key, g.range_end) for g in grants if _allows(g.perm_type, access))
     reach = start  # everything in [start, reach) is covered so far
     for low, high in intervals:
         if low > reach:
