@@ -252,6 +252,64 @@ class MemberListResponse:
     members: tuple[Member, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class MemberAddRequest:
+    """etcd's Cluster.MemberAdd. cairn names the member at add time (etcdctl's
+    NAME argument; etcd sends it only when the member starts): the member's id
+    derives from the cluster and member names, as a YAML member's does
+    (cairn/config.py member_id_for), so the new member's YAML names it.
+    client_urls may be given now (a cairn extension); etcd publishes them later."""
+
+    peer_urls: tuple[str, ...]
+    is_learner: bool = False
+    name: str = ""
+    client_urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAddResponse:
+    header: ResponseHeader
+    member: Member
+    members: tuple[Member, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoveRequest:
+    id: Uint64
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoveResponse:
+    header: ResponseHeader
+    members: tuple[Member, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdateRequest:
+    id: Uint64
+    peer_urls: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdateResponse:
+    header: ResponseHeader
+    members: tuple[Member, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPromoteRequest:
+    id: Uint64
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPromoteResponse:
+    header: ResponseHeader
+    members: tuple[Member, ...] = ()
+
+
+MEMBER_CHANGE_REQUESTS = (MemberAddRequest, MemberRemoveRequest, MemberUpdateRequest, MemberPromoteRequest)
+
+
 ALARM_NONE = 0
 ALARM_NOSPACE = 1
 ALARM_NAMES = {ALARM_NONE: "NONE", ALARM_NOSPACE: "NOSPACE"}
@@ -391,6 +449,31 @@ class ProposalsRejected:
 
     request_ids: tuple[Uint64, ...]
     code: str
+    leader_id: Uint64 = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChangeProposal:
+    """frontend -> raft: a membership change a client asked for (the raft actor
+    checks it as etcd's server does and proposes it on the leader). change_type
+    is a transport.raft_messages CONF_* kind; context the member record (CBOR,
+    store/members.py) that rides in the ConfChange's context."""
+
+    request_id: Uint64
+    change_type: int
+    node_id: Uint64
+    context: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChangeResult:
+    """raft -> frontend: the change's entry committed at `index` (code "") or it
+    was refused: code is an errors code, message its text (etcd's)."""
+
+    request_id: Uint64
+    index: Uint64 = 0
+    code: str = ""
+    message: str = ""
     leader_id: Uint64 = 0
 
 
