@@ -31,6 +31,7 @@ import zmq
 
 from actors.base import Actor
 from actors.crash_reports import read_member_errors
+from actors.member_service import MemberService
 from actors.lock_service import SERVICE_REQUESTS
 from actors.maintenance import MAINTENANCE_REQUESTS, Maintenance
 from store.alarms import Alarms
@@ -42,6 +43,7 @@ from transport.errors import (
     CairnError,
     EmptyKeyError,
     InvalidArgumentError,
+    LearnerNotSupportedError,
     MalformedRequestError,
     NoLeaderError,
     TimeoutError_,
@@ -66,6 +68,8 @@ from transport.messages import (
     LeaseTimeToLiveRequest,
     ErrorResponse,
     Member,
+    MEMBER_CHANGE_REQUESTS,
+    ConfChangeResult,
     MemberListRequest,
     MemberListResponse,
     MoveLeaderRequest,
@@ -177,6 +181,8 @@ class FrontendActor(Actor):
         self.on_message(ClientReplies, self.on_client_replies)
         self.on_message(RaftStatus, self.on_raft_status)
         self.maintenance = Maintenance(self)  # Snapshot, Hash, HashKV
+        self.member_service = MemberService(self)  # MemberAdd/Remove/Update/Promote/List
+        self.on_message(ConfChangeResult, self.member_service.on_result)
         self.log.info("frontend_listening", client=self.member.client)
 
     # ------------------------------------------------------------------ clients
@@ -200,7 +206,11 @@ class FrontendActor(Actor):
                 self.reply_error(identity, request_id, error)
 
     def dispatch(self, identity: bytes, request_id: int, request, frame: bytes, now: float) -> None:
-        if isinstance(request, AlarmRequest) and request.action == ALARM_GET:
+        if self.raft.is_learner and not self.learner_serves(request):
+            raise LearnerNotSupportedError()
+        if isinstance(request, MEMBER_CHANGE_REQUESTS):
+            self.member_service.handle(identity, request_id, request, now)
+        elif isinstance(request, AlarmRequest) and request.action == ALARM_GET:
             self.reply(identity, request_id, self.alarm_list(request.member_id))
         elif isinstance(request, WRITE_REQUESTS + LEASE_WRITE_REQUESTS) or isinstance(request, AlarmRequest):
             if isinstance(request, LeaseGrantRequest) and request.id == 0:
@@ -235,6 +245,16 @@ class FrontendActor(Actor):
             self.maintenance.handle(identity, request_id, request)
         else:
             raise MalformedRequestError(f"{type(request).__name__} is not a client request")
+
+    @staticmethod
+    def learner_serves(request) -> bool:
+        """etcd's learner serves serializable reads, watches, status and member
+        list (and the maintenance reads); anything else goes to a voter."""
+        if isinstance(request, RangeRequest):
+            return request.serializable
+        if isinstance(request, AlarmRequest):
+            return request.action == ALARM_GET
+        return isinstance(request, WATCH_REQUESTS + (StatusRequest, MemberListRequest) + MAINTENANCE_REQUESTS)
 
     @staticmethod
     def check_write(request) -> None:
@@ -338,6 +358,8 @@ class FrontendActor(Actor):
             self.serve_reads(reads)
         if self.range_streams:
             self.continue_streams()
+        if self.member_service.at_index:
+            self.member_service.answer_applied()
 
     def serve_reads(self, reads) -> None:
         """Every read of the turn in one short LMDB read transaction; a range
@@ -473,9 +495,7 @@ class FrontendActor(Actor):
         return AlarmResponse(ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term), alarms)
 
     def member_list(self) -> MemberListResponse:
-        header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
-        members = tuple(Member(m.id, m.name, (m.peer,), (m.client,)) for m in self.config.members)
-        return MemberListResponse(header, members)
+        return self.member_service.member_list()
 
     def reply(self, identity: bytes, request_id: int, message) -> None:
         """A message to a client: the ROUTER never blocks (a frame to a client

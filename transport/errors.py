@@ -352,6 +352,17 @@ class MemberNotLearnerError(MemberError):
         return "etcdserver: can only promote a learner member"
 
 
+class ConfChangePendingError(MemberError):
+    """Raft changes one member at a time (etcd's raft drops a second change
+    while one is pending; cairn says so)."""
+
+    code = "ConfChangePending"
+    retryable = True  # never reached a log
+
+    def default_message(self):
+        return "etcdserver: a membership change is already in progress"
+
+
 class UnhealthyClusterError(MemberError):
     code = "UnhealthyCluster"
 

@@ -517,6 +517,18 @@ class RaftStatus:
     last_index: Uint64
     applied_index: Uint64
     quorum_active: bool = False
+    # This member is a learner of the configuration (takes no writes, no
+    # linearizable reads: etcd's "rpc not supported for learner").
+    is_learner: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoved:
+    """raft -> raft of another member (tcp): you were removed from the cluster
+    (etcd's peer handler answers a removed member's messages with 410 Gone)."""
+
+    sender: Uint64
+    removed_id: Uint64
 
 
 @dataclass(frozen=True, slots=True)

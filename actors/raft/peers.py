@@ -24,7 +24,7 @@ import time
 import zmq
 
 from transport import codec
-from transport.messages import RaftBatch, SnapshotChunk, SnapshotChunkAck
+from transport.messages import MemberRemoved, RaftBatch, SnapshotChunk, SnapshotChunkAck
 from transport.raft_messages import MSG_SNAP
 from transport.sockets import configure
 
@@ -46,11 +46,60 @@ class Peers:
             socket.setsockopt(zmq.IMMEDIATE, 1)
             socket.connect(peer.peer)
             self.outboxes[peer.id] = socket
+        self.context = context
+        self.urls: dict[int, str] = {peer.id: peer.peer for peer in members if peer.id != member.id}
+        # Removed members: their messages are answered with MemberRemoved (at most
+        # once a second each), on a socket kept for that.
+        self.removed: dict[int, str] = {}
+        self.removed_outboxes: dict[int, zmq.Socket] = {}
+        self.removed_told_at: dict[int, float] = {}
         self.drop_peers: frozenset[int] = frozenset()
         self.delay_peers: frozenset[int] = frozenset()
         self.delay_s = 0.0
         self.delayed: list[tuple[float, int, int, bytes]] = []  # heap of (due, seq, peer, frame)
         self.delayed_seq = 0
+
+    def follow(self, members: dict[int, str], removed: dict[int, str]) -> None:
+        """The configuration changed: `members` maps every other member's id to
+        its peer URL (connect to the new ones and to changed URLs, close the
+        dropped ones); `removed` maps removed ids to their last peer URLs."""
+        for peer, url in members.items():
+            if self.urls.get(peer) == url and peer in self.outboxes:
+                continue
+            old = self.outboxes.pop(peer, None)
+            if old is not None:
+                old.close(0)
+            socket = configure(self.context.socket(zmq.PUSH), PEER_HWM)
+            socket.setsockopt(zmq.IMMEDIATE, 1)
+            socket.connect(url)
+            self.outboxes[peer] = socket
+            self.urls[peer] = url
+            self.log.info("peer_connected", peer=f"{peer:x}", url=url)
+        for peer in [p for p in self.outboxes if p not in members]:
+            self.outboxes.pop(peer).close(0)
+            self.urls.pop(peer, None)
+            self.log.info("peer_dropped", peer=f"{peer:x}")
+        self.known_peers = frozenset(members)
+        self.removed.update(removed)
+
+    def tell_removed(self, peer: int) -> None:
+        """A removed member spoke to us: tell it (it stops, see actors/raft/actor.py)."""
+        url = self.removed.get(peer)
+        now = time.monotonic()
+        if not url or now - self.removed_told_at.get(peer, 0.0) < 1.0:
+            return
+        self.removed_told_at[peer] = now
+        socket = self.removed_outboxes.get(peer)
+        if socket is None:
+            socket = configure(self.context.socket(zmq.PUSH), PEER_HWM)
+            socket.setsockopt(zmq.IMMEDIATE, 1)
+            socket.connect(url)
+            self.removed_outboxes[peer] = socket
+        try:
+            socket.send(codec.encode(MemberRemoved(self.member_id, peer)), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # told on its next message
+        self.log.warning("removed_member_told", peer=f"{peer:x}")
 
     def set_failpoint(self, drop_peers, delay_peers, delay_ms: int) -> None:
         self.drop_peers = frozenset(drop_peers)
@@ -68,7 +117,14 @@ class Peers:
             except Exception as error:  # anything a broken peer sends is dropped, never fatal
                 self.log.warning("peer_frame_dropped", error=str(error))
                 continue
+            if isinstance(batch, MemberRemoved):
+                if batch.removed_id == self.member_id and batch.sender in self.known_peers:
+                    others.append(batch)
+                continue
             problem = self._refusal(batch)
+            if problem and getattr(batch, "sender", 0) in self.removed:
+                self.tell_removed(batch.sender)
+                continue
             if problem:
                 self.log.warning("peer_frame_dropped", error=problem, type=type(batch).__name__)
                 continue
