@@ -81,7 +81,7 @@ class MemberService:
         front.pending_writes[request_id] = (identity, deadline)
         front.expiry.append((deadline, request_id))
         self.requests[request_id] = request
-        front.log.info("member_change_requested", request_id=request_id, request=type(request).__name__, node=f"{node_id:x}")
+        front.log.info("member_change_requested", request_id=request_id, request=type(request).__name__, member_id=f"{node_id:x}")
         front.send_to_raft(ConfChangeProposal(request_id, change_type, node_id, context), (request_id,))
 
     def proposal(self, request) -> tuple[int, int, bytes]:

@@ -213,7 +213,7 @@ class StateMachine:
             removed.add(change.node_id)
         member_records.save(txn, meta_db, member_records.after_change(current, change), removed)
         batch.notes.append(("member_change_applied", {"index": entry.index, "type": CONF_CHANGE_NAMES.get(change.type),
-                                                      "node": change.node_id}))
+                                                      "member_id": f"{change.node_id:x}"}))
 
     def _apply_entry(self, txn, entry, batch: AppliedBatch) -> None:
         try:

@@ -301,7 +301,7 @@ class RaftActor(Actor):
 
         def refuse(error, leader: int = 0) -> None:
             self.log.info("conf_change_refused", request_id=message.request_id, code=error.code, error=error.message,
-                          type=CONF_CHANGE_NAMES.get(change.type), node=f"{change.node_id:x}")
+                          type=CONF_CHANGE_NAMES.get(change.type), member_id=f"{change.node_id:x}")
             self.send(self.to_frontend, ConfChangeResult(message.request_id, 0, error.code, error.message, leader))
 
         if core.role != ROLE_LEADER:
@@ -345,7 +345,7 @@ class RaftActor(Actor):
         index = core.last_index
         self.conf_proposals[index] = (message.request_id, core.term)
         self.log.info("conf_change_proposed", request_id=message.request_id, index=index,
-                      type=CONF_CHANGE_NAMES.get(kind), node=f"{node:x}", term=core.term)
+                      type=CONF_CHANGE_NAMES.get(kind), member_id=f"{node:x}", term=core.term)
 
     def _transfer_target(self, conf) -> int:
         active = set(self.core.recently_active())
@@ -773,5 +773,5 @@ def _printable(fields: dict) -> dict:
     for key, value in fields.items():
         if key == "type" and isinstance(value, int):
             value = MESSAGE_TYPE_NAMES.get(value, value)
-        out[key if key not in ("event", "level") else f"core_{key}"] = value
+        out[key if key not in ("event", "level", "node") else f"core_{key}"] = value
     return out
