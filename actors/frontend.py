@@ -161,7 +161,8 @@ class FrontendActor(Actor):
         with self.env.begin() as txn:
             self.applied_index = self.keyspace.applied_index(txn)
             self.revision = self.keyspace.current_revision(txn)
-        self.raft = RaftStatus(self.member.id, 0, 0, ROLE_FOLLOWER, 0, 0, 0)
+        # A member joining a cluster starts as a learner: refuse writes until raft says otherwise.
+        self.raft = RaftStatus(self.member.id, 0, 0, ROLE_FOLLOWER, 0, 0, 0, is_learner=config.state == "existing")
         # request id -> (client identity, deadline)
         self.pending_writes: dict[int, tuple[bytes, float]] = {}
         self.expiry = deque()  # (deadline, request id), in deadline order

@@ -113,6 +113,16 @@ class MemberService:
                 error = error_class(message.message, **({"leader_hint": message.leader_id} if message.leader_id else {}))
                 front.reply_error(pending[0], message.request_id, error)
             return
+        request = self.requests.get(message.request_id)
+        if isinstance(request, MemberRemoveRequest) and request.id == front.member.id:
+            # This member's own removal: it will not apply it (the leader no longer
+            # sends it the log), so answer now, with the members after the change.
+            self.requests.pop(message.request_id, None)
+            pending = front.pending_writes.pop(message.request_id, None)
+            if pending is not None:
+                members = tuple(m for m in self.members() if m.id != request.id)
+                front.reply(pending[0], message.request_id, MemberRemoveResponse(self.header(), members))
+            return
         self.at_index.append((message.index, message.request_id))
         self.answer_applied()
 

@@ -463,6 +463,11 @@ class ConfChangeProposal:
     change_type: int
     node_id: Uint64
     context: bytes = b""
+    # A follower's raft forwards the proposal to the leader's raft (tcp, the peer
+    # door): origin is the member whose frontend waits for the answer, sender the
+    # member that sent this frame (0 for both: from this member's own frontend).
+    origin: Uint64 = 0
+    sender: Uint64 = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +480,8 @@ class ConfChangeResult:
     code: str = ""
     message: str = ""
     leader_id: Uint64 = 0
+    origin: Uint64 = 0  # as in ConfChangeProposal: the leader answers a forwarded change to its origin
+    sender: Uint64 = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ to commit or time out.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import struct
@@ -217,7 +218,8 @@ class RaftActor(Actor):
         self.rejoin_asked = False
         if self.rejoining:
             self.log.warning("rejoining", reason="data dir lost; no votes until caught up")
-        self.conf_proposals: dict[int, tuple[int, int]] = {}  # entry index -> (request id, term)
+        self.conf_proposals: dict[int, tuple[int, int, int]] = {}  # entry index -> (request id, term, origin)
+        self.deferred_conf: list = []  # (deadline, ConfChangeProposal) waiting for a (new) leader
         self.stop_removed_at = 0.0
         self.peer_conf = None
         self._follow_config()
@@ -299,13 +301,31 @@ class RaftActor(Actor):
         core = self.core
         change = ConfChange(message.change_type, message.node_id, message.context)
 
+        origin = message.origin or self.member.id
+
         def refuse(error, leader: int = 0) -> None:
             self.log.info("conf_change_refused", request_id=message.request_id, code=error.code, error=error.message,
-                          type=CONF_CHANGE_NAMES.get(change.type), member_id=f"{change.node_id:x}")
-            self.send(self.to_frontend, ConfChangeResult(message.request_id, 0, error.code, error.message, leader))
+                          type=CONF_CHANGE_NAMES.get(change.type), member_id=f"{change.node_id:x}", origin=f"{origin:x}")
+            self._answer_conf(ConfChangeResult(message.request_id, 0, error.code, error.message, leader, origin))
 
         if core.role != ROLE_LEADER:
+            if core.leader_id and core.leader_id != self.member.id and not message.sender:
+                # A follower hands its frontend's change to the leader (one hop, as proposals).
+                forwarded = dataclasses.replace(message, origin=origin, sender=self.member.id)
+                if self.peers.send_frame(core.leader_id, codec.encode(forwarded)):
+                    self.log.info("conf_change_forwarded", request_id=message.request_id, leader=f"{core.leader_id:x}")
+                    return None
+            if message.sender == 0 and not core.leader_id:
+                # No leader yet (an election, a transfer): try again once one is known.
+                self.deferred_conf.append((time.monotonic() + self.settings.request_timeout_ms / 1000, message))
+                return None
             return refuse(NotLeaderError() if core.leader_id else NoLeaderError(), core.leader_id)
+        if core.term_at(core.commit_index) != core.term:
+            # A new leader: until an entry of its term commits it takes no change
+            # (membership.py), and it has not yet heard who is active. Wait for it.
+            self.deferred_conf.append((time.monotonic() + self.settings.request_timeout_ms / 1000,
+                                       dataclasses.replace(message, origin=origin, sender=0)))
+            return None
         conf = core.conf_state
         current = (*conf.voters, *conf.learners)
         node, kind = change.node_id, change.type
@@ -339,13 +359,33 @@ class RaftActor(Actor):
                 return refuse(UnhealthyClusterError())
             self.log.info("leader_removal_transfer", target=f"{target:x}", term=core.term)
             core.transfer_leadership(target)
-            return refuse(NotLeaderError(), 0)
+            # The new leader takes it: forwarded once it is known (its origin's frontend still waits).
+            self.deferred_conf.append((time.monotonic() + self.settings.request_timeout_ms / 1000,
+                                       dataclasses.replace(message, origin=origin, sender=0)))
+            return None
         if not core.propose_conf_change(change):
             return refuse(TooManyRequestsError())  # not ready yet (no entry of our term committed, a transfer)
         index = core.last_index
-        self.conf_proposals[index] = (message.request_id, core.term)
+        self.conf_proposals[index] = (message.request_id, core.term, origin)
         self.log.info("conf_change_proposed", request_id=message.request_id, index=index,
                       type=CONF_CHANGE_NAMES.get(kind), member_id=f"{node:x}", term=core.term)
+
+    def _answer_conf(self, result: ConfChangeResult) -> None:
+        """To this member's frontend, or back to the member a change was forwarded from."""
+        if result.origin in (0, self.member.id):
+            self.send(self.to_frontend, result)
+        else:
+            self.peers.send_frame(result.origin, codec.encode(dataclasses.replace(result, sender=self.member.id)))
+
+    def _retry_deferred_conf(self, now: float) -> None:
+        if not self.core.leader_id:
+            return
+        if self.core.role == ROLE_LEADER and self.core.status().get("lead_transferee"):
+            return  # handing over: the new leader takes them
+        deferred, self.deferred_conf = self.deferred_conf, []
+        for deadline, message in deferred:
+            if deadline > now:
+                self._on_conf_change(message)
 
     def _transfer_target(self, conf) -> int:
         active = set(self.core.recently_active())
@@ -359,12 +399,12 @@ class RaftActor(Actor):
                 continue
             proposal = self.conf_proposals.pop(entry.index, None)
             if proposal is not None:
-                request_id, term = proposal
+                request_id, term, origin = proposal
                 if term == entry.term:
-                    self.send(self.to_frontend, ConfChangeResult(request_id, entry.index))
+                    self._answer_conf(ConfChangeResult(request_id, entry.index, origin=origin))
                 else:  # our entry was replaced: it never committed, the client may retry
-                    self.send(self.to_frontend, ConfChangeResult(request_id, 0, NotLeaderError.code, NotLeaderError().message,
-                                                                 self.core.leader_id))
+                    self._answer_conf(ConfChangeResult(request_id, 0, NotLeaderError.code, NotLeaderError().message,
+                                                       self.core.leader_id, origin))
             try:
                 change, _ = decode_conf_change(entry.data)
             except ValueError:
@@ -392,6 +432,11 @@ class RaftActor(Actor):
                 self.snapshot_sender.on_ack(message)
             elif isinstance(message, MemberRemoved):
                 self._on_member_removed(message)
+            elif isinstance(message, ConfChangeProposal):
+                self._on_conf_change(message)  # forwarded by a follower
+            elif isinstance(message, ConfChangeResult):
+                if message.origin == self.member.id:
+                    self.send(self.to_frontend, message)
             else:
                 self._on_snapshot_chunk(message)
 
@@ -469,6 +514,8 @@ class RaftActor(Actor):
         self._auto_compact(now)
         self._forget_forwarded(now)
         self._propose(now)
+        if self.deferred_conf:
+            self._retry_deferred_conf(now)
         self._read_index()
         self._drain_ready()
         for peer, ok in self.snapshot_sender.pump(self.peers.send_frame, codec.encode):

@@ -24,7 +24,7 @@ import time
 import zmq
 
 from transport import codec
-from transport.messages import MemberRemoved, RaftBatch, SnapshotChunk, SnapshotChunkAck
+from transport.messages import ConfChangeProposal, ConfChangeResult, MemberRemoved, RaftBatch, SnapshotChunk, SnapshotChunkAck
 from transport.raft_messages import MSG_SNAP
 from transport.sockets import configure
 
@@ -138,7 +138,7 @@ class Peers:
 
     def _refusal(self, frame) -> str:
         """Why a decoded peer frame must be dropped ("" if it may pass)."""
-        if not isinstance(frame, (RaftBatch, SnapshotChunk, SnapshotChunkAck)):
+        if not isinstance(frame, (RaftBatch, SnapshotChunk, SnapshotChunkAck, ConfChangeProposal, ConfChangeResult)):
             return "unexpected message type"
         if frame.sender not in self.known_peers:
             return f"sender {frame.sender:x} is not a member"
