@@ -576,6 +576,7 @@ def cmd_member_add(client: Client, args) -> None:
     print("# The new member's YAML: the cluster's members (every member may list it) with this entry,")
     print("# the cluster's id, and state existing (as ETCD_INITIAL_CLUSTER_STATE=\"existing\"):")
     print("cluster:")
+    print("  name: ...   # the cluster's name, as in its members' YAML (member ids derive from it)")
     print(f"  id: \"{response.header.cluster_id:x}\"")
     print("  state: existing")
     print("  members:")
