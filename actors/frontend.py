@@ -264,7 +264,7 @@ class FrontendActor(Actor):
             raise EmptyKeyError()
 
     def move_leader(self, identity: bytes, request_id: int, target: int, now: float) -> None:
-        if self.config.member_by_id(target) is None:
+        if target not in {member.id for member in self.member_service.members()}:
             raise InvalidArgumentError(f"etcdserver: bad leader transferee: {target:x} is not a member")
         election_timeouts = self.frontend_limits.leader_move_election_timeouts
         wait_s = election_timeouts * self.settings.election_ticks * self.settings.tick_ms / 1000

@@ -141,6 +141,7 @@ class RaftActor(Actor):
         self.removed_ids: set[int] = set()
         self.removed_marker = os.path.join(self.data_dir, REMOVED_MARKER)
         self._load_member_records()
+        self._note_conf_entries(entries)  # changes in the log that apply has not recorded yet
         if os.path.exists(self.removed_marker) or self.member.id in self.removed_ids:
             self._stop_removed("this member was removed from the cluster; its data dir cannot rejoin it")
         voters = tuple(m.id for m in config.members)
@@ -221,6 +222,7 @@ class RaftActor(Actor):
         self.conf_proposals: dict[int, tuple[int, int, int]] = {}  # entry index -> (request id, term, origin)
         self.deferred_conf: list = []  # (deadline, ConfChangeProposal) waiting for a (new) leader
         self.stop_removed_at = 0.0
+        self.stop_removed_reason = ""
         self.peer_conf = None
         self._follow_config()
         if self.member.id not in (*self.core.voters, *self.core.learners) and self.core.commit_index >= self.core.pending_conf_index:
@@ -293,8 +295,13 @@ class RaftActor(Actor):
         raise SystemExit(REMOVED_EXIT_CODE)
 
     def _on_member_removed(self, message: MemberRemoved) -> None:
+        if self.stop_removed_at:
+            return
         self.log.error("told_removed", by=f"{message.sender:x}")
-        self._stop_removed(f"member {message.sender:x} says this member was removed")
+        # A moment first, so that the answer to a change this member forwarded
+        # (its own removal, say) still reaches its client.
+        self.stop_removed_at = time.monotonic() + 1.0
+        self.stop_removed_reason = f"member {message.sender:x} says this member was removed"
 
     def _on_conf_change(self, message: ConfChangeProposal) -> None:
         """etcd's server-side checks of a membership change, then the proposal (leader only)."""
@@ -414,6 +421,7 @@ class RaftActor(Actor):
                 if change.node_id == self.member.id and not self.stop_removed_at:
                     # Let this Ready's messages (the commit index) go out first.
                     self.stop_removed_at = time.monotonic() + 1.0
+                    self.stop_removed_reason = "its removal was committed"
         for index in [i for i in self.conf_proposals if i <= self.core.commit_index - 10000]:
             del self.conf_proposals[index]
 
@@ -525,7 +533,7 @@ class RaftActor(Actor):
         self.peers.flush_delayed(now)
         self._publish_status(now)
         if self.stop_removed_at and now >= self.stop_removed_at:
-            self._stop_removed("its removal was committed")
+            self._stop_removed(self.stop_removed_reason)
 
     def _propose(self, now: float) -> None:
         wait_s = self.settings.no_leader_wait_ms / 1000

@@ -29,7 +29,9 @@ from transport.errors import (
     PeerURLExistsError,
 )
 
-cluster = cluster_fixture("membership", members=3)
+# A short log, so the new member gets the leader's snapshot (and the snapshot's
+# configuration and member records), not the whole log.
+cluster = cluster_fixture("membership", members=3, snapshot_entries=40)
 
 REMOVED_EXIT_CODE = 78
 
@@ -56,6 +58,7 @@ def test_grow_through_a_learner_while_writing(cluster):
 
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
+    wait_for(lambda: len(acked) > 100, "writes past snapshot_entries", 20)
     try:
         new = cluster.add_member_to_config("n4")
         with cluster.client(timeout=10) as c:
@@ -86,6 +89,12 @@ def test_grow_through_a_learner_while_writing(cluster):
                                 "the promotion", 30)
             assert _ids(promoted) == {m.spec.id: False for m in cluster.members.values()}
         time.sleep(0.5)
+        # It caught up from the leader's snapshot; restarted (now with the
+        # ordinary start, no --join), it is a voter that serves writes.
+        assert any(r.get("event") == "snapshot_installed" for r in new.log_records("raft"))
+        new.stop()
+        new.start()
+        cluster.wait_ready([new])
     finally:
         stop.set()
         thread.join(30)
@@ -116,6 +125,14 @@ def test_promote_refused_while_far_behind(cluster):
         # A removed id never comes back (etcd's rule; ids derive from names).
         with pytest.raises(MemberIDExistsError):
             c.member_add("n5", [ghost.spec.peer], is_learner=True)
+        # MemberUpdate: peer URLs replicated (the same URL here: the member keeps running).
+        n1 = cluster.members["n1"].spec
+        updated = c.member_update(n1.id, [n1.peer])
+        assert next(x for x in updated.members if x.id == n1.id).peer_urls == (n1.peer,)
+        with pytest.raises(PeerURLExistsError):
+            c.member_update(n1.id, [cluster.members["n2"].spec.peer])
+        with pytest.raises(MemberNotFoundError):
+            c.member_update(12345, ["tcp://127.0.0.1:1"])
     del cluster.members["n5"]
 
 
