@@ -75,12 +75,18 @@ class Peers:
             self.outboxes[peer] = socket
             self.urls[peer] = url
             self.log.info("peer_connected", peer=f"{peer:x}", url=url)
+        self.removed.update(removed)
         for peer in [p for p in self.outboxes if p not in members]:
-            self.outboxes.pop(peer).close(0)
+            socket = self.outboxes.pop(peer)
+            if peer in self.removed and peer not in self.removed_outboxes:
+                # Kept (connected) for what a removed member is still told: its
+                # removal, and the answer to a change it forwarded.
+                self.removed_outboxes[peer] = socket
+            else:
+                socket.close(0)
             self.urls.pop(peer, None)
             self.log.info("peer_dropped", peer=f"{peer:x}")
         self.known_peers = frozenset(members)
-        self.removed.update(removed)
 
     def tell_removed(self, peer: int) -> None:
         """A removed member spoke to us: tell it (it stops, see actors/raft/actor.py)."""
@@ -89,17 +95,23 @@ class Peers:
         if not url or now - self.removed_told_at.get(peer, 0.0) < 1.0:
             return
         self.removed_told_at[peer] = now
-        socket = self.removed_outboxes.get(peer)
-        if socket is None:
-            socket = configure(self.context.socket(zmq.PUSH), PEER_HWM)
-            socket.setsockopt(zmq.IMMEDIATE, 1)
-            socket.connect(url)
-            self.removed_outboxes[peer] = socket
+        socket = self._removed_socket(peer)
         try:
             socket.send(codec.encode(MemberRemoved(self.member_id, peer)), zmq.NOBLOCK)
         except zmq.Again:
             pass  # told on its next message
         self.log.warning("removed_member_told", peer=f"{peer:x}")
+
+    def _removed_socket(self, peer: int):
+        """A socket to a removed member (None if its URL is unknown): it is told it
+        was removed, and gets the answer to a change it forwarded (its own removal)."""
+        socket = self.removed_outboxes.get(peer)
+        if socket is None and peer in self.removed:
+            # Not ZMQ_IMMEDIATE: a new socket queues the frame until it connects.
+            socket = configure(self.context.socket(zmq.PUSH), PEER_HWM)
+            socket.connect(self.removed[peer])
+            self.removed_outboxes[peer] = socket
+        return socket
 
     def set_failpoint(self, drop_peers, delay_peers, delay_ms: int) -> None:
         self.drop_peers = frozenset(drop_peers)
@@ -177,7 +189,7 @@ class Peers:
         """One frame to one peer, unless a failpoint drops it; False if it cannot go out now."""
         if peer in self.drop_peers:
             return True
-        socket = self.outboxes.get(peer)
+        socket = self.outboxes.get(peer) or self._removed_socket(peer)
         if socket is None:
             self.log.warning("unknown_peer", peer=peer)
             return False
