@@ -30,6 +30,24 @@ recipient dropped it (the core reports Ready.dropped_proposals, see core.py), or
 when its frame could not even be queued for the leader (peer unreachable). A
 proposal whose fate is unknown (the leader changed after it was sent) is left
 to commit or time out.
+
+Membership (issue 15; the core's side is actors/raft/membership.py): a
+ConfChangeProposal from the frontend (actors/member_service.py) is checked as
+etcd's server checks it — ids that are or were members, peer URLs in use, a
+learner not yet in sync, one change at a time, the strict reconfiguration check
+against the members the leader heard from recently — and proposed with
+``propose_conf_change`` on the leader. A follower forwards it to the leader's
+raft over the peer door; the leader answers ConfChangeResult (to its own
+frontend or back over the peer door to the origin) when the entry commits. A
+new leader waits for its term's first commit before checking; a leader asked to
+remove itself first hands leadership over, then forwards the change to the new
+leader. Peers follow the configuration in use (``_follow_config`` after each
+Ready; a change takes effect on append), with peer URLs from the YAML, the
+replicated member records (store/members.py) and the changes in the log. A
+member that learns it was removed (its removal committed, or another member
+says so with MemberRemoved) leaves REMOVED_MARKER and exits REMOVED_EXIT_CODE; a
+member started as a joiner (`cairn node --join`) starts as a learner of the
+YAML's other members and learns the real configuration from the leader.
 """
 
 from __future__ import annotations
@@ -393,6 +411,10 @@ class RaftActor(Actor):
         for deadline, message in deferred:
             if deadline > now:
                 self._on_conf_change(message)
+            else:  # never proposed: its client may retry
+                error = NoLeaderError()
+                self._answer_conf(ConfChangeResult(message.request_id, 0, error.code, error.message, 0,
+                                                   message.origin or self.member.id))
 
     def _transfer_target(self, conf) -> int:
         active = set(self.core.recently_active())

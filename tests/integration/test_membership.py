@@ -203,3 +203,21 @@ def _try(call, *tolerated):
         if error.retryable or isinstance(error, tolerated):
             return None
         raise
+
+
+def test_cairnctl_member_commands(cluster, capsys):
+    from cairn import cli
+
+    endpoints = ",".join(m.endpoint for m in cluster.running())
+    new_id = member_id_for("test", "n6")
+    assert cli.main([f"--endpoints={endpoints}", "member", "add", "n6", "--peer-urls=tcp://127.0.0.1:1", "--learner"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Member {new_id:x} added to cluster {cluster.config.id:x}\n")
+    assert "  state: existing\n" in out and "cairn node --config NEW.yaml --name n6 --join" in out
+    assert cli.main([f"--endpoints={endpoints}", "member", "list", "-w", "table"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if f"{new_id:x}" in line)
+    assert [cell.strip() for cell in row.split("|")][1:-1] == [f"{new_id:x}", "started", "n6", "tcp://127.0.0.1:1", "", "true"]
+    assert cli.main([f"--endpoints={endpoints}", "member", "promote", f"{new_id:x}"]) != 0
+    assert "can only promote a learner member which is in sync with leader" in capsys.readouterr().err
+    assert cli.main([f"--endpoints={endpoints}", "member", "remove", f"{new_id:x}"]) == 0
+    assert capsys.readouterr().out == f"Member {new_id:x} removed from cluster {cluster.config.id:x}\n"
