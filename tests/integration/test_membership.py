@@ -9,6 +9,7 @@ cluster serving for the next (they are one story of a cluster's life).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -16,6 +17,7 @@ import time
 import pytest
 
 from cairn import Client
+from cairn.aio import Client as AsyncClient
 from cairn.config import member_id_for
 from tests.harness import cluster_fixture, wait_for
 from transport.errors import (
@@ -40,24 +42,36 @@ def _ids(response) -> dict[int, bool]:
     return {m.id: m.is_learner for m in response.members}
 
 
-def test_grow_through_a_learner_while_writing(cluster):
-    acked: list[bytes] = []
-    stop = threading.Event()
+class Writer:
+    """A client writing keys under `prefix` continuously, counting the acknowledged ones."""
 
-    def writer():
-        with Client(cluster.endpoints, timeout=10) as c:
+    def __init__(self, endpoints, prefix: bytes):
+        self.acked: list[bytes] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, args=(endpoints, prefix), daemon=True)
+        self.thread.start()
+
+    def run(self, endpoints, prefix: bytes) -> None:
+        with Client(endpoints, timeout=10) as c:
             i = 0
-            while not stop.is_set():
-                key = b"grow/%06d" % i
+            while not self.stop.is_set():
+                key = prefix + b"%06d" % i
                 try:
                     c.put(key, b"v")
-                    acked.append(key)
+                    self.acked.append(key)
                 except CairnError:
                     pass  # a write whose outcome is unknown is not counted
                 i += 1
 
-    thread = threading.Thread(target=writer, daemon=True)
-    thread.start()
+    def finish(self) -> list[bytes]:
+        self.stop.set()
+        self.thread.join(30)
+        return self.acked
+
+
+def test_grow_through_a_learner_while_writing(cluster):
+    writer = Writer(cluster.endpoints, b"grow/")
+    acked = writer.acked
     wait_for(lambda: len(acked) > 100, "writes past snapshot_entries", 20)
     try:
         new = cluster.add_member_to_config("n4")
@@ -96,8 +110,7 @@ def test_grow_through_a_learner_while_writing(cluster):
         new.start()
         cluster.wait_ready([new])
     finally:
-        stop.set()
-        thread.join(30)
+        writer.finish()
     assert len(acked) > 20
     with cluster.client() as c:
         # Every acknowledged write is there, on every member, the new one too.
@@ -141,10 +154,14 @@ def test_remove_the_leader_and_keep_serving(cluster):
     # Sent to the leader itself: it hands leadership over, forwards its own
     # removal to the new leader, and answers once that commits.
     endpoints = [leader.endpoint] + [e for e in cluster.endpoints if e != leader.endpoint]
+    writer = Writer([m.endpoint for m in cluster.running()], b"shrink/")
+    time.sleep(0.5)
     with Client(endpoints, timeout=15) as c:
         term_before = c.status().raft_term
         response = c.member_remove(leader.spec.id)
         assert leader.spec.id not in _ids(response) and len(response.members) == 3
+    time.sleep(1.0)
+    acked = writer.finish()
     # The removed member stops by itself, with a clear exit.
     wait_for(lambda: leader.process.poll() is not None, "the removed leader to stop", 20)
     assert leader.process.returncode == REMOVED_EXIT_CODE
@@ -154,6 +171,10 @@ def test_remove_the_leader_and_keep_serving(cluster):
     with Client([m.endpoint for m in rest], timeout=10) as c:
         c.put(b"after/remove", b"1")
         assert c.get(b"after/remove").count == 1
+        # No acknowledged write was lost while the leader was removed.
+        assert len(acked) > 10
+        got = {kv.key for kv in c.get(b"shrink/", prefix=True, keys_only=True).kvs}
+        assert not set(acked) - got
         assert c.status().raft_term >= term_before
     cluster.removed = leader
 
@@ -221,3 +242,11 @@ def test_cairnctl_member_commands(cluster, capsys):
     assert "can only promote a learner member which is in sync with leader" in capsys.readouterr().err
     assert cli.main([f"--endpoints={endpoints}", "member", "remove", f"{new_id:x}"]) == 0
     assert capsys.readouterr().out == f"Member {new_id:x} removed from cluster {cluster.config.id:x}\n"
+
+    async def asyncio_client():
+        async with AsyncClient(endpoints.split(","), timeout=10) as c:
+            with pytest.raises(MemberNotFoundError):
+                await c.member_promote(new_id)
+            return await c.member_list()
+
+    assert new_id not in _ids(asyncio.run(asyncio_client()))
