@@ -250,3 +250,15 @@ def test_cairnctl_member_commands(cluster, capsys):
             return await c.member_list()
 
     assert new_id not in _ids(asyncio.run(asyncio_client()))
+
+
+def test_join_refused_for_a_member_never_added(cluster):
+    stranger = cluster.add_member_to_config("n7")
+    try:
+        stranger.start(join=True)
+        wait_for(lambda: stranger.process.poll() is not None, "the stranger to refuse", 20)
+        assert stranger.process.returncode == 2
+        out = open(os.path.join(cluster.directory, "n7.out")).read()
+        assert f"member n7 ({stranger.spec.id:x}) is not a member of the cluster: add it first with cairnctl member add n7" in out
+    finally:
+        del cluster.members["n7"]
