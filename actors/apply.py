@@ -34,6 +34,7 @@ from transport.entries import make_payload
 from transport.messages import (
     ALARM_ACTIVATE,
     ALARM_NOSPACE,
+    Member,
     AlarmRequest,
     Applied,
     AppliedEvents,
@@ -72,7 +73,8 @@ class ApplyActor(Actor):
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
-        rules = ApplyRules(config.id, self.member.id, self.limits.max_txn_ops, min_lease_ttl_s(self.settings))
+        rules = ApplyRules(config.id, self.member.id, self.limits.max_txn_ops, min_lease_ttl_s(self.settings),
+                           initial_members=configured_members(config))
         self.state = StateMachine(self.env, rules)
         self.keyspace = self.state.keyspace
         self.quota_checked_at = 0.0
@@ -196,3 +198,7 @@ class ApplyActor(Actor):
     def release(self) -> None:
         self.env.close()
 
+
+def configured_members(config) -> tuple:
+    """The YAML's members as member records: the membership before any change."""
+    return tuple(Member(spec.id, spec.name, (spec.peer,), (spec.client,)) for spec in config.members)

@@ -178,6 +178,14 @@ ERROR_CODES = {
     "RootUserNotExist": GRPC_FAILED_PRECONDITION, "RootRoleNotExist": GRPC_FAILED_PRECONDITION,
     "NoPasswordUser": GRPC_INVALID_ARGUMENT,
 }
+# Membership changes (etcd's rpctypes: ErrGRPCMemberExist ... ErrGRPCNotSupportedForLearner).
+ERROR_CODES.update({
+    "MemberIDExists": GRPC_FAILED_PRECONDITION, "PeerURLExists": GRPC_FAILED_PRECONDITION,
+    "MemberNotFound": GRPC_NOT_FOUND, "NotEnoughStartedMembers": GRPC_FAILED_PRECONDITION,
+    "LearnerNotReady": GRPC_FAILED_PRECONDITION, "MemberNotLearner": GRPC_FAILED_PRECONDITION,
+    "UnhealthyCluster": GRPC_UNAVAILABLE, "NotSupportedForLearner": GRPC_UNAVAILABLE,
+    "ConfChangePending": GRPC_FAILED_PRECONDITION,
+})
 AUTH_NOT_ENABLED = "etcdserver: authentication is not enabled"
 # Errors whose message is etcd's own whatever cairn's says (the client library
 # words a request it refuses to send its own way).

@@ -33,6 +33,7 @@ import zmq
 from actors.auth_door import AuthDoor, Hasher, hash_password, verify_password
 from actors.base import Actor
 from actors.crash_reports import read_member_errors
+from actors.member_service import MemberService
 from actors.lock_service import SERVICE_REQUESTS
 from actors.maintenance import MAINTENANCE_REQUESTS, Maintenance
 from store.alarms import Alarms
@@ -44,6 +45,7 @@ from transport.errors import (
     CairnError,
     EmptyKeyError,
     InvalidArgumentError,
+    LearnerNotSupportedError,
     MalformedRequestError,
     NoLeaderError,
     TimeoutError_,
@@ -68,7 +70,8 @@ from transport.messages import (
     LeaseRevokeRequest,
     LeaseTimeToLiveRequest,
     ErrorResponse,
-    Member,
+    MEMBER_CHANGE_REQUESTS,
+    ConfChangeResult,
     MemberListRequest,
     MemberListResponse,
     MoveLeaderRequest,
@@ -171,7 +174,8 @@ class FrontendActor(Actor):
         with self.env.begin() as txn:
             self.applied_index = self.keyspace.applied_index(txn)
             self.revision = self.keyspace.current_revision(txn)
-        self.raft = RaftStatus(self.member.id, 0, 0, ROLE_FOLLOWER, 0, 0, 0)
+        # A member joining a cluster starts as a learner: refuse writes until raft says otherwise.
+        self.raft = RaftStatus(self.member.id, 0, 0, ROLE_FOLLOWER, 0, 0, 0, is_learner=config.state == "existing")
         # request id -> (client identity, deadline)
         self.pending_writes: dict[int, tuple[bytes, float]] = {}
         self.expiry = deque()  # (deadline, request id), in deadline order
@@ -197,6 +201,8 @@ class FrontendActor(Actor):
         self.hasher = Hasher(self.context, "frontend-hasher")
         self.add_reader(self.hasher.socket, self.hasher.ready)
         self.read_users: dict[tuple[bytes, int], str] = {}  # reads to check when served: (identity, request id) -> user
+        self.member_service = MemberService(self)  # MemberAdd/Remove/Update/Promote/List
+        self.on_message(ConfChangeResult, self.member_service.on_result)
         self.log.info("frontend_listening", client=self.member.client)
 
     # ------------------------------------------------------------------ clients
@@ -226,7 +232,11 @@ class FrontendActor(Actor):
 
     def dispatch(self, identity: bytes, request_id: int, request, frame: bytes, now: float, user: str | None = None) -> None:
         """user: who the request runs as (actors/auth_door.py: None = unchecked)."""
-        if isinstance(request, AlarmRequest) and request.action == ALARM_GET:
+        if self.raft.is_learner and not self.learner_serves(request):
+            raise LearnerNotSupportedError()
+        if isinstance(request, MEMBER_CHANGE_REQUESTS):
+            self.member_service.handle(identity, request_id, request, now)
+        elif isinstance(request, AlarmRequest) and request.action == ALARM_GET:
             self.reply(identity, request_id, self.alarm_list(request.member_id))
         elif isinstance(request, m.AuthenticateRequest):
             self.authenticate(identity, request_id, request, now)
@@ -307,13 +317,23 @@ class FrontendActor(Actor):
         self.hasher.submit(lambda: hash_password(password), done)
 
     @staticmethod
+    def learner_serves(request) -> bool:
+        """etcd's learner serves serializable reads, watches, status and member
+        list (and the maintenance reads); anything else goes to a voter."""
+        if isinstance(request, RangeRequest):
+            return request.serializable
+        if isinstance(request, AlarmRequest):
+            return request.action == ALARM_GET
+        return isinstance(request, WATCH_REQUESTS + (StatusRequest, MemberListRequest) + MAINTENANCE_REQUESTS)
+
+    @staticmethod
     def check_write(request) -> None:
         """Reject what etcd rejects before the log (so a bad request costs no entry)."""
         if isinstance(request, (PutRequest, DeleteRangeRequest)) and not request.key:
             raise EmptyKeyError()
 
     def move_leader(self, identity: bytes, request_id: int, target: int, now: float) -> None:
-        if self.config.member_by_id(target) is None:
+        if target not in {member.id for member in self.member_service.members()}:
             raise InvalidArgumentError(f"etcdserver: bad leader transferee: {target:x} is not a member")
         election_timeouts = self.frontend_limits.leader_move_election_timeouts
         wait_s = election_timeouts * self.settings.election_ticks * self.settings.tick_ms / 1000
@@ -408,6 +428,8 @@ class FrontendActor(Actor):
             self.serve_reads(reads)
         if self.range_streams:
             self.continue_streams()
+        if self.member_service.at_index:
+            self.member_service.answer_applied()
 
     def serve_reads(self, reads) -> None:
         """Every read of the turn in one short LMDB read transaction; a range
@@ -548,9 +570,7 @@ class FrontendActor(Actor):
         return AlarmResponse(ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term), alarms)
 
     def member_list(self) -> MemberListResponse:
-        header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
-        members = tuple(Member(m.id, m.name, (m.peer,), (m.client,)) for m in self.config.members)
-        return MemberListResponse(header, members)
+        return self.member_service.member_list()
 
     def reply(self, identity: bytes, request_id: int, message) -> None:
         """A message to a client: the ROUTER never blocks (a frame to a client

@@ -502,6 +502,38 @@ def lease_leases_response(r: m.LeaseLeasesResponse) -> dict:
     return out
 
 
+def member_add_request(body) -> m.MemberAddRequest:
+    """etcd's MemberAddRequest, and cairn's `name` (the new member's id derives
+    from it) and `clientURLs`."""
+    values = _fields(body, "MemberAddRequest", {"peerURLs": _list(_string), "isLearner": _bool, "name": _string,
+                                                "clientURLs": _list(_string)})
+    return m.MemberAddRequest(tuple(values.get("peerURLs", ())), values.get("isLearner", False), values.get("name", ""),
+                              tuple(values.get("clientURLs", ())))
+
+
+def member_remove_request(body) -> m.MemberRemoveRequest:
+    return m.MemberRemoveRequest(_fields(body, "MemberRemoveRequest", {"ID": _int}).get("ID", 0))
+
+
+def member_update_request(body) -> m.MemberUpdateRequest:
+    values = _fields(body, "MemberUpdateRequest", {"ID": _int, "peerURLs": _list(_string)})
+    return m.MemberUpdateRequest(values.get("ID", 0), tuple(values.get("peerURLs", ())))
+
+
+def member_promote_request(body) -> m.MemberPromoteRequest:
+    return m.MemberPromoteRequest(_fields(body, "MemberPromoteRequest", {"ID": _int}).get("ID", 0))
+
+
+def member_change_response(r, http_urls: dict[int, str]) -> dict:
+    """MemberAdd/Remove/Update/PromoteResponse: the header and the members after
+    the change (and MemberAdd's `member`), as member list renders them."""
+    out = member_list_response(m.MemberListResponse(r.header, r.members), http_urls)
+    out["header"] = header(r.header)
+    if isinstance(r, m.MemberAddResponse):
+        out["member"] = member_list_response(m.MemberListResponse(r.header, (r.member,)), http_urls)["members"][0]
+    return out
+
+
 def member_list_response(r: m.MemberListResponse, http_urls: dict[int, str]) -> dict:
     """Members' clientURLs are their gateways' http URLs where they have one, so
     that HTTP clients (Patroni) discover the others; the header has no revision, as etcd's."""

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from actors import logs
 from actors.base import CLOSE_LINGER_MS, set_process_title
+from actors.raft.actor import REMOVED_EXIT_CODE
 from actors.crash_reports import CrashLoops, take_crash, write_member_errors
 from transport.sockets import make_run_dir, remove_stale_ipc
 
@@ -156,6 +157,7 @@ class Supervisor:
         self.restart_at: dict[str, float] = {}
         self.crash_loops = CrashLoops()
         self.stopping = False
+        self.exit_code = 0
 
     def prepare(self) -> None:
         remove_stale_ipc(self.data_dir)
@@ -188,7 +190,7 @@ class Supervisor:
         while not self.stopping:
             self._watch_children()
         self.stop_all()
-        return 0
+        return self.exit_code
 
     def _on_signal(self, signum, frame) -> None:
         self.stopping = True
@@ -210,6 +212,12 @@ class Supervisor:
             process = self.processes[name]
             process.join(timeout=0)
             if self.stopping:
+                return
+            if name == "raft" and process.exitcode == REMOVED_EXIT_CODE:
+                # The member was removed from the cluster (actors/raft/actor.py): stop it.
+                self.log.error("member_removed_stopping", actor_name=name)
+                self.exit_code = REMOVED_EXIT_CODE
+                self.stopping = True
                 return
             uptime = time.monotonic() - self.started_at[name]
             if uptime >= LIMITS.healthy_after_s:

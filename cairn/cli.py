@@ -553,6 +553,76 @@ def _print_alarms(response: m.AlarmResponse, args) -> None:
         print(f"memberID:{alarm.member_id:x} alarm:{m.ALARM_NAMES.get(alarm.alarm, alarm.alarm)}")
 
 
+def _member_id(text: str) -> int:
+    try:
+        return int(text, 16)
+    except ValueError:
+        raise UsageError(f"bad member ID {text!r}: expected hex, as member list prints") from None
+
+
+def _members_json(response) -> list:
+    return [{"ID": mb.id, "name": mb.name, "peerURLs": list(mb.peer_urls), "clientURLs": list(mb.client_urls),
+             "isLearner": mb.is_learner} for mb in response.members]
+
+
+def cmd_member_add(client: Client, args) -> None:
+    """etcdctl member add NAME --peer-urls=... [--learner]; cairn prints the YAML
+    entry and the command that starts the member instead of etcd's variables."""
+    peer_urls = [u for u in args.peer_urls.split(",") if u]
+    if not peer_urls:
+        raise UsageError("member peer urls not provided (--peer-urls)")
+    client_urls = [u for u in (args.client_urls or "").split(",") if u]
+    response = client.member_add(args.name, peer_urls, is_learner=args.learner, client_urls=client_urls)
+    added = response.member
+    if args.write_out == "json":
+        print(json.dumps({"header": header_json(response.header), "member": _members_json(
+            m.MemberListResponse(response.header, (added,)))[0], "members": _members_json(response)}))
+        return
+    print(f"Member {added.id:x} added to cluster {response.header.cluster_id:x}")
+    print()
+    print("# The new member's YAML: the cluster's members (every member may list it) with this entry,")
+    print("# the cluster's id, and state existing (as ETCD_INITIAL_CLUSTER_STATE=\"existing\"):")
+    print("cluster:")
+    print("  name: ...   # the cluster's name, as in its members' YAML (member ids derive from it)")
+    print(f"  id: \"{response.header.cluster_id:x}\"")
+    print("  state: existing")
+    print("  members:")
+    for mb in response.members:
+        print(f"    - name: {mb.name}")
+        print(f"      peer: {mb.peer_urls[0] if mb.peer_urls else ''}")
+        print(f"      client: {mb.client_urls[0] if mb.client_urls else 'tcp://HOST:PORT  # its client URL'}")
+    print()
+    print("# then start it with an empty data dir:")
+    print(f"cairn node --config NEW.yaml --name {added.name} --join")
+
+
+def cmd_member_remove(client: Client, args) -> None:
+    member_id = _member_id(args.member_id)
+    response = client.member_remove(member_id)
+    print(f"Member {member_id:x} removed from cluster {response.header.cluster_id:x}")
+    if args.write_out == "json":
+        print(json.dumps({"header": header_json(response.header), "members": _members_json(response)}))
+
+
+def cmd_member_update(client: Client, args) -> None:
+    member_id = _member_id(args.member_id)
+    peer_urls = [u for u in (args.peer_urls or "").split(",") if u]
+    if not peer_urls:
+        raise UsageError("member peer urls not provided (--peer-urls)")
+    response = client.member_update(member_id, peer_urls)
+    print(f"Member {member_id:x} updated in cluster {response.header.cluster_id:x}")
+    if args.write_out == "json":
+        print(json.dumps({"header": header_json(response.header), "members": _members_json(response)}))
+
+
+def cmd_member_promote(client: Client, args) -> None:
+    member_id = _member_id(args.member_id)
+    response = client.member_promote(member_id)
+    print(f"Member {member_id:x} promoted in cluster {response.header.cluster_id:x}")
+    if args.write_out == "json":
+        print(json.dumps({"header": header_json(response.header), "members": _members_json(response)}))
+
+
 def cmd_move_leader(client: Client, args) -> None:
     try:
         target = int(args.transferee, 16)
@@ -1078,10 +1148,26 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot_status_.add_argument("file")
     snapshot_status_.set_defaults(run=cmd_snapshot_status)
 
-    member = commands.add_parser("member", help="member list")
+    member = commands.add_parser("member", help="member add / remove / update / promote / list")
     member_commands = commands.add_subparsers(member, dest="member_command", required=True)
     member_list = member_commands.add_parser("list")
     member_list.set_defaults(run=cmd_member_list)
+    member_add = member_commands.add_parser("add", help="add a member (start it with cairn node --join)")
+    member_add.add_argument("name", help="the new member's name (its YAML name; its id derives from it)")
+    member_add.add_argument("--peer-urls", required=True, help="comma-separated peer URLs (tcp://HOST:PORT)")
+    member_add.add_argument("--learner", action="store_true", help="add as a learner (promote it once caught up)")
+    member_add.add_argument("--client-urls", default="", help="comma-separated client URLs, for member list (cairn)")
+    member_add.set_defaults(run=cmd_member_add)
+    member_remove = member_commands.add_parser("remove", help="remove a member")
+    member_remove.add_argument("member_id", help="member ID in hex")
+    member_remove.set_defaults(run=cmd_member_remove)
+    member_update = member_commands.add_parser("update", help="update a member's peer URLs")
+    member_update.add_argument("member_id", help="member ID in hex")
+    member_update.add_argument("--peer-urls", required=True, help="comma-separated peer URLs")
+    member_update.set_defaults(run=cmd_member_update)
+    member_promote = member_commands.add_parser("promote", help="promote a learner to a voting member")
+    member_promote.add_argument("member_id", help="member ID in hex")
+    member_promote.set_defaults(run=cmd_member_promote)
 
     lease = commands.add_parser("lease", help="lease grant / revoke / timetolive / list / keep-alive")
     lease_commands = commands.add_subparsers(lease, dest="lease_command", required=True)

@@ -231,6 +231,22 @@ class Client:
     def member_list(self, timeout=None) -> m.MemberListResponse:
         return self._call(m.MemberListRequest(), write=False, timeout=timeout)
 
+    def member_add(self, name: str, peer_urls, is_learner: bool = False, client_urls=(), timeout=None) -> m.MemberAddResponse:
+        """etcd's MemberAdd: the member's id derives from the cluster's and its name;
+        start it afterwards with `cairn node --join` (its YAML names it)."""
+        request = m.MemberAddRequest(tuple(_urls(peer_urls)), is_learner, name, tuple(_urls(client_urls)))
+        return self._call(request, write=True, timeout=timeout)
+
+    def member_remove(self, member_id: int, timeout=None) -> m.MemberRemoveResponse:
+        return self._call(m.MemberRemoveRequest(member_id), write=True, timeout=timeout)
+
+    def member_update(self, member_id: int, peer_urls, timeout=None) -> m.MemberUpdateResponse:
+        return self._call(m.MemberUpdateRequest(member_id, tuple(_urls(peer_urls))), write=True, timeout=timeout)
+
+    def member_promote(self, member_id: int, timeout=None) -> m.MemberPromoteResponse:
+        """Make a learner a voter; refused until it has caught up with the leader."""
+        return self._call(m.MemberPromoteRequest(member_id), write=True, timeout=timeout)
+
     def alarm_list(self, timeout=None) -> m.AlarmResponse:
         return self._call(m.AlarmRequest(m.ALARM_GET), write=False, timeout=timeout)
 
@@ -423,3 +439,10 @@ class SnapshotSaved(NamedTuple):
 
 
 __all__ = ["AuthenticationFailed", "Client", "Compare", "Op", "Unavailable", "prefix_range_end"]
+
+
+def _urls(urls) -> list[str]:
+    """A URL, a comma-separated list, or an iterable of URLs."""
+    if isinstance(urls, str):
+        return [u for u in urls.split(",") if u]
+    return list(urls)

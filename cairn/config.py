@@ -165,6 +165,11 @@ class ClusterConfig:
     members: tuple[MemberSpec, ...]
     settings: MemberSettings
     security: Security = field(default_factory=Security)
+    # etcd's --initial-cluster-state: "new" bootstraps a cluster from the members
+    # listed; "existing" (or `cairn node --join`) joins a running cluster that
+    # added this member (cairnctl member add): no bootstrap, the member starts as
+    # a learner with an empty log and learns the membership from the leader.
+    state: str = "new"
 
     def member(self, name: str) -> MemberSpec:
         for member in self.members:
@@ -273,17 +278,28 @@ def from_document(document, path: str = "<config>") -> ClusterConfig:
         raise ConfigError(f"{path}: top level: expected a mapping with 'cluster' and 'member'")
     _no_unknown_keys(document, {"cluster", "member"}, path, "")
     cluster = _require(document, "cluster", dict, path, "")
-    _no_unknown_keys(cluster, {"name", "members", "security"}, path, "cluster")
+    _no_unknown_keys(cluster, {"name", "members", "security", "state", "id"}, path, "cluster")
     name = _require(cluster, "name", str, path, "cluster")
     if not _NAME.match(name):
         raise ConfigError(f"{path}: cluster.name: {name!r} must be 1-32 letters, digits, '.', '_' or '-'")
     members = _members(_require(cluster, "members", list, path, "cluster"), name, path)
     settings = _settings(document.get("member") or {}, path)
+    state = cluster.get("state", "new")
+    if state not in ("new", "existing"):
+        raise ConfigError(f"{path}: cluster.state: {state!r} must be 'new' or 'existing'")
     cluster_id = int.from_bytes(
         hashlib.sha256(("cluster:" + name + "/" + ",".join(sorted(m.name for m in members))).encode()).digest()[:8], "big"
     ) & ((1 << 63) - 1)
+    if "id" in cluster:
+        # A cluster whose membership changed keeps the id it was created with
+        # (cairnctl member add prints it): the members listed no longer give it.
+        try:
+            cluster_id = int(str(cluster["id"]), 16)
+        except ValueError:
+            raise ConfigError(f"{path}: cluster.id: {cluster['id']!r} must be the cluster id in hex") from None
     security, members = _security(cluster.get("security"), members, settings, path)
-    return ClusterConfig(path=path, name=name, id=cluster_id, members=members, settings=settings, security=security)
+    return ClusterConfig(path=path, name=name, id=cluster_id, members=members, settings=settings, security=security,
+                         state=state)
 
 
 def _public_key(value: str, path: str, where: str) -> str:

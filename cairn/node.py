@@ -14,6 +14,7 @@ was started.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import subprocess
@@ -38,6 +39,9 @@ def main(argv=None) -> int:
     node.add_argument("--name", required=True, help="this member's name in the config")
     node.add_argument("--rejoin", action="store_true",
                       help="this member lost its data dir: take no part in elections until caught up")
+    node.add_argument("--join", action="store_true",
+                      help="join a running cluster that added this member (cairnctl member add), as etcd's "
+                           "--initial-cluster-state existing; the same as cluster.state: existing in the config")
 
     cluster = commands.add_parser("cluster", help="run every member of a local config in the foreground")
     cluster.add_argument("--config", required=True)
@@ -90,6 +94,8 @@ def main(argv=None) -> int:
         print(f"cairn: {error}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     if args.command == "node":
+        if args.join:
+            cluster_config = dataclasses.replace(cluster_config, state="existing")
         return run_node(cluster_config, args.name, args.rejoin)
     return run_cluster(cluster_config)
 
@@ -114,13 +120,25 @@ DIE_WITH_PARENT_ENV = "CAIRN_DIE_WITH_PARENT"
 
 
 def run_node(cluster_config, name: str, rejoin: bool = False) -> int:
-    from actors.raft.actor import REJOIN_MARKER
+    from actors.raft.actor import REJOIN_MARKER, REMOVED_EXIT_CODE, REMOVED_MARKER
     from actors.supervisor import DataDirLocked, Supervisor
 
     if os.environ.get(DIE_WITH_PARENT_ENV):
         from actors.base import die_with_parent
 
         die_with_parent(os.getppid())
+    member = cluster_config.member(name)
+    removed = os.path.join(cluster_config.data_dir(name), REMOVED_MARKER)
+    if os.path.exists(removed):
+        with open(removed) as marker:
+            print(f"cairn: {marker.read().strip()}; refusing to start (to add it again: cairnctl member add, "
+                  f"then start it with --join and an empty data dir)", file=sys.stderr)
+        return REMOVED_EXIT_CODE
+    if cluster_config.state == "existing":
+        problem = _join_problem(cluster_config, member)
+        if problem:
+            print(f"cairn: {problem}", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
     try:
         supervisor = Supervisor(cluster_config, name)
     except DataDirLocked as error:
@@ -129,11 +147,32 @@ def run_node(cluster_config, name: str, rejoin: bool = False) -> int:
     if rejoin:
         with open(os.path.join(supervisor.data_dir, REJOIN_MARKER), "w") as marker:
             marker.write("rejoining after the loss of this data dir\n")
-    member = cluster_config.member(name)
     http = f" and {member.http} (etcd's JSON gateway)" if member.http else ""
     http += f" and {member.grpc} (etcd's gRPC API)" if member.grpc else ""
     print(f"cairn member {name} ({member.id:x}) serving clients on {member.client}{http}, data in {supervisor.data_dir}", flush=True)
-    return supervisor.run()
+    status = supervisor.run()
+    if status == REMOVED_EXIT_CODE:
+        print(f"cairn: member {name} ({member.id:x}) was removed from the cluster; stopped", file=sys.stderr, flush=True)
+    return status
+
+
+def _join_problem(cluster_config, member) -> str:
+    """Joining (--join): ask the running members whether this member was added
+    (etcd checks the same against its peers); "" if it was."""
+    from cairn.client import Client
+
+    others = [m.client for m in cluster_config.members if m.id != member.id]
+    if not others:
+        return f"{cluster_config.path}: --join needs the running members in cluster.members"
+    try:
+        with Client(others, timeout=5) as client:
+            members = client.member_list().members
+    except Exception as error:  # whatever stops us from asking: say so, start nothing
+        return f"cannot ask the cluster ({', '.join(others)}) whether member {member.name} was added: {error}"
+    if not any(m.id == member.id for m in members):
+        return (f"member {member.name} ({member.id:x}) is not a member of the cluster: add it first with "
+                f"cairnctl member add {member.name} --peer-urls={member.peer} (or it was removed)")
+    return ""
 
 
 def run_restore(args) -> int:

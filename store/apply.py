@@ -47,6 +47,7 @@ from store.alarms import Alarms, has_put
 from store.auth import AuthStore
 from store.auth_rules import ROOT
 from store.apply_leases import LEASE_WRITES, LeaseChanges, apply_lease_request
+from store import members as member_records
 from store.mvcc import KeySpace
 from transport import codec
 from transport import messages as m
@@ -63,7 +64,7 @@ from transport.messages import (
     LeaseGrantRequest,
     ResponseHeader,
 )
-from transport.raft_messages import ENTRY_NORMAL
+from transport.raft_messages import CONF_CHANGE_NAMES, CONF_REMOVE, ENTRY_CONF_CHANGE, ENTRY_NORMAL, decode_conf_change
 
 # Failures that say nothing about the entry being applied: the disk, the map,
 # the process's memory. They stop the actor instead of skipping the entry.
@@ -106,6 +107,9 @@ class ApplyRules:
     # compaction of a huge history is spread over many short transactions
     # between batches, so it never holds up the entries behind it.
     compaction_step_records: int = 5000
+    # The membership before any conf-change entry (the YAML's): the records
+    # store/members.py keeps start from it.
+    initial_members: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +182,11 @@ class StateMachine:
         raises EntryFailed (the caller aborts and calls again)."""
         batch = AppliedBatch()
         for entry in entries:
+            if entry.data and entry.kind == ENTRY_CONF_CHANGE:
+                self._apply_conf_change(txn, entry, batch)
+                continue
             if not entry.data or entry.kind != ENTRY_NORMAL:
-                continue  # a leader's no-op, or a configuration change (the Raft layer's)
+                continue  # a leader's no-op
             failure = failed.get(entry.index)
             if failure is not None:
                 batch.failures.append(failure)
@@ -190,6 +197,25 @@ class StateMachine:
         batch.index = entries[-1].index
         batch.revision = self.keyspace.current_revision(txn)
         return batch
+
+    def _apply_conf_change(self, txn, entry, batch: AppliedBatch) -> None:
+        """The Raft layer changed its configuration at this entry; keep the
+        member records (store/members.py) in step, in this transaction."""
+        try:
+            change, _ = decode_conf_change(entry.data)
+        except ValueError as error:
+            batch.notes.append(("conf_change_undecodable", {"index": entry.index, "error": str(error)}))
+            return
+        meta_db = self.keyspace.meta_db
+        current = member_records.load(txn, meta_db)
+        if current is None:
+            current = tuple(self.rules.initial_members)
+        removed = set(member_records.removed(txn, meta_db))
+        if change.type == CONF_REMOVE:
+            removed.add(change.node_id)
+        member_records.save(txn, meta_db, member_records.after_change(current, change), removed)
+        batch.notes.append(("member_change_applied", {"index": entry.index, "type": CONF_CHANGE_NAMES.get(change.type),
+                                                      "member_id": f"{change.node_id:x}"}))
 
     def _apply_entry(self, txn, entry, batch: AppliedBatch) -> None:
         try:

@@ -173,12 +173,12 @@ class Member:
             Cluster._check_alive(self)
             time.sleep(0.05)
 
-    def start(self, rejoin: bool = False) -> None:
+    def start(self, rejoin: bool = False, join: bool = False) -> None:
         assert self.process is None or self.process.poll() is not None
         log = open(os.path.join(self.cluster.directory, f"{self.name}.out"), "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cairn.node", "node", "--config", self.cluster.config_path, "--name", self.name]
-            + (["--rejoin"] if rejoin else []),
+            + (["--rejoin"] if rejoin else []) + (["--join"] if join else []),
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env=dict(os.environ, CAIRN_DIE_WITH_PARENT="1"),
         )
@@ -297,6 +297,22 @@ class Cluster:
     @property
     def endpoints(self) -> list[str]:
         return [m.endpoint for m in self.members.values()]
+
+    def add_member_to_config(self, name: str) -> Member:
+        """Rewrite the config with one more member on free ports (the YAML a
+        member added with cairnctl member add starts with; the cluster keeps its
+        id), and return it, not started."""
+        with open(self.config_path) as handle:
+            document = yaml.safe_load(handle)
+        peer, client = free_ports(2)
+        document["cluster"]["members"].append(
+            {"name": name, "peer": f"tcp://127.0.0.1:{peer}", "client": f"tcp://127.0.0.1:{client}"})
+        document["cluster"]["id"] = f"{self.config.id:x}"
+        with open(self.config_path, "w") as handle:
+            yaml.safe_dump(document, handle)
+        self.config = config_module.load(self.config_path)
+        self.members[name] = Member(self, name)
+        return self.members[name]
 
     def start(self) -> "Cluster":
         """Start every member and wait until each serves; if that fails, stop

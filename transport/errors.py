@@ -316,6 +316,82 @@ NoPasswordUserError = _auth_error(
     "NoPasswordUserError", "NoPasswordUser", "etcdserver: authentication failed, password was given for no password user")
 
 
+class MemberError(CairnError):
+    """A refused membership change (etcd's etcdserver/errors.go texts)."""
+
+
+class MemberIDExistsError(MemberError):
+    code = "MemberIDExists"
+
+    def default_message(self):
+        return "etcdserver: member ID already exist"
+
+
+class PeerURLExistsError(MemberError):
+    code = "PeerURLExists"
+
+    def default_message(self):
+        return "etcdserver: Peer URLs already exists"
+
+
+class MemberNotFoundError(MemberError):
+    code = "MemberNotFound"
+
+    def default_message(self):
+        return "etcdserver: member not found"
+
+
+class NotEnoughStartedMembersError(MemberError):
+    code = "NotEnoughStartedMembers"
+
+    def default_message(self):
+        return "etcdserver: re-configuration failed due to not enough started members"
+
+
+class LearnerNotReadyError(MemberError):
+    code = "LearnerNotReady"
+
+    def default_message(self):
+        return "etcdserver: can only promote a learner member which is in sync with leader"
+
+
+class MemberNotLearnerError(MemberError):
+    code = "MemberNotLearner"
+
+    def default_message(self):
+        return "etcdserver: can only promote a learner member"
+
+
+class ConfChangePendingError(MemberError):
+    """Raft changes one member at a time (etcd's raft drops a second change
+    while one is pending; cairn says so)."""
+
+    code = "ConfChangePending"
+    retryable = True  # never reached a log
+
+    def default_message(self):
+        return "etcdserver: a membership change is already in progress"
+
+
+class UnhealthyClusterError(MemberError):
+    code = "UnhealthyCluster"
+
+    def default_message(self):
+        return "etcdserver: unhealthy cluster"
+
+
+class LearnerNotSupportedError(CairnError):
+    """A learner takes no writes and no linearizable reads (etcd's
+    ErrGRPCNotSupportedForLearner): retryable, so the client moves to another
+    member; the request never reached a log."""
+
+    code = "NotSupportedForLearner"
+    retryable = True
+
+    def default_message(self):
+        return "etcdserver: rpc not supported for learner"
+
+
 def _all_subclasses(cls):
     for sub in cls.__subclasses__():
         yield sub

@@ -252,6 +252,64 @@ class MemberListResponse:
     members: tuple[Member, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class MemberAddRequest:
+    """etcd's Cluster.MemberAdd. cairn names the member at add time (etcdctl's
+    NAME argument; etcd sends it only when the member starts): the member's id
+    derives from the cluster and member names, as a YAML member's does
+    (cairn/config.py member_id_for), so the new member's YAML names it.
+    client_urls may be given now (a cairn extension); etcd publishes them later."""
+
+    peer_urls: tuple[str, ...]
+    is_learner: bool = False
+    name: str = ""
+    client_urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAddResponse:
+    header: ResponseHeader
+    member: Member
+    members: tuple[Member, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoveRequest:
+    id: Uint64
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoveResponse:
+    header: ResponseHeader
+    members: tuple[Member, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdateRequest:
+    id: Uint64
+    peer_urls: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdateResponse:
+    header: ResponseHeader
+    members: tuple[Member, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPromoteRequest:
+    id: Uint64
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPromoteResponse:
+    header: ResponseHeader
+    members: tuple[Member, ...] = ()
+
+
+MEMBER_CHANGE_REQUESTS = (MemberAddRequest, MemberRemoveRequest, MemberUpdateRequest, MemberPromoteRequest)
+
+
 ALARM_NONE = 0
 ALARM_NOSPACE = 1
 ALARM_NAMES = {ALARM_NONE: "NONE", ALARM_NOSPACE: "NOSPACE"}
@@ -395,6 +453,38 @@ class ProposalsRejected:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfChangeProposal:
+    """frontend -> raft: a membership change a client asked for (the raft actor
+    checks it as etcd's server does and proposes it on the leader). change_type
+    is a transport.raft_messages CONF_* kind; context the member record (CBOR,
+    store/members.py) that rides in the ConfChange's context."""
+
+    request_id: Uint64
+    change_type: int
+    node_id: Uint64
+    context: bytes = b""
+    # A follower's raft forwards the proposal to the leader's raft (tcp, the peer
+    # door): origin is the member whose frontend waits for the answer, sender the
+    # member that sent this frame (0 for both: from this member's own frontend).
+    origin: Uint64 = 0
+    sender: Uint64 = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChangeResult:
+    """raft -> frontend: the change's entry committed at `index` (code "") or it
+    was refused: code is an errors code, message its text (etcd's)."""
+
+    request_id: Uint64
+    index: Uint64 = 0
+    code: str = ""
+    message: str = ""
+    leader_id: Uint64 = 0
+    origin: Uint64 = 0  # as in ConfChangeProposal: the leader answers a forwarded change to its origin
+    sender: Uint64 = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ReadIndexRequest:
     """frontend -> raft: one ReadIndex round for every linearizable read queued."""
 
@@ -434,6 +524,18 @@ class RaftStatus:
     last_index: Uint64
     applied_index: Uint64
     quorum_active: bool = False
+    # This member is a learner of the configuration (takes no writes, no
+    # linearizable reads: etcd's "rpc not supported for learner").
+    is_learner: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoved:
+    """raft -> raft of another member (tcp): you were removed from the cluster
+    (etcd's peer handler answers a removed member's messages with 410 Gone)."""
+
+    sender: Uint64
+    removed_id: Uint64
 
 
 @dataclass(frozen=True, slots=True)

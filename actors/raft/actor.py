@@ -30,10 +30,29 @@ recipient dropped it (the core reports Ready.dropped_proposals, see core.py), or
 when its frame could not even be queued for the leader (peer unreachable). A
 proposal whose fate is unknown (the leader changed after it was sent) is left
 to commit or time out.
+
+Membership (issue 15; the core's side is actors/raft/membership.py): a
+ConfChangeProposal from the frontend (actors/member_service.py) is checked as
+etcd's server checks it — ids that are or were members, peer URLs in use, a
+learner not yet in sync, one change at a time, the strict reconfiguration check
+against the members the leader heard from recently — and proposed with
+``propose_conf_change`` on the leader. A follower forwards it to the leader's
+raft over the peer door; the leader answers ConfChangeResult (to its own
+frontend or back over the peer door to the origin) when the entry commits. A
+new leader waits for its term's first commit before checking; a leader asked to
+remove itself first hands leadership over, then forwards the change to the new
+leader. Peers follow the configuration in use (``_follow_config`` after each
+Ready; a change takes effect on append), with peer URLs from the YAML, the
+replicated member records (store/members.py) and the changes in the log. A
+member that learns it was removed (its removal committed, or another member
+says so with MemberRemoved) leaves REMOVED_MARKER and exits REMOVED_EXIT_CODE; a
+member started as a joiner (`cairn node --join`) starts as a learner of the
+YAML's other members and learns the real configuration from the leader.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import struct
@@ -52,12 +71,29 @@ from store.mvcc import KeySpace
 from store.raftlog import RaftLogStore
 from transport import codec
 from transport.entries import make_payload
-from transport.errors import NoLeaderError, NotLeaderError, TooManyRequestsError
+from actors.raft.membership import reconfig_problem
+from store import members as member_records
+from transport.errors import (
+    ConfChangePendingError,
+    LearnerNotReadyError,
+    MemberIDExistsError,
+    MemberNotFoundError,
+    MemberNotLearnerError,
+    NoLeaderError,
+    NotEnoughStartedMembersError,
+    NotLeaderError,
+    PeerURLExistsError,
+    TooManyRequestsError,
+    UnhealthyClusterError,
+)
 from transport.messages import (
     Applied,
     ApplyNeed,
     CommittedEntries,
     CompactionRequest,
+    ConfChangeProposal,
+    ConfChangeResult,
+    MemberRemoved,
     Failpoint,
     ProposalsRejected,
     ProposeBatch,
@@ -70,7 +106,23 @@ from transport.messages import (
     SnapshotInstalled,
     TransferLeadership,
 )
-from transport.raft_messages import MESSAGE_TYPE_NAMES, MSG_PRE_VOTE, MSG_PROP, MSG_SNAP, MSG_VOTE, HardState
+from transport.raft_messages import (
+    CONF_ADD_LEARNER,
+    CONF_ADD_VOTER,
+    CONF_CHANGE_NAMES,
+    CONF_PROMOTE,
+    CONF_REMOVE,
+    CONF_UPDATE,
+    ENTRY_CONF_CHANGE,
+    MESSAGE_TYPE_NAMES,
+    MSG_PRE_VOTE,
+    MSG_PROP,
+    MSG_SNAP,
+    MSG_VOTE,
+    ConfChange,
+    HardState,
+    decode_conf_change,
+)
 from transport.sockets import inbox, outbox
 
 _CONTEXT = struct.Struct(">Q")
@@ -78,6 +130,11 @@ _CONTEXT = struct.Struct(">Q")
 # caught up, so a restart in between stays in rejoin mode.
 REJOIN_MARKER = "rejoin"
 REJOIN_CONTEXT = b"rejoin"
+# A member that learns it was removed leaves this file in its data dir and exits
+# with REMOVED_EXIT_CODE; the supervisor then stops the member, and refuses to
+# start it again with this data dir.
+REMOVED_MARKER = "removed"
+REMOVED_EXIT_CODE = 78
 # Entries per CommittedEntries message: bounds one message's size and apply's batch.
 APPLY_CHUNK_ENTRIES = 1024
 
@@ -98,12 +155,27 @@ class RaftActor(Actor):
         # be past this log; start from the log's end (apply skips what it has).
         log_end = entries[-1].index if entries else (snapshot.index if snapshot else 0)
         applied = min(applied, log_end)
+        self.member_urls = {m.id: m.peer for m in config.members}  # every member's peer URL we know
+        self.removed_ids: set[int] = set()
+        self.removed_marker = os.path.join(self.data_dir, REMOVED_MARKER)
+        self._load_member_records()
+        self._note_conf_entries(entries)  # changes in the log that apply has not recorded yet
+        if os.path.exists(self.removed_marker) or self.member.id in self.removed_ids:
+            self._stop_removed("this member was removed from the cluster; its data dir cannot rejoin it")
         voters = tuple(m.id for m in config.members)
+        learners: tuple[int, ...] = ()
+        self.joining = getattr(config, "state", "new") == "existing"
+        if self.joining:
+            # Joining an existing cluster (cairn node --join): start as a learner of
+            # it; the leader's log or snapshot then gives the real configuration.
+            voters = tuple(v for v in voters if v != self.member.id)
+            learners = (self.member.id,)
         limits = self.limits
         self.core = RaftCore(
             RaftConfig(
                 id=self.member.id,
                 voters=voters,
+                learners=learners,
                 election_ticks=self.settings.election_ticks,
                 heartbeat_ticks=self.settings.heartbeat_ticks,
                 max_entries_per_message=limits.max_entries_per_message,
@@ -165,7 +237,17 @@ class RaftActor(Actor):
         self.rejoin_asked = False
         if self.rejoining:
             self.log.warning("rejoining", reason="data dir lost; no votes until caught up")
-        if len(voters) == 1 and not self.rejoining:
+        self.conf_proposals: dict[int, tuple[int, int, int]] = {}  # entry index -> (request id, term, origin)
+        self.deferred_conf: list = []  # (deadline, ConfChangeProposal) waiting for a (new) leader
+        self.stop_removed_at = 0.0
+        self.stop_removed_reason = ""
+        self.peer_conf = None
+        self._follow_config()
+        if self.member.id not in (*self.core.voters, *self.core.learners) and self.core.commit_index >= self.core.pending_conf_index:
+            self._stop_removed("this member's removal is in its own log")
+        if self.joining or self.member.id not in self.core.voters:
+            pass  # a learner (or a member not yet added) never campaigns
+        elif len(voters) == 1 and not self.rejoining:
             self.core.campaign()
         elif not self.rejoining:
             # etcd's advanceTicksForElection: a member that starts has heard from
@@ -176,6 +258,194 @@ class RaftActor(Actor):
             # core's randomized timeout keeps the members' elections apart.
             for _ in range(self.settings.election_ticks - 1):
                 self.core.tick()
+
+    # ------------------------------------------------------------------ membership
+
+    def _load_member_records(self) -> None:
+        """Peer URLs and removed ids from the replicated member records (store/members.py)."""
+        with self.kv_env.begin() as txn:
+            meta_db = KeySpace(self.kv_env).meta_db
+            records = member_records.load(txn, meta_db)
+            self.removed_ids |= member_records.removed(txn, meta_db)
+        for record in records or ():
+            if record.peer_urls:
+                self.member_urls[record.id] = record.peer_urls[0]
+
+    def _note_conf_entries(self, entries) -> None:
+        """Learn the peer URL a conf-change entry carries (the change takes effect
+        on append, so the URL is needed before the entry commits)."""
+        for entry in entries:
+            if entry.kind != ENTRY_CONF_CHANGE or not entry.data:
+                continue
+            try:
+                change, _ = decode_conf_change(entry.data)
+            except ValueError:
+                continue
+            record = member_records.decode_context(change.context)
+            urls = record.get("peer_urls") or ()
+            if urls and change.type in (CONF_ADD_VOTER, CONF_ADD_LEARNER, CONF_UPDATE):
+                self.member_urls[change.node_id] = urls[0]
+
+    def _follow_config(self) -> None:
+        """Peers follow the configuration in use: connect to added members, drop removed ones."""
+        conf = self.core.conf_state
+        if conf == self.peer_conf:
+            return
+        members = {peer for peer in (*conf.voters, *conf.learners) if peer != self.member.id}
+        previous = set() if self.peer_conf is None else {p for p in (*self.peer_conf.voters, *self.peer_conf.learners)}
+        self.removed_ids |= previous - members - {self.member.id}
+        gone = {peer: self.member_urls[peer] for peer in self.removed_ids - members if peer in self.member_urls}
+        known = {peer: self.member_urls[peer] for peer in members if peer in self.member_urls}
+        missing = sorted(members - set(known))
+        if missing:
+            self.log.warning("peer_urls_unknown", peers=[f"{p:x}" for p in missing])
+        self.peers.follow(known, gone)
+        if self.peer_conf is not None:
+            self.log.info("config_followed", voters=[f"{v:x}" for v in conf.voters], learners=[f"{v:x}" for v in conf.learners])
+        self.peer_conf = conf
+
+    def _stop_removed(self, reason: str) -> None:
+        """This member is no longer in the cluster: say so and stop the member
+        (the supervisor stops every actor on REMOVED_EXIT_CODE)."""
+        with open(self.removed_marker, "w") as marker:
+            marker.write(f"member {self.member.id:x} was removed from the cluster: {reason}\n")
+        self.log.error("member_removed", member_id=f"{self.member.id:x}", reason=reason)
+        raise SystemExit(REMOVED_EXIT_CODE)
+
+    def _on_member_removed(self, message: MemberRemoved) -> None:
+        if self.stop_removed_at:
+            return
+        self.log.error("told_removed", by=f"{message.sender:x}")
+        # A moment first, so that the answer to a change this member forwarded
+        # (its own removal, say) still reaches its client.
+        self.stop_removed_at = time.monotonic() + 1.0
+        self.stop_removed_reason = f"member {message.sender:x} says this member was removed"
+
+    def _on_conf_change(self, message: ConfChangeProposal) -> None:
+        """etcd's server-side checks of a membership change, then the proposal (leader only)."""
+        core = self.core
+        change = ConfChange(message.change_type, message.node_id, message.context)
+
+        origin = message.origin or self.member.id
+
+        def refuse(error, leader: int = 0) -> None:
+            self.log.info("conf_change_refused", request_id=message.request_id, code=error.code, error=error.message,
+                          type=CONF_CHANGE_NAMES.get(change.type), member_id=f"{change.node_id:x}", origin=f"{origin:x}")
+            self._answer_conf(ConfChangeResult(message.request_id, 0, error.code, error.message, leader, origin))
+
+        if core.role != ROLE_LEADER:
+            if core.leader_id and core.leader_id != self.member.id and not message.sender:
+                # A follower hands its frontend's change to the leader (one hop, as proposals).
+                forwarded = dataclasses.replace(message, origin=origin, sender=self.member.id)
+                if self.peers.send_frame(core.leader_id, codec.encode(forwarded)):
+                    self.log.info("conf_change_forwarded", request_id=message.request_id, leader=f"{core.leader_id:x}")
+                    return None
+            if message.sender == 0 and not core.leader_id:
+                # No leader yet (an election, a transfer): try again once one is known.
+                self.deferred_conf.append((time.monotonic() + self.settings.request_timeout_ms / 1000, message))
+                return None
+            return refuse(NotLeaderError() if core.leader_id else NoLeaderError(), core.leader_id)
+        if core.term_at(core.commit_index) != core.term:
+            # A new leader: until an entry of its term commits it takes no change
+            # (membership.py), and it has not yet heard who is active. Wait for it.
+            self.deferred_conf.append((time.monotonic() + self.settings.request_timeout_ms / 1000,
+                                       dataclasses.replace(message, origin=origin, sender=0)))
+            return None
+        conf = core.conf_state
+        current = (*conf.voters, *conf.learners)
+        node, kind = change.node_id, change.type
+        if kind in (CONF_ADD_VOTER, CONF_ADD_LEARNER):
+            if node in current or node in self.removed_ids:
+                return refuse(MemberIDExistsError())
+            urls = set(member_records.decode_context(change.context).get("peer_urls") or ())
+            if any(self.member_urls.get(peer) in urls for peer in current):
+                return refuse(PeerURLExistsError())
+        elif node not in current:
+            return refuse(MemberNotFoundError())
+        if kind == CONF_UPDATE:
+            urls = set(member_records.decode_context(change.context).get("peer_urls") or ())
+            if any(self.member_urls.get(peer) in urls for peer in current if peer != node):
+                return refuse(PeerURLExistsError())
+        if kind == CONF_PROMOTE:
+            if node in conf.voters:
+                return refuse(MemberNotLearnerError())
+            if not core.learner_ready(node):
+                return refuse(LearnerNotReadyError())
+        if core.pending_conf_index > core.commit_index:
+            return refuse(ConfChangePendingError())
+        problem = reconfig_problem(conf, change, core.recently_active())
+        if problem:
+            return refuse(NotEnoughStartedMembersError())
+        if kind == CONF_REMOVE and node == self.member.id:
+            # etcd moves leadership away before removing the leader: the new
+            # leader takes the removal when the client retries (NotLeader).
+            target = self._transfer_target(conf)
+            if not target:
+                return refuse(UnhealthyClusterError())
+            self.log.info("leader_removal_transfer", target=f"{target:x}", term=core.term)
+            core.transfer_leadership(target)
+            # The new leader takes it: forwarded once it is known (its origin's frontend still waits).
+            self.deferred_conf.append((time.monotonic() + self.settings.request_timeout_ms / 1000,
+                                       dataclasses.replace(message, origin=origin, sender=0)))
+            return None
+        if not core.propose_conf_change(change):
+            return refuse(TooManyRequestsError())  # not ready yet (no entry of our term committed, a transfer)
+        index = core.last_index
+        self.conf_proposals[index] = (message.request_id, core.term, origin)
+        self.log.info("conf_change_proposed", request_id=message.request_id, index=index,
+                      type=CONF_CHANGE_NAMES.get(kind), member_id=f"{node:x}", term=core.term)
+
+    def _answer_conf(self, result: ConfChangeResult) -> None:
+        """To this member's frontend, or back to the member a change was forwarded from."""
+        if result.origin in (0, self.member.id):
+            self.send(self.to_frontend, result)
+        else:
+            self.peers.send_frame(result.origin, codec.encode(dataclasses.replace(result, sender=self.member.id)))
+
+    def _retry_deferred_conf(self, now: float) -> None:
+        if not self.core.leader_id:
+            return
+        if self.core.role == ROLE_LEADER and self.core.status().get("lead_transferee"):
+            return  # handing over: the new leader takes them
+        deferred, self.deferred_conf = self.deferred_conf, []
+        for deadline, message in deferred:
+            if deadline > now:
+                self._on_conf_change(message)
+            else:  # never proposed: its client may retry
+                error = NoLeaderError()
+                self._answer_conf(ConfChangeResult(message.request_id, 0, error.code, error.message, 0,
+                                                   message.origin or self.member.id))
+
+    def _transfer_target(self, conf) -> int:
+        active = set(self.core.recently_active())
+        candidates = [v for v in conf.voters if v != self.member.id and v in active]
+        candidates.sort(key=lambda v: self.core.match_index(v) or 0, reverse=True)
+        return candidates[0] if candidates else 0
+
+    def _conf_committed(self, entries) -> None:
+        for entry in entries:
+            if entry.kind != ENTRY_CONF_CHANGE:
+                continue
+            proposal = self.conf_proposals.pop(entry.index, None)
+            if proposal is not None:
+                request_id, term, origin = proposal
+                if term == entry.term:
+                    self._answer_conf(ConfChangeResult(request_id, entry.index, origin=origin))
+                else:  # our entry was replaced: it never committed, the client may retry
+                    self._answer_conf(ConfChangeResult(request_id, 0, NotLeaderError.code, NotLeaderError().message,
+                                                       self.core.leader_id, origin))
+            try:
+                change, _ = decode_conf_change(entry.data)
+            except ValueError:
+                continue
+            if change.type == CONF_REMOVE:
+                self.removed_ids.add(change.node_id)
+                if change.node_id == self.member.id and not self.stop_removed_at:
+                    # Let this Ready's messages (the commit index) go out first.
+                    self.stop_removed_at = time.monotonic() + 1.0
+                    self.stop_removed_reason = "its removal was committed"
+        for index in [i for i in self.conf_proposals if i <= self.core.commit_index - 10000]:
+            del self.conf_proposals[index]
 
     def _applied_index_on_disk(self) -> int:
         keyspace = KeySpace(self.kv_env)
@@ -190,6 +460,13 @@ class RaftActor(Actor):
         for message in others:
             if isinstance(message, SnapshotChunkAck):
                 self.snapshot_sender.on_ack(message)
+            elif isinstance(message, MemberRemoved):
+                self._on_member_removed(message)
+            elif isinstance(message, ConfChangeProposal):
+                self._on_conf_change(message)  # forwarded by a follower
+            elif isinstance(message, ConfChangeResult):
+                if message.origin == self.member.id:
+                    self.send(self.to_frontend, message)
             else:
                 self._on_snapshot_chunk(message)
 
@@ -210,6 +487,7 @@ class RaftActor(Actor):
         self.on_message(ApplyNeed, self._on_apply_need)
         self.on_message(TransferLeadership, self._on_transfer_leadership)
         self.on_message(SnapshotInstalled, self._on_snapshot_installed)
+        self.on_message(ConfChangeProposal, self._on_conf_change)
         self.on_message(Failpoint, lambda m: self.peers.set_failpoint(m.drop_peers, m.delay_peers, m.delay_ms))
 
     def _on_propose(self, message: ProposeBatch) -> None:
@@ -243,6 +521,7 @@ class RaftActor(Actor):
         self.committed_for_apply = self.sent_to_apply = self.apply_acked = applied
         self.retained.drop_through(applied)
         self.core.step(snapshot_message)
+        self._load_member_records()  # the snapshot's keyspace holds the member records
 
     # ------------------------------------------------------------------ the turn
 
@@ -265,6 +544,8 @@ class RaftActor(Actor):
         self._auto_compact(now)
         self._forget_forwarded(now)
         self._propose(now)
+        if self.deferred_conf:
+            self._retry_deferred_conf(now)
         self._read_index()
         self._drain_ready()
         for peer, ok in self.snapshot_sender.pump(self.peers.send_frame, codec.encode):
@@ -273,6 +554,8 @@ class RaftActor(Actor):
         self._maybe_compact()
         self.peers.flush_delayed(now)
         self._publish_status(now)
+        if self.stop_removed_at and now >= self.stop_removed_at:
+            self._stop_removed(self.stop_removed_reason)
 
     def _propose(self, now: float) -> None:
         wait_s = self.settings.no_leader_wait_ms / 1000
@@ -389,11 +672,14 @@ class RaftActor(Actor):
             )
             if ready.snapshot is not None:
                 self.log.info("snapshot_persisted", index=ready.snapshot.index, term=ready.snapshot.term)
+            if ready.entries:
+                self._note_conf_entries(ready.entries)
             if not leading:
                 self._send_to_peers(messages)
             if ready.dropped_proposals:
                 self._forwarded_dropped(ready.dropped_proposals, "rejected_by_peer")
             if ready.committed_entries:
+                self._conf_committed(ready.committed_entries)
                 self.committed_for_apply = max(self.committed_for_apply, ready.committed_entries[-1].index)
                 self._feed_apply(ready.committed_entries)
                 if self.forwarded:
@@ -418,6 +704,7 @@ class RaftActor(Actor):
                 name, fields = event[0], (event[1] if len(event) > 1 else {})
                 self.log.info(name, **{"term": self.core.term, **_printable(fields)})
             self.core.advance(ready)
+            self._follow_config()
 
     def _persist(self, ready) -> None:
         """Write a Ready durably, except a change of the commit index alone: as in
@@ -499,9 +786,10 @@ class RaftActor(Actor):
         if compact_to < self.core.first_index:
             return
         term = self.store.term(compact_to)
-        self.core.compact(compact_to)
+        meta = self.core.compact(compact_to)
         self.retained.drop_through(compact_to)
-        self.store.save_compaction(compact_to, term, tuple(m.id for m in self.config.members))
+        # The configuration at the snapshot's index, not the YAML's (membership changes).
+        self.store.save_compaction(compact_to, term, tuple(meta.voters), tuple(meta.learners))
         self.log.info("log_compacted", index=compact_to, term=term)
 
     def _publish_status(self, now: float) -> None:
@@ -515,13 +803,14 @@ class RaftActor(Actor):
             last_index=core.last_index,
             applied_index=self.apply_acked,
             quorum_active=core.role == ROLE_LEADER and core.quorum_active(),
+            is_learner=self.member.id in core.learners,
         )
         # Role, term, leader and quorum go out at once (leases and reads depend on
         # them); indexes alone move on every write, and waking three actors per
         # turn for them cost ~9% of the leader's CPU under load: once a tick.
         last = self.last_status
-        if last is not None and (status.role, status.term, status.leader_id, status.quorum_active) == (
-                last.role, last.term, last.leader_id, last.quorum_active) and now < self.status_due:
+        if last is not None and (status.role, status.term, status.leader_id, status.quorum_active, status.is_learner) == (
+                last.role, last.term, last.leader_id, last.quorum_active, last.is_learner) and now < self.status_due:
             return
         self.last_status = status
         self.status_due = now + self.tick_s
@@ -561,5 +850,5 @@ def _printable(fields: dict) -> dict:
     for key, value in fields.items():
         if key == "type" and isinstance(value, int):
             value = MESSAGE_TYPE_NAMES.get(value, value)
-        out[key if key not in ("event", "level") else f"core_{key}"] = value
+        out[key if key not in ("event", "level", "node") else f"core_{key}"] = value
     return out

@@ -29,7 +29,7 @@ import time
 import zmq
 
 from transport import codec
-from transport.messages import RaftBatch, SnapshotChunk, SnapshotChunkAck
+from transport.messages import ConfChangeProposal, ConfChangeResult, MemberRemoved, RaftBatch, SnapshotChunk, SnapshotChunkAck
 from transport.raft_messages import MSG_SNAP
 from transport.sockets import configure
 
@@ -55,11 +55,72 @@ class Peers:
                 connect_curve(socket, peer)
             socket.connect(peer.peer)
             self.outboxes[peer.id] = socket
+        self.context = context
+        self.urls: dict[int, str] = {peer.id: peer.peer for peer in members if peer.id != member.id}
+        # Removed members: their messages are answered with MemberRemoved (at most
+        # once a second each), on a socket kept for that.
+        self.removed: dict[int, str] = {}
+        self.removed_outboxes: dict[int, zmq.Socket] = {}
+        self.removed_told_at: dict[int, float] = {}
         self.drop_peers: frozenset[int] = frozenset()
         self.delay_peers: frozenset[int] = frozenset()
         self.delay_s = 0.0
         self.delayed: list[tuple[float, int, int, bytes]] = []  # heap of (due, seq, peer, frame)
         self.delayed_seq = 0
+
+    def follow(self, members: dict[int, str], removed: dict[int, str]) -> None:
+        """The configuration changed: `members` maps every other member's id to
+        its peer URL (connect to the new ones and to changed URLs, close the
+        dropped ones); `removed` maps removed ids to their last peer URLs."""
+        for peer, url in members.items():
+            if self.urls.get(peer) == url and peer in self.outboxes:
+                continue
+            old = self.outboxes.pop(peer, None)
+            if old is not None:
+                old.close(0)
+            socket = configure(self.context.socket(zmq.PUSH), PEER_HWM)
+            socket.setsockopt(zmq.IMMEDIATE, 1)
+            socket.connect(url)
+            self.outboxes[peer] = socket
+            self.urls[peer] = url
+            self.log.info("peer_connected", peer=f"{peer:x}", url=url)
+        self.removed.update(removed)
+        for peer in [p for p in self.outboxes if p not in members]:
+            socket = self.outboxes.pop(peer)
+            if peer in self.removed and peer not in self.removed_outboxes:
+                # Kept (connected) for what a removed member is still told: its
+                # removal, and the answer to a change it forwarded.
+                self.removed_outboxes[peer] = socket
+            else:
+                socket.close(0)
+            self.urls.pop(peer, None)
+            self.log.info("peer_dropped", peer=f"{peer:x}")
+        self.known_peers = frozenset(members)
+
+    def tell_removed(self, peer: int) -> None:
+        """A removed member spoke to us: tell it (it stops, see actors/raft/actor.py)."""
+        url = self.removed.get(peer)
+        now = time.monotonic()
+        if not url or now - self.removed_told_at.get(peer, 0.0) < 1.0:
+            return
+        self.removed_told_at[peer] = now
+        socket = self._removed_socket(peer)
+        try:
+            socket.send(codec.encode(MemberRemoved(self.member_id, peer)), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # told on its next message
+        self.log.warning("removed_member_told", peer=f"{peer:x}")
+
+    def _removed_socket(self, peer: int):
+        """A socket to a removed member (None if its URL is unknown): it is told it
+        was removed, and gets the answer to a change it forwarded (its own removal)."""
+        socket = self.removed_outboxes.get(peer)
+        if socket is None and peer in self.removed:
+            # Not ZMQ_IMMEDIATE: a new socket queues the frame until it connects.
+            socket = configure(self.context.socket(zmq.PUSH), PEER_HWM)
+            socket.connect(self.removed[peer])
+            self.removed_outboxes[peer] = socket
+        return socket
 
     def set_failpoint(self, drop_peers, delay_peers, delay_ms: int) -> None:
         self.drop_peers = frozenset(drop_peers)
@@ -77,7 +138,14 @@ class Peers:
             except Exception as error:  # anything a broken peer sends is dropped, never fatal
                 self.log.warning("peer_frame_dropped", error=str(error))
                 continue
+            if isinstance(batch, MemberRemoved):
+                if batch.removed_id == self.member_id and batch.sender in self.known_peers:
+                    others.append(batch)
+                continue
             problem = self._refusal(batch)
+            if problem and getattr(batch, "sender", 0) in self.removed:
+                self.tell_removed(batch.sender)
+                continue
             if problem:
                 self.log.warning("peer_frame_dropped", error=problem, type=type(batch).__name__)
                 continue
@@ -91,7 +159,7 @@ class Peers:
 
     def _refusal(self, frame) -> str:
         """Why a decoded peer frame must be dropped ("" if it may pass)."""
-        if not isinstance(frame, (RaftBatch, SnapshotChunk, SnapshotChunkAck)):
+        if not isinstance(frame, (RaftBatch, SnapshotChunk, SnapshotChunkAck, ConfChangeProposal, ConfChangeResult)):
             return "unexpected message type"
         if frame.sender not in self.known_peers:
             return f"sender {frame.sender:x} is not a member"
@@ -130,7 +198,7 @@ class Peers:
         """One frame to one peer, unless a failpoint drops it; False if it cannot go out now."""
         if peer in self.drop_peers:
             return True
-        socket = self.outboxes.get(peer)
+        socket = self.outboxes.get(peer) or self._removed_socket(peer)
         if socket is None:
             self.log.warning("unknown_peer", peer=peer)
             return False

@@ -13,7 +13,6 @@ from tests.store.test_auth import Member, setup_users
 from transport import codec
 from transport import messages as m
 from transport.entries import make_payload, split_payload, split_payload_user
-from transport.errors import PermissionDeniedError
 from transport.raft_messages import Entry
 
 
