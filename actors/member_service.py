@@ -24,7 +24,7 @@ never reuses a removed member's id), so an id cannot collide.
 
 from __future__ import annotations
 
-from cairn.config import member_id_for
+from cairn.config import member_id_for, parse_address
 from store import members as member_records
 from transport.errors import ERRORS_BY_CODE, CairnError, InvalidArgumentError, MalformedRequestError, TooManyRequestsError
 from transport.messages import (
@@ -85,6 +85,8 @@ class MemberService:
         front.send_to_raft(ConfChangeProposal(request_id, change_type, node_id, context), (request_id,))
 
     def proposal(self, request) -> tuple[int, int, bytes]:
+        if isinstance(request, (MemberAddRequest, MemberUpdateRequest)):
+            _check_urls(request)
         if isinstance(request, MemberAddRequest):
             if not request.peer_urls:
                 raise InvalidArgumentError("etcdserver: member peer URLs are required")
@@ -154,3 +156,13 @@ class MemberService:
         if isinstance(request, MemberUpdateRequest):
             return MemberUpdateResponse(header, members)
         return MemberPromoteResponse(header, members)
+
+
+def _check_urls(request) -> None:
+    """Every URL a member change carries must be tcp://HOST:PORT: it goes into the
+    log, and every member's raft actor connects to it (etcd: ErrMemberBadURLs)."""
+    for url in tuple(request.peer_urls) + tuple(getattr(request, "client_urls", ())):
+        try:
+            parse_address(url)
+        except ValueError:
+            raise InvalidArgumentError(f"etcdserver: given member URLs are invalid ({url!r} is not tcp://HOST:PORT)") from None

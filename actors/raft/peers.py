@@ -80,7 +80,8 @@ class Peers:
                 old.close(0)
             socket = configure(self.context.socket(zmq.PUSH), PEER_HWM)
             socket.setsockopt(zmq.IMMEDIATE, 1)
-            socket.connect(url)
+            if not self._connect(socket, peer, url):
+                continue
             self.outboxes[peer] = socket
             self.urls[peer] = url
             self.log.info("peer_connected", peer=f"{peer:x}", url=url)
@@ -97,6 +98,18 @@ class Peers:
             self.log.info("peer_dropped", peer=f"{peer:x}")
         self.known_peers = frozenset(members)
 
+    def _connect(self, socket, peer: int, url: str) -> bool:
+        """Connect to a URL that came from the log or the config; one ZeroMQ
+        refuses (the member service checks URLs, an older member may not have)
+        is logged and the peer left unreachable, never a crash on every restart."""
+        try:
+            socket.connect(url)
+            return True
+        except zmq.ZMQError as error:
+            socket.close(0)
+            self.log.error("peer_url_refused", peer=f"{peer:x}", url=url, error=str(error))
+            return False
+
     def tell_removed(self, peer: int) -> None:
         """A removed member spoke to us: tell it (it stops, see actors/raft/actor.py)."""
         url = self.removed.get(peer)
@@ -105,6 +118,8 @@ class Peers:
             return
         self.removed_told_at[peer] = now
         socket = self._removed_socket(peer)
+        if socket is None:
+            return
         try:
             socket.send(codec.encode(MemberRemoved(self.member_id, peer)), zmq.NOBLOCK)
         except zmq.Again:
@@ -118,7 +133,8 @@ class Peers:
         if socket is None and peer in self.removed:
             # Not ZMQ_IMMEDIATE: a new socket queues the frame until it connects.
             socket = configure(self.context.socket(zmq.PUSH), PEER_HWM)
-            socket.connect(self.removed[peer])
+            if not self._connect(socket, peer, self.removed[peer]):
+                return None
             self.removed_outboxes[peer] = socket
         return socket
 

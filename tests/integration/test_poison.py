@@ -74,6 +74,8 @@ def test_the_reproduction_gets_invalid_argument_and_the_next_put_succeeds(cluste
     ["PutRequest", b"poison/c", b"v", -(1 << 70)],
     ["LeaseGrantRequest", 1 << 63, 5],
     ["RangeRequest", b"poison/", b"", 0, 1 << 63],
+    # a URL every member's raft actor would connect to (the fuzzer found it)
+    ["MemberAddRequest", ["NOSPACE"], False, "poison-member"],
 ], ids=lambda body: body[0])
 def test_integers_outside_their_etcd_type_are_refused_at_the_door(cluster, body):
     _, reply = raw_call(cluster.members["n1"].endpoint, body)
