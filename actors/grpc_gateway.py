@@ -5,10 +5,11 @@ Theory of operation
 Most software that uses etcd speaks its gRPC API (etcdctl, Go's clientv3 and
 everything built on it, python-etcd3 and its forks, jetcd, ...). This actor
 serves that API on the member's `grpc` address from the config, with grpcio's
-asyncio server: etcdserverpb's KV, Watch, Lease, Cluster (MemberList),
-Maintenance (Status, Alarm, MoveLeader) and Auth (Authenticate, which answers
-that authentication is not enabled), and etcd's v3lock and v3election services.
-The wire contract is etcd 3.4's .proto (actors/etcdpb/), so etcd's clients work
+asyncio server: etcdserverpb's KV, Watch, Lease, Cluster (MemberList,
+MemberAdd/Remove/Update/Promote), Maintenance (Status, Alarm, MoveLeader, Hash,
+HashKV, the Snapshot stream) and Auth (Authenticate, AuthEnable/Disable, 3.5's
+AuthStatus, users, roles and permissions), and etcd's v3lock and v3election
+services. The wire contract is etcd 3.4's .proto (actors/etcdpb/), so etcd's clients work
 unchanged.
 
 Like the HTTP gateway (actors/gateway.py) it is an ordinary client of its own
@@ -24,15 +25,22 @@ Metadata etcd's clients send:
   library's require_leader option to this member only, so a member that has
   lost its leader answers UNAVAILABLE "etcdserver: no leader" at once instead of
   waiting. A stream checks it when it opens.
-* `token`: authentication does not exist in cairn yet; _authorize is where a
-  token will be checked. Until then a token is ignored, as etcd ignores one
-  while auth is disabled, and never logged.
+* `token` (clientv3 sends it after Authenticate): passed on with the call to
+  the frontend, which checks it (actors/auth_door.py), on unary calls and on
+  streams (a Watch or Observe stream with a token gets a client of its own
+  that sends it). cairn's tokens are per member, so the door's Authenticate
+  answers a token of every member (cluster_token) and each door passes on its
+  own member's part; see `authenticate`. A token is never logged.
 
 Errors are etcd's gRPC statuses (etcd_api.ERROR_CODES). A request protobuf
 cannot parse is INTERNAL "grpc: error unmarshalling request", as grpc-go says;
 a request larger than max_request_bytes plus etcd's 512 KiB of gRPC overhead is
 refused by grpcio with RESOURCE_EXHAUSTED, as etcd's is. The door never dies of
 bad input; if it dies for another reason the supervisor restarts it.
+
+Snapshot streams this member's snapshot file as it is (the LMDB copy, then its
+SHA-256 in the last message, as etcd's stream ends with the digest of its
+data), so `etcdctl snapshot save` writes cairn's snapshot file.
 
 Streams: a Watch stream carries any number of watches (etcd_api.WatchSession);
 it ends when the client closes its side, as etcd's does. LeaseKeepAlive
@@ -46,7 +54,10 @@ etcd_api.DoorLimits.shutdown_grace_s.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import json
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -64,6 +75,33 @@ from transport.errors import CairnError
 
 SERVER_STOPPED = "etcdserver: server stopped"
 NO_ELECTION_LEADER = "election: no leader"
+# How long a snapshot's first piece may take: the member makes its copy first.
+SNAPSHOT_WAIT_S = 60.0
+# How long Authenticate waits for the other members' tokens.
+OTHER_MEMBERS_AUTH_S = 2.0
+CLUSTER_TOKEN_PREFIX = "cairn-members."
+
+
+def cluster_token(tokens: dict[int, str]) -> str:
+    """One token of several members' tokens: {member id: token} as compact JSON
+    in URL-safe base64 (gRPC metadata values are ASCII)."""
+    body = json.dumps({format(member_id, "x"): token for member_id, token in sorted(tokens.items())},
+                      separators=(",", ":"))
+    return CLUSTER_TOKEN_PREFIX + base64.urlsafe_b64encode(body.encode()).decode()
+
+
+def member_token(token: str | None, member_id: int) -> str | None:
+    """The part of a cluster_token for member_id; any other token as it is (the
+    frontend judges it). A cluster token without this member's part is sent
+    as it is, so the member answers InvalidAuthToken."""
+    if not token or not token.startswith(CLUSTER_TOKEN_PREFIX):
+        return token
+    try:
+        tokens = json.loads(base64.urlsafe_b64decode(token[len(CLUSTER_TOKEN_PREFIX):].encode()))
+        part = tokens.get(format(member_id, "x")) if isinstance(tokens, dict) else None
+    except (ValueError, UnicodeDecodeError):
+        return token
+    return part if isinstance(part, str) else token
 
 _STATUS = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -100,6 +138,7 @@ class GrpcActor(etcd_api.Door):
         super().__init__(config, member_name)
         self.leader_client: aio.Client | None = None
         self.server: grpc.aio.Server | None = None
+        self.member_clients: dict[int, aio.Client] = {}  # other members' frontends, for Authenticate
 
     # ------------------------------------------------------------------ process
 
@@ -126,6 +165,8 @@ class GrpcActor(etcd_api.Door):
         await self.server.stop(self.door_limits.shutdown_grace_s)
         await self.client.aclose()
         await self.leader_client.aclose()
+        for client in self.member_clients.values():
+            await client.aclose()
         self.log.info("grpc_stopped")
 
     def handlers(self) -> list:
@@ -134,6 +175,7 @@ class GrpcActor(etcd_api.Door):
             ("etcdserverpb.Watch", "Watch"): self.watch,
             ("etcdserverpb.Lease", "LeaseKeepAlive"): self.lease_keepalive,
             ("etcdserverpb.Auth", "Authenticate"): self.authenticate,
+            ("etcdserverpb.Maintenance", "Snapshot"): self.snapshot,
             ("v3electionpb.Election", "Observe"): self.observe,
             ("v3electionpb.Election", "Leader"): self.leader,
         }
@@ -168,8 +210,9 @@ class GrpcActor(etcd_api.Door):
 
     def _authorize(self, metadata: dict) -> str | None:
         """etcd's `token` metadata: passed on with the call to the frontend,
-        which checks it (actors/auth_door.py). Never logged."""
-        return metadata.get("token")
+        which checks it (actors/auth_door.py); of a token of every member
+        (cluster_token), this member's part. Never logged."""
+        return member_token(metadata.get("token"), self.member.id)
 
     def _token(self, context) -> str | None:
         metadata = {key.lower(): value for key, value in (context.invocation_metadata() or ())}
@@ -206,6 +249,24 @@ class GrpcActor(etcd_api.Door):
             await client.call(m.StatusRequest(), write=False, endpoint=endpoint)
         return client
 
+    @contextlib.asynccontextmanager
+    async def _stream_client(self, context):
+        """The client a stream's watches use: with the caller's `token`, a client
+        of this member of its own that sends that token with every request (a
+        client's watches share one token), closed when the stream ends;
+        otherwise the door's (see _require_leader)."""
+        client = await self._require_leader(context)
+        token = self._token(context)
+        if token is None:
+            yield client
+            return
+        own = aio.Client([self.member.client], timeout=self.client.timeout, token=token,
+                         require_leader=client is self.leader_client, **self.client_security())
+        try:
+            yield own
+        finally:
+            await own.aclose()
+
     async def _until_stopped(self, body) -> None:
         """Run a stream's body until it ends or the door stops (then UNAVAILABLE)."""
         task = asyncio.ensure_future(body)
@@ -226,17 +287,71 @@ class GrpcActor(etcd_api.Door):
     # ------------------------------------------------------------------ unary specials
 
     async def authenticate(self, raw: bytes, context) -> bytes:
+        """A token for the caller. cairn's tokens are per member; etcd's simple
+        tokens are issued through its log and valid on every member, and
+        clientv3 (etcdctl) authenticates with one endpoint and sends the token
+        to any. So once this member has accepted the password, the door also
+        authenticates at every other member of the config and answers one
+        token carrying each member's (cluster_token); each door passes on its
+        own member's part. A member that is down is left out (a call there is
+        InvalidAuthToken, and clientv3 authenticates again)."""
         request = _parse(rpc_pb2.AuthenticateRequest, raw)  # the password in it is never logged
         client, endpoint = self._route(context)
-        response = await etcd_api.call(client, m.AuthenticateRequest(request.name, request.password),
-                                       timeout=self._deadline(context), endpoint=endpoint,
+        message = m.AuthenticateRequest(request.name, request.password)
+        response = await etcd_api.call(client, message, timeout=self._deadline(context), endpoint=endpoint,
                                        options=self.authenticate_options(context.peer()))
-        return rpc_pb2.AuthenticateResponse(header=gw.header(response.header), token=response.token).SerializeToString()
+        token = response.token
+        others = [member for member in self.config.members if member.id != self.member.id]
+        if token and others:
+            wait = min(self._deadline(context) or OTHER_MEMBERS_AUTH_S, OTHER_MEMBERS_AUTH_S)
+            answers = await asyncio.gather(*(self._authenticate_at(member, message, wait) for member in others),
+                                           return_exceptions=True)
+            tokens = {self.member.id: token}
+            tokens.update((member.id, answer.token) for member, answer in zip(others, answers)
+                          if isinstance(answer, m.AuthenticateResponse) and answer.token)
+            token = cluster_token(tokens)
+        return rpc_pb2.AuthenticateResponse(header=gw.header(response.header), token=token).SerializeToString()
+
+    async def _authenticate_at(self, member, message: m.AuthenticateRequest, wait: float) -> m.AuthenticateResponse:
+        client = self.member_clients.get(member.id)
+        if client is None:
+            client = self.member_clients[member.id] = aio.Client(
+                [member.client], timeout=self.client.timeout, **self.client_security(member))
+        return await client.call(message, write=False, timeout=wait, endpoint=member.client)
+
+    async def snapshot(self, raw: bytes, context) -> None:
+        """Maintenance.Snapshot: this member's snapshot file as it is, pulled
+        piece by piece from its frontend (cairn.Client.snapshot_save's pieces)
+        and written a piece a message; the last message carries the SHA-256 of
+        the copy, checked here against what was sent, so a client that saves
+        the stream (etcdctl snapshot save) holds cairn's snapshot file."""
+        _parse(rpc_pb2.SnapshotRequest, raw)
+        token = self._token(context)
+        timeout = max(self.client.timeout, SNAPSHOT_WAIT_S)
+
+        async def body():
+            digest = hashlib.sha256()
+            response = await etcd_api.call(self.client, m.SnapshotRequest(), timeout=timeout,
+                                           endpoint=self.member.client, token=token)
+            while True:
+                digest.update(response.blob)
+                await context.write(gw.snapshot_response(response).SerializeToString())
+                if response.remaining_bytes == 0:
+                    break
+                request = m.SnapshotRequest(response.snapshot_id, response.offset + len(response.blob))
+                response = await etcd_api.call(self.client, request, timeout=timeout, endpoint=self.member.client,
+                                               token=token)
+            if digest.digest() != response.sha256:
+                raise Status(etcd_api.GRPC_INTERNAL, "cairn: snapshot checksum mismatch: the member's copy and what was sent differ")
+            await context.write(gw.snapshot_digest(response).SerializeToString())
+
+        await self._until_stopped(body())
 
     async def leader(self, raw: bytes, context) -> bytes:
         message = gw.leader_request(_parse(v3election_pb2.LeaderRequest, raw))
         client, endpoint = self._route(context)
-        response = await etcd_api.call(client, message, timeout=self._deadline(context), endpoint=endpoint)
+        response = await etcd_api.call(client, message, timeout=self._deadline(context), endpoint=endpoint,
+                                       token=self._token(context))
         if response.kv is None:
             raise Status(etcd_api.GRPC_UNKNOWN, NO_ELECTION_LEADER)  # as etcd's v3election answers
         return gw.leader_response(response).SerializeToString()
@@ -246,17 +361,21 @@ class GrpcActor(etcd_api.Door):
     async def lease_keepalive(self, requests, context) -> None:
         client = await self._require_leader(context)
         endpoint = self.member.client if client is self.leader_client else None
+        token = self._token(context)
 
         async def body():
             async for raw in requests:
                 request = gw.lease_keepalive_request(_parse(rpc_pb2.LeaseKeepAliveRequest, raw))
-                response = await client.call(request, write=False, endpoint=endpoint)
+                response = await client.call(request, write=False, endpoint=endpoint, token=token)
                 await context.write(gw.lease_keepalive_response(response).SerializeToString())
 
         await self._until_stopped(body())
 
     async def watch(self, requests, context) -> None:
-        client = await self._require_leader(context)
+        async with self._stream_client(context) as client:
+            await self._watch(client, requests, context)
+
+    async def _watch(self, client: aio.Client, requests, context) -> None:
         session = GrpcWatchSession(client, context, self.log, self.limits.max_request_bytes)
 
         async def read():
@@ -289,8 +408,10 @@ class GrpcActor(etcd_api.Door):
         """v3election's Observe: the election's leader now and at each change
         (a new leader or a proclamation), from a watch of the election's keys."""
         name = gw.leader_request(_parse(v3election_pb2.LeaderRequest, raw)).name
-        client = await self._require_leader(context)
+        async with self._stream_client(context) as client:
+            await self._observe(client, name, context)
 
+    async def _observe(self, client: aio.Client, name: bytes, context) -> None:
         async def body():
             prefix = name + b"/"
             watch = await client.open_watch(prefix, range_end=prefix_range_end(prefix))

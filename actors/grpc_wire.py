@@ -13,7 +13,7 @@ server from it, and tests build their stubs from it.
 
 from __future__ import annotations
 
-from actors.etcdpb import kv_pb2, rpc_pb2, v3election_pb2, v3lock_pb2
+from actors.etcdpb import auth_pb2, kv_pb2, rpc_pb2, v3election_pb2, v3lock_pb2
 from transport import messages as m
 
 UNARY, STREAM_STREAM, UNARY_STREAM = "unary", "stream_stream", "unary_stream"
@@ -104,6 +104,84 @@ def alarm_request(r: rpc_pb2.AlarmRequest) -> m.AlarmRequest:
 
 def move_leader_request(r: rpc_pb2.MoveLeaderRequest) -> m.MoveLeaderRequest:
     return m.MoveLeaderRequest(r.targetID)
+
+
+def peer_urls(urls) -> tuple[str, ...]:
+    """etcdctl takes only http(s):// peer URLs; cairn's peers speak ZeroMQ over
+    TCP (CURVE when the cluster is secure), so http://HOST:PORT and
+    https://HOST:PORT mean tcp://HOST:PORT."""
+    out = []
+    for url in urls:
+        for scheme in ("http://", "https://"):
+            if url.startswith(scheme):
+                url = "tcp://" + url[len(scheme):].rstrip("/")
+        out.append(url)
+    return tuple(out)
+
+
+def member_add_request(r: rpc_pb2.MemberAddRequest) -> m.MemberAddRequest:
+    """etcd's MemberAdd carries no name (etcd learns it when the member starts);
+    cairn derives the member's id from its name at add time, so without cairn's
+    `name` field (etcdctl member add sends none) the member is named after its
+    first peer URL (tcp://HOST:PORT), and its YAML must use that name."""
+    urls = peer_urls(r.peerURLs)
+    if not urls:
+        raise BadRequest("etcdserver: member add needs at least one peer URL")
+    return m.MemberAddRequest(urls, r.isLearner, r.name or urls[0], tuple(r.clientURLs))
+
+
+def member_remove_request(r: rpc_pb2.MemberRemoveRequest) -> m.MemberRemoveRequest:
+    return m.MemberRemoveRequest(r.ID)
+
+
+def member_update_request(r: rpc_pb2.MemberUpdateRequest) -> m.MemberUpdateRequest:
+    return m.MemberUpdateRequest(r.ID, peer_urls(r.peerURLs))
+
+
+def member_promote_request(r: rpc_pb2.MemberPromoteRequest) -> m.MemberPromoteRequest:
+    return m.MemberPromoteRequest(r.ID)
+
+
+def hash_kv_request(r: rpc_pb2.HashKVRequest) -> m.HashKVRequest:
+    return m.HashKVRequest(r.revision)
+
+
+_PERM_TYPES = (m.PERM_READ, m.PERM_WRITE, m.PERM_READWRITE)
+
+
+def user_add_request(r: rpc_pb2.AuthUserAddRequest) -> m.AuthUserAddRequest:
+    return m.AuthUserAddRequest(r.name, r.password, "", r.options.no_password)
+
+
+def role_grant_permission_request(r: rpc_pb2.AuthRoleGrantPermissionRequest) -> m.AuthRoleGrantPermissionRequest:
+    if not r.HasField("perm"):
+        raise BadRequest("etcdserver: permission not given")
+    if r.perm.permType not in _PERM_TYPES:
+        raise BadRequest(f"etcdserver: unknown permission type {r.perm.permType}")
+    return m.AuthRoleGrantPermissionRequest(r.name, m.Permission(r.perm.permType, r.perm.key, r.perm.range_end))
+
+
+# Auth requests whose fields map one to one (name -> the message's constructor).
+AUTH_REQUESTS = {
+    "AuthEnable": (rpc_pb2.AuthEnableRequest, lambda r: m.AuthEnableRequest()),
+    "AuthDisable": (rpc_pb2.AuthDisableRequest, lambda r: m.AuthDisableRequest()),
+    "AuthStatus": (rpc_pb2.AuthStatusRequest, lambda r: m.AuthStatusRequest()),
+    "UserAdd": (rpc_pb2.AuthUserAddRequest, user_add_request),
+    "UserGet": (rpc_pb2.AuthUserGetRequest, lambda r: m.AuthUserGetRequest(r.name)),
+    "UserList": (rpc_pb2.AuthUserListRequest, lambda r: m.AuthUserListRequest()),
+    "UserDelete": (rpc_pb2.AuthUserDeleteRequest, lambda r: m.AuthUserDeleteRequest(r.name)),
+    "UserChangePassword": (rpc_pb2.AuthUserChangePasswordRequest,
+                           lambda r: m.AuthUserChangePasswordRequest(r.name, r.password)),
+    "UserGrantRole": (rpc_pb2.AuthUserGrantRoleRequest, lambda r: m.AuthUserGrantRoleRequest(r.user, r.role)),
+    "UserRevokeRole": (rpc_pb2.AuthUserRevokeRoleRequest, lambda r: m.AuthUserRevokeRoleRequest(r.name, r.role)),
+    "RoleAdd": (rpc_pb2.AuthRoleAddRequest, lambda r: m.AuthRoleAddRequest(r.name)),
+    "RoleGet": (rpc_pb2.AuthRoleGetRequest, lambda r: m.AuthRoleGetRequest(r.role)),
+    "RoleList": (rpc_pb2.AuthRoleListRequest, lambda r: m.AuthRoleListRequest()),
+    "RoleDelete": (rpc_pb2.AuthRoleDeleteRequest, lambda r: m.AuthRoleDeleteRequest(r.role)),
+    "RoleGrantPermission": (rpc_pb2.AuthRoleGrantPermissionRequest, role_grant_permission_request),
+    "RoleRevokePermission": (rpc_pb2.AuthRoleRevokePermissionRequest,
+                             lambda r: m.AuthRoleRevokePermissionRequest(r.role, r.key, r.range_end)),
+}
 
 
 def lock_request(r: v3lock_pb2.LockRequest) -> m.LockRequest:
@@ -230,14 +308,80 @@ def member_list_response(r: m.MemberListResponse, grpc_urls: dict[int, str]) -> 
     """Members' clientURLs are their gRPC doors' URLs where they have one, so that
     gRPC clients (etcdctl, clientv3's endpoint sync) find the others; the header
     has no revision, as etcd's."""
-    h = r.header
-    members = []
-    for member in r.members:
+    return rpc_pb2.MemberListResponse(header=_no_revision(r.header), members=members(r.members, grpc_urls))
+
+
+def members(members, grpc_urls: dict[int, str]) -> list[rpc_pb2.Member]:
+    out = []
+    for member in members:
         client_urls = [grpc_urls[member.id]] if grpc_urls.get(member.id) else list(member.client_urls)
-        members.append(rpc_pb2.Member(ID=member.id, name=member.name, peerURLs=list(member.peer_urls),
-                                      clientURLs=client_urls, isLearner=member.is_learner))
-    return rpc_pb2.MemberListResponse(header=header(m.ResponseHeader(h.cluster_id, h.member_id, 0, h.raft_term)),
-                                      members=members)
+        out.append(rpc_pb2.Member(ID=member.id, name=member.name, peerURLs=list(member.peer_urls),
+                                  clientURLs=client_urls, isLearner=member.is_learner))
+    return out
+
+
+def _no_revision(h: m.ResponseHeader) -> rpc_pb2.ResponseHeader:
+    return header(m.ResponseHeader(h.cluster_id, h.member_id, 0, h.raft_term))
+
+
+def member_change_response(response_class, grpc_urls: dict[int, str]):
+    """MemberAdd/Remove/Update/PromoteResponse: the members after the change
+    (and MemberAdd's new member), as member list renders them."""
+
+    def convert(r):
+        out = response_class(header=_no_revision(r.header), members=members(r.members, grpc_urls))
+        if isinstance(r, m.MemberAddResponse):
+            out.member.CopyFrom(members([r.member], grpc_urls)[0])
+        return out
+
+    return convert
+
+
+def hash_response(r: m.HashResponse) -> rpc_pb2.HashResponse:
+    return rpc_pb2.HashResponse(header=header(r.header), hash=r.hash)
+
+
+def hash_kv_response(r: m.HashKVResponse) -> rpc_pb2.HashKVResponse:
+    return rpc_pb2.HashKVResponse(header=header(r.header), hash=r.hash, compact_revision=r.compact_revision)
+
+
+def snapshot_response(r: m.SnapshotResponse) -> rpc_pb2.SnapshotResponse:
+    """A piece of the member's copy; remaining_bytes counts what follows it,
+    not the digest the stream ends with (as etcd's)."""
+    return rpc_pb2.SnapshotResponse(header=header(r.header), remaining_bytes=r.remaining_bytes, blob=r.blob)
+
+
+def snapshot_digest(r: m.SnapshotResponse) -> rpc_pb2.SnapshotResponse:
+    """The stream's last message: the SHA-256 of the copy, so what a client
+    saves is exactly cairn's snapshot file (LMDB bytes + 32-byte SHA-256),
+    which is also etcd's layout (data + its SHA-256)."""
+    return rpc_pb2.SnapshotResponse(header=header(r.header), remaining_bytes=0, blob=r.sha256)
+
+
+def auth_status_response(r: m.AuthStatusResponse) -> rpc_pb2.AuthStatusResponse:
+    return rpc_pb2.AuthStatusResponse(header=header(r.header), enabled=r.enabled, authRevision=r.auth_revision)
+
+
+def user_get_response(r: m.AuthUserGetResponse) -> rpc_pb2.AuthUserGetResponse:
+    return rpc_pb2.AuthUserGetResponse(header=header(r.header), roles=list(r.roles))
+
+
+def user_list_response(r: m.AuthUserListResponse) -> rpc_pb2.AuthUserListResponse:
+    return rpc_pb2.AuthUserListResponse(header=header(r.header), users=list(r.users))
+
+
+def role_get_response(r: m.AuthRoleGetResponse) -> rpc_pb2.AuthRoleGetResponse:
+    return rpc_pb2.AuthRoleGetResponse(header=header(r.header), perm=[
+        auth_pb2.Permission(permType=p.perm_type, key=p.key, range_end=p.range_end) for p in r.perm])
+
+
+def role_list_response(r: m.AuthRoleListResponse) -> rpc_pb2.AuthRoleListResponse:
+    return rpc_pb2.AuthRoleListResponse(header=header(r.header), roles=list(r.roles))
+
+
+# Auth responses other than a header alone.
+AUTH_RESPONSES = {"AuthStatus": auth_status_response, "UserGet": user_get_response, "UserList": user_list_response,
+                  "RoleGet": role_get_response, "RoleList": role_list_response}
 
 
 def status_response(r: m.StatusResponse, version: str) -> rpc_pb2.StatusResponse:
@@ -341,12 +485,31 @@ def services(grpc_urls: dict[int, str], version: str) -> dict:
         ("etcdserverpb.Cluster", "MemberList"): (UNARY, P.MemberListRequest, P.MemberListResponse,
                                                  lambda r: m.MemberListRequest(),
                                                  lambda r: member_list_response(r, grpc_urls)),
+        ("etcdserverpb.Cluster", "MemberAdd"): (UNARY, P.MemberAddRequest, P.MemberAddResponse, member_add_request,
+                                                member_change_response(P.MemberAddResponse, grpc_urls)),
+        ("etcdserverpb.Cluster", "MemberRemove"): (UNARY, P.MemberRemoveRequest, P.MemberRemoveResponse,
+                                                   member_remove_request,
+                                                   member_change_response(P.MemberRemoveResponse, grpc_urls)),
+        ("etcdserverpb.Cluster", "MemberUpdate"): (UNARY, P.MemberUpdateRequest, P.MemberUpdateResponse,
+                                                   member_update_request,
+                                                   member_change_response(P.MemberUpdateResponse, grpc_urls)),
+        ("etcdserverpb.Cluster", "MemberPromote"): (UNARY, P.MemberPromoteRequest, P.MemberPromoteResponse,
+                                                    member_promote_request,
+                                                    member_change_response(P.MemberPromoteResponse, grpc_urls)),
+        ("etcdserverpb.Maintenance", "Hash"): (UNARY, P.HashRequest, P.HashResponse, lambda r: m.HashRequest(),
+                                               hash_response),
+        ("etcdserverpb.Maintenance", "HashKV"): (UNARY, P.HashKVRequest, P.HashKVResponse, hash_kv_request,
+                                                 hash_kv_response),
+        ("etcdserverpb.Maintenance", "Snapshot"): (UNARY_STREAM, P.SnapshotRequest, P.SnapshotResponse, None, None),
         ("etcdserverpb.Maintenance", "Alarm"): (UNARY, P.AlarmRequest, P.AlarmResponse, alarm_request, alarm_response),
         ("etcdserverpb.Maintenance", "Status"): (UNARY, P.StatusRequest, P.StatusResponse, lambda r: m.StatusRequest(),
                                                  lambda r: status_response(r, version)),
         ("etcdserverpb.Maintenance", "MoveLeader"): (UNARY, P.MoveLeaderRequest, P.MoveLeaderResponse,
                                                      move_leader_request, header_only(P.MoveLeaderResponse)),
         ("etcdserverpb.Auth", "Authenticate"): (UNARY, P.AuthenticateRequest, P.AuthenticateResponse, None, None),
+        **{("etcdserverpb.Auth", method): (UNARY, request_class, _auth_response_class(method), to_message,
+                                           AUTH_RESPONSES.get(method) or header_only(_auth_response_class(method)))
+           for method, (request_class, to_message) in AUTH_REQUESTS.items()},
         ("v3lockpb.Lock", "Lock"): (UNARY, L.LockRequest, L.LockResponse, lock_request, lock_response),
         ("v3lockpb.Lock", "Unlock"): (UNARY, L.UnlockRequest, L.UnlockResponse, unlock_request,
                                       header_only(L.UnlockResponse)),
@@ -360,3 +523,8 @@ def services(grpc_urls: dict[int, str], version: str) -> dict:
         ("v3electionpb.Election", "Resign"): (UNARY, E.ResignRequest, E.ResignResponse, resign_request,
                                               header_only(E.ResignResponse)),
     }
+
+
+def _auth_response_class(method: str):
+    """AuthEnable -> AuthEnableResponse, UserAdd -> AuthUserAddResponse, ..."""
+    return getattr(rpc_pb2, (method if method.startswith("Auth") else "Auth" + method) + "Response")

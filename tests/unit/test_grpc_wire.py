@@ -89,3 +89,65 @@ def test_config_grpc_address():
         config.from_document({"cluster": {"name": "c", "security": {"mode": "plaintext"}, "members": [{**member, "grpc": "127.0.0.1:3"}]}})
     with pytest.raises(config.ConfigError, match="already used"):
         config.from_document({"cluster": {"name": "c", "security": {"mode": "plaintext"}, "members": [{**member, "grpc": "http://127.0.0.1:2"}]}})
+
+
+def test_member_changes():
+    # etcdctl sends http(s) peer URLs and no name: cairn's tcp:// and the first peer URL as the name
+    add = gw.member_add_request(pb.MemberAddRequest(peerURLs=["http://10.0.0.4:2380/"], isLearner=True))
+    assert add == m.MemberAddRequest(("tcp://10.0.0.4:2380",), True, "tcp://10.0.0.4:2380", ())
+    named = gw.member_add_request(pb.MemberAddRequest(peerURLs=["tcp://h:1"], name="n4", clientURLs=["tcp://h:2"]))
+    assert named == m.MemberAddRequest(("tcp://h:1",), False, "n4", ("tcp://h:2",))
+    with pytest.raises(gw.BadRequest):
+        gw.member_add_request(pb.MemberAddRequest())
+    assert gw.member_update_request(pb.MemberUpdateRequest(ID=7, peerURLs=["https://h:3"])) == \
+        m.MemberUpdateRequest(7, ("tcp://h:3",))
+    members = (m.Member(1, "n1", ("tcp://a:1",), ("tcp://a:2",)), m.Member(9, "new", ("tcp://b:1",), (), True))
+    out = gw.services({1: "http://a:3"}, "3.4.0")[("etcdserverpb.Cluster", "MemberAdd")][4](
+        m.MemberAddResponse(HEADER, members[1], members))
+    assert out.header.revision == 0 and out.member.ID == 9 and out.member.isLearner
+    assert [list(mb.clientURLs) for mb in out.members] == [["http://a:3"], []]
+
+
+def test_snapshot_pieces_then_the_digest():
+    piece = m.SnapshotResponse(HEADER, 5, 0, b"lmdb", 10, 6, b"\x01" * 32)
+    assert gw.snapshot_response(piece) == pb.SnapshotResponse(header=gw.header(HEADER), remaining_bytes=6, blob=b"lmdb")
+    assert gw.snapshot_digest(piece).blob == b"\x01" * 32 and gw.snapshot_digest(piece).remaining_bytes == 0
+
+
+def test_auth_requests_and_responses():
+    from actors.etcdpb import auth_pb2
+
+    table = gw.services({}, "3.4.0")
+    kind, request_class, response_class, to_message, to_pb = table[("etcdserverpb.Auth", "UserAdd")]
+    assert (request_class, response_class) == (pb.AuthUserAddRequest, pb.AuthUserAddResponse)
+    assert to_message(pb.AuthUserAddRequest(name="u", password="p")) == m.AuthUserAddRequest("u", "p")
+    assert to_message(pb.AuthUserAddRequest(name="u", options=auth_pb2.UserAddOptions(no_password=True))).no_password
+    grant = pb.AuthRoleGrantPermissionRequest(name="r", perm=auth_pb2.Permission(permType=2, key=b"a", range_end=b"b"))
+    assert gw.role_grant_permission_request(grant) == m.AuthRoleGrantPermissionRequest(
+        "r", m.Permission(m.PERM_READWRITE, b"a", b"b"))
+    with pytest.raises(gw.BadRequest):
+        gw.role_grant_permission_request(pb.AuthRoleGrantPermissionRequest(name="r"))
+    role = table[("etcdserverpb.Auth", "RoleGet")][4](m.AuthRoleGetResponse(HEADER, (m.Permission(m.PERM_READ, b"k"),)))
+    assert role.perm[0].permType == auth_pb2.Permission.READ and role.perm[0].key == b"k"
+    status = table[("etcdserverpb.Auth", "AuthStatus")][4](m.AuthStatusResponse(HEADER, True, 4))
+    assert status.enabled and status.authRevision == 4
+    assert table[("etcdserverpb.Auth", "AuthEnable")][4](m.AuthResponse(HEADER)) == \
+        pb.AuthEnableResponse(header=gw.header(HEADER))
+
+
+def test_auth_errors_are_etcds():
+    from transport.errors import AuthFailedError, InvalidAuthTokenError, PermissionDeniedError
+
+    assert etcd_api.status_of(PermissionDeniedError()) == (7, "etcdserver: permission denied")
+    assert etcd_api.status_of(AuthFailedError()) == (3, "etcdserver: authentication failed, invalid user ID or password")
+    assert etcd_api.status_of(InvalidAuthTokenError()) == (16, "etcdserver: invalid auth token")
+
+
+def test_a_cluster_token_carries_each_members_part():
+    from actors.grpc_gateway import cluster_token, member_token
+
+    token = cluster_token({1: "a.1", 0x2F: "b.2"})
+    assert token.isascii() and member_token(token, 0x2F) == "b.2" and member_token(token, 1) == "a.1"
+    assert member_token(token, 3) == token  # no part for it: the member says InvalidAuthToken
+    assert member_token("plain.7", 1) == "plain.7" and member_token(None, 1) is None
+    assert member_token("cairn-members.!!not-base64", 1) == "cairn-members.!!not-base64"
