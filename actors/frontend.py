@@ -35,6 +35,7 @@ from actors.base import Actor
 from actors.crash_reports import read_member_errors
 from actors.member_service import MemberService
 from actors.lock_service import SERVICE_REQUESTS
+from actors.corruption import CorruptionChecker
 from actors.maintenance import MAINTENANCE_REQUESTS, Maintenance
 from store.alarms import Alarms
 from store.environment import kv_path, open_kv
@@ -43,6 +44,7 @@ from transport import codec
 from transport.entries import make_payload
 from transport.errors import (
     CairnError,
+    CorruptError,
     EmptyKeyError,
     InvalidArgumentError,
     LearnerNotSupportedError,
@@ -202,6 +204,11 @@ class FrontendActor(Actor):
         self.add_reader(self.hasher.socket, self.hasher.ready)
         self.read_users: dict[tuple[bytes, int], str] = {}  # reads to check when served: (identity, request id) -> user
         self.member_service = MemberService(self)  # MemberAdd/Remove/Update/Promote/List
+        # CORRUPT raised anywhere: reads are refused here (writes by the state
+        # machine); re-read from the alarms once a tick, off the request path.
+        self.corrupt = False
+        self.corrupt_read_at = 0.0
+        self.corruption = CorruptionChecker(self)  # periodic and start-up HashKV comparisons
         self.on_message(ConfChangeResult, self.member_service.on_result)
         self.log.info("frontend_listening", client=self.member.client)
 
@@ -259,6 +266,8 @@ class FrontendActor(Actor):
         elif isinstance(request, RangeRequest):
             if not request.key:
                 raise EmptyKeyError()
+            if self.corrupt:
+                raise CorruptError()
             read = (identity, request_id, request)
             if user is not None:
                 self.read_users[(identity, request_id)] = user
@@ -518,6 +527,11 @@ class FrontendActor(Actor):
 
     def on_timer(self, now: float) -> None:
         self.auth.on_timer(now)
+        if now - self.corrupt_read_at >= self.settings.tick_ms / 1000:
+            self.corrupt_read_at = now
+            with self.env.begin() as txn:
+                self.corrupt = self.alarms.corrupt(txn)
+        self.corruption.on_timer(now)
         if self.maintenance.transfers:
             self.maintenance.on_timer(now)
         if self.leader_moves:
