@@ -565,6 +565,7 @@ def status_response(r: m.StatusResponse, version: str) -> dict:
     _put_int(out, "raftIndex", r.raft_index)
     _put_int(out, "raftTerm", r.raft_term)
     _put_int(out, "raftAppliedIndex", r.raft_applied_index)
+    _put_int(out, "dbSizeInUse", r.db_size_in_use)
     if r.errors:
         out["errors"] = list(r.errors)
     if r.is_learner:

@@ -3,6 +3,8 @@ cluster (with the HTTP gateway), checking every second."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import lmdb
@@ -91,3 +93,72 @@ def _refused(client, endpoint, serializable=False) -> bool:
     except CairnError:
         return False
     return False
+
+
+def _db_file(member) -> int:
+    return os.path.getsize(os.path.join(kv_path(member.data_dir), "data.mdb"))
+
+
+def test_defrag_shrinks_the_file_while_writes_and_reads_go_on(cluster, capsys):
+    n2 = cluster.members["n2"]
+    with cluster.client() as client:
+        blob = b"x" * 4000
+        for i in range(1500):
+            client.put(f"big{i:04}", blob)
+        client.delete(b"big", range_end=b"bih")
+        client.put(b"fixed", b"stays")
+        client.compact(client.get(b"fixed").header.revision, physical=True)
+        # physical compaction is per member, in steps: wait until n2 has freed the pages
+        wait_for(lambda: client.status(endpoint=n2.endpoint).db_size_in_use < 2_000_000, "n2's compaction", 20)
+        before = client.status(endpoint=n2.endpoint)
+        assert before.db_size == _db_file(n2) > 6_000_000 and before.db_size_in_use < before.db_size // 3
+
+        stop = threading.Event()
+        written, reads, errors = [], [], []
+
+        def write():
+            with cluster.client() as writer:
+                i = 0
+                while not stop.is_set():
+                    written.append((f"w{i}".encode(), writer.put(f"w{i}", str(i)).header.revision))
+                    i += 1
+
+        def read():
+            with cluster.client() as reader:
+                while not stop.is_set():
+                    response = reader.call(m.RangeRequest(b"fixed", serializable=True), write=False,
+                                           endpoint=n2.endpoint)
+                    reads.append((time.monotonic(), response.kvs[0].value))
+
+        threads = [threading.Thread(target=write), threading.Thread(target=read)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_for(lambda: len(written) > 20, "writes under way")
+            started = time.monotonic()
+            assert cli.main(["--endpoints", n2.endpoint, "defrag"]) == 0
+            finished = time.monotonic()
+            during = len(written)
+            wait_for(lambda: len(written) > during + 20, "writes after the defrag")
+        except BaseException as error:
+            errors.append(error)
+            raise
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        assert capsys.readouterr().out == f"Finished defragmenting etcd member[{n2.endpoint}]\n"
+        after = client.status(endpoint=n2.endpoint)
+        assert after.db_size == _db_file(n2) < before.db_size // 3, (before, after)
+        assert {value for _, value in reads} == {b"stays"}
+        assert any(started <= at <= finished for at, _ in reads)  # served while n2 defragmented
+
+        # no acknowledged write is lost, on n2 or anywhere, and the members still agree
+        last = written[-1][1]
+        for member in cluster.members.values():
+            got = client.call(m.RangeRequest(b"w", range_end=b"x"), write=False, endpoint=member.endpoint)
+            assert {kv.key for kv in got.kvs} >= {key for key, _ in written}
+        hashes = {client.hash_kv(last, endpoint=member.endpoint).hash for member in cluster.members.values()}
+        assert len(hashes) == 1
+        defragmented = [r for r in n2.log_records("apply") if r.get("event") == "defragmented"]
+        assert defragmented and defragmented[-1]["size_after"] < defragmented[-1]["size_before"]
