@@ -721,6 +721,8 @@ def metrics_text(s: m.StatusResponse) -> str:
         ("etcd_server_term", "gauge", "The raft term of this member.", s.raft_term),
         ("etcd_mvcc_db_total_size_in_bytes", "gauge",
          "Total size of the underlying database physically allocated in bytes.", s.db_size),
+        ("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge",
+         "Total size of the underlying database logically in use in bytes.", s.db_size_in_use),
         ("etcd_debugging_mvcc_current_revision", "gauge", "The current revision of store.", s.header.revision),
         ("etcd_server_errors", "gauge", "Errors this member reports in its status (alarms, no leader).", len(s.errors)),
     )

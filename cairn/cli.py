@@ -232,7 +232,7 @@ def cmd_endpoint_status(client: Client, args) -> None:
     if args.write_out == "json":
         print(json.dumps([
             {"Endpoint": endpoint, "Status": {
-                "header": header_json(s.header), "version": s.version, "dbSize": s.db_size, "leader": s.leader,
+                "header": header_json(s.header), "version": s.version, "dbSize": s.db_size, "dbSizeInUse": s.db_size_in_use, "leader": s.leader,
                 "raftIndex": s.raft_index, "raftTerm": s.raft_term, "raftAppliedIndex": s.raft_applied_index,
                 "errors": list(s.errors), "name": s.name, "isLearner": s.is_learner}}
             for endpoint, s in rows
