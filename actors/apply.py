@@ -21,13 +21,14 @@ watchers (WatchInterest), only the new revision (the events stay in the store).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from actors.base import Actor
 from store.alarms import bytes_in_use
 from store.apply import ApplyRules, StateMachine
 from store.apply_leases import min_lease_ttl_s
-from store.environment import open_kv, replicated_databases
+from store.environment import defragment_kv, kv_file, open_kv, recover_defragment, replicated_databases
 from store.snapshot_install import replace_keyspace
 from transport import codec
 from transport.entries import make_payload
@@ -40,7 +41,9 @@ from transport.messages import (
     AppliedEvents,
     ApplyNeed,
     CommittedEntries,
+    Defragment,
     InstallSnapshot,
+    KeyspaceReplaced,
     ProposeBatch,
     SnapshotInstalled,
     WatchInterest,
@@ -72,9 +75,10 @@ class ApplyActor(Actor):
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
+        recover_defragment(self.data_dir)  # a defragment this actor was making when it died
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
-        rules = ApplyRules(config.id, self.member.id, self.limits.max_txn_ops, min_lease_ttl_s(self.settings),
-                           initial_members=configured_members(config))
+        self.rules = rules = ApplyRules(config.id, self.member.id, self.limits.max_txn_ops,
+                                        min_lease_ttl_s(self.settings), initial_members=configured_members(config))
         self.state = StateMachine(self.env, rules)
         self.keyspace = self.state.keyspace
         self.quota_checked_at = 0.0
@@ -93,6 +97,7 @@ class ApplyActor(Actor):
         self.on_message(CommittedEntries, lambda message: self.pending_entries.extend(message.entries))
         self.on_message(InstallSnapshot, self.install_snapshot)
         self.on_message(WatchInterest, self.on_watch_interest)
+        self.on_message(Defragment, self.defragment)
         self.pending_entries = []
         # Until the watch hub says otherwise, assume it has watchers: sending
         # events it does not need is only a cost, eliding ones it needs is a gap.
@@ -164,6 +169,35 @@ class ApplyActor(Actor):
         self.send(self.to_raft, SnapshotInstalled(message.index, applied))
         self.send(self.to_frontend, Applied(self.applied, self.revision))
 
+    def defragment(self, message: Defragment) -> None:
+        """etcd's Defragment on this member: the keyspace file is replaced by its
+        compacted copy (store/environment.py: defragment_kv) while this actor,
+        the only writer, applies nothing: the pause is the copy's time. Then
+        frontend, watch and lease are told to reopen (KeyspaceReplaced), on the
+        same pipes as, and before, any Applied of a later entry, so none of
+        them reads an entry it cannot find; until they reopen they read the old
+        file, which holds everything applied so far."""
+        started = time.monotonic()
+        path = kv_file(self.data_dir)
+        before = os.path.getsize(path)
+        self.current_input = f"Defragment {message.request_id}"
+        try:
+            self.env = defragment_kv(self.env, self.data_dir, self.settings.kv_map_bytes)
+        except Exception as error:  # the old keyspace stays in use
+            self.log.error("defragment_failed", error=f"{type(error).__name__}: {error}")
+            if not _is_open(self.env):
+                raise  # the environment is gone: the supervisor restarts this actor, which recovers
+            self.send(self.to_frontend, KeyspaceReplaced(message.request_id, f"{type(error).__name__}: {error}"))
+            return
+        self.state = StateMachine(self.env, self.rules)
+        self.keyspace = self.state.keyspace
+        after = os.path.getsize(path)
+        pause_ms = round((time.monotonic() - started) * 1000)
+        self.log.info("defragmented", size_before=before, size_after=after, pause_ms=pause_ms)
+        replaced = KeyspaceReplaced(message.request_id, "", before, after, pause_ms)
+        for outbox_ in (self.to_frontend, self.to_watch, self.to_lease):
+            self.send(outbox_, replaced)
+
     def timeout_ms(self) -> int:
         return 0 if self.compaction_pending else self.settings.tick_ms
 
@@ -197,6 +231,14 @@ class ApplyActor(Actor):
 
     def release(self) -> None:
         self.env.close()
+
+
+def _is_open(env) -> bool:
+    try:
+        env.info()
+        return True
+    except Exception:
+        return False
 
 
 def configured_members(config) -> tuple:

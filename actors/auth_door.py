@@ -302,6 +302,11 @@ class AuthDoor:
         self.next_sweep = 0.0
         self.peer = None  # the caller a door's request names (set by identify)
 
+    def reopen(self, env) -> None:
+        """The keyspace environment after a defragment."""
+        self.env = env
+        self.store = AuthStore(env)
+
     def identify(self, options: dict, now: float) -> str | None:
         """The user a request runs as: None when unchecked (auth disabled, or
         the member's own services); "" when no token came."""

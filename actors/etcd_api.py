@@ -154,7 +154,7 @@ async def call(client: aio.Client, message, timeout: float | None = None, endpoi
 # gRPC status codes (grpc's codes.Code numbers).
 GRPC_OK, GRPC_CANCELLED, GRPC_UNKNOWN, GRPC_INVALID_ARGUMENT, GRPC_DEADLINE_EXCEEDED = 0, 1, 2, 3, 4
 GRPC_NOT_FOUND, GRPC_FAILED_PRECONDITION, GRPC_RESOURCE_EXHAUSTED, GRPC_OUT_OF_RANGE = 5, 9, 8, 11
-GRPC_UNIMPLEMENTED, GRPC_INTERNAL, GRPC_UNAVAILABLE = 12, 13, 14
+GRPC_UNIMPLEMENTED, GRPC_INTERNAL, GRPC_UNAVAILABLE, GRPC_DATA_LOSS = 12, 13, 14, 15
 
 # cairn's error codes (transport/errors.py) -> the gRPC code etcd's rpctypes gives the same error.
 ERROR_CODES = {
@@ -164,7 +164,7 @@ ERROR_CODES = {
     "MalformedRequest": GRPC_INVALID_ARGUMENT, "UnsupportedVersion": GRPC_INVALID_ARGUMENT,
     "Compacted": GRPC_OUT_OF_RANGE, "FutureRevision": GRPC_OUT_OF_RANGE, "LeaseTTLTooLarge": GRPC_OUT_OF_RANGE,
     "LeaseNotFound": GRPC_NOT_FOUND, "LeaseExists": GRPC_FAILED_PRECONDITION,
-    "NoSpace": GRPC_RESOURCE_EXHAUSTED, "TooManyRequests": GRPC_RESOURCE_EXHAUSTED,
+    "NoSpace": GRPC_RESOURCE_EXHAUSTED, "Corrupt": GRPC_DATA_LOSS, "TooManyRequests": GRPC_RESOURCE_EXHAUSTED,
     "NoLeader": GRPC_UNAVAILABLE, "NotLeader": GRPC_UNAVAILABLE, "Timeout": GRPC_UNAVAILABLE,
     "Unavailable": GRPC_UNAVAILABLE, "Indeterminate": GRPC_UNAVAILABLE, "Stopping": GRPC_UNAVAILABLE,
     "ElectionNotLeader": GRPC_FAILED_PRECONDITION, "LockLost": GRPC_FAILED_PRECONDITION,

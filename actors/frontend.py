@@ -35,14 +35,16 @@ from actors.base import Actor
 from actors.crash_reports import read_member_errors
 from actors.member_service import MemberService
 from actors.lock_service import SERVICE_REQUESTS
+from actors.corruption import CorruptionChecker
 from actors.maintenance import MAINTENANCE_REQUESTS, Maintenance
-from store.alarms import Alarms
-from store.environment import kv_path, open_kv
+from store.alarms import Alarms, bytes_in_use
+from store.environment import kv_path, open_kv, replicated_databases
 from store.mvcc import KeySpace
 from transport import codec
 from transport.entries import make_payload
 from transport.errors import (
     CairnError,
+    CorruptError,
     EmptyKeyError,
     InvalidArgumentError,
     LearnerNotSupportedError,
@@ -55,6 +57,7 @@ from transport.errors import (
 )
 from transport import messages as m
 from transport.messages import (
+    KeyspaceReplaced,
     ALARM_GET,
     ALARM_NAMES,
     AlarmRequest,
@@ -168,6 +171,8 @@ class FrontendActor(Actor):
         self.for_lease: list[tuple[bytes, bytes]] = []
         self.inbox = inbox(self.context, self.data_dir, "frontend", hwm)
         self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
+        self.to_apply = outbox(self.context, self.data_dir, "apply", hwm)
+        self.retired_envs = []  # keyspace files a defragment replaced, closed once no copy thread uses them
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         self.keyspace = KeySpace(self.env)
         self.alarms = Alarms(self.env)
@@ -202,7 +207,13 @@ class FrontendActor(Actor):
         self.add_reader(self.hasher.socket, self.hasher.ready)
         self.read_users: dict[tuple[bytes, int], str] = {}  # reads to check when served: (identity, request id) -> user
         self.member_service = MemberService(self)  # MemberAdd/Remove/Update/Promote/List
+        # CORRUPT raised anywhere: reads are refused here (writes by the state
+        # machine); re-read from the alarms once a tick, off the request path.
+        self.corrupt = False
+        self.corrupt_read_at = 0.0
+        self.corruption = CorruptionChecker(self)  # periodic and start-up HashKV comparisons
         self.on_message(ConfChangeResult, self.member_service.on_result)
+        self.on_message(KeyspaceReplaced, self.on_keyspace_replaced)
         self.log.info("frontend_listening", client=self.member.client)
 
     # ------------------------------------------------------------------ clients
@@ -259,6 +270,8 @@ class FrontendActor(Actor):
         elif isinstance(request, RangeRequest):
             if not request.key:
                 raise EmptyKeyError()
+            if self.corrupt:
+                raise CorruptError()
             read = (identity, request_id, request)
             if user is not None:
                 self.read_users[(identity, request_id)] = user
@@ -518,6 +531,13 @@ class FrontendActor(Actor):
 
     def on_timer(self, now: float) -> None:
         self.auth.on_timer(now)
+        if self.retired_envs:
+            self.close_retired_envs()
+        if now - self.corrupt_read_at >= self.settings.tick_ms / 1000:
+            self.corrupt_read_at = now
+            with self.env.begin() as txn:
+                self.corrupt = self.alarms.corrupt(txn)
+        self.corruption.on_timer(now)
         if self.maintenance.transfers:
             self.maintenance.on_timer(now)
         if self.leader_moves:
@@ -540,6 +560,27 @@ class FrontendActor(Actor):
                     self.fail_reads(reads, TimeoutError_())
             self.reads_at_index = [waiting for waiting in self.reads_at_index if waiting[1] > now]
 
+    def on_keyspace_replaced(self, message: KeyspaceReplaced) -> None:
+        """apply defragmented the keyspace: read the new file from now on (this
+        message comes before any Applied of a later entry), then answer the
+        Defragment. Range streams read at their revision in a new transaction
+        each turn, so they go on in the new file; a snapshot copy thread may
+        still be reading the old one, which is closed once none is."""
+        if not message.error:
+            self.retired_envs.append(self.env)
+            self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
+            self.keyspace = KeySpace(self.env)
+            self.alarms = Alarms(self.env)
+            self.auth.reopen(self.env)
+            self.close_retired_envs()
+        self.maintenance.defragmented(message)
+
+    def close_retired_envs(self) -> None:
+        if self.retired_envs and not self.maintenance.copying():
+            for env in self.retired_envs:
+                env.close()
+            self.retired_envs = []
+
     # ------------------------------------------------------------------ answers
 
     def status(self) -> StatusResponse:
@@ -547,6 +588,8 @@ class FrontendActor(Actor):
             db_size = os.path.getsize(os.path.join(kv_path(self.data_dir), "data.mdb"))
         except OSError:
             db_size = 0
+        with self.env.begin() as txn:
+            db_size_in_use = bytes_in_use(self.env, txn, replicated_databases())
         header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
         errors = () if self.raft.leader_id else ("etcdserver: no leader",)
         errors += tuple(f"memberID:{a.member_id:x} alarm:{ALARM_NAMES.get(a.alarm, a.alarm)}" for a in self.alarm_list().alarms)
@@ -562,6 +605,8 @@ class FrontendActor(Actor):
             raft_applied_index=self.applied_index,
             errors=errors,
             name=self.member.name,
+            is_learner=self.raft.is_learner,
+            db_size_in_use=db_size_in_use,
         )
 
     def alarm_list(self, member_id: int = 0) -> AlarmResponse:

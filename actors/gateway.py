@@ -98,6 +98,7 @@ class GatewayActor(etcd_api.Door):
             "/maintenance/alarm": (gj.alarm_request, gj.alarm_response),
             "/maintenance/hash": (gj.empty_request(m.HashRequest()), gj.hash_response),
             "/maintenance/hashkv": (gj.hash_kv_request, gj.hash_kv_response),
+            "/maintenance/defragment": (gj.empty_request(m.DefragmentRequest()), gj.header_only),
             # etcd's v3lock and v3election services (observe, a stream, is not served)
             "/lock/lock": (gj.lock_request, gj.lock_response),
             "/lock/unlock": (gj.unlock_request, gj.header_only),

@@ -302,7 +302,7 @@ def empty_request(message):
 
 
 ALARM_ACTIONS = {"GET": m.ALARM_GET, "ACTIVATE": m.ALARM_ACTIVATE, "DEACTIVATE": m.ALARM_DEACTIVATE}
-ALARM_TYPES = {"NONE": m.ALARM_NONE, "NOSPACE": m.ALARM_NOSPACE, "CORRUPT": 2}
+ALARM_TYPES = {"NONE": m.ALARM_NONE, "NOSPACE": m.ALARM_NOSPACE, "CORRUPT": m.ALARM_CORRUPT}
 
 
 def alarm_request(body) -> m.AlarmRequest:
@@ -565,6 +565,7 @@ def status_response(r: m.StatusResponse, version: str) -> dict:
     _put_int(out, "raftIndex", r.raft_index)
     _put_int(out, "raftTerm", r.raft_term)
     _put_int(out, "raftAppliedIndex", r.raft_applied_index)
+    _put_int(out, "dbSizeInUse", r.db_size_in_use)
     if r.errors:
         out["errors"] = list(r.errors)
     if r.is_learner:
@@ -720,6 +721,8 @@ def metrics_text(s: m.StatusResponse) -> str:
         ("etcd_server_term", "gauge", "The raft term of this member.", s.raft_term),
         ("etcd_mvcc_db_total_size_in_bytes", "gauge",
          "Total size of the underlying database physically allocated in bytes.", s.db_size),
+        ("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge",
+         "Total size of the underlying database logically in use in bytes.", s.db_size_in_use),
         ("etcd_debugging_mvcc_current_revision", "gauge", "The current revision of store.", s.header.revision),
         ("etcd_server_errors", "gauge", "Errors this member reports in its status (alarms, no leader).", len(s.errors)),
     )

@@ -39,6 +39,7 @@ from transport.entries import make_payload
 from transport.errors import CairnError, MalformedRequestError, NoLeaderError
 from transport.messages import (
     ClientReplies,
+    KeyspaceReplaced,
     ClientRequests,
     LeaseCheckpointRequest,
     LeaseExpireRequest,
@@ -96,6 +97,7 @@ class LeaseActor(Actor):
         self.on_message(RaftStatus, self.on_status)
         self.on_message(LeasesChanged, self.on_leases_changed)
         self.on_message(ClientRequests, self.on_client_requests)
+        self.on_message(KeyspaceReplaced, self.on_keyspace_replaced)
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         self.keyspace = KeySpace(self.env)
         self.batch_revision: int | None = None  # see _header_revision
@@ -120,6 +122,16 @@ class LeaseActor(Actor):
         self.service_wake_lock = threading.Lock()
         self.add_reader(self.service_wake_in, self.on_service_replies)
         self.log.info("leases_loaded", count=len(self.table.ttl))
+
+    def on_keyspace_replaced(self, message: KeyspaceReplaced) -> None:
+        """A defragment replaced the keyspace file: read the new one from now on."""
+        if self.batch_txn is not None:
+            self.batch_txn.abort()
+            self.batch_txn = self.batch_reader = None
+        self.batch_revision = None
+        old, self.env = self.env, open_kv(self.data_dir, self.settings.kv_map_bytes)
+        self.keyspace = KeySpace(self.env)
+        old.close()
 
     def _stored_leases(self) -> dict[int, tuple[int, int]]:
         header = ResponseHeader(self.config.id, self.member.id, 0, 0)

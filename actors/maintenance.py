@@ -14,6 +14,11 @@ the frontend starts.
 
 Hash and HashKV are answered at once from this member's keyspace (local, as in
 etcd: comparing members' answers is their point).
+
+Defragment (etcd's, one member per request): handed to the apply actor, the
+keyspace's only writer, which replaces the file by its compacted copy and
+tells frontend, watch and lease to reopen it (actors/apply.py: defragment);
+its KeyspaceReplaced answers the client. One at a time per member.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ from store import maintenance
 from store.mvcc import KeySpace
 from transport.errors import CairnError, InvalidArgumentError, TooManyRequestsError
 from transport.messages import (
+    Defragment,
+    DefragmentRequest,
+    DefragmentResponse,
+    KeyspaceReplaced,
     HashKVRequest,
     HashKVResponse,
     HashRequest,
@@ -39,7 +48,7 @@ from transport.messages import (
     SnapshotResponse,
 )
 
-MAINTENANCE_REQUESTS = (SnapshotRequest, HashRequest, HashKVRequest)
+MAINTENANCE_REQUESTS = (SnapshotRequest, HashRequest, HashKVRequest, DefragmentRequest)
 PIECE_BYTES = 1024 * 1024
 MAX_TRANSFERS = 2
 IDLE_S = 60.0
@@ -72,11 +81,34 @@ class Maintenance:
         shutil.rmtree(self.directory, ignore_errors=True)  # copies of a previous run are useless
         self.transfers: dict[int, _Transfer] = {}
         self.next_id = int.from_bytes(os.urandom(6), "big") << 8
+        self.defragmenting: tuple[bytes, int] | None = None  # the client waiting for apply's KeyspaceReplaced
+
+    def defragmented(self, message: KeyspaceReplaced) -> None:
+        if self.defragmenting is None or self.defragmenting[1] != message.request_id:
+            return  # the frontend restarted meanwhile: nobody waits
+        identity, request_id = self.defragmenting
+        self.defragmenting = None
+        if message.error:
+            self.frontend.reply_error(identity, request_id, CairnError(f"etcdserver: defragment failed: {message.error}"))
+            return
+        self.frontend.log.info("defragment_finished", request_id=request_id, size_before=message.size_before,
+                               size_after=message.size_after, pause_ms=message.pause_ms)
+        self.frontend.reply(identity, request_id, DefragmentResponse(self.header(self.frontend.revision)))
+
+    def copying(self) -> bool:
+        """Whether a snapshot copy thread may be reading the keyspace environment."""
+        return any(not transfer.ready.is_set() for transfer in self.transfers.values())
 
     # ------------------------------------------------------------------ requests
 
     def handle(self, identity: bytes, request_id: int, request) -> None:
-        if isinstance(request, SnapshotRequest):
+        if isinstance(request, DefragmentRequest):
+            if self.defragmenting is not None:
+                raise TooManyRequestsError("etcdserver: a defragment is already running on this member")
+            self.defragmenting = (identity, request_id)
+            self.frontend.log.info("defragment_started", request_id=request_id)
+            self.frontend.send(self.frontend.to_apply, Defragment(request_id))
+        elif isinstance(request, SnapshotRequest):
             if request.snapshot_id == 0:
                 self.start_snapshot(identity, request_id)
             else:
@@ -171,6 +203,10 @@ class Maintenance:
 
     def answer_pending(self, error: CairnError) -> int:
         answered = 0
+        if self.defragmenting is not None:
+            self.frontend.reply_error(*self.defragmenting, error)
+            self.defragmenting = None
+            answered += 1
         for transfer in self.transfers.values():
             if transfer.waiting is not None:
                 self.frontend.reply_error(*transfer.waiting, error)

@@ -44,6 +44,7 @@ from transport import codec
 from transport.errors import CairnError, MalformedRequestError
 from transport.messages import (
     AppliedEvents,
+    KeyspaceReplaced,
     ClientReplies,
     ClientRequests,
     RaftStatus,
@@ -125,7 +126,15 @@ class WatchActor(Actor):
         self.on_message(AppliedEvents, self.on_applied_events)
         self.on_message(ClientRequests, self.on_client_requests)
         self.on_message(RaftStatus, lambda status: self.hub.set_term(status.term))
+        self.on_message(KeyspaceReplaced, self.on_keyspace_replaced)
         self.log.info("watch_hub_started", revision=revision)
+
+    def on_keyspace_replaced(self, message: KeyspaceReplaced) -> None:
+        """A defragment replaced the keyspace file: read the new one from now on
+        (no read transaction outlives a handler here)."""
+        old, self.env = self.env, open_kv(self.data_dir, self.settings.kv_map_bytes)
+        self.keyspace = KeySpace(self.env)
+        old.close()
 
     def store_revision(self) -> int:
         with self.env.begin() as txn:

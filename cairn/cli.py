@@ -232,7 +232,7 @@ def cmd_endpoint_status(client: Client, args) -> None:
     if args.write_out == "json":
         print(json.dumps([
             {"Endpoint": endpoint, "Status": {
-                "header": header_json(s.header), "version": s.version, "dbSize": s.db_size, "leader": s.leader,
+                "header": header_json(s.header), "version": s.version, "dbSize": s.db_size, "dbSizeInUse": s.db_size_in_use, "leader": s.leader,
                 "raftIndex": s.raft_index, "raftTerm": s.raft_term, "raftAppliedIndex": s.raft_applied_index,
                 "errors": list(s.errors), "name": s.name, "isLearner": s.is_learner}}
             for endpoint, s in rows
@@ -276,6 +276,25 @@ def cmd_endpoint_health(client: Client, args) -> None:
     if args.write_out == "json":
         print(json.dumps(results))
     if unhealthy:
+        raise SystemExit(EXIT_ERROR)
+
+
+DEFRAG_TIMEOUT_S = 60.0  # a large keyspace takes a while to copy
+
+
+def cmd_defrag(client: Client, args) -> None:
+    """etcdctl defrag [--cluster]: each member in turn, never two at once."""
+    failed = False
+    for endpoint in _endpoints_to_query(client, args):
+        try:
+            with Client([endpoint], timeout=max(client.timeout, DEFRAG_TIMEOUT_S), **args.security) as single:
+                single.defragment()
+        except CairnError as error:
+            print(f"Failed to defragment etcd member[{endpoint}] ({error})", file=sys.stderr)
+            failed = True
+            continue
+        print(f"Finished defragmenting etcd member[{endpoint}]")
+    if failed:
         raise SystemExit(EXIT_ERROR)
 
 
@@ -1138,6 +1157,10 @@ def build_parser() -> argparse.ArgumentParser:
     hashkv.add_argument("--cluster", action="store_true", help="all members, from member list")
     hashkv.add_argument("--rev", type=int, default=0, help="the revision to hash up to (0 = latest)")
     hashkv.set_defaults(run=cmd_endpoint_hashkv)
+
+    defrag = commands.add_parser("defrag", help="defragment members' keyspace files, one at a time")
+    defrag.add_argument("--cluster", action="store_true", help="all members, from member list")
+    defrag.set_defaults(run=cmd_defrag)
 
     snapshot = commands.add_parser("snapshot", help="snapshot save / status")
     snapshot_commands = commands.add_subparsers(snapshot, dest="snapshot_command", required=True)

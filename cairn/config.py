@@ -124,6 +124,13 @@ class MemberSettings:
     # LMDB map sizes: address space reserved, not disk used.
     kv_map_bytes: int = 8 * 1024 * 1024 * 1024
     raft_map_bytes: int = 4 * 1024 * 1024 * 1024
+    # Corruption checks (etcd's --experimental-corrupt-check-time and
+    # --experimental-initial-corrupt-check): the leader compares every member's
+    # HashKV at a common revision this often (0 = never), and each member
+    # compares itself with its peers once when it starts; a member whose hash
+    # differs raises the CORRUPT alarm (actors/corruption.py).
+    corruption_check_interval_s: int = 60
+    initial_corruption_check: bool = True
     auto_compaction: AutoCompaction = field(default_factory=AutoCompaction)
     limits: Limits = field(default_factory=Limits)
 
@@ -429,6 +436,8 @@ def _dataclass_values(cls, document: dict, path: str, where: str) -> dict:
             raise ConfigError(f"{path}: {where}.{key}: expected an integer, got {value!r}")
         if expected is int and value < 0:
             raise ConfigError(f"{path}: {where}.{key}: must not be negative, got {value}")
+        if expected is bool and type(value) is not bool:
+            raise ConfigError(f"{path}: {where}.{key}: expected true or false, got {value!r}")
         if expected is str and type(value) is not str:
             raise ConfigError(f"{path}: {where}.{key}: expected a string, got {value!r}")
         values[key] = value

@@ -1,4 +1,4 @@
-"""Alarms (etcd's NOSPACE), stored in the keyspace environment and changed only
+"""Alarms (etcd's NOSPACE and CORRUPT), stored in the keyspace environment and changed only
 by applying Raft entries, so every member refuses the same writes.
 
 db "alarms": key = member id (8 bytes, big-endian) + alarm type (1 byte), value = b"".
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from transport.messages import ALARM_NOSPACE, AlarmMember
+from transport.messages import ALARM_CORRUPT, ALARM_NOSPACE, AlarmMember
 
 _KEY = struct.Struct(">QB")
 DATABASES = {b"alarms": (False, False)}
@@ -38,6 +38,9 @@ class Alarms:
     def no_space(self, txn) -> bool:
         return any(member.alarm == ALARM_NOSPACE for member in self.list(txn))
 
+    def corrupt(self, txn) -> bool:
+        return any(member.alarm == ALARM_CORRUPT for member in self.list(txn))
+
 
 def bytes_in_use(env, txn, databases: dict) -> int:
     """Pages used by the named databases ({name: (dupsort, dupfixed)}), times
@@ -50,6 +53,17 @@ def bytes_in_use(env, txn, databases: dict) -> int:
         stat = txn.stat(env.open_db(name, txn=txn, dupsort=dupsort, dupfixed=dupfixed))
         pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
     return pages * page_size
+
+
+def corrupt_refuses(request) -> bool:
+    """etcd's corrupt applier (applierV3Corrupt): while CORRUPT is raised on any
+    member, Put, Range, DeleteRange, Txn, Compaction, LeaseGrant and
+    LeaseRevoke fail with "etcdserver: corrupt cluster" on every member."""
+    from transport.messages import (CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
+                                    PutRequest, RangeRequest, TxnRequest)
+
+    return isinstance(request, (PutRequest, RangeRequest, DeleteRangeRequest, TxnRequest, CompactionRequest,
+                                LeaseGrantRequest, LeaseRevokeRequest))
 
 
 def has_put(request) -> bool:

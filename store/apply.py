@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import lmdb
 
-from store.alarms import Alarms, has_put
+from store.alarms import Alarms, corrupt_refuses, has_put
 from store.auth import AuthStore
 from store.auth_rules import ROOT
 from store.apply_leases import LEASE_WRITES, LeaseChanges, apply_lease_request
@@ -52,7 +52,7 @@ from store.mvcc import KeySpace
 from transport import codec
 from transport import messages as m
 from transport.entries import split_payload, split_payload_user
-from transport.errors import CairnError, InvalidArgumentError, MalformedRequestError, NoSpaceError, PermissionDeniedError
+from transport.errors import CairnError, CorruptError, InvalidArgumentError, MalformedRequestError, NoSpaceError, PermissionDeniedError
 from transport.messages import (
     ALARM_ACTIVATE,
     ALARM_DEACTIVATE,
@@ -284,6 +284,8 @@ class StateMachine:
         auth = AUTH_REQUESTS.get(type(request))
         if auth is not None:
             return auth(self.auth, txn, request, _at(header, self.keyspace.current_revision(txn))), ()
+        if corrupt_refuses(request) and self.alarms.corrupt(txn):
+            raise CorruptError()  # etcd's corrupt applier, on every member (the alarm came through the log)
         if (has_put(request) or isinstance(request, LeaseGrantRequest)) and self.alarms.no_space(txn):
             # etcd's capped applier: every member refuses the same writes, since
             # the alarm itself came through the log.

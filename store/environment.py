@@ -16,6 +16,7 @@ durable on a majority, and apply skips entries it already holds.
 from __future__ import annotations
 
 import os
+import shutil
 
 import lmdb
 
@@ -59,6 +60,61 @@ def open_kv(data_dir: str, map_bytes: int, readonly: bool = False) -> lmdb.Envir
     return env
 
 
+def kv_file(data_dir: str) -> str:
+    return os.path.join(kv_path(data_dir), "data.mdb")
+
+
+def defragment_kv(env: lmdb.Environment, data_dir: str, map_bytes: int) -> lmdb.Environment:
+    """Replace the keyspace file by its compacted copy (mdb_env_copy with
+    compaction: no free pages) and return the environment opened on it; env is
+    closed. Only the writer (apply) calls this, between transactions, so the
+    copy is the whole keyspace. The copy goes to <kv>.defrag/ and the
+    directories are swapped by renames: a crash before the first rename leaves
+    the old keyspace (the partial copy is removed next time), a crash between
+    them is finished by recover_defragment at the next start. Readers in other
+    processes that still have the old files open read them unchanged until they
+    reopen (the renamed-away files live on until their last user closes them);
+    the new directory gets a fresh lock file."""
+    directory = kv_path(data_dir)
+    copy_dir, old_dir = directory + ".defrag", directory + ".old"
+    shutil.rmtree(copy_dir, ignore_errors=True)
+    shutil.rmtree(old_dir, ignore_errors=True)
+    os.makedirs(copy_dir)
+    try:
+        env.copy(copy_dir, compact=True)
+    except BaseException:
+        shutil.rmtree(copy_dir, ignore_errors=True)
+        raise
+    _fsync_file(os.path.join(copy_dir, "data.mdb"))
+    env.close()
+    os.rename(directory, old_dir)
+    os.rename(copy_dir, directory)
+    _fsync_file(os.path.dirname(directory))
+    shutil.rmtree(old_dir, ignore_errors=True)
+    return open_kv(data_dir, map_bytes)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def recover_defragment(data_dir: str) -> None:
+    """Finish a defragment cut short between its two renames (see defragment_kv),
+    or drop a partial copy."""
+    directory = kv_path(data_dir)
+    copy_dir, old_dir = directory + ".defrag", directory + ".old"
+    if os.path.exists(copy_dir) and os.path.exists(old_dir):  # the first rename was made: the copy is whole
+        if os.path.exists(directory):
+            shutil.rmtree(directory)  # an empty keyspace a restarted reader opened in between
+        os.rename(copy_dir, directory)
+    shutil.rmtree(copy_dir, ignore_errors=True)
+    shutil.rmtree(old_dir, ignore_errors=True)
+
+
 def open_raft(data_dir: str, map_bytes: int) -> lmdb.Environment:
     os.makedirs(raft_path(data_dir), exist_ok=True)
     env = lmdb.open(raft_path(data_dir), map_size=map_bytes, max_dbs=RAFT_MAX_DBS, sync=True, metasync=True, readahead=False)
@@ -76,6 +132,8 @@ def prepare_member_store(config, member_name: str) -> None:
 
     data_dir = config.data_dir(member_name)
     settings = config.settings
+    if os.path.exists(data_dir):
+        recover_defragment(data_dir)
     kv = open_kv(data_dir, settings.kv_map_bytes)
     KeySpace(kv)
     Alarms(kv)

@@ -161,6 +161,17 @@ class NoSpaceError(CairnError):
         return "etcdserver: mvcc: database space exceeded"
 
 
+class CorruptError(CairnError):
+    """etcd's corrupt applier: while a CORRUPT alarm is raised (a member's
+    HashKV differed from the others'), the cluster refuses KV and lease
+    requests until `cairnctl alarm disarm`."""
+
+    code = "Corrupt"
+
+    def default_message(self):
+        return "etcdserver: corrupt cluster"
+
+
 class NoLeaderError(CairnError):
     """The request never reached a leader's log: safe to retry."""
 

@@ -230,6 +230,9 @@ class StatusResponse:
     errors: tuple[str, ...] = ()
     name: str = ""
     is_learner: bool = False
+    # etcd's dbSizeInUse: the pages the keyspace's databases use (db_size less
+    # the free pages a defragment would give back).
+    db_size_in_use: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +315,8 @@ MEMBER_CHANGE_REQUESTS = (MemberAddRequest, MemberRemoveRequest, MemberUpdateReq
 
 ALARM_NONE = 0
 ALARM_NOSPACE = 1
-ALARM_NAMES = {ALARM_NONE: "NONE", ALARM_NOSPACE: "NOSPACE"}
+ALARM_CORRUPT = 2
+ALARM_NAMES = {ALARM_NONE: "NONE", ALARM_NOSPACE: "NOSPACE", ALARM_CORRUPT: "CORRUPT"}
 AlarmType = enum_of("AlarmType", ALARM_NAMES)
 
 ALARM_GET = 0
@@ -402,6 +406,38 @@ class HashKVRequest:
     (0 = the latest), the same on every member that holds the same history."""
 
     revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DefragmentRequest:
+    """etcd's Maintenance.Defragment: rewrite this member's keyspace file
+    without its free pages, so the file shrinks (one member per request)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DefragmentResponse:
+    header: ResponseHeader
+
+
+@dataclass(frozen=True, slots=True)
+class Defragment:
+    """frontend -> apply: defragment the keyspace (request_id: the client's)."""
+
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyspaceReplaced:
+    """apply -> frontend, watch, lease: the keyspace file was replaced by its
+    compacted copy; open it again before reading anything applied after this
+    message (apply sends it before any later Applied, on the same FIFO pipe).
+    For the frontend, the answer to Defragment request_id (error: why not)."""
+
+    request_id: int
+    error: str = ""
+    size_before: int = 0
+    size_after: int = 0
+    pause_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,9 @@ ACTORS_USE_OF_CAIRN = {
         "cairn.requests": "it builds requests (range ends) as the library does",
         "cairn.watch": "it reads watch responses as the library does",
     },
+    "actors/corruption.py": {
+        "cairn.client": "the corruption check asks each member's frontend for HashKV as a client would (as etcd's peers' /members/hashkv)",
+    },
     "actors/lock_service.py": {
         "cairn.client": "the Lock and Election services are " + _FRONTEND_CLIENT + " (as etcd's v3lock is)",
         "cairn.concurrency": "they run the library's lock and election recipes",

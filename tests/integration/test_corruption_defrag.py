@@ -1,0 +1,164 @@
+"""Corruption checks, defragmentation and metrics against one shared 3-member
+cluster (with the HTTP gateway), checking every second."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import lmdb
+import pytest
+
+from cairn import cli
+from store.environment import kv_path
+from store.mvcc import KeySpace
+from tests.harness import cluster_fixture, wait_for
+from transport import messages as m
+from transport.errors import CairnError, CorruptError
+
+cluster = cluster_fixture("corruption", members=3, http=True, corruption_check_interval_s=1)
+
+
+def _flip_a_record(data_dir: str) -> None:
+    """Flip one bit of the third history record's value (offline); flipping
+    it again restores the keyspace."""
+    env = lmdb.open(kv_path(data_dir), max_dbs=KeySpace.MAX_DBS)
+    space = KeySpace(env)
+    with env.begin(write=True) as txn:
+        cursor = txn.cursor(db=space.revs_db)
+        cursor.first()
+        cursor.next()
+        cursor.next()
+        key, record = cursor.item()
+        txn.put(key, record[:-1] + bytes([record[-1] ^ 1]), db=space.revs_db)
+    env.close()
+
+
+def _corrupt_alarms(client) -> set:
+    return {a.member_id for a in client.alarm_list().alarms if a.alarm == m.ALARM_CORRUPT}
+
+
+def test_an_offline_edit_raises_corrupt_and_disarm_clears_it(cluster, capsys):
+    with cluster.client() as client:
+        for i in range(20):
+            client.put(f"c{i}", f"v{i}")
+        n3 = cluster.members["n3"]
+        n3.stop()
+        _flip_a_record(n3.data_dir)
+        n3.start()
+        cluster.wait_ready([n3])
+        # the start-up check (n3's) or the leader's periodic one raises it for n3 alone
+        assert wait_for(lambda: _corrupt_alarms(client), "the CORRUPT alarm", 15) == {n3.spec.id}
+
+        assert cli.main(["--endpoints", ",".join(cluster.endpoints), "endpoint", "status"]) == 0
+        out = capsys.readouterr().out
+        assert out.count(f"memberID:{n3.spec.id:x} alarm:CORRUPT") == 3, out
+
+        # etcd's corrupt applier: every member refuses KV requests
+        wait_for(lambda: _refused(client, cluster.members["n1"].endpoint), "reads refused on n1", 5)
+        with pytest.raises(CorruptError, match="etcdserver: corrupt cluster"):
+            client.put(b"c0", b"after")
+        wait_for(lambda: _refused(client, n3.endpoint, serializable=True), "serializable reads refused on n3", 5)
+        # status and hashes are still served, so the operator can look
+        assert client.status(endpoint=n3.endpoint).errors
+
+        # repair n3 (undo the edit), then disarm: the checks pass and requests work again
+        n3.stop()
+        _flip_a_record(n3.data_dir)
+        n3.start()
+        wait_for(lambda: _has_leader(client, n3.endpoint), "n3 back (reads are refused: no wait_ready)", 30)
+        assert cli.main(["--endpoints", ",".join(cluster.endpoints), "alarm", "disarm"]) == 0
+        assert "alarm:CORRUPT" in capsys.readouterr().out
+        assert _corrupt_alarms(client) == set()
+        wait_for(lambda: not _refused(client, n3.endpoint), "reads served again", 5)
+        assert client.put(b"c0", b"after").header.revision
+        assert client.get(b"c0").kvs[0].value == b"after"
+        time.sleep(2.5)  # later checks (every second) agree again
+        assert _corrupt_alarms(client) == set()
+
+
+def _has_leader(client, endpoint) -> bool:
+    try:
+        return bool(client.status(endpoint=endpoint, timeout=1).leader)
+    except CairnError:
+        return False
+
+
+def _refused(client, endpoint, serializable=False) -> bool:
+    try:
+        client.call(m.RangeRequest(b"c0", serializable=serializable), write=False, endpoint=endpoint)
+    except CorruptError:
+        return True
+    except CairnError:
+        return False
+    return False
+
+
+def _db_file(member) -> int:
+    return os.path.getsize(os.path.join(kv_path(member.data_dir), "data.mdb"))
+
+
+def test_defrag_shrinks_the_file_while_writes_and_reads_go_on(cluster, capsys):
+    n2 = cluster.members["n2"]
+    with cluster.client() as client:
+        blob = b"x" * 4000
+        for i in range(1500):
+            client.put(f"big{i:04}", blob)
+        client.delete(b"big", range_end=b"bih")
+        client.put(b"fixed", b"stays")
+        client.compact(client.get(b"fixed").header.revision, physical=True)
+        # physical compaction is per member, in steps: wait until n2 has freed the pages
+        wait_for(lambda: client.status(endpoint=n2.endpoint).db_size_in_use < 2_000_000, "n2's compaction", 20)
+        before = client.status(endpoint=n2.endpoint)
+        assert before.db_size == _db_file(n2) > 6_000_000 and before.db_size_in_use < before.db_size // 3
+
+        stop = threading.Event()
+        written, reads, errors = [], [], []
+
+        def write():
+            with cluster.client() as writer:
+                i = 0
+                while not stop.is_set():
+                    written.append((f"w{i}".encode(), writer.put(f"w{i}", str(i)).header.revision))
+                    i += 1
+
+        def read():
+            with cluster.client() as reader:
+                while not stop.is_set():
+                    response = reader.call(m.RangeRequest(b"fixed", serializable=True), write=False,
+                                           endpoint=n2.endpoint)
+                    reads.append((time.monotonic(), response.kvs[0].value))
+
+        threads = [threading.Thread(target=write), threading.Thread(target=read)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_for(lambda: len(written) > 20, "writes under way")
+            started = time.monotonic()
+            assert cli.main(["--endpoints", n2.endpoint, "defrag"]) == 0
+            finished = time.monotonic()
+            during = len(written)
+            wait_for(lambda: len(written) > during + 20, "writes after the defrag")
+        except BaseException as error:
+            errors.append(error)
+            raise
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        assert capsys.readouterr().out == f"Finished defragmenting etcd member[{n2.endpoint}]\n"
+        after = client.status(endpoint=n2.endpoint)
+        assert after.db_size == _db_file(n2) < before.db_size // 3, (before, after)
+        assert {value for _, value in reads} == {b"stays"}
+        assert any(started <= at <= finished for at, _ in reads)  # served while n2 defragmented
+
+        # no acknowledged write is lost, on n2 or anywhere, and the members still agree
+        last = written[-1][1]
+        for member in cluster.members.values():
+            got = client.call(m.RangeRequest(b"w", range_end=b"x"), write=False, endpoint=member.endpoint)
+            assert {kv.key for kv in got.kvs} >= {key for key, _ in written}
+        hashes = {client.hash_kv(last, endpoint=member.endpoint).hash for member in cluster.members.values()}
+        assert len(hashes) == 1
+        defragmented = [r for r in n2.log_records("apply") if r.get("event") == "defragmented"]
+        assert defragmented and defragmented[-1]["size_after"] < defragmented[-1]["size_before"]
