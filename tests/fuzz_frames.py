@@ -36,7 +36,7 @@ are PREFIX + bytes, and a range_end is b"" (one key) or inside
 (key, prefix_end(PREFIX)] -- never b"\\0" (from-key), which would reach every
 key after the prefix. Frames that do not decode are exempt (they touch
 nothing). Three more rules keep the cluster usable while it is fuzzed, each a
-real operation a fuzzer must not repeat blindly: no NOSPACE alarm is activated
+real operation a fuzzer must not repeat blindly: no alarm (NOSPACE, CORRUPT) is activated
 (it would refuse every later put: correct, but the end-of-run write check
 could not tell it from an outage), no MoveLeader names a real member (member
 ids are not known here; random ids are refused), and Lock/Campaign names are
@@ -368,7 +368,7 @@ class FrameFuzzer:
 
     def _constrain(self, message):
         """The safety rules of the module doc, applied to every generated message."""
-        if isinstance(message, m.AlarmRequest) and message.action == m.ALARM_ACTIVATE and message.alarm == m.ALARM_NOSPACE:
+        if isinstance(message, m.AlarmRequest) and message.action == m.ALARM_ACTIVATE and message.alarm != m.ALARM_NONE:
             message = dataclasses.replace(message, alarm=m.ALARM_NONE)
         if isinstance(message, (m.LockRequest, m.CampaignRequest)):
             self.unique += 1
