@@ -195,7 +195,7 @@ class ApplyActor(Actor):
         pause_ms = round((time.monotonic() - started) * 1000)
         self.log.info("defragmented", size_before=before, size_after=after, pause_ms=pause_ms)
         replaced = KeyspaceReplaced(message.request_id, "", before, after, pause_ms)
-        for outbox_ in (self.to_frontend, self.to_watch, self.to_lease):
+        for outbox_ in (self.to_frontend, self.to_watch, self.to_lease, self.to_raft):
             self.send(outbox_, replaced)
 
     def timeout_ms(self) -> int:

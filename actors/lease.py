@@ -125,6 +125,8 @@ class LeaseActor(Actor):
 
     def on_keyspace_replaced(self, message: KeyspaceReplaced) -> None:
         """A defragment replaced the keyspace file: read the new one from now on."""
+        if message.error:
+            return  # the defragment failed: the file was not replaced
         if self.batch_txn is not None:
             self.batch_txn.abort()
             self.batch_txn = self.batch_reader = None

@@ -132,6 +132,8 @@ class WatchActor(Actor):
     def on_keyspace_replaced(self, message: KeyspaceReplaced) -> None:
         """A defragment replaced the keyspace file: read the new one from now on
         (no read transaction outlives a handler here)."""
+        if message.error:
+            return  # the defragment failed: the file was not replaced
         old, self.env = self.env, open_kv(self.data_dir, self.settings.kv_map_bytes)
         self.keyspace = KeySpace(self.env)
         old.close()

@@ -28,6 +28,7 @@ import cbor2
 from store.auth_rules import ROOT, Grant, grants_of, permitted, required_access
 from transport.errors import (
     AuthNotEnabledError,
+    InvalidArgumentError,
     InvalidAuthManagementError,
     PermissionDeniedError,
     PermissionNotGrantedError,
@@ -81,7 +82,10 @@ class AuthStore:
         return tuple(key.decode() for key, _ in txn.cursor(db=self.users_db))
 
     def role(self, txn, name: str) -> tuple[Permission, ...] | None:
-        value = txn.get(name.encode(), db=self.roles_db)
+        key = name.encode()
+        if not key or len(key) > MAX_NAME_BYTES:
+            return None  # no such role can exist (LMDB refuses such keys)
+        value = txn.get(key, db=self.roles_db)
         if value is None:
             return None
         return tuple(Permission(*permission) for permission in cbor2.loads(value))
@@ -132,6 +136,7 @@ class AuthStore:
     def user_add(self, txn, name: str, password_hash: str, no_password: bool) -> None:
         if not name:
             raise UserEmptyError()
+        _check_length(name)
         if self.user(txn, name) is not None:
             raise UserAlreadyExistError()
         self._put_user(txn, name, password_hash, (), no_password)
@@ -139,8 +144,8 @@ class AuthStore:
     def user_delete(self, txn, name: str) -> None:
         if self.enabled(txn) and name == ROOT:
             raise InvalidAuthManagementError()
-        if not txn.delete(name.encode(), db=self.users_db):
-            raise UserNotFoundError()
+        if self.user(txn, name) is None or not txn.delete(name.encode(), db=self.users_db):
+            raise UserEmptyError() if not name else UserNotFoundError()
         self._bump(txn)
 
     def user_change_password(self, txn, name: str, password_hash: str) -> None:
@@ -164,6 +169,7 @@ class AuthStore:
     def role_add(self, txn, name: str) -> None:
         if not name:
             raise RoleEmptyError()
+        _check_length(name)
         if self.role(txn, name) is not None:
             raise RoleAlreadyExistError()
         self._put_role(txn, name, ())
@@ -171,8 +177,8 @@ class AuthStore:
     def role_delete(self, txn, name: str) -> None:
         if self.enabled(txn) and name == ROOT:
             raise InvalidAuthManagementError()
-        if not txn.delete(name.encode(), db=self.roles_db):
-            raise RoleNotFoundError()
+        if self.role(txn, name) is None or not txn.delete(name.encode(), db=self.roles_db):
+            raise RoleEmptyError() if not name else RoleNotFoundError()
         for user in self.users(txn):  # etcd revokes the deleted role from every user
             found = self.user(txn, user)
             if name in found[1]:
@@ -214,3 +220,8 @@ class AuthStore:
     def require_enabled(self, txn) -> None:
         if not self.enabled(txn):
             raise AuthNotEnabledError()
+
+
+def _check_length(name: str) -> None:
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise InvalidArgumentError(f"cairn: a user or role name is at most {MAX_NAME_BYTES} bytes")

@@ -90,7 +90,14 @@ def defragment_kv(env: lmdb.Environment, data_dir: str, map_bytes: int) -> lmdb.
     os.rename(directory, old_dir)
     os.rename(copy_dir, directory)
     _fsync_file(os.path.dirname(directory))
-    shutil.rmtree(old_dir, ignore_errors=True)
+    # The old data file goes now (its readers keep it until they reopen); its lock
+    # file stays until the next defragment: LMDB refuses to open, in a process
+    # that still has the old environment open, a lock file whose inode is the
+    # old one's, and a lock file removed now could hand its inode to the new one.
+    try:
+        os.unlink(os.path.join(old_dir, "data.mdb"))
+    except FileNotFoundError:
+        pass
     return open_kv(data_dir, map_bytes)
 
 

@@ -87,6 +87,7 @@ from transport.errors import (
     UnhealthyClusterError,
 )
 from transport.messages import (
+    KeyspaceReplaced,
     Applied,
     ApplyNeed,
     CommittedEntries,
@@ -489,6 +490,16 @@ class RaftActor(Actor):
         self.on_message(SnapshotInstalled, self._on_snapshot_installed)
         self.on_message(ConfChangeProposal, self._on_conf_change)
         self.on_message(Failpoint, lambda m: self.peers.set_failpoint(m.drop_peers, m.delay_peers, m.delay_ms))
+        self.on_message(KeyspaceReplaced, self._on_keyspace_replaced)
+
+    def _on_keyspace_replaced(self, message: KeyspaceReplaced) -> None:
+        """apply defragmented the keyspace: snapshots for followers and the member
+        records must come from the new file (the old one stops at the defragment)."""
+        if message.error:
+            return
+        old, self.kv_env = self.kv_env, open_kv(self.data_dir, self.settings.kv_map_bytes)
+        self.snapshot_sender.kv_env = self.kv_env
+        old.close()
 
     def _on_propose(self, message: ProposeBatch) -> None:
         self.proposal_ids.extend(message.request_ids)
