@@ -301,11 +301,25 @@ class AuthDoor:
         self.internal = internal_token(data_dir)
         self.next_sweep = 0.0
         self.peer = None  # the caller a door's request names (set by identify)
+        self.new_batch()
 
     def reopen(self, env) -> None:
         """The keyspace environment after a defragment."""
         self.env = env
         self.store = AuthStore(env)
+        self.new_batch()
+
+    def new_batch(self) -> None:
+        """A new batch of client frames: whether auth is enabled is read again
+        (once per batch, not per request: with auth off that read was a read
+        transaction per request on the door's hot path)."""
+        self.enabled_in_batch: bool | None = None
+
+    def _enabled(self) -> bool:
+        if self.enabled_in_batch is None:
+            with self.env.begin() as txn:
+                self.enabled_in_batch = self.store.enabled(txn)
+        return self.enabled_in_batch
 
     def identify(self, options: dict, now: float) -> str | None:
         """The user a request runs as: None when unchecked (auth disabled, or
@@ -315,9 +329,9 @@ class AuthDoor:
         self.peer = options.get("peer") if token is not None and token == self.internal else None
         if token is not None and token == self.internal:
             return None
+        if not self._enabled():
+            return None
         with self.env.begin() as txn:
-            if not self.store.enabled(txn):
-                return None
             if token is None:
                 return ""
             record = self.tokens.resolve(token, now)

@@ -220,6 +220,7 @@ class FrontendActor(Actor):
 
     def on_client_frames(self, messages: list[list[bytes]]) -> None:
         now = time.monotonic()
+        self.auth.new_batch()
         for parts in messages:
             identity = parts[0]
             if len(parts) != 2:
