@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from tests.harness import cluster_fixture, free_ports
+from tests.harness import cluster_fixture, free_ports, wait_for
 from tests.integration.test_grpc_clients import ETCDCTL, Lines, etcdctl  # noqa: F401 — skips without etcdctl
 
 CAIRNCTL = os.path.join(os.path.dirname(sys.executable), "cairnctl")
@@ -184,8 +184,12 @@ def test_etcdctl_auth_users_roles_permissions_and_tokens(cluster):
         assert out == f"lease {lease} keepalived with TTL(30)\n"
         out = etcdctl(cluster, *root, "user", "passwd", "reader", "--interactive=false", input="newpw\n")
         assert out == "Password updated\n"
-        assert "authentication failed" in etcdctl(cluster, *reader, "get", "ro/a", check=False)
-        assert etcdctl(cluster, "--user", "reader:newpw", "get", "ro/a", "--print-value-only") == "1\n"
+        # Authenticate is served by the member asked, from its own applied state:
+        # the members that did not take the change apply it a moment later
+        wait_for(lambda: "authentication failed" in etcdctl(cluster, *reader, "get", "ro/a", check=False),
+                 "the old password to be refused everywhere", 10)
+        wait_for(lambda: etcdctl(cluster, "--user", "reader:newpw", "get", "ro/a", "--print-value-only", check=False) == "1\n",
+                 "the new password to be taken everywhere", 10)
         etcdctl(cluster, *root, "role", "revoke-permission", "ro", "ro/", "--prefix=true")
         assert "permission denied" in etcdctl(cluster, "--user", "reader:newpw", "get", "ro/a", check=False)
     finally:
