@@ -186,10 +186,11 @@ def test_etcdctl_auth_users_roles_permissions_and_tokens(cluster):
         assert out == "Password updated\n"
         # Authenticate is served by the member asked, from its own applied state:
         # the members that did not take the change apply it a moment later
-        wait_for(lambda: "authentication failed" in etcdctl(cluster, *reader, "get", "ro/a", check=False),
-                 "the old password to be refused everywhere", 10)
-        wait_for(lambda: etcdctl(cluster, "--user", "reader:newpw", "get", "ro/a", "--print-value-only", check=False) == "1\n",
-                 "the new password to be taken everywhere", 10)
+        for member in cluster.members.values():
+            wait_for(lambda: "authentication failed" in etcdctl(cluster, *reader, "get", "ro/a", check=False, members=[member]),
+                     f"the old password to be refused by {member.name}", 10)
+            wait_for(lambda: etcdctl(cluster, "--user", "reader:newpw", "get", "ro/a", "--print-value-only", check=False,
+                                     members=[member]) == "1\n", f"the new password to be taken by {member.name}", 10)
         etcdctl(cluster, *root, "role", "revoke-permission", "ro", "ro/", "--prefix=true")
         assert "permission denied" in etcdctl(cluster, "--user", "reader:newpw", "get", "ro/a", check=False)
     finally:
