@@ -131,9 +131,11 @@ class LeaseActor(Actor):
             self.batch_txn.abort()
             self.batch_txn = self.batch_reader = None
         self.batch_revision = None
-        old, self.env = self.env, open_kv(self.data_dir, self.settings.kv_map_bytes)
+        # close first: a second defragment may already have given the new lock
+        # file the inode of the one the old environment holds (LMDB refuses that)
+        self.env.close()
+        self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         self.keyspace = KeySpace(self.env)
-        old.close()
 
     def _stored_leases(self) -> dict[int, tuple[int, int]]:
         header = ResponseHeader(self.config.id, self.member.id, 0, 0)

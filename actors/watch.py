@@ -134,9 +134,11 @@ class WatchActor(Actor):
         (no read transaction outlives a handler here)."""
         if message.error:
             return  # the defragment failed: the file was not replaced
-        old, self.env = self.env, open_kv(self.data_dir, self.settings.kv_map_bytes)
+        # close first: a second defragment may already have given the new lock
+        # file the inode of the one the old environment holds (LMDB refuses that)
+        self.env.close()
+        self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         self.keyspace = KeySpace(self.env)
-        old.close()
 
     def store_revision(self) -> int:
         with self.env.begin() as txn:

@@ -497,9 +497,11 @@ class RaftActor(Actor):
         records must come from the new file (the old one stops at the defragment)."""
         if message.error:
             return
-        old, self.kv_env = self.kv_env, open_kv(self.data_dir, self.settings.kv_map_bytes)
+        # close first: a second defragment may already have given the new lock file
+        # the inode of the one this old environment holds, and LMDB refuses that
+        self.kv_env.close()
+        self.kv_env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         self.snapshot_sender.kv_env = self.kv_env
-        old.close()
 
     def _on_propose(self, message: ProposeBatch) -> None:
         self.proposal_ids.extend(message.request_ids)
