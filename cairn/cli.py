@@ -615,12 +615,16 @@ def cmd_member_add(client: Client, args) -> None:
     print(f"cairn node --config NEW.yaml --name {added.name} --join")
 
 
-def cmd_member_remove(client: Client, args) -> None:
-    member_id = _member_id(args.member_id)
-    response = client.member_remove(member_id)
-    print(f"Member {member_id:x} removed from cluster {response.header.cluster_id:x}")
+def _print_member_change(args, what: str, member_id: int, response) -> None:
+    """etcdctl's line for a member change, and its JSON with -w json."""
+    print(f"Member {member_id:x} {what} cluster {response.header.cluster_id:x}")
     if args.write_out == "json":
         print(json.dumps({"header": header_json(response.header), "members": _members_json(response)}))
+
+
+def cmd_member_remove(client: Client, args) -> None:
+    member_id = _member_id(args.member_id)
+    _print_member_change(args, "removed from", member_id, client.member_remove(member_id))
 
 
 def cmd_member_update(client: Client, args) -> None:
@@ -628,18 +632,12 @@ def cmd_member_update(client: Client, args) -> None:
     peer_urls = [u for u in (args.peer_urls or "").split(",") if u]
     if not peer_urls:
         raise UsageError("member peer urls not provided (--peer-urls)")
-    response = client.member_update(member_id, peer_urls)
-    print(f"Member {member_id:x} updated in cluster {response.header.cluster_id:x}")
-    if args.write_out == "json":
-        print(json.dumps({"header": header_json(response.header), "members": _members_json(response)}))
+    _print_member_change(args, "updated in", member_id, client.member_update(member_id, peer_urls))
 
 
 def cmd_member_promote(client: Client, args) -> None:
     member_id = _member_id(args.member_id)
-    response = client.member_promote(member_id)
-    print(f"Member {member_id:x} promoted in cluster {response.header.cluster_id:x}")
-    if args.write_out == "json":
-        print(json.dumps({"header": header_json(response.header), "members": _members_json(response)}))
+    _print_member_change(args, "promoted in", member_id, client.member_promote(member_id))
 
 
 def cmd_move_leader(client: Client, args) -> None:
