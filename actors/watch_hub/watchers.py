@@ -6,9 +6,9 @@ queued and sent, its buffer of units and its credit. Watchers that want the
 same events in the same form share a Selector, the unit a live event is
 matched against (fanout.py). The Registry holds them all: connections by
 identity, selectors by what they select, single-key selectors indexed by key
-and range selectors in a list, and the watches that asked for progress
-notifications. It also decides which creates are refused and which
-connections are dead.
+and range selectors in an interval index (ranges.py), and the watches that
+asked for progress notifications. It also decides which creates are refused
+and which connections are dead.
 
 Dead clients. ZeroMQ does not report a vanished client here, so every frame
 from a connection counts as a sign of life, the client library sends a
@@ -26,7 +26,8 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from actors.watch_hub.limits import HubLimits
-from store.keys import bounds, contains
+from actors.watch_hub.ranges import RangeIndex
+from store.keys import bounds
 from transport.messages import EVENT_PUT, WATCH_FILTER_NODELETE, WATCH_FILTER_NOPUT, Event, WatchCreateRequest
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class Registry:
         self.connections: dict[bytes, Connection] = {}
         self.selectors: dict[tuple, Selector] = {}
         self.by_key: dict[bytes, list[Selector]] = {}
-        self.ranges: list[Selector] = []
+        self.ranges: RangeIndex[Selector] = RangeIndex()
         self.count = 0
         self.progress_watchers: set[Watcher] = set()
 
@@ -173,7 +174,7 @@ class Registry:
             if selector.single_key:
                 self.by_key.setdefault(selector.key, []).append(selector)
             else:
-                self.ranges.append(selector)
+                self.ranges.add(selector)
         selector.watchers[watcher] = None
         watcher.selector = selector
         if watcher.progress_notify:
@@ -200,13 +201,13 @@ class Registry:
         self.progress_watchers.discard(watcher)
 
     def matching(self, key: bytes):
-        """The selectors whose range holds `key`."""
+        """The selectors whose range holds `key`: a dict lookup and an
+        interval-tree stab, never a scan of every range."""
         single = self.by_key.get(key)
         if single:
             yield from single
-        for selector in self.ranges:
-            if contains(selector.start, selector.end, key):
-                yield selector
+        if self.ranges:
+            yield from self.ranges.holding(key)
 
     def expire(self, now: float) -> list[Connection]:
         """Forget the connections silent for idle_intervals of their keep-alive
