@@ -87,8 +87,12 @@ class Credit:
         self.schedule(watcher)
 
     def _add(self, watcher: Watcher, unit: Unit) -> None:
-        if not (watcher.buffer and watcher.buffer[-1].merge(unit, self.limits.max_response_bytes)):
-            watcher.buffer.append(unit)
+        buffer = watcher.buffer
+        merged = buffer[-1].merged(unit, self.limits.max_response_bytes) if buffer else None
+        if merged is None:
+            buffer.append(unit)
+        elif merged is not buffer[-1]:
+            buffer[-1] = merged  # the tail was shared: the merge is this watcher's own copy
         watcher.buffer_events += unit.events
         watcher.buffer_bytes += unit.bytes
         self.buffered_bytes += unit.bytes

@@ -2,11 +2,12 @@
 
 Sharing the work. Fan-out costs per watcher, so whatever can be done once
 for many watchers is. Watchers with the same key range, filters, prev_kv and
-fragment flag form a Selector: a live event is matched once per selector, and
-a batch's units are built once per selector and copied to each synced watcher
-that takes the whole batch (a watcher whose next revision falls inside the
-batch gets units of its own). Frames are shared too, when output is taken:
-see output.py.
+fragment flag form a Selector: a live event is matched once per selector
+(through the registry's index, watchers.py), and a batch's units are built
+once per selector; the very same units, shared and never changed (units.py),
+go into the buffer of each synced watcher that takes the whole batch (a
+watcher whose next revision falls inside the batch gets units of its own).
+Frames are shared too, when output is taken: see output.py.
 """
 
 from __future__ import annotations
@@ -66,7 +67,12 @@ class FanOut:
                 units = build_units(selector, taken, 0, revision, self.limits.max_response_bytes)
             else:
                 if template is None:
-                    template = build_units(selector, events, 0, revision, self.limits.max_response_bytes)
-                units = [unit.clone() for unit in template]
+                    template = build_units(selector, events, previous + 1, revision, self.limits.max_response_bytes)
+                    for unit in template:
+                        unit.shared = True
+                first = max(watcher.queued_revision, previous) + 1
+                units = template if first == template[0].first else [template[0].starting_at(first), *template[1:]]
+                self.credit.append(watcher, units, live=True)
+                continue
             units[0].first = max(watcher.queued_revision, previous) + 1
             self.credit.append(watcher, units, live=True)

@@ -133,7 +133,7 @@ class _Groups:
         key = (watcher.connection.identity, watcher.selector, unit.header_revision, len(events),
                id(events[0]) if events else 0, id(events[-1]) if events else 0)
         members = self.groups.get(key) if watcher not in self.watchers else None
-        if members is not None and members[0][1].frames[0] == events:  # element identity: exact
+        if members is not None and (members[0][1] is unit or members[0][1].frames[0] == events):  # identity: exact
             members.append((watcher, unit))
             self.bytes += 24
         else:

@@ -7,6 +7,13 @@ revision travel in one response (or one fragment series), in revision order. A
 unit's header revision is the revision the watch is complete up to once the
 unit is delivered, so a client resumes exactly after it. Units are merged up to
 MAX_RESPONSE_BYTES while they wait.
+
+Sharing. A live batch's units are built once per selector, and the very same
+Unit objects go into the buffer of every watcher that takes the whole batch
+(fanout.py): such a unit is `shared` and never changed after. A merge into a
+shared tail builds a new unit that one watcher owns (copy on write), so no
+watcher's backlog reaches another's buffer, and a watcher that keeps up costs
+a reference per batch instead of a copy.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ class Unit:
     """What one watcher sends as one response (or one revision's fragments):
     whole revisions in (first, end]; header_revision goes in the header."""
 
-    __slots__ = ("frames", "first", "end", "header_revision", "fragmented", "events", "bytes", "progress")
+    __slots__ = ("frames", "first", "end", "header_revision", "fragmented", "events", "bytes", "progress", "shared")
 
     def __init__(self, frames: list[list[EncodedEvent]], first: int, end: int, size: int,
                  fragmented: bool = False, progress: bool = False, header_revision: int | None = None):
@@ -35,27 +42,41 @@ class Unit:
         self.progress = progress
         self.events = sum(len(frame) for frame in frames)
         self.bytes = size
+        self.shared = False  # in several watchers' buffers: never to be changed
 
-    def clone(self) -> "Unit":
-        """A copy one watcher may own: a buffered unit grows when the next one
-        is merged into it, so watchers must not share it."""
+    def starting_at(self, first: int) -> "Unit":
+        """This unit for a watcher whose coverage starts elsewhere (first is
+        what a requeue rewinds to): itself if that is already its first, else
+        a copy."""
+        if first == self.first:
+            return self
+        unit = self._copy()
+        unit.first = first
+        return unit
+
+    def merged(self, unit: Unit, max_bytes: int) -> Unit | None:
+        """This unit with the next one taken in, if both are plain responses
+        that together fit max_bytes (waiting units are merged so a backlog goes
+        out in few frames); None if they cannot be. A shared unit is left as
+        it is: the merge is a copy the caller owns."""
+        if (self.fragmented or unit.fragmented or self.progress or unit.progress
+                or self.bytes + unit.bytes - FRAME_OVERHEAD_BYTES > max_bytes):
+            return None
+        target = self._copy() if self.shared else self
+        target.frames[0].extend(unit.frames[0])
+        target.events += unit.events
+        target.bytes += unit.bytes - FRAME_OVERHEAD_BYTES
+        target.end = target.header_revision = unit.end
+        return target
+
+    def _copy(self) -> "Unit":
+        """An unshared copy, its frames' lists its own."""
         unit = Unit.__new__(Unit)
         unit.frames = [list(frame) for frame in self.frames]
         unit.first, unit.end, unit.header_revision = self.first, self.end, self.header_revision
         unit.fragmented, unit.progress, unit.events, unit.bytes = self.fragmented, self.progress, self.events, self.bytes
+        unit.shared = False
         return unit
-
-    def merge(self, unit: Unit, max_bytes: int) -> bool:
-        """Take the next unit in, if both are plain responses that together fit
-        max_bytes: waiting units are merged so a backlog goes out in few frames."""
-        if (self.fragmented or unit.fragmented or self.progress or unit.progress
-                or self.bytes + unit.bytes - FRAME_OVERHEAD_BYTES > max_bytes):
-            return False
-        self.frames[0].extend(unit.frames[0])
-        self.events += unit.events
-        self.bytes += unit.bytes - FRAME_OVERHEAD_BYTES
-        self.end = self.header_revision = unit.end
-        return True
 
 
 def build_units(form: Watcher | Selector, events: list[EncodedEvent], first: int, end: int, limit: int) -> list[Unit]:
