@@ -9,7 +9,8 @@ read its docstring first (actors/watch_hub/__init__.py, with a map of the
 parts). This module only does the I/O, in the actor loop's rhythm:
 
 * inbox (ipc PULL): AppliedEvents from apply (every committed batch's events,
-  in revision order) go to Hub.on_events; RaftStatus gives the term for
+  in revision order) go to the hub once per loop turn (Hub.on_event_batches
+  joins those that continue each other); RaftStatus gives the term for
   headers; ClientRequests from the frontend carry client frames, each decoded
   here and handed to the hub with the client's ROUTER identity.
 * store (LMDB, read-only): a watch created at a past revision, or a watcher
@@ -119,6 +120,7 @@ class WatchActor(Actor):
         revision = self.store_revision()
         self.hub = Hub(config.id, self.member.id, revision, now, hub_limits(self.limits.socket_hwm))
         self.blocked_until = 0.0
+        self.applied: list[tuple] = []  # this turn's AppliedEvents, for the hub at its end
         self.gap_check_at = now + self.watch_limits.gap_check_s
         self.store_revision_seen = revision
         self.stats_at = now + self.watch_limits.stats_log_s
@@ -147,9 +149,18 @@ class WatchActor(Actor):
     # ------------------------------------------------------------------ input
 
     def on_applied_events(self, message: AppliedEvents) -> None:
-        self.hub.on_events(message.revision, message.events, message.elided)
+        """Kept until the turn's end (or the next client request, so requests
+        and events reach the hub in the order they came): the hub joins the
+        turn's batches that continue each other (Hub.on_event_batches)."""
+        self.applied.append((message.revision, message.events, message.elided))
+
+    def feed_applied(self) -> None:
+        if self.applied:
+            applied, self.applied = self.applied, []
+            self.hub.on_event_batches(applied)
 
     def on_client_requests(self, message: ClientRequests) -> None:
+        self.feed_applied()
         now = time.monotonic()
         store_revision = None  # read once per batch, only if a request needs it
         for identity, frame in zip(message.identities, message.frames):
@@ -183,6 +194,7 @@ class WatchActor(Actor):
         return self.settings.tick_ms
 
     def on_batch_end(self) -> None:
+        self.feed_applied()
         self.log_notes()
         if self.hub.has_catch_up():
             self.catch_up()

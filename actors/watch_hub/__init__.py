@@ -26,9 +26,12 @@ from exactly one of them:
 The parts, one job each, and where the rest of the theory is told:
 
 * hub.py:       Hub, the coordinator the shell calls: client requests, the
-                hub's revision and the live stream's duplicates and holes.
+                hub's revision and the live stream's duplicates and holes;
+                one turn's batches that continue each other joined into one.
 * watchers.py:  connections, watchers, selectors and their registry; refused
                 creates; dead clients.
+* ranges.py:    the interval index that finds the range selectors holding a
+                key without a scan of every range.
 * units.py:     a unit, one response (or one revision's fragments) of whole
                 revisions, and how events are packed into units.
 * fanout.py:    a live batch matched and built into units once per selector.

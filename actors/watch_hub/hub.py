@@ -179,6 +179,14 @@ class Hub:
         self.fanout.deliver(events, previous, revision)
         self.progress.answer_pending(self.revision)
 
+    def on_event_batches(self, batches: list[tuple[int, tuple[Event, ...], bool]]) -> None:
+        """The AppliedEvents of one turn of the shell, as (revision, events,
+        elided), in arrival order: those that continue each other exactly are
+        one batch (continuous, below), so a busy hub builds and sends each
+        watcher one unit per turn instead of one per message."""
+        for revision, events, elided in continuous(batches):
+            self.on_events(revision, events, elided)
+
     def note_store_revision(self, store_revision: int) -> None:
         """The store had reached store_revision a while ago (the shell's check
         interval) and the live stream has not: its events were lost on the way."""
@@ -265,3 +273,23 @@ class Hub:
 
     def _note(self, event: str, fields: dict) -> None:
         self.notes.append((event, fields))
+
+
+def continuous(batches: list[tuple[int, tuple[Event, ...], bool]]) -> list[tuple[int, list[Event], bool]]:
+    """Live batches, (revision, events, elided), joined where one continues the
+    last exactly: its first event is the revision right after the last's, or it
+    has no events. Anything else (an elided batch, a hole, a duplicate) stays a
+    batch of its own, so on_events sees holes and duplicates as before, and
+    the joined batch gives every watcher the same events in the same order."""
+    joined: list[tuple[int, list[Event], bool]] = []
+    for revision, events, elided in batches:
+        if events:
+            revision = max(revision, events[-1].kv.mod_revision)
+        if joined and not elided and not joined[-1][2]:
+            last_revision, last_events, _ = joined[-1]
+            if not events or events[0].kv.mod_revision == last_revision + 1:
+                last_events.extend(events)
+                joined[-1] = (max(last_revision, revision), last_events, False)
+                continue
+        joined.append((revision, list(events), elided))
+    return joined

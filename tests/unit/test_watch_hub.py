@@ -12,6 +12,7 @@ import dataclasses
 
 import pytest
 
+from actors.watch_hub.hub import continuous
 from actors.watch_hub import (
     INVALID_WATCH_ID,
     REASON_COMPACTED,
@@ -695,3 +696,83 @@ def test_grouped_and_single_responses_are_the_same_responses():
     grouped, single = run_scenario(True), run_scenario(False)
     assert grouped == single
     assert all(len(responses) > 5 for responses in single.values())
+
+
+# --------------------------------------------------------------------------- batches of one turn, shared units
+
+
+def test_continuous_joins_only_batches_that_continue_each_other(history):
+    first, second, third = history.put(b"k"), history.put(b"k"), history.put(b"k")
+    r1, r2, r3 = (events[0].kv.mod_revision for events in (first, second, third))
+    joined = continuous([(r1, tuple(first), False), (r2, tuple(second), False), (r2, (), False), (r3, tuple(third), False)])
+    assert joined == [(r3, first + second + third, False)]
+    # a hole, a duplicate and an elided batch each stay a batch of their own
+    assert [len(events) for _, events, _ in continuous([(r1, tuple(first), False), (r3, tuple(third), False)])] == [1, 1]
+    assert len(continuous([(r2, tuple(second), False), (r2, tuple(second), False)])) == 2
+    assert len(continuous([(r1, tuple(first), False), (r2, (), True), (r3, tuple(third), False)])) == 3
+
+
+def run_batches(joined: bool) -> dict:
+    """Watches of several kinds fed the same live batches (with a lost one and
+    a duplicate) one at a time, or as the shell's turns hand them in."""
+    history = History()
+    hub = make_hub(history, max_response_bytes=300)
+    clients = Clients(hub)
+    kinds = [dict(key=b"a/", range_end=b"a0"), dict(key=b"a/1"), dict(key=b"a/", range_end=b"\0", prev_kv=True),
+             dict(key=b"a/", range_end=b"a0", filters=(WATCH_FILTER_NOPUT,)), dict(key=b"a/", range_end=b"a0", fragment=True)]
+    for number, kind in enumerate(kinds, start=1):
+        hub.create(A, number, WatchCreateRequest(**kind), history.revision, 0.0)
+    clients.pump(history.read)
+    ids = {number: created(clients, A, number).watch_id for number in range(1, len(kinds) + 1)}
+
+    def pump_and_ack():
+        clients.pump(history.read)
+        for number, watch_id in ids.items():
+            clients.ack(A, number, watch_id)
+
+    turn = []
+    for step in range(40):
+        key = b"a/%d" % (step % 3)
+        events = history.delete(key) if step % 5 == 2 else history.put(key, b"y" * (step % 4) * 60)
+        if step % 13 != 6:  # a lost batch: a hole the store fills
+            turn.append((history.revision, tuple(events), False))
+        if step % 17 == 3:
+            turn.append(turn[-1])  # a duplicate
+        if step % 4 == 3:
+            if joined:
+                hub.on_event_batches(turn)
+            else:
+                for revision, batch, elided in turn:
+                    hub.on_events(revision, batch, elided)
+            turn = []
+            pump_and_ack()
+    hub.on_event_batches(turn)
+    hub.note_store_revision(history.revision)
+    for _ in range(3):
+        pump_and_ack()
+    watches = {number: (clients.events(A, number), clients.of(A, number)[-1].header.revision) for number in ids}
+    return watches, clients.wire_frames
+
+
+def test_batches_joined_in_one_turn_give_every_watch_the_same_events_in_fewer_frames():
+    (joined, joined_frames), (one_by_one, frames) = run_batches(True), run_batches(False)
+    assert joined == one_by_one
+    assert all(events for events, _ in joined.values())
+    assert joined_frames < frames
+
+
+def test_a_merge_in_one_buffer_never_changes_another_watchers_units(history):
+    """Both watchers of one selector hold the same unit of the first batch;
+    the second batch merges into each buffer's tail: each must get each event
+    once (a merge into the shared unit itself would give the second twice)."""
+    hub = make_hub(history)
+    clients = Clients(hub)
+    for request_id in (1, 2):
+        hub.create(A, request_id, WatchCreateRequest(b"p/", b"p0"), history.revision, 0.0)
+    clients.pump()
+    live(hub, history, history.put(b"p/1"))
+    live(hub, history, history.put(b"p/2"))
+    clients.pump()
+    for request_id in (1, 2):
+        assert clients.revisions(A, request_id) == [history.revision - 1, history.revision]
+        assert len(clients.of(A, request_id)) == 2  # created, then one merged response
