@@ -52,7 +52,6 @@ stream as etcd's does: a last response with compact_revision set and canceled.
 from __future__ import annotations
 
 import dataclasses
-import queue
 import threading
 import time
 from collections import deque
@@ -91,17 +90,67 @@ def is_progress_notify(response: m.WatchResponse) -> bool:
     return not response.events and not response.created and not response.canceled and not response.compact_revision
 
 
-class _NotifyingQueue(queue.Queue):
-    """A queue that calls `listener` (if set) after each put, so an event loop can
-    wait for a watch's responses without a thread blocked in get()."""
+class _Responses:
+    """A watch's queue of (generation, item): a deque the I/O thread appends to
+    without a lock, an Event only for threads blocked in get(), and `listener`
+    (if set) called after each put, so an event loop can wait for a watch's
+    responses without a thread blocked in get().
 
-    listener = None
+    queue.Queue took its Condition on every put and every get; with 1,000
+    watches in one process that was most of the client's work per response.
+    No wake-up is lost: a waiter counts itself in `waiters` before it looks at
+    the deque, and a put appends before it looks at `waiters`."""
 
-    def put(self, item, block=True, timeout=None):
-        super().put(item, block, timeout)
+    __slots__ = ("items", "waiters", "wake", "lock", "listener")
+
+    def __init__(self):
+        self.items: deque = deque()
+        self.waiters = 0
+        self.wake = threading.Event()
+        self.lock = threading.Lock()  # only for counting waiters
+        self.listener = None
+
+    def put(self, item) -> None:
+        self.items.append(item)
+        if self.waiters:
+            self.wake.set()
         listener = self.listener
         if listener is not None:
             listener()
+
+    def get(self, timeout: float | None):
+        """The oldest item; None if there is none within `timeout` seconds
+        (0: do not wait; None: wait as long as it takes)."""
+        try:
+            return self.items.popleft()
+        except IndexError:
+            if timeout == 0:
+                return None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.lock:
+            self.waiters += 1
+        try:
+            while True:
+                self.wake.clear()
+                try:
+                    return self.items.popleft()
+                except IndexError:
+                    pass
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self.wake.wait(remaining)
+        finally:
+            with self.lock:
+                self.waiters -= 1
+                if self.waiters and self.items:
+                    self.wake.set()  # another waiter may have slept through the item this one saw
+
+    def clear(self) -> None:
+        self.items.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
 
 
 class Watch:
@@ -112,7 +161,7 @@ class Watch:
         self._transport = manager.transport
         self._request = request
         self._lock = threading.Lock()
-        self._queue = _NotifyingQueue()  # bounded by the hub's window (and one stale window)
+        self._queue = _Responses()  # bounded by the hub's window (and one stale window)
         self._ready = threading.Event()
         self._open_error: CairnError | None = None
         self._last_error: CairnError | None = None
@@ -161,12 +210,10 @@ class Watch:
         stream has ended (then `ended` is True)."""
         if self._ended:
             return None
-        try:
-            # timeout=0 is a poll: Queue.get(timeout=0) would still wait on its
-            # condition and raise through it, which 1,000 polled watches pay for.
-            generation, item = self._queue.get(block=False) if timeout == 0 else self._queue.get(timeout=timeout)
-        except queue.Empty:
+        entry = self._queue.get(timeout)
+        if entry is None:
             return None
+        generation, item = entry
         if item is _END:
             self._ended = True
             return None
@@ -184,7 +231,7 @@ class Watch:
         """listener() is called, on another thread, whenever a response (or the
         end) is queued: cairn.aio wakes its event loop with it."""
         self._queue.listener = listener
-        if listener is not None and not self._queue.empty():
+        if listener is not None and self._queue:
             listener()
 
     def cancel(self) -> m.WatchResponse | None:
@@ -229,11 +276,7 @@ class Watch:
             self._manager.ack_soon(endpoint)
 
     def _drain_and_end(self) -> None:
-        try:
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            pass
+        self._queue.clear()
         self._queue.put((0, _END))
 
     # ------------------------------------------------------------------ transport thread side

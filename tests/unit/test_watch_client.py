@@ -208,3 +208,52 @@ def test_request_options():
     assert watch_request(b"", None, True, 0, False, False, (), False, 0).range_end == b"\0"
     with pytest.raises(ValueError):
         watch_request(b"a", None, False, 0, False, False, ("nope",), False, 0)
+
+
+# --------------------------------------------------------------------------- the response queue
+
+
+def test_responses_queue_keeps_order_polls_and_times_out():
+    from cairn.watch import _Responses
+
+    queue = _Responses()
+    assert queue.get(0) is None and not queue
+    assert queue.get(0.01) is None  # a bounded wait with nothing to take
+    woken = []
+    queue.listener = lambda: woken.append(len(queue.items))
+    for item in range(3):
+        queue.put(item)
+    assert woken == [1, 2, 3] and queue
+    assert [queue.get(0), queue.get(None), queue.get(1.0)] == [0, 1, 2]
+
+
+def test_responses_queue_wakes_every_blocked_waiter_with_its_item():
+    """Two threads blocked in get() and two puts from a third: both get one,
+    within a bounded wait (a lost wake-up would leave one waiting its timeout)."""
+    import threading
+    import time
+
+    from cairn.watch import _Responses
+
+    queue = _Responses()
+    taken, started = [], threading.Barrier(3)
+
+    def wait_for_one():
+        started.wait(5)
+        taken.append(queue.get(10.0))
+
+    threads = [threading.Thread(target=wait_for_one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    started.wait(5)
+    deadline = time.monotonic() + 5
+    while queue.waiters < 2:  # both are inside get(): the puts must wake them
+        assert time.monotonic() < deadline, "the waiters never blocked"
+        time.sleep(0.001)
+    began = time.monotonic()
+    queue.put("a")
+    queue.put("b")
+    for thread in threads:
+        thread.join(10)
+    assert sorted(taken) == ["a", "b"]
+    assert time.monotonic() - began < 5
