@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 
 from cairn.procfs import process_tree
 from transport import codec
@@ -230,28 +231,61 @@ def run_benchmark(args) -> dict:
 SAMPLED_WATCHERS_PER_PROCESS = 10
 
 
+class _Arrivals:
+    """Which watches have responses waiting: each watch's listener (called on
+    the client's I/O thread) notes its index, and the worker waits on one
+    Event instead of polling every watch. The Event is set only when it is
+    clear, and the worker clears it before it looks again, so no arrival is
+    missed."""
+
+    def __init__(self):
+        self.indexes: deque[int] = deque()
+        self.event = threading.Event()
+
+    def listener(self, index: int):
+        indexes, event = self.indexes, self.event
+
+        def arrived() -> None:
+            indexes.append(index)
+            if not event.is_set():
+                event.set()
+        return arrived
+
+    def take(self, timeout: float) -> set[int]:
+        """The indexes noted since the last take, waiting up to timeout for one."""
+        if not self.indexes:
+            self.event.clear()
+            if not self.indexes:
+                self.event.wait(timeout)
+        taken = set()
+        while self.indexes:
+            taken.add(self.indexes.popleft())
+        return taken
+
+
 def watch_worker(endpoints, prefix: bytes, watchers: int, expected: int, timeout_s: float, ready, results) -> None:
     from cairn import Client
 
     with Client(endpoints, timeout=30) as client:
         watches = [client.watch(prefix, prefix=True) for _ in range(watchers)]
+        arrivals = _Arrivals()
+        for index, watch in enumerate(watches):
+            watch.set_listener(arrivals.listener(index))
         ready.put(watchers)
         latencies, received = [], [0] * watchers
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and min(received) < expected:
-            idle = True
-            for index, watch in enumerate(watches):
+            for index in arrivals.take(0.1):
+                watch = watches[index]
                 response = watch.get(timeout=0)
                 while response is not None:
-                    idle = False
                     now = time.time()
                     received[index] += len(response.events)
                     if index < SAMPLED_WATCHERS_PER_PROCESS:
                         latencies.extend(now - float(event.kv.value) for event in response.events)
                     response = watch.get(timeout=0)
-            if idle:
-                time.sleep(0.001)
         for watch in watches:
+            watch.set_listener(None)
             watch.cancel()
     results.put((latencies, sum(received), min(received)))
 
