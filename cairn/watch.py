@@ -37,7 +37,9 @@ transport thread never waits and the application's thread only iterates:
   member's memory stays bounded too.
 * failure detection: a keep-alive the endpoint cannot take (Unavailable: not
   connected within the dial timeout) or does not answer within
-  KEEPALIVE_REPLY_TIMEOUT_S means the member is gone; its watches are
+  KEEPALIVE_REPLY_TIMEOUT_S, while no response of its watches arrives either,
+  means the member is gone (a busy member's reply waits behind the responses
+  queued before it, and those prove it alive); its watches are
   re-created through the next endpoint, round robin, with exponential back-off
   between attempts. A retryable error reply (TooManyRequests, Stopping) and a
   hub that no longer holds the watch (it restarted) do the same.
@@ -183,6 +185,7 @@ class Watch:
         self._fragments: list[m.Event] = []
         self._consumed = 0
         self._acked = 0
+        self._received = 0  # responses of the current endpoint: signs of its life (WatchManager)
         self._attempt_deadline = 0.0
         self._send_future = None
         self._resume_at = 0.0
@@ -286,6 +289,7 @@ class Watch:
         with self._lock:
             if request_id != self.request_id:
                 return  # an abandoned incarnation
+            self._received += 1
             if isinstance(message, m.ErrorResponse):
                 self._on_error(from_response(message))
             elif not isinstance(message, m.WatchResponse):
@@ -417,11 +421,13 @@ class Watch:
 class _Link:
     """Keep-alive state of one endpoint."""
 
-    __slots__ = ("last_sent", "outstanding")
+    __slots__ = ("last_sent", "outstanding", "received", "heard_at")
 
     def __init__(self):
         self.last_sent = 0.0
         self.outstanding: deque = deque()  # (request id, future, sent at)
+        self.received = 0  # responses its watches had received at the last look
+        self.heard_at = 0.0  # when that count last grew
 
 
 class WatchManager:
@@ -533,6 +539,9 @@ class WatchManager:
                 self._drop_link(endpoint)
         for endpoint, endpoint_watches in active.items():
             link = self.links.setdefault(endpoint, _Link())
+            received = sum(watch._received for watch in endpoint_watches)
+            if received != link.received:
+                link.received, link.heard_at = received, now
             if self._link_dead(link, now):
                 self._drop_link(endpoint)
                 for watch in endpoint_watches:
@@ -554,7 +563,9 @@ class WatchManager:
             request_id, future, _ = link.outstanding.popleft()
             if not future.done():
                 self.transport.forget(request_id)
-        return bool(link.outstanding) and now - link.outstanding[0][2] > KEEPALIVE_REPLY_TIMEOUT_S
+        if not link.outstanding:
+            return False
+        return now - max(link.outstanding[0][2], link.heard_at) > KEEPALIVE_REPLY_TIMEOUT_S
 
     def _drop_link(self, endpoint: int) -> None:
         link = self.links.pop(endpoint, None)

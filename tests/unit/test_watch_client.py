@@ -257,3 +257,20 @@ def test_responses_queue_wakes_every_blocked_waiter_with_its_item():
         thread.join(10)
     assert sorted(taken) == ["a", "b"]
     assert time.monotonic() - began < 5
+
+
+def test_an_unanswered_keepalive_means_a_dead_member_only_while_no_response_arrives_either():
+    """A busy member's keep-alive reply waits behind the responses queued
+    before it: those responses prove it alive."""
+    from cairn.watch import KEEPALIVE_REPLY_TIMEOUT_S, WatchManager, _Link
+
+    manager = WatchManager.__new__(WatchManager)  # no thread: only the rule is under test
+    manager.transport = FakeTransport()
+    link = _Link()
+    link.outstanding.append((1, Future(), 0.0))
+    link.heard_at = KEEPALIVE_REPLY_TIMEOUT_S - 0.5  # a response came in late
+    assert not manager._link_dead(link, KEEPALIVE_REPLY_TIMEOUT_S + 1)
+    assert manager._link_dead(link, 2 * KEEPALIVE_REPLY_TIMEOUT_S)
+    silent = _Link()
+    silent.outstanding.append((2, Future(), 0.0))
+    assert manager._link_dead(silent, KEEPALIVE_REPLY_TIMEOUT_S + 1)
