@@ -7,10 +7,13 @@ here it reads the store from its next_revision until a read reaches past the
 hub's live revision and it is synced again (the seam: see the package
 docstring).
 
-Each turn makes at most catch_up_reads_per_turn reads (the shell runs them in
-one short read transaction), each of at most catch_up_events events and cut
-to about a buffer's bytes, so live events and client requests are never held
-up long. A watch whose next revision has been compacted away is canceled with
+Watchers of one selector that wait for the very same read (unsynced at the
+same revisions) share it: one read, its units built once and put in each
+buffer (shared, as fanout.py's), so watches that fell behind together catch up
+for the cost of one. Each turn makes at most catch_up_reads_per_turn reads
+(the shell runs them in one short read transaction), each of at most
+catch_up_events events and cut to about a buffer's bytes, so live events and
+client requests are never held up long. A watch whose next revision has been compacted away is canceled with
 the compact revision, as etcd does (Hub._compacted).
 """
 
@@ -52,16 +55,42 @@ class CatchUp:
                 self.compacted(watcher, int(error.details.get("compact_revision", 0)))
                 continue
             encoded, next_revision = self._bounded_history(watcher, events, next_revision)
-            first = watcher.queued_revision + 1
+            units = []
             if encoded:
-                self.credit.append(watcher, build_units(watcher, encoded, first, next_revision - 1, limits.max_response_bytes), live=False)
-            watcher.next_revision = next_revision
-            watcher.queued_revision = max(watcher.queued_revision, next_revision - 1)
-            if next_revision > revision:
-                watcher.synced = True
-                self.note("watcher_synced", {"watch_id": watcher.watch_id, "request_id": watcher.request_id, "revision": next_revision - 1})
-            self.credit.schedule(watcher)
+                units = build_units(watcher, encoded, watcher.queued_revision + 1, next_revision - 1, limits.max_response_bytes)
+            alike = self._alike(watcher)
+            if len(alike) > 1:
+                for unit in units:
+                    unit.shared = True  # in several buffers: a merge copies it (units.py)
+            for each in alike:
+                self._advance(each, units, next_revision, revision)
         return reads
+
+    def _alike(self, watcher: Watcher) -> list[Watcher]:
+        """The watcher, and the others of its selector that wait for the very
+        same read: unsynced at the same revisions, buffer empty, window open.
+        One read and its units serve them all, so watches that fell behind
+        together (a resumed connection, a spilled group) catch up for the
+        cost of one."""
+        alike = [watcher]
+        for other in watcher.selector.watchers:
+            if (other is not watcher and not other.synced and not other.buffer and not other.removed
+                    and other.next_revision == watcher.next_revision and other.queued_revision == watcher.queued_revision
+                    and self.credit.window_open(other)):
+                alike.append(other)
+        return alike
+
+    def _advance(self, watcher: Watcher, units: list, next_revision: int, revision: int) -> None:
+        """The watcher has read up to next_revision - 1: queue what it read; it
+        is synced again once that passes the hub's live `revision`."""
+        if units:
+            self.credit.append(watcher, units, live=False)
+        watcher.next_revision = next_revision
+        watcher.queued_revision = max(watcher.queued_revision, next_revision - 1)
+        if next_revision > revision:
+            watcher.synced = True
+            self.note("watcher_synced", {"watch_id": watcher.watch_id, "request_id": watcher.request_id, "revision": next_revision - 1})
+        self.credit.schedule(watcher)
 
     def _bounded_history(self, watcher: Watcher, events, next_revision: int) -> tuple[list[EncodedEvent], int]:
         """The read's events the watcher wants, cut at a revision boundary once

@@ -776,3 +776,26 @@ def test_a_merge_in_one_buffer_never_changes_another_watchers_units(history):
     for request_id in (1, 2):
         assert clients.revisions(A, request_id) == [history.revision - 1, history.revision]
         assert len(clients.of(A, request_id)) == 2  # created, then one merged response
+
+
+def test_watches_behind_at_the_same_revision_share_each_store_read(history):
+    for number in range(30):
+        history.put(b"s/%d" % (number % 4))
+    reads = []
+
+    def read(*args):
+        reads.append(args[0])
+        return history.read(*args)
+
+    hub = make_hub(history, catch_up_events=10)
+    hub.revision = history.revision
+    clients = Clients(hub)
+    for request_id in range(1, 41):
+        hub.create(A, request_id, WatchCreateRequest(b"s/", b"s0", start_revision=2), history.revision, 0.0)
+    hub.create(A, 99, WatchCreateRequest(b"s/", b"s0", start_revision=20), history.revision, 0.0)
+    clients.pump(read)
+    assert len(reads) == 3 + 2  # 30 revisions in reads of 10 for the forty, 12 for the other
+    expected = list(range(2, history.revision + 1))
+    for request_id in range(1, 41):
+        assert clients.revisions(A, request_id) == expected
+    assert clients.revisions(A, 99) == list(range(20, history.revision + 1))
