@@ -50,8 +50,8 @@ class Credit:
         """Put the watcher where the next turn will look for it: ready (units to
         send and credit) or lagging (unsynced, nothing queued, credit). Entries
         are checked again when taken, so a stale one costs a skip."""
-        if watcher.removed or not self.window_open(watcher):
-            return
+        if watcher.removed or watcher.sent_units - watcher.acked_units >= self.limits.window_responses:
+            return  # removed, or its window is closed (window_open, inline: this runs per watcher per batch)
         if watcher.buffer:
             if not watcher.in_ready:
                 watcher.in_ready = True
@@ -74,8 +74,10 @@ class Credit:
                 return
             self._add(watcher, unit)
             watcher.events_since_progress = True
-            self.peak_buffer_bytes = max(self.peak_buffer_bytes, watcher.buffer_bytes)
-            self.peak_buffer_events = max(self.peak_buffer_events, watcher.buffer_events)
+            if watcher.buffer_bytes > self.peak_buffer_bytes:  # per watcher per batch: no max() calls
+                self.peak_buffer_bytes = watcher.buffer_bytes
+            if watcher.buffer_events > self.peak_buffer_events:
+                self.peak_buffer_events = watcher.buffer_events
         self.schedule(watcher)
         if self.buffered_bytes > limits.total_buffer_bytes_max:
             largest = max(self.registry.watchers(), key=lambda w: w.buffer_bytes)
@@ -96,7 +98,8 @@ class Credit:
         watcher.buffer_events += unit.events
         watcher.buffer_bytes += unit.bytes
         self.buffered_bytes += unit.bytes
-        watcher.queued_revision = max(watcher.queued_revision, unit.end)
+        if unit.end > watcher.queued_revision:
+            watcher.queued_revision = unit.end
 
     def spill(self, watcher: Watcher, reason: str) -> None:
         """Drop the watcher's backlog; it reads the store from the first revision

@@ -120,33 +120,49 @@ class _Groups:
     (else a group opened earlier could overtake its earlier unit); a later
     unit of a watcher opens a group of its own, which comes after."""
 
-    __slots__ = ("header", "groups", "watchers", "bytes")
+    __slots__ = ("header", "groups", "by_unit", "watchers", "bytes")
 
     def __init__(self, header: Header):
         self.header = header
         self.groups: dict[tuple, list[tuple[Watcher, Unit]]] = {}
+        # (connection, shared unit) -> its group: the same Unit object is the
+        # same events from the same selector, found without building a key
+        self.by_unit: dict[tuple[bytes, Unit], list[tuple[Watcher, Unit]]] = {}
         self.watchers: set[Watcher] = set()
         self.bytes = 0
 
     def add(self, watcher: Watcher, unit: Unit) -> None:
+        watchers = self.watchers
+        if unit.shared and watcher not in watchers:
+            # the very unit another watcher of the connection took: the same
+            # selector built it, so the same events in the same form
+            members = self.by_unit.get((watcher.connection.identity, unit))
+            if members is not None:
+                members.append((watcher, unit))
+                self.bytes += 24
+                watchers.add(watcher)
+                return
         events = unit.frames[0]
         key = (watcher.connection.identity, watcher.selector, unit.header_revision, len(events),
                id(events[0]) if events else 0, id(events[-1]) if events else 0)
-        members = self.groups.get(key) if watcher not in self.watchers else None
+        members = self.groups.get(key) if watcher not in watchers else None
         if members is not None and (members[0][1] is unit or members[0][1].frames[0] == events):  # identity: exact
             members.append((watcher, unit))
             self.bytes += 24
         else:
             if members is not None or key in self.groups:
                 key = (key, len(self.groups))  # a group of its own, ordered after the rest
-            self.groups[key] = [(watcher, unit)]
+            self.groups[key] = members = [(watcher, unit)]
             self.bytes += unit.bytes
-        self.watchers.add(watcher)
+            if unit.shared and watcher not in watchers:
+                self.by_unit.setdefault((watcher.connection.identity, unit), members)
+        watchers.add(watcher)
 
     def flush(self, out: Outgoing) -> None:
         for members in self.groups.values():
             out.add(members[0][0].connection.identity, self._frame(members))
         self.groups.clear()
+        self.by_unit.clear()
         self.watchers.clear()
         self.bytes = 0
 
