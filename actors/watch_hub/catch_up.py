@@ -13,8 +13,9 @@ buffer (shared, as fanout.py's), so watches that fell behind together catch up
 for the cost of one. Each turn makes at most catch_up_reads_per_turn reads
 (the shell runs them in one short read transaction), each of at most
 catch_up_events events and cut to about a buffer's bytes, so live events and
-client requests are never held up long. A watch whose next revision has been compacted away is canceled with
-the compact revision, as etcd does (Hub._compacted).
+client requests are never held up long. A watch whose next revision has been
+compacted away is canceled with the compact revision, as etcd does
+(Hub._compacted).
 """
 
 from __future__ import annotations
