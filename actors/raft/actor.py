@@ -64,7 +64,7 @@ from actors.base import Actor
 from actors.raft.auto_compaction import AutoCompactor
 from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore
 from actors.raft.peers import Peers
-from actors.raft.retention import RetainedBytes
+from actors.raft.retention import RetainedBytes, compaction_index
 from actors.raft.snapshots import SnapshotReceiver, SnapshotSender
 from store.environment import open_kv, open_raft
 from store.mvcc import KeySpace
@@ -116,6 +116,7 @@ from transport.raft_messages import (
     CONF_UPDATE,
     ENTRY_CONF_CHANGE,
     MESSAGE_TYPE_NAMES,
+    MSG_APP,
     MSG_PRE_VOTE,
     MSG_PROP,
     MSG_SNAP,
@@ -523,10 +524,17 @@ class RaftActor(Actor):
         self.core.transfer_leadership(message.target)
 
     def _on_snapshot_installed(self, message: SnapshotInstalled) -> None:
-        snapshot_message, self.snapshot_to_step = self.snapshot_to_step, None
+        pending = self.snapshot_to_step
+        if pending is None or pending.snapshot.index != message.index:
+            # The answer to an InstallSnapshot sent again (ApplyNeed from an apply
+            # that had not restarted after all): its install was answered already.
+            self.log.info("snapshot_install_answer_ignored", index=message.index, ok=message.ok,
+                          pending=pending.snapshot.index if pending is not None else None)
+            return
+        snapshot_message, self.snapshot_to_step = pending, None
         self.pending_install = None
         self.snapshot_receiver.installed()
-        if snapshot_message is None or not message.ok:
+        if not message.ok:
             self.log.error("snapshot_install_failed", index=message.index, error=message.error)
             return
         self.log.info("snapshot_installed", index=message.index, applied=message.applied, term=self.core.term)
@@ -551,6 +559,12 @@ class RaftActor(Actor):
             for message in messages:
                 if self.rejoining and message.type in (MSG_VOTE, MSG_PRE_VOTE):
                     continue  # the vote we may have cast before losing our disk must not be cast twice
+                if self.snapshot_to_step is not None and message.type == MSG_APP:
+                    # The leader's appends follow the snapshot apply is installing;
+                    # the core would judge them against the log the snapshot
+                    # replaces and send the leader back to a snapshot. Dropped (a
+                    # lost message): the snapshot's answer resumes the leader.
+                    continue
                 self.core.step(message)
         if self.rejoining:
             self._rejoin_progress()
@@ -786,15 +800,12 @@ class RaftActor(Actor):
     def _maybe_compact(self) -> None:
         """Raft log compaction (§7): keep snapshot_entries applied entries behind
         what apply has acknowledged, so followers slightly behind catch up from
-        the log, and drop the rest; keep fewer when they hold more than
-        max_retained_log_bytes (actors/raft/retention.py)."""
-        keep = self.settings.snapshot_entries
-        compact_to = self.apply_acked - keep
+        the log, and what a recently active follower still needs (one installing
+        a snapshot goes on after it), and drop the rest; keep fewer when they
+        hold more than max_retained_log_bytes (actors/raft/retention.py)."""
         by_bytes = self.retained.compact_point(self.limits.max_retained_log_bytes, min(self.apply_acked, self.core.applied_index))
-        if by_bytes > compact_to:
-            compact_to = by_bytes
-        elif compact_to <= 0 or compact_to - self.core.first_index < keep // 4 + 1:
-            return
+        compact_to = compaction_index(self.apply_acked, self.settings.snapshot_entries, self.core.first_index,
+                                      self.core.catch_up_index(), by_bytes)
         compact_to = min(compact_to, self.core.applied_index)
         if compact_to < self.core.first_index:
             return
