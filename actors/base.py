@@ -150,6 +150,12 @@ class Actor:
         monitor = curve.HandshakeMonitor(socket, door, self.log)
         self.add_reader(monitor.socket, monitor.on_events, multipart=True)
 
+    def allow_curve_keys(self, door: str, allowed: dict[bytes, str]) -> None:
+        """The keys `door` admits from now on (the raft actor's peer door follows
+        the membership); connections already made stay."""
+        if self._zap is not None:
+            self._zap.allow(door, allowed)
+
     def connect_curve(self, socket: zmq.Socket, member) -> None:
         """Call before socket connects to `member` (a MemberSpec): in CURVE mode
         it talks to that member only, as this member."""

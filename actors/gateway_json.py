@@ -504,11 +504,11 @@ def lease_leases_response(r: m.LeaseLeasesResponse) -> dict:
 
 def member_add_request(body) -> m.MemberAddRequest:
     """etcd's MemberAddRequest, and cairn's `name` (the new member's id derives
-    from it) and `clientURLs`."""
+    from it), `clientURLs` and `curveKey` (its CURVE public key)."""
     values = _fields(body, "MemberAddRequest", {"peerURLs": _list(_string), "isLearner": _bool, "name": _string,
-                                                "clientURLs": _list(_string)})
+                                                "clientURLs": _list(_string), "curveKey": _string})
     return m.MemberAddRequest(tuple(values.get("peerURLs", ())), values.get("isLearner", False), values.get("name", ""),
-                              tuple(values.get("clientURLs", ())))
+                              tuple(values.get("clientURLs", ())), values.get("curveKey", ""))
 
 
 def member_remove_request(body) -> m.MemberRemoveRequest:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from cairn.config import member_id_for, parse_address
 from store import members as member_records
+from transport import curve
 from transport.errors import ERRORS_BY_CODE, CairnError, InvalidArgumentError, MalformedRequestError, TooManyRequestsError
 from transport.messages import (
     ConfChangeProposal,
@@ -94,7 +95,8 @@ class MemberService:
                 raise InvalidArgumentError("cairn: member add needs the member's name (its id derives from it)")
             node = member_id_for(self.front.config.name, request.name)
             kind = CONF_ADD_LEARNER if request.is_learner else CONF_ADD_VOTER
-            return kind, node, member_records.encode_context(request.name, request.peer_urls, request.client_urls)
+            return kind, node, member_records.encode_context(request.name, request.peer_urls, request.client_urls,
+                                                             self._public_key(request))
         if isinstance(request, MemberRemoveRequest):
             return CONF_REMOVE, request.id, b""
         if isinstance(request, MemberUpdateRequest):
@@ -104,6 +106,23 @@ class MemberService:
         if isinstance(request, MemberPromoteRequest):
             return CONF_PROMOTE, request.id, b""
         raise MalformedRequestError(f"{type(request).__name__} is not a member change")
+
+    def _public_key(self, request: MemberAddRequest) -> str:
+        """The new member's CURVE public key: required in security mode curve (the
+        other members' peer doors admit only the keys of members), ignored in
+        plaintext. etcd's gRPC MemberAdd has no field for it: use cairnctl or the
+        HTTP gateway (curveKey)."""
+        if not self.front.config.security.curve:
+            return ""
+        if not request.public_key:
+            raise InvalidArgumentError("cairn: the cluster uses CURVE: member add needs the new member's public key "
+                                       "(cairnctl member add --curve-key, or curveKey over HTTP)")
+        if not curve.is_key(request.public_key):
+            raise InvalidArgumentError("cairn: member add: the public key is not a CURVE public key "
+                                       "(40 characters of Z85, as `cairn keygen` prints)")
+        if request.public_key in {m.public_key for m in self.front.config.members}:
+            raise InvalidArgumentError("cairn: member add: that public key is a configured member's")
+        return request.public_key
 
     def on_result(self, message: ConfChangeResult) -> None:
         front = self.front
@@ -150,7 +169,7 @@ class MemberService:
             node = member_id_for(self.front.config.name, request.name)
             added = next((m for m in members if m.id == node),
                          Member(node, request.name, request.peer_urls, request.client_urls, request.is_learner))
-            return MemberAddResponse(header, added, members)
+            return MemberAddResponse(header, added, members, self.front.config.name)
         if isinstance(request, MemberRemoveRequest):
             return MemberRemoveResponse(header, members)
         if isinstance(request, MemberUpdateRequest):

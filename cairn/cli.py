@@ -585,13 +585,23 @@ def _members_json(response) -> list:
 
 
 def cmd_member_add(client: Client, args) -> None:
-    """etcdctl member add NAME --peer-urls=... [--learner]; cairn prints the YAML
-    entry and the command that starts the member instead of etcd's variables."""
+    """etcdctl member add NAME --peer-urls=... [--learner]: etcdctl's lines for
+    starting the new member (ETCD_NAME ... ETCD_INITIAL_CLUSTER_STATE), then
+    cairn's equivalent, the new member's YAML and the command that starts it."""
     peer_urls = [u for u in args.peer_urls.split(",") if u]
     if not peer_urls:
         raise UsageError("member peer urls not provided (--peer-urls)")
     client_urls = [u for u in (args.client_urls or "").split(",") if u]
-    response = client.member_add(args.name, peer_urls, is_learner=args.learner, client_urls=client_urls)
+    public_key = ""
+    if args.curve_key:
+        from transport import curve
+
+        try:
+            public_key = curve.read_public_key(args.curve_key).decode()
+        except curve.KeyFileError as error:
+            raise UsageError(f"--curve-key: {error}") from None
+    response = client.member_add(args.name, peer_urls, is_learner=args.learner, client_urls=client_urls,
+                                 public_key=public_key)
     added = response.member
     if args.write_out == "json":
         print(json.dumps({"header": header_json(response.header), "member": _members_json(
@@ -599,17 +609,30 @@ def cmd_member_add(client: Client, args) -> None:
         return
     print(f"Member {added.id:x} added to cluster {response.header.cluster_id:x}")
     print()
-    print("# The new member's YAML: the cluster's members (every member may list it) with this entry,")
-    print("# the cluster's id, and state existing (as ETCD_INITIAL_CLUSTER_STATE=\"existing\"):")
+    initial = ",".join(f"{mb.name}={url}" for mb in response.members for url in mb.peer_urls)
+    print(f'ETCD_NAME="{added.name}"')
+    print(f'ETCD_INITIAL_CLUSTER="{initial}"')
+    print(f'ETCD_INITIAL_ADVERTISE_PEER_URLS="{",".join(added.peer_urls)}"')
+    print('ETCD_INITIAL_CLUSTER_STATE="existing"')
+    print()
+    print("# cairn's equivalent, the new member's YAML: the cluster's name and id, state existing,")
+    print("# and its members, this one included (every member may list it):")
     print("cluster:")
-    print("  name: ...   # the cluster's name, as in its members' YAML (member ids derive from it)")
+    print(f"  name: {response.cluster_name or '...   # the cluster name of its members YAML'}")
     print(f"  id: \"{response.header.cluster_id:x}\"")
     print("  state: existing")
+    if public_key:
+        print("  security: {mode: curve}")
     print("  members:")
     for mb in response.members:
         print(f"    - name: {mb.name}")
         print(f"      peer: {mb.peer_urls[0] if mb.peer_urls else ''}")
         print(f"      client: {mb.client_urls[0] if mb.client_urls else 'tcp://HOST:PORT  # its client URL'}")
+        if public_key:
+            print(f"      public_key: {public_key if mb.id == added.id else '...   # its key, as in its YAML'}")
+    if public_key:
+        print("member:")
+        print(f"  secret_key_file: keys/{added.name}.key   # its secret key file, as `cairn keygen` wrote it")
     print()
     print("# then start it with an empty data dir:")
     print(f"cairn node --config NEW.yaml --name {added.name} --join")
@@ -1178,6 +1201,9 @@ def build_parser() -> argparse.ArgumentParser:
     member_add.add_argument("--peer-urls", required=True, help="comma-separated peer URLs (tcp://HOST:PORT)")
     member_add.add_argument("--learner", action="store_true", help="add as a learner (promote it once caught up)")
     member_add.add_argument("--client-urls", default="", help="comma-separated client URLs, for member list (cairn)")
+    member_add.add_argument("--curve-key", default="", metavar="PUBLIC_KEY",
+                            help="the new member's CURVE public key, or its .pub file (cairn keygen): "
+                                 "required when the cluster's security mode is curve")
     member_add.set_defaults(run=cmd_member_add)
     member_remove = member_commands.add_parser("remove", help="remove a member")
     member_remove.add_argument("member_id", help="member ID in hex")

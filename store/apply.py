@@ -64,7 +64,7 @@ from transport.messages import (
     LeaseGrantRequest,
     ResponseHeader,
 )
-from transport.raft_messages import CONF_CHANGE_NAMES, CONF_REMOVE, ENTRY_CONF_CHANGE, ENTRY_NORMAL, decode_conf_change
+from transport.raft_messages import CONF_CHANGE_NAMES, ENTRY_CONF_CHANGE, ENTRY_NORMAL, decode_conf_change
 
 # Failures that say nothing about the entry being applied: the disk, the map,
 # the process's memory. They stop the actor instead of skipping the entry.
@@ -206,14 +206,7 @@ class StateMachine:
         except ValueError as error:
             batch.notes.append(("conf_change_undecodable", {"index": entry.index, "error": str(error)}))
             return
-        meta_db = self.keyspace.meta_db
-        current = member_records.load(txn, meta_db)
-        if current is None:
-            current = tuple(self.rules.initial_members)
-        removed = set(member_records.removed(txn, meta_db))
-        if change.type == CONF_REMOVE:
-            removed.add(change.node_id)
-        member_records.save(txn, meta_db, member_records.after_change(current, change), removed)
+        member_records.apply_change(txn, self.keyspace.meta_db, self.rules.initial_members, change)
         batch.notes.append(("member_change_applied", {"index": entry.index, "type": CONF_CHANGE_NAMES.get(change.type),
                                                       "member_id": f"{change.node_id:x}"}))
 

@@ -301,12 +301,15 @@ class Cluster:
     def add_member_to_config(self, name: str) -> Member:
         """Rewrite the config with one more member on free ports (the YAML a
         member added with cairnctl member add starts with; the cluster keeps its
-        id), and return it, not started."""
+        id; in security mode curve, with a new key pair), and return it, not started."""
         with open(self.config_path) as handle:
             document = yaml.safe_load(handle)
         peer, client = free_ports(2)
-        document["cluster"]["members"].append(
-            {"name": name, "peer": f"tcp://127.0.0.1:{peer}", "client": f"tcp://127.0.0.1:{client}"})
+        entry = {"name": name, "peer": f"tcp://127.0.0.1:{peer}", "client": f"tcp://127.0.0.1:{client}"}
+        if self.config.security.curve:  # its own key pair, in keys/NAME.key as secret_key_file says
+            entry["public_key"] = curve.write_key_pair(os.path.join(self.directory, "keys", f"{name}.key"),
+                                                       force=True).public.decode()
+        document["cluster"]["members"].append(entry)
         document["cluster"]["id"] = f"{self.config.id:x}"
         with open(self.config_path, "w") as handle:
             yaml.safe_dump(document, handle)
@@ -401,6 +404,12 @@ def cluster_fixture(name: str, **options):
             yield started
 
     return cluster
+
+
+def election_timeout_s(cluster: Cluster) -> float:
+    """The members' election timeout (ticks times the tick), in seconds."""
+    settings = cluster.config.settings
+    return settings.election_ticks * settings.tick_ms / 1000
 
 
 def wait_for(condition, what: str, timeout_s: float = 10.0):

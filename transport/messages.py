@@ -261,12 +261,15 @@ class MemberAddRequest:
     NAME argument; etcd sends it only when the member starts): the member's id
     derives from the cluster and member names, as a YAML member's does
     (cairn/config.py member_id_for), so the new member's YAML names it.
-    client_urls may be given now (a cairn extension); etcd publishes them later."""
+    client_urls may be given now (a cairn extension); etcd publishes them later.
+    public_key (cairn): the new member's CURVE public key, which a cluster in
+    security mode curve needs to let it in (replicated with its record)."""
 
     peer_urls: tuple[str, ...]
     is_learner: bool = False
     name: str = ""
     client_urls: tuple[str, ...] = ()
+    public_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +277,7 @@ class MemberAddResponse:
     header: ResponseHeader
     member: Member
     members: tuple[Member, ...] = ()
+    cluster_name: str = ""  # cairn: the new member's YAML needs it (member ids derive from it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,7 @@ from actors.raft.snapshots import SnapshotReceiver, SnapshotSender
 from store.environment import open_kv, open_raft
 from store.mvcc import KeySpace
 from store.raftlog import RaftLogStore
-from transport import codec
+from transport import codec, curve
 from transport.entries import make_payload
 from actors.raft.membership import reconfig_problem
 from store import members as member_records
@@ -158,6 +158,9 @@ class RaftActor(Actor):
         log_end = entries[-1].index if entries else (snapshot.index if snapshot else 0)
         applied = min(applied, log_end)
         self.member_urls = {m.id: m.peer for m in config.members}  # every member's peer URL we know
+        # CURVE public keys: the YAML's, then those of members added at run time
+        # (member records, conf-change entries); the peer door admits current members'.
+        self.member_keys = {m.id: m.public_key for m in config.members if m.public_key}
         self.removed_ids: set[int] = set()
         self.removed_marker = os.path.join(self.data_dir, REMOVED_MARKER)
         self._load_member_records()
@@ -199,7 +202,11 @@ class RaftActor(Actor):
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
-        self.peers = Peers(self.context, self.member, config.members, self.log, self.serve_curve, self.connect_curve)
+        connect_curve = None
+        if config.security.curve:
+            def connect_curve(socket, public_key: str) -> None:
+                curve.make_client(socket, self.keys, public_key.encode())
+        self.peers = Peers(self.context, self.member, config.members, self.log, self.serve_curve, connect_curve)
         self.snapshot_sender = SnapshotSender(self.data_dir, self.kv_env, self.member.id, self.log)
         self.snapshot_receiver = SnapshotReceiver(self.data_dir, self.member.id, self.log)
         self.snapshot_to_step = None  # the MSG_SNAP waiting for apply to install its data
@@ -269,13 +276,14 @@ class RaftActor(Actor):
             meta_db = KeySpace(self.kv_env).meta_db
             records = member_records.load(txn, meta_db)
             self.removed_ids |= member_records.removed(txn, meta_db)
+            self.member_keys.update(member_records.public_keys(txn, meta_db))
         for record in records or ():
             if record.peer_urls:
                 self.member_urls[record.id] = record.peer_urls[0]
 
     def _note_conf_entries(self, entries) -> None:
-        """Learn the peer URL a conf-change entry carries (the change takes effect
-        on append, so the URL is needed before the entry commits)."""
+        """Learn the peer URL (and CURVE key) a conf-change entry carries (the change
+        takes effect on append, so they are needed before the entry commits)."""
         for entry in entries:
             if entry.kind != ENTRY_CONF_CHANGE or not entry.data:
                 continue
@@ -287,6 +295,9 @@ class RaftActor(Actor):
             urls = record.get("peer_urls") or ()
             if urls and change.type in (CONF_ADD_VOTER, CONF_ADD_LEARNER, CONF_UPDATE):
                 self.member_urls[change.node_id] = urls[0]
+            key = record.get("public_key")
+            if isinstance(key, str) and key and change.type in (CONF_ADD_VOTER, CONF_ADD_LEARNER):
+                self.member_keys[change.node_id] = key
 
     def _follow_config(self) -> None:
         """Peers follow the configuration in use: connect to added members, drop removed ones."""
@@ -301,7 +312,13 @@ class RaftActor(Actor):
         missing = sorted(members - set(known))
         if missing:
             self.log.warning("peer_urls_unknown", peers=[f"{p:x}" for p in missing])
-        self.peers.follow(known, gone)
+        self.peers.follow(known, gone, self.member_keys)
+        if self.config.security.curve:
+            # Removed members' keys are refused from now on (new connections; their
+            # frames on old ones are dropped and answered MemberRemoved, peers.py).
+            admitted = {self.member_keys[peer].encode(): f"{peer:x}" for peer in members | {self.member.id}
+                        if peer in self.member_keys}
+            self.allow_curve_keys("peer", admitted)
         if self.peer_conf is not None:
             self.log.info("config_followed", voters=[f"{v:x}" for v in conf.voters], learners=[f"{v:x}" for v in conf.learners])
         self.peer_conf = conf
