@@ -38,3 +38,15 @@ def test_entries_sent_again_are_counted_once():
     assert retained.bytes == 80
     retained.drop_through(8)
     assert retained.bytes == 0
+
+
+def test_compaction_keeps_snapshot_entries_and_what_a_follower_catching_up_needs():
+    from actors.raft.retention import compaction_index
+
+    assert compaction_index(applied=100, keep_entries=40, first_index=1, catch_up=None, by_bytes=0) == 60
+    # a follower installing the snapshot at 30 goes on from 31: kept
+    assert compaction_index(applied=100, keep_entries=40, first_index=1, catch_up=30, by_bytes=0) == 30
+    # compactions come in steps of a quarter of keep_entries, not one per batch
+    assert compaction_index(applied=100, keep_entries=40, first_index=25, catch_up=30, by_bytes=0) == 0
+    # the bytes limit wins: memory is bounded first
+    assert compaction_index(applied=100, keep_entries=40, first_index=1, catch_up=30, by_bytes=90) == 90
