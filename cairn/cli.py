@@ -629,7 +629,8 @@ def cmd_member_add(client: Client, args) -> None:
         print(f"      peer: {mb.peer_urls[0] if mb.peer_urls else ''}")
         print(f"      client: {mb.client_urls[0] if mb.client_urls else 'tcp://HOST:PORT  # its client URL'}")
         if public_key:
-            print(f"      public_key: {public_key if mb.id == added.id else '...   # its key, as in its YAML'}")
+            quoted = f'"{public_key}"'  # Z85 has '#', ':' and '!' in it
+            print(f"      public_key: {quoted if mb.id == added.id else '...   # its key, as in its YAML'}")
     if public_key:
         print("member:")
         print(f"  secret_key_file: keys/{added.name}.key   # its secret key file, as `cairn keygen` wrote it")

@@ -245,7 +245,14 @@ def test_cairnctl_member_commands(cluster, capsys):
     assert cli.main([f"--endpoints={endpoints}", "member", "add", "n6", "--peer-urls=tcp://127.0.0.1:1", "--learner"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"Member {new_id:x} added to cluster {cluster.config.id:x}\n")
-    assert "  state: existing\n" in out and "cairn node --config NEW.yaml --name n6 --join" in out
+    # etcdctl's lines for starting the new member, then cairn's YAML with the cluster's name.
+    lines = out.splitlines()
+    assert lines[2] == 'ETCD_NAME="n6"'
+    assert lines[3].startswith('ETCD_INITIAL_CLUSTER="') and "n6=tcp://127.0.0.1:1" in lines[3]
+    assert all(f"{m.name}={m.spec.peer}" in lines[3] for m in cluster.running())
+    assert lines[4:6] == ['ETCD_INITIAL_ADVERTISE_PEER_URLS="tcp://127.0.0.1:1"', 'ETCD_INITIAL_CLUSTER_STATE="existing"']
+    assert "  name: test\n" in out and "  state: existing\n" in out
+    assert "cairn node --config NEW.yaml --name n6 --join" in out
     assert cli.main([f"--endpoints={endpoints}", "member", "list", "-w", "table"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if f"{new_id:x}" in line)
     assert [cell.strip() for cell in row.split("|")][1:-1] == [f"{new_id:x}", "started", "n6", "tcp://127.0.0.1:1", "", "true"]

@@ -65,7 +65,7 @@ def test_a_learner_added_with_its_key_catches_up_is_promoted_and_takes_writes(cl
                      f"--peer-urls={new.spec.peer}", f"--client-urls={new.spec.client}", "--learner",
                      "--curve-key", key_file + ".pub"]) == 0
     out = capsys.readouterr().out
-    assert f"      public_key: {new.spec.public_key}\n" in out and "  security: {mode: curve}\n" in out
+    assert f'      public_key: "{new.spec.public_key}"\n' in out and "  security: {mode: curve}\n" in out
     new.start(join=True)
     with Client([new.endpoint], timeout=2, dial_timeout=1, **cluster.client_options()) as learner:
         wait_for(lambda: _try(lambda: learner.get(b"curve/059", serializable=True).count == 1),

@@ -96,6 +96,8 @@ def test_config_state_and_id():
 def test_gateway_member_requests_and_response():
     add = gj.member_add_request({"peerURLs": ["tcp://h:5"], "isLearner": True, "name": "n3"})
     assert add == m.MemberAddRequest(("tcp://h:5",), True, "n3", ())
+    keyed = gj.member_add_request({"peerURLs": ["tcp://h:5"], "name": "n3", "curveKey": "k" * 40})
+    assert keyed.public_key == "k" * 40
     assert gj.member_remove_request({"ID": "12"}) == m.MemberRemoveRequest(12)
     assert gj.member_update_request({"ID": 3, "peerURLs": ["tcp://h:9"]}) == m.MemberUpdateRequest(3, ("tcp://h:9",))
     assert gj.member_promote_request({"ID": "3"}) == m.MemberPromoteRequest(3)
