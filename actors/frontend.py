@@ -538,6 +538,7 @@ class FrontendActor(Actor):
             self.corrupt_read_at = now
             with self.env.begin() as txn:
                 self.corrupt = self.alarms.corrupt(txn)
+                self.member_service.follow_client_keys(txn)
         self.corruption.on_timer(now)
         if self.maintenance.transfers:
             self.maintenance.on_timer(now)

@@ -49,6 +49,7 @@ from transport.raft_messages import CONF_ADD_LEARNER, CONF_ADD_VOTER, CONF_PROMO
 class MemberService:
     def __init__(self, front):
         self.front = front
+        self.client_door_keys: dict[int, str] = {}  # run-time members' keys the client door admits
         self.requests: dict[int, object] = {}  # request id -> the change request, until answered
         self.at_index: list[tuple[int, int]] = []  # (index, request id): committed, awaiting apply
 
@@ -68,6 +69,23 @@ class MemberService:
 
     def member_list(self) -> MemberListResponse:
         return MemberListResponse(self.header(), self.members())
+
+    def follow_client_keys(self, txn) -> None:
+        """With security.client_keys the client door admits the members' keys as
+        well (a member's lease actor, doors and `--join` ask as that member):
+        the YAML's, and those of the members added at run time, whose records
+        the frontend re-reads once a tick (in `txn`)."""
+        front = self.front
+        security = front.config.security
+        if not (security.curve and security.client_keys):
+            return
+        keys = member_records.public_keys(txn, front.keyspace.meta_db)
+        if keys == self.client_door_keys:
+            return
+        self.client_door_keys = keys
+        front.allow_curve_keys("client", {**{key: "client" for key in security.client_keys},
+                                          **front.config.member_public_keys(),
+                                          **{key.encode(): f"{member_id:x}" for member_id, key in keys.items()}})
 
     # ------------------------------------------------------------------ changes
 

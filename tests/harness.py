@@ -412,6 +412,17 @@ def election_timeout_s(cluster: Cluster) -> float:
     return settings.election_ticks * settings.tick_ms / 1000
 
 
+def value_or_none(call, *tolerated):
+    """call()'s value, or None if it raised a retryable CairnError or one of
+    `tolerated` (for wait_for's conditions)."""
+    try:
+        return call()
+    except CairnError as error:
+        if error.retryable or isinstance(error, tolerated):
+            return None
+        raise
+
+
 def wait_for(condition, what: str, timeout_s: float = 10.0):
     """condition()'s first true value, polled every 50 ms; fails naming `what`
     after timeout_s."""

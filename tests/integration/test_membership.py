@@ -20,7 +20,7 @@ import pytest
 from cairn import Client
 from cairn.aio import Client as AsyncClient
 from cairn.config import member_id_for
-from tests.harness import cluster_fixture, election_timeout_s, wait_for
+from tests.harness import cluster_fixture, election_timeout_s, value_or_none, wait_for
 from transport.errors import (
     CairnError,
     LearnerNotReadyError,
@@ -95,7 +95,7 @@ def test_grow_through_a_learner_while_writing(cluster):
             new.start(join=True)
             # The learner catches up (log or snapshot) and knows the membership.
             with Client([new.endpoint], timeout=2, dial_timeout=1) as learner:
-                wait_for(lambda: _try(lambda: _ids(learner.member_list()).get(new.spec.id) is True and learner.get(
+                wait_for(lambda: value_or_none(lambda: _ids(learner.member_list()).get(new.spec.id) is True and learner.get(
                     b"grow/000000", serializable=True).count == 1), "the learner to catch up", 30)
                 assert len(learner.member_list().members) == 4
                 # A learner's door: no writes, no linearizable reads; serializable reads and status.
@@ -107,7 +107,7 @@ def test_grow_through_a_learner_while_writing(cluster):
                 assert learner.status().header.member_id == new.spec.id
             with pytest.raises(MemberNotLearnerError):
                 c.member_promote(cluster.members["n1"].spec.id)
-            promoted = wait_for(lambda: _try(lambda: c.member_promote(new.spec.id), LearnerNotReadyError),
+            promoted = wait_for(lambda: value_or_none(lambda: c.member_promote(new.spec.id), LearnerNotReadyError),
                                 "the promotion", 30)
             assert _ids(promoted) == {m.spec.id: False for m in cluster.members.values()}
         time.sleep(0.5)
@@ -227,16 +227,6 @@ def test_strict_check_refuses_removing_a_healthy_member_while_one_is_down(cluste
         cluster.wait_ready([down])
 
 
-def _try(call, *tolerated):
-    """call()'s value, or None if it raised a retryable or tolerated error."""
-    try:
-        return call()
-    except CairnError as error:
-        if error.retryable or isinstance(error, tolerated):
-            return None
-        raise
-
-
 def test_cairnctl_member_commands(cluster, capsys):
     from cairn import cli
 
@@ -297,7 +287,7 @@ def test_grow_3_to_5_and_shrink_back_while_writing_with_no_long_gap(cluster):
                 new = cluster.add_member_to_config(name)
                 c.member_add(name, [new.spec.peer], is_learner=True, client_urls=[new.spec.client])
                 new.start(join=True)
-                wait_for(lambda: _try(lambda: c.member_promote(new.spec.id), LearnerNotReadyError),
+                wait_for(lambda: value_or_none(lambda: c.member_promote(new.spec.id), LearnerNotReadyError),
                          f"{name}'s promotion", 60)
                 added.append(new)
             assert [m.is_learner for m in c.member_list().members] == [False] * 5
