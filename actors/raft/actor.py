@@ -16,7 +16,11 @@ Apply flow: committed entries are sent to the apply actor in order, with at most
 max_apply_inflight_entries unacknowledged; apply answers Applied(index). If apply
 restarts (or a message is lost) it asks for ApplyNeed(next_index) and the entries
 are re-read from the LMDB log, which is only compacted behind what apply has
-acknowledged. Proposals made while no leader is known wait up to
+acknowledged, and not past what a recently active follower still needs unless
+the log holds more than max_retained_log_bytes (retention.compaction_index): a
+follower that needed a snapshot then goes on from the log. While apply installs a snapshot from the leader, the leader's
+appends are dropped: they follow the snapshot, not the log it replaces.
+Proposals made while no leader is known wait up to
 no_leader_wait_ms for one, then are rejected with NoLeader: they never reached a
 log, so the client may retry them.
 
