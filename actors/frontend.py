@@ -26,7 +26,6 @@ import dataclasses
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import zmq
 
@@ -56,6 +55,7 @@ from transport.errors import (
     from_response,
 )
 from transport import messages as m
+from transport.limits import holds, limit, limits
 from transport.messages import (
     KeyspaceReplaced,
     ALARM_GET,
@@ -106,18 +106,17 @@ from transport.sockets import configure, drain, inbox, outbox
 VERSION = "0.1.0"
 
 
-@dataclass(frozen=True, slots=True)
+@limits(
+    holds(lambda l: l.leader_move_election_timeouts >= 2, "the transfer's own timeout, and slack"),
+)
 class FrontendLimits:
     """The frontend's own bounds, each with its reason (the member's, such as
     max_pending_requests and request_timeout_ms, are in cairn/config.py)."""
 
-    # A leadership transfer succeeds within one election timeout or is abandoned
-    # (thesis §3.10); a MoveLeader waits this many, so the new leader's status
-    # has time to reach this member before the caller is told Timeout.
-    leader_move_election_timeouts: int = 3
-
-    def __post_init__(self):
-        assert self.leader_move_election_timeouts >= 2, "the transfer's own timeout, and slack"
+    leader_move_election_timeouts: int = limit(
+        3,
+        "A leadership transfer succeeds within one election timeout or is abandoned (thesis §3.10); a MoveLeader "
+        "waits this many, so the new leader's status has time to reach this member before the caller is told Timeout.")
 
 
 def new_lease_id() -> int:
