@@ -63,6 +63,7 @@ from collections import deque
 from actors.base import Actor
 from actors.raft.auto_compaction import AutoCompactor
 from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore
+from actors.raft.limits import RaftLimits
 from actors.raft.peers import Peers
 from actors.raft.retention import RetainedBytes
 from actors.raft.snapshots import SnapshotReceiver, SnapshotSender
@@ -136,12 +137,11 @@ REJOIN_CONTEXT = b"rejoin"
 # start it again with this data dir.
 REMOVED_MARKER = "removed"
 REMOVED_EXIT_CODE = 78
-# Entries per CommittedEntries message: bounds one message's size and apply's batch.
-APPLY_CHUNK_ENTRIES = 1024
 
 
 class RaftActor(Actor):
     name = "raft"
+    raft_limits = RaftLimits()
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
@@ -198,8 +198,9 @@ class RaftActor(Actor):
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
-        self.peers = Peers(self.context, self.member, config.members, self.log, self.serve_curve, self.connect_curve)
-        self.snapshot_sender = SnapshotSender(self.data_dir, self.kv_env, self.member.id, self.log)
+        self.peers = Peers(self.context, self.member, config.members, self.log, self.serve_curve, self.connect_curve,
+                           self.raft_limits)
+        self.snapshot_sender = SnapshotSender(self.data_dir, self.kv_env, self.member.id, self.log, self.raft_limits)
         self.snapshot_receiver = SnapshotReceiver(self.data_dir, self.member.id, self.log)
         self.snapshot_to_step = None  # the MSG_SNAP waiting for apply to install its data
         self.pending_install = None  # the InstallSnapshot sent to apply, resent if apply restarts
@@ -544,7 +545,7 @@ class RaftActor(Actor):
             if not self.rejoining:  # a rejoining member must not campaign
                 self.core.tick()
             self.next_tick += self.tick_s
-        if now - self.next_tick > 10 * self.tick_s:  # starved of CPU: do not replay a burst of ticks
+        if now - self.next_tick > self.raft_limits.starved_ticks * self.tick_s:  # starved of CPU
             self.next_tick = now + self.tick_s
         if self.peer_messages:
             messages, self.peer_messages = self.peer_messages, []
@@ -637,7 +638,7 @@ class RaftActor(Actor):
 
     def _auto_compact(self, now: float) -> None:
         """The leader proposes compactions for auto_compaction (checked once a second)."""
-        if now - self.auto_compaction_checked_at < 1.0 or self.core.role != ROLE_LEADER:
+        if now - self.auto_compaction_checked_at < self.raft_limits.auto_compaction_check_s or self.core.role != ROLE_LEADER:
             return
         self.auto_compaction_checked_at = now
         target = self.auto_compactor.next_target(now, self.revision)
@@ -769,7 +770,7 @@ class RaftActor(Actor):
         limit = self.limits.max_apply_inflight_entries
         while self.sent_to_apply < self.committed_for_apply and self.sent_to_apply - self.apply_acked < limit:
             first = self.sent_to_apply + 1
-            last = min(self.committed_for_apply, first + APPLY_CHUNK_ENTRIES - 1, self.apply_acked + limit)
+            last = min(self.committed_for_apply, first + self.raft_limits.apply_chunk_entries - 1, self.apply_acked + limit)
             if fresh_entries and fresh_entries[0].index <= first <= fresh_entries[-1].index:
                 offset = first - fresh_entries[0].index
                 chunk = tuple(fresh_entries[offset : offset + last - first + 1])
