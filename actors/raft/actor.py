@@ -209,6 +209,7 @@ class RaftActor(Actor):
         self.add_reader(self.peers.inbox, self.on_peer)
 
         self.tick_s = self.settings.tick_ms / 1000
+        self.log_ready = self.settings.log_level == "debug"
         self.next_tick = time.monotonic() + self.tick_s
         self.peer_messages = []
         self.proposal_ids: list[int] = []
@@ -678,12 +679,13 @@ class RaftActor(Actor):
                 self._send_to_peers(messages)
             started = time.perf_counter()
             self._persist(ready)
-            self.log.debug(
-                "ready", entries=len(ready.entries), messages=len(ready.messages), committed=len(ready.committed_entries),
-                persist_ms=round((time.perf_counter() - started) * 1000, 3),
-                last=ready.entries[-1].index if ready.entries else None,
-                commit_to=ready.committed_entries[-1].index if ready.committed_entries else None,
-            )
+            if self.log_ready:  # its fields cost more than the filtered call; once per Ready
+                self.log.debug(
+                    "ready", entries=len(ready.entries), messages=len(ready.messages),
+                    committed=len(ready.committed_entries), persist_ms=round((time.perf_counter() - started) * 1000, 3),
+                    last=ready.entries[-1].index if ready.entries else None,
+                    commit_to=ready.committed_entries[-1].index if ready.committed_entries else None,
+                )
             if ready.snapshot is not None:
                 self.log.info("snapshot_persisted", index=ready.snapshot.index, term=ready.snapshot.term)
             if ready.entries:
