@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 from actors.base import Actor
 from store.alarms import bytes_in_use
@@ -32,6 +31,7 @@ from store.environment import defragment_kv, kv_file, open_kv, recover_defragmen
 from store.snapshot_install import replace_keyspace
 from transport import codec
 from transport.entries import make_payload
+from transport.limits import holds, limit, limits, positive
 from transport.messages import (
     ALARM_ACTIVATE,
     ALARM_NOSPACE,
@@ -51,22 +51,22 @@ from transport.messages import (
 from transport.sockets import inbox, outbox
 
 
-@dataclass(frozen=True, slots=True)
+@limits(
+    positive("quota_check_s"),
+    holds(lambda l: l.alarm_retry_s >= l.quota_check_s, "a retry is only noticed at a quota check"),
+)
 class ApplyLimits:
     """The apply actor's own periods, each with its reason (the member's limits,
     such as quota_backend_bytes, are cairn/config.py's Limits)."""
 
-    # How often the keyspace size is measured against the quota: a read
-    # transaction over the databases' stats, cheap once a second, and a NOSPACE
-    # alarm raised a second late is within the quota's purpose.
-    quota_check_s: float = 1.0
-    # How long to wait before proposing the alarm again if the first proposal
-    # got lost (a leader change): longer than a proposal takes to be applied.
-    alarm_retry_s: float = 5.0
-
-    def __post_init__(self):
-        assert self.quota_check_s > 0
-        assert self.alarm_retry_s >= self.quota_check_s, "a retry is only noticed at a quota check"
+    quota_check_s: float = limit(
+        1.0,
+        "How often the keyspace size is measured against the quota: a read transaction over the databases' stats, "
+        "cheap once a second, and a NOSPACE alarm raised a second late is within the quota's purpose.")
+    alarm_retry_s: float = limit(
+        5.0,
+        "How long to wait before proposing the alarm again if the first proposal got lost (a leader change): longer "
+        "than a proposal takes to be applied.")
 
 
 class ApplyActor(Actor):

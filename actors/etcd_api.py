@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from dataclasses import dataclass
 
 from actors.auth_door import internal_token
 from actors.base import Actor
@@ -29,6 +28,7 @@ from cairn import aio
 from cairn.watch import is_progress_notify
 from transport import messages as m
 from transport.errors import CairnError
+from transport.limits import holds, limit, limits, positive
 
 # What the version and status calls report: the etcd API the doors speak.
 # Clients such as Patroni pick their URL prefix from it (/v3 from 3.4 on).
@@ -38,28 +38,30 @@ ETCD_API_VERSION = "3.4.0"
 # ---------------------------------------------------------------- the door process
 
 
-@dataclass(frozen=True, slots=True)
+@limits(
+    holds(lambda l: l.client_timeout_slack_s > 0, "the frontend's Timeout must reach the client first"),
+    positive("shutdown_grace_s"),
+    holds(lambda l: l.http_body_overhead >= 2, "base64 alone adds a third"),
+    holds(lambda l: l.grpc_overhead_bytes >= 0, "an overhead adds to max_request_bytes"),
+)
 class DoorLimits:
     """The doors' own bounds, each with its reason (the member's limits, such
     as max_request_bytes, are cairn/config.py's Limits)."""
 
-    # A door's client may wait this much past the frontend's request_timeout_ms:
-    # it retries what provably never reached a Raft log (no leader yet, a leader
-    # change) until then, as etcd's server waits for a leader, and the
-    # frontend's own Timeout answer still arrives before the client gives up.
-    client_timeout_slack_s: float = 1.0
-    # How long stopping waits for open streams and calls before closing them.
-    shutdown_grace_s: float = 1.0
-    # HTTP: base64 and JSON make a body larger than the request it carries.
-    http_body_overhead: int = 2
-    # gRPC: etcd's grpcOverheadBytes, what a gRPC message may add to max_request_bytes.
-    grpc_overhead_bytes: int = 512 * 1024
-
-    def __post_init__(self):
-        assert self.client_timeout_slack_s > 0, "the frontend's Timeout must reach the client first"
-        assert self.shutdown_grace_s > 0
-        assert self.http_body_overhead >= 2, "base64 alone adds a third"
-        assert self.grpc_overhead_bytes >= 0
+    client_timeout_slack_s: float = limit(
+        1.0,
+        "A door's client may wait this much past the frontend's request_timeout_ms: it retries what provably never "
+        "reached a Raft log (no leader yet, a leader change) until then, as etcd's server waits for a leader, and the "
+        "frontend's own Timeout answer still arrives before the client gives up.")
+    shutdown_grace_s: float = limit(
+        1.0,
+        "How long stopping waits for open streams and calls before closing them.")
+    http_body_overhead: int = limit(
+        2,
+        "HTTP: base64 and JSON make a body larger than the request it carries.")
+    grpc_overhead_bytes: int = limit(
+        512 * 1024,
+        "gRPC: etcd's grpcOverheadBytes, what a gRPC message may add to max_request_bytes.")
 
 
 class Door(Actor):

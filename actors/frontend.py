@@ -26,7 +26,6 @@ import dataclasses
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import zmq
 
@@ -56,6 +55,7 @@ from transport.errors import (
     from_response,
 )
 from transport import messages as m
+from transport.limits import holds, limit, limits
 from transport.messages import (
     KeyspaceReplaced,
     ALARM_GET,
@@ -101,23 +101,22 @@ from transport.messages import (
     WatchCreateRequest,
     WatchProgressRequest,
 )
-from transport.sockets import configure, drain, inbox, outbox
+from transport.sockets import configure, drain, inbox, outbox, send_routed
 
 VERSION = "0.1.0"
 
 
-@dataclass(frozen=True, slots=True)
+@limits(
+    holds(lambda l: l.leader_move_election_timeouts >= 2, "the transfer's own timeout, and slack"),
+)
 class FrontendLimits:
     """The frontend's own bounds, each with its reason (the member's, such as
     max_pending_requests and request_timeout_ms, are in cairn/config.py)."""
 
-    # A leadership transfer succeeds within one election timeout or is abandoned
-    # (thesis §3.10); a MoveLeader waits this many, so the new leader's status
-    # has time to reach this member before the caller is told Timeout.
-    leader_move_election_timeouts: int = 3
-
-    def __post_init__(self):
-        assert self.leader_move_election_timeouts >= 2, "the transfer's own timeout, and slack"
+    leader_move_election_timeouts: int = limit(
+        3,
+        "A leadership transfer succeeds within one election timeout or is abandoned (thesis §3.10); a MoveLeader "
+        "waits this many, so the new leader's status has time to reach this member before the caller is told Timeout.")
 
 
 def new_lease_id() -> int:
@@ -146,8 +145,10 @@ AUTH_LOG_REQUESTS = (
     m.AuthUserListRequest, m.AuthUserDeleteRequest, m.AuthUserChangePasswordRequest, m.AuthUserGrantRoleRequest,
     m.AuthUserRevokeRoleRequest, m.AuthRoleAddRequest, m.AuthRoleGetRequest, m.AuthRoleListRequest,
     m.AuthRoleDeleteRequest, m.AuthRoleGrantPermissionRequest, m.AuthRoleRevokePermissionRequest)
+# Requests that go through the log (an AlarmRequest other than GET is answered earlier).
+LOGGED_REQUESTS = WRITE_REQUESTS + LEASE_WRITE_REQUESTS + AUTH_LOG_REQUESTS + (AlarmRequest,)
 # Checked by the state machine (through the log) or when served (ranges), not on arrival.
-CHECKED_LATER = WRITE_REQUESTS + LEASE_WRITE_REQUESTS + AUTH_LOG_REQUESTS + (AlarmRequest, RangeRequest, m.AuthenticateRequest)
+CHECKED_LATER = LOGGED_REQUESTS + (RangeRequest, m.AuthenticateRequest)
 # Requests whose password the frontend hashes before proposing them.
 PASSWORD_REQUESTS = (m.AuthUserAddRequest, m.AuthUserChangePasswordRequest)
 
@@ -254,7 +255,7 @@ class FrontendActor(Actor):
             self.authenticate(identity, request_id, request, now)
         elif isinstance(request, PASSWORD_REQUESTS) and request.password:
             self.hash_then_propose(identity, request_id, request, user)
-        elif isinstance(request, WRITE_REQUESTS + LEASE_WRITE_REQUESTS + AUTH_LOG_REQUESTS) or isinstance(request, AlarmRequest):
+        elif isinstance(request, LOGGED_REQUESTS):
             if isinstance(request, LeaseGrantRequest) and request.id == 0:
                 # etcd's server picks the id before the log, so every member applies the same one
                 request = LeaseGrantRequest(request.ttl, new_lease_id())
@@ -371,7 +372,7 @@ class FrontendActor(Actor):
 
     def on_client_replies(self, message: ClientReplies) -> None:
         for identity, frame in zip(message.identities, message.frames):
-            self.router.send_multipart([identity, frame])
+            send_routed(self.router, identity, frame)
 
     def on_raft_status(self, message: RaftStatus) -> None:
         self.raft = message
@@ -384,7 +385,7 @@ class FrontendActor(Actor):
         for request_id, frame in zip(message.request_ids, message.frames):
             pending = self.pending_writes.pop(request_id, None)
             if pending is not None:
-                self.router.send_multipart([pending[0], frame])
+                send_routed(self.router, pending[0], frame)
                 answered.append(request_id)
         if answered:
             self.log.info("answered", request_ids=answered, index=message.index, revision=message.revision)
@@ -622,7 +623,7 @@ class FrontendActor(Actor):
     def reply(self, identity: bytes, request_id: int, message) -> None:
         """A message to a client: the ROUTER never blocks (a frame to a client
         whose pipe is full is dropped, and the client times out and retries)."""
-        self.router.send_multipart([identity, codec.encode(message, request_id)])
+        send_routed(self.router, identity, codec.encode(message, request_id))
 
     def fail_reads(self, reads, error: CairnError) -> None:
         for identity, request_id, _ in reads:
@@ -630,7 +631,7 @@ class FrontendActor(Actor):
             self.reply_error(identity, request_id, error)
 
     def reply_error(self, identity: bytes, request_id: int, error: CairnError) -> None:
-        self.router.send_multipart([identity, codec.encode(error.to_response(), request_id)])
+        send_routed(self.router, identity, codec.encode(error.to_response(), request_id))
 
     def answer_pending(self, error: CairnError) -> int:
         """Every request this door still holds: writes awaiting their entry

@@ -37,6 +37,7 @@ from store.mvcc import KeySpace
 from transport import codec
 from transport.entries import make_payload
 from transport.errors import CairnError, MalformedRequestError, NoLeaderError
+from transport.limits import limit, limits, positive
 from transport.messages import (
     ClientReplies,
     KeyspaceReplaced,
@@ -58,29 +59,32 @@ from transport.messages import (
 )
 from transport.sockets import configure, inbox, outbox
 
-@dataclasses.dataclass(frozen=True, slots=True)
+
+@limits(
+    positive("expire_batch", "expire_entries_per_tick", "checkpoint_batch", "checkpoint_interval_s", "forward_timeout_s"),
+)
 class LeaseLimits:
     """The lease actor's own bounds and periods, each with its reason."""
 
-    # Leases revoked per log entry, and entries proposed per tick: 10,000 leases
-    # expiring at once become 20 entries spread over a few ticks, never a stall.
-    expire_batch: int = 500
-    expire_entries_per_tick: int = 4
-    # How often the leader proposes remaining TTLs, so a new leader resumes from
-    # them (lease_table.promote) rather than granting every lease a fresh TTL;
-    # etcd's checkpoint interval is 5 minutes, 5 s keeps the error small at one
-    # entry per 1,000 leases.
-    checkpoint_interval_s: float = 5.0
-    # Leases per LeaseCheckpointRequest entry: bounds an entry's size.
-    checkpoint_batch: int = 1000
-    # A forwarded lease request the leader has not answered in this long is
-    # failed (NoLeader, retryable), so a client can turn to another member well
-    # within a lease's life instead of waiting out its own timeout.
-    forward_timeout_s: float = 2.0
-
-    def __post_init__(self):
-        assert self.expire_batch >= 1 and self.expire_entries_per_tick >= 1 and self.checkpoint_batch >= 1
-        assert self.checkpoint_interval_s > 0 and self.forward_timeout_s > 0
+    expire_batch: int = limit(
+        500,
+        "Leases revoked per log entry: with expire_entries_per_tick, 10,000 leases expiring at once become 20 entries "
+        "spread over a few ticks, never a stall.")
+    expire_entries_per_tick: int = limit(
+        4,
+        "Expiry entries proposed per tick, so a mass expiry never fills one Raft batch.")
+    checkpoint_interval_s: float = limit(
+        5.0,
+        "How often the leader proposes remaining TTLs, so a new leader resumes from them (lease_table.promote) rather "
+        "than granting every lease a fresh TTL; etcd's checkpoint interval is 5 minutes, 5 s keeps the error small at "
+        "one entry per 1,000 leases.")
+    checkpoint_batch: int = limit(
+        1000,
+        "Leases per LeaseCheckpointRequest entry: bounds an entry's size.")
+    forward_timeout_s: float = limit(
+        2.0,
+        "A forwarded lease request the leader has not answered in this long is failed (NoLeader, retryable), so a "
+        "client can turn to another member well within a lease's life instead of waiting out its own timeout.")
 
 
 class LeaseActor(Actor):

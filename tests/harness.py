@@ -145,31 +145,35 @@ class Member:
     def wait_grpc(self, timeout: float = START_TIMEOUT_S) -> None:
         """Until the member's gRPC door accepts connections."""
         host, port = config_module.parse_http_address(self.spec.grpc)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection((host, port), timeout=1.0).close()
-                return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gRPC door of {self.name} did not accept connections in {timeout}s")
-            Cluster._check_alive(self)
-            time.sleep(0.05)
+
+        def accepts() -> bool:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return True
+
+        self._wait_door(accepts, f"gRPC door of {self.name} did not accept connections", timeout)
 
     def wait_http(self, timeout: float = START_TIMEOUT_S) -> None:
         """Until the member's gateway answers GET /version."""
+        context = tls_client_context(self.cluster.directory) if self.http_url.startswith("https://") else None
+
+        def answers() -> bool:
+            with urllib.request.urlopen(self.http_url + "/version", timeout=2.0, context=context) as response:
+                return response.status == 200
+
+        self._wait_door(answers, f"gateway of {self.name} did not answer", timeout)
+
+    def _wait_door(self, ready, failure: str, timeout: float) -> None:
+        """Until ready() is true (an OSError counts as not yet), within timeout;
+        a member that died meanwhile fails at once."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                context = tls_client_context(self.cluster.directory) if self.http_url.startswith("https://") else None
-                with urllib.request.urlopen(self.http_url + "/version", timeout=2.0, context=context) as response:
-                    if response.status == 200:
-                        return
+                if ready():
+                    return
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"gateway of {self.name} did not answer in {timeout}s")
+                raise AssertionError(f"{failure} in {timeout}s")
             Cluster._check_alive(self)
             time.sleep(0.05)
 

@@ -67,6 +67,7 @@ from collections import deque
 from actors.base import Actor
 from actors.raft.auto_compaction import AutoCompactor
 from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore
+from actors.raft.limits import RaftLimits
 from actors.raft.peers import Peers
 from actors.raft.retention import RetainedBytes, compaction_index
 from actors.raft.snapshots import SnapshotReceiver, SnapshotSender
@@ -141,12 +142,11 @@ REJOIN_CONTEXT = b"rejoin"
 # start it again with this data dir.
 REMOVED_MARKER = "removed"
 REMOVED_EXIT_CODE = 78
-# Entries per CommittedEntries message: bounds one message's size and apply's batch.
-APPLY_CHUNK_ENTRIES = 1024
 
 
 class RaftActor(Actor):
     name = "raft"
+    raft_limits = RaftLimits()
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
@@ -210,8 +210,9 @@ class RaftActor(Actor):
         if config.security.curve:
             def connect_curve(socket, public_key: str) -> None:
                 curve.make_client(socket, self.keys, public_key.encode())
-        self.peers = Peers(self.context, self.member, config.members, self.log, self.serve_curve, connect_curve)
-        self.snapshot_sender = SnapshotSender(self.data_dir, self.kv_env, self.member.id, self.log)
+        self.peers = Peers(self.context, self.member, config.members, self.log, self.serve_curve, connect_curve,
+                           self.raft_limits)
+        self.snapshot_sender = SnapshotSender(self.data_dir, self.kv_env, self.member.id, self.log, self.raft_limits)
         self.snapshot_receiver = SnapshotReceiver(self.data_dir, self.member.id, self.log)
         self.snapshot_to_step = None  # the MSG_SNAP waiting for apply to install its data
         self.pending_install = None  # the InstallSnapshot sent to apply, resent if apply restarts
@@ -220,6 +221,7 @@ class RaftActor(Actor):
         self.add_reader(self.peers.inbox, self.on_peer)
 
         self.tick_s = self.settings.tick_ms / 1000
+        self.log_ready = self.settings.log_level == "debug"
         self.next_tick = time.monotonic() + self.tick_s
         self.peer_messages = []
         self.proposal_ids: list[int] = []
@@ -573,7 +575,7 @@ class RaftActor(Actor):
             if not self.rejoining:  # a rejoining member must not campaign
                 self.core.tick()
             self.next_tick += self.tick_s
-        if now - self.next_tick > 10 * self.tick_s:  # starved of CPU: do not replay a burst of ticks
+        if now - self.next_tick > self.raft_limits.starved_ticks * self.tick_s:  # starved of CPU
             self.next_tick = now + self.tick_s
         if self.peer_messages:
             messages, self.peer_messages = self.peer_messages, []
@@ -672,7 +674,7 @@ class RaftActor(Actor):
 
     def _auto_compact(self, now: float) -> None:
         """The leader proposes compactions for auto_compaction (checked once a second)."""
-        if now - self.auto_compaction_checked_at < 1.0 or self.core.role != ROLE_LEADER:
+        if now - self.auto_compaction_checked_at < self.raft_limits.auto_compaction_check_s or self.core.role != ROLE_LEADER:
             return
         self.auto_compaction_checked_at = now
         target = self.auto_compactor.next_target(now, self.revision)
@@ -712,12 +714,13 @@ class RaftActor(Actor):
                 self._send_to_peers(messages)
             started = time.perf_counter()
             self._persist(ready)
-            self.log.debug(
-                "ready", entries=len(ready.entries), messages=len(ready.messages), committed=len(ready.committed_entries),
-                persist_ms=round((time.perf_counter() - started) * 1000, 3),
-                last=ready.entries[-1].index if ready.entries else None,
-                commit_to=ready.committed_entries[-1].index if ready.committed_entries else None,
-            )
+            if self.log_ready:  # its fields cost more than the filtered call; once per Ready
+                self.log.debug(
+                    "ready", entries=len(ready.entries), messages=len(ready.messages),
+                    committed=len(ready.committed_entries), persist_ms=round((time.perf_counter() - started) * 1000, 3),
+                    last=ready.entries[-1].index if ready.entries else None,
+                    commit_to=ready.committed_entries[-1].index if ready.committed_entries else None,
+                )
             if ready.snapshot is not None:
                 self.log.info("snapshot_persisted", index=ready.snapshot.index, term=ready.snapshot.term)
             if ready.entries:
@@ -804,7 +807,7 @@ class RaftActor(Actor):
         limit = self.limits.max_apply_inflight_entries
         while self.sent_to_apply < self.committed_for_apply and self.sent_to_apply - self.apply_acked < limit:
             first = self.sent_to_apply + 1
-            last = min(self.committed_for_apply, first + APPLY_CHUNK_ENTRIES - 1, self.apply_acked + limit)
+            last = min(self.committed_for_apply, first + self.raft_limits.apply_chunk_entries - 1, self.apply_acked + limit)
             if fresh_entries and fresh_entries[0].index <= first <= fresh_entries[-1].index:
                 offset = first - fresh_entries[0].index
                 chunk = tuple(fresh_entries[offset : offset + last - first + 1])

@@ -29,19 +29,20 @@ import time
 
 import zmq
 
+from actors.raft.limits import RaftLimits
 from transport import codec
 from transport.messages import ConfChangeProposal, ConfChangeResult, MemberRemoved, RaftBatch, SnapshotChunk, SnapshotChunkAck
 from transport.raft_messages import MSG_SNAP
 from transport.sockets import configure
 
-PEER_HWM = 1000
-
 
 class Peers:
-    def __init__(self, context: zmq.Context, member, members, log, serve_curve=None, connect_curve=None):
+    def __init__(self, context: zmq.Context, member, members, log, serve_curve=None, connect_curve=None,
+                 limits: RaftLimits = RaftLimits()):
+        self.peer_hwm = limits.peer_hwm
         self.member_id = member.id
         self.log = log
-        self.inbox = configure(context.socket(zmq.PULL), PEER_HWM)
+        self.inbox = configure(context.socket(zmq.PULL), self.peer_hwm)
         if serve_curve is not None:
             serve_curve(self.inbox, "peer")
         self.inbox.bind(member.peer)
@@ -50,7 +51,7 @@ class Peers:
         for peer in members:
             if peer.id == member.id:
                 continue
-            socket = configure(context.socket(zmq.PUSH), PEER_HWM)
+            socket = configure(context.socket(zmq.PUSH), self.peer_hwm)
             socket.setsockopt(zmq.IMMEDIATE, 1)
             if connect_curve is not None:
                 connect_curve(socket, peer.public_key)
@@ -83,7 +84,7 @@ class Peers:
             old = self.outboxes.pop(peer, None)
             if old is not None:
                 old.close(0)
-            socket = configure(self.context.socket(zmq.PUSH), PEER_HWM)
+            socket = configure(self.context.socket(zmq.PUSH), self.peer_hwm)
             socket.setsockopt(zmq.IMMEDIATE, 1)
             if not self._connect(socket, peer, url):
                 continue
@@ -145,7 +146,7 @@ class Peers:
         socket = self.removed_outboxes.get(peer)
         if socket is None and peer in self.removed:
             # Not ZMQ_IMMEDIATE: a new socket queues the frame until it connects.
-            socket = configure(self.context.socket(zmq.PUSH), PEER_HWM)
+            socket = configure(self.context.socket(zmq.PUSH), self.peer_hwm)
             if not self._connect(socket, peer, self.removed[peer]):
                 return None
             self.removed_outboxes[peer] = socket

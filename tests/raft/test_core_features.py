@@ -303,12 +303,18 @@ def test_transfer_to_an_up_to_date_follower_makes_it_leader():
     assert any(m.type == MSG_TIMEOUT_NOW and m.to == 2 for m in c.sent)
 
 
-def test_transfer_to_a_lagging_follower_catches_it_up_first():
+def lagging_cluster(proposals: int) -> Cluster:
+    """Three members, 1 leading, 3 isolated while 1 and 2 commit `proposals` entries."""
     c = Cluster(3)
     c.elect(1)
     c.isolate(3)
-    for i in range(5):
+    for i in range(proposals):
         c.propose(1, b"p%d" % i)
+    return c
+
+
+def test_transfer_to_a_lagging_follower_catches_it_up_first():
+    c = lagging_cluster(5)
     c.heal()
     c.sent.clear()
     c[1].transfer_leadership(3)
@@ -455,28 +461,27 @@ def test_a_node_without_a_leader_rejects_a_forwarded_proposal(role):
     assert core.last_index == 0
 
 
+def _assert_rejects_forwarded(leader, data: bytes, reason: str) -> None:
+    """A proposal forwarded by 2 is answered with a rejection naming it, and appended nowhere."""
+    drain(leader)
+    last = leader.last_index
+    leader.step(_prop(1, 2, data))
+    rds = drain(leader)
+    assert _rejections([m for rd in rds for m in rd.messages], 2) == [[data]]
+    assert events_named(rds, "dropped_proposal")[0]["reason"] == reason
+    assert leader.last_index == last
+
+
 def test_a_leader_at_its_uncommitted_limit_rejects_a_forwarded_proposal():
     leader = make_leader(new_core(1, term=1, max_uncommitted_bytes=10))
     assert leader.propose([b"12345678"])  # nobody acknowledges: stays uncommitted
-    drain(leader)
-    last = leader.last_index
-    leader.step(_prop(1, 2, b"12345678"))
-    rds = drain(leader)
-    assert _rejections([m for rd in rds for m in rd.messages], 2) == [[b"12345678"]]
-    assert events_named(rds, "dropped_proposal")[0]["reason"] == "too_many_uncommitted"
-    assert leader.last_index == last
+    _assert_rejects_forwarded(leader, b"12345678", "too_many_uncommitted")
 
 
 def test_a_leader_handing_over_rejects_a_forwarded_proposal():
     leader = make_leader(new_core(1, term=1))
     leader.transfer_leadership(3)  # 3 has not caught up: the transfer stays pending
-    drain(leader)
-    last = leader.last_index
-    leader.step(_prop(1, 2, b"x"))
-    rds = drain(leader)
-    assert _rejections([m for rd in rds for m in rd.messages], 2) == [[b"x"]]
-    assert events_named(rds, "dropped_proposal")[0]["reason"] == "leadership_transfer"
-    assert leader.last_index == last
+    _assert_rejects_forwarded(leader, b"x", "leadership_transfer")
 
 
 def test_a_leader_that_appends_a_forwarded_proposal_sends_no_rejection():
@@ -597,11 +602,7 @@ def test_a_stale_rejection_does_not_move_next_backwards():
 
 
 def test_compaction_then_a_lagging_follower_is_restored_from_a_snapshot():
-    c = Cluster(3)
-    c.elect(1)
-    c.isolate(3)
-    for i in range(6):
-        c.propose(1, b"v%d" % i)
+    c = lagging_cluster(6)
     leader = c[1]
     applied = leader.applied_index
     meta = leader.compact(applied - 1)

@@ -120,3 +120,17 @@ def test_the_password_is_in_no_repr():
 
 if __name__ == "__main__":
     pytest.main([__file__])
+
+
+def test_auth_enabled_and_disabled_within_one_batch_takes_effect_at_the_next_entry(tmp_path):
+    """The state machine reads whether auth is on once per batch (store/apply.py);
+    an Auth* entry of the batch makes the entries after it read it again."""
+    member = Member(tmp_path)
+    setup_users(member)
+    requests = [("", m.PutRequest(b"x", b"1")), ("root", m.AuthDisableRequest()), ("", m.PutRequest(b"x", b"2")),
+                ("root", m.AuthEnableRequest()), ("", m.PutRequest(b"x", b"3"))]
+    entries = [Entry(member.index + i + 1, 1, make_payload(1, codec.encode(request, i), user))
+               for i, (user, request) in enumerate(requests)]
+    answers = dict(member.state.apply_committed(entries).answers)
+    assert answers[0].code == "PermissionDenied" and answers[4].code == "PermissionDenied"
+    assert isinstance(answers[2], m.PutResponse)
