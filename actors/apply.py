@@ -93,6 +93,8 @@ class ApplyActor(Actor):
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
         self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
+        self.metrics_outbox = self.to_frontend
+        self.commit_duration = self.metrics.histogram("etcd_disk_backend_commit_duration_seconds")
         self.add_inbox(self.inbox)
         self.on_message(CommittedEntries, lambda message: self.pending_entries.extend(message.entries))
         self.on_message(InstallSnapshot, self.install_snapshot)
@@ -125,7 +127,9 @@ class ApplyActor(Actor):
 
     def _apply(self, entries) -> None:
         self.current_input = f"CommittedEntries {entries[0].index}..{entries[-1].index}"
+        started = time.perf_counter()
         batch = self.state.apply_committed(entries)
+        self.commit_duration.observe(time.perf_counter() - started)
         for failure in batch.failures:
             self.log.error(
                 "entry_failed", index=failure.index, request_id=failure.request_id,
@@ -200,6 +204,9 @@ class ApplyActor(Actor):
 
     def timeout_ms(self) -> int:
         return 0 if self.compaction_pending else self.settings.tick_ms
+
+    def queue_depth(self) -> int:
+        return len(self.pending_entries)
 
     def on_timer(self, now: float) -> None:
         if self.compaction_pending and not self.pending_entries:

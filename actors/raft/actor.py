@@ -63,6 +63,7 @@ from collections import deque
 from actors.base import Actor
 from actors.raft.auto_compaction import AutoCompactor
 from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore
+from actors.raft.metrics import RaftMetrics
 from actors.raft.peers import Peers
 from actors.raft.retention import RetainedBytes
 from actors.raft.snapshots import SnapshotReceiver, SnapshotSender
@@ -198,6 +199,8 @@ class RaftActor(Actor):
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
+        self.metrics_outbox = self.to_frontend
+        self.raft_metrics = RaftMetrics(self.metrics)
         self.peers = Peers(self.context, self.member, config.members, self.log, self.serve_curve, self.connect_curve)
         self.snapshot_sender = SnapshotSender(self.data_dir, self.kv_env, self.member.id, self.log)
         self.snapshot_receiver = SnapshotReceiver(self.data_dir, self.member.id, self.log)
@@ -548,7 +551,10 @@ class RaftActor(Actor):
             self.next_tick = now + self.tick_s
         if self.peer_messages:
             messages, self.peer_messages = self.peer_messages, []
+            received = self.raft_metrics.received
+            stepped_at = time.perf_counter()
             for message in messages:
+                received(message, stepped_at)
                 if self.rejoining and message.type in (MSG_VOTE, MSG_PRE_VOTE):
                     continue  # the vote we may have cast before losing our disk must not be cast twice
                 self.core.step(message)
@@ -713,6 +719,7 @@ class RaftActor(Actor):
                 )
                 self._fail_read_rounds()
                 self.status_due = 0.0
+                self.raft_metrics.leader_seen(ready.soft_state.leader_id)
             for event in ready.events:
                 name, fields = event[0], (event[1] if len(event) > 1 else {})
                 self.log.info(name, **{"term": self.core.term, **_printable(fields)})
@@ -731,7 +738,9 @@ class RaftActor(Actor):
         saved = self.saved_hard_state
         if not must_sync(ready, self.hard_state, saved):
             return
+        started = time.perf_counter()
         self.store.save(self.hard_state if self.hard_state != saved else None, ready.entries, ready.snapshot)
+        self.raft_metrics.fsync.observe(time.perf_counter() - started)
         self.saved_hard_state = self.hard_state
 
     def _without_snapshots(self, messages):
@@ -744,6 +753,8 @@ class RaftActor(Actor):
         return [message for message in messages if message.type != MSG_SNAP]
 
     def _send_to_peers(self, messages) -> None:
+        if self.core.role == ROLE_LEADER:
+            self.raft_metrics.sent(messages, time.perf_counter())
         for peer in self.peers.send(messages):
             self.core.report_unreachable(peer)
             # Not queued, so never received: a proposal forwarded in it is in no log.
@@ -830,6 +841,12 @@ class RaftActor(Actor):
         frame = codec.encode(status)
         for socket in (self.to_frontend, self.to_lease, self.to_watch):
             self.send(socket, frame, on_full=_republished_next_tick)
+
+    def collect_metrics(self) -> None:
+        self.raft_metrics.collect(self.core.role == ROLE_LEADER)
+
+    def queue_depth(self) -> int:
+        return len(self.proposal_ids) + len(self.waiting_for_leader) + len(self.read_contexts)
 
     def answer_pending(self, error) -> int:
         """Proposals not yet in the log (waiting for a leader, or not yet

@@ -1,14 +1,17 @@
-"""Corruption checks, defragmentation and metrics against one shared 3-member
-cluster (with the HTTP gateway), checking every second."""
+"""Corruption checks, defragmentation and /metrics against one shared 3-member
+cluster (with the HTTP gateway), checking every second. The leader kill runs
+last."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+import urllib.request
 
 import lmdb
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cairn import cli
 from store.environment import kv_path
@@ -162,3 +165,93 @@ def test_defrag_shrinks_the_file_while_writes_and_reads_go_on(cluster, capsys):
         assert len(hashes) == 1
         defragmented = [r for r in n2.log_records("apply") if r.get("event") == "defragmented"]
         assert defragmented and defragmented[-1]["size_after"] < defragmented[-1]["size_before"]
+
+
+# ------------------------------------------------------------------ /metrics
+
+
+def _scrape(member) -> dict:
+    """The member's /metrics, parsed by prometheus_client's own parser:
+    (sample name, labels) -> value."""
+    with urllib.request.urlopen(member.http_url + "/metrics", timeout=10) as answer:
+        assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = answer.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def _value(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+ACTORS = ("raft", "apply", "frontend", "watch", "lease")
+
+
+def test_metrics_parse_and_move_with_traffic(cluster):
+    leader = cluster.leader()
+    follower = next(member for member in cluster.members.values() if member is not leader)
+    before = {member.name: _scrape(member) for member in cluster.members.values()}
+    with cluster.client() as client:
+        for i in range(30):
+            client.put(f"metrics/{i}", "v")
+        lease = client.lease_grant(60).id
+        revision = client.put("metrics/leased", "v", lease=lease).header.revision
+    with cluster.client(endpoints=[follower.endpoint]) as watcher, watcher.watch("metrics/", prefix=True):
+
+        def moved(member):
+            now, then = _scrape(member), before[member.name]
+            ready = (_value(now, "etcd_server_proposals_applied_total") >= _value(then, "etcd_server_proposals_applied_total") + 32
+                     and _value(now, "etcd_debugging_lease_granted_total") > _value(then, "etcd_debugging_lease_granted_total")
+                     and _value(now, "etcd_disk_backend_commit_duration_seconds_count") > _value(then, "etcd_disk_backend_commit_duration_seconds_count")
+                     and _value(now, "etcd_disk_wal_fsync_duration_seconds_count") > _value(then, "etcd_disk_wal_fsync_duration_seconds_count"))
+            return now if ready else None
+
+        after = {member.name: wait_for(lambda: moved(member), f"{member.name}'s metrics to move", 15)
+                 for member in cluster.members.values()}
+
+        def watched():
+            samples = _scrape(follower)
+            return samples if _value(samples, "etcd_debugging_mvcc_watcher_total") >= 1 else None
+
+        watching = wait_for(watched, "the follower's watcher count", 15)
+    assert _value(watching, "etcd_debugging_mvcc_watch_stream_total") >= 1
+    for name, samples in after.items():
+        assert _value(samples, "etcd_server_has_leader") == 1
+        assert _value(samples, "etcd_server_is_leader") == (name == leader.name)
+        committed = _value(samples, "etcd_server_proposals_committed_total")
+        assert committed >= _value(samples, "etcd_server_proposals_applied_total") >= revision
+        assert _value(samples, "etcd_debugging_mvcc_current_revision") >= revision
+        assert _value(samples, "etcd_debugging_mvcc_keys_total") >= 31
+        assert _value(samples, "etcd_mvcc_db_total_size_in_bytes") >= _value(samples, "etcd_mvcc_db_total_size_in_use_in_bytes") > 0
+        spec = cluster.members[name].spec
+        assert _value(samples, "etcd_server_id", server_id=f"{spec.id:x}") == 1
+        # the histograms' buckets are cumulative, ending with every observation
+        count = _value(samples, "etcd_disk_wal_fsync_duration_seconds_count")
+        assert _value(samples, "etcd_disk_wal_fsync_duration_seconds_bucket", le="+Inf") == count > 0
+        assert _value(samples, "etcd_disk_wal_fsync_duration_seconds_bucket", le="0.001") <= count
+        assert _value(samples, "etcd_disk_wal_fsync_duration_seconds_sum") > 0
+        for actor in ACTORS:  # every actor reported, and its loop did some work
+            assert _value(samples, "cairn_actor_busy_seconds_total", actor=actor) > 0, (name, actor)
+            assert ("cairn_actor_queue_depth", (("actor", actor),)) in samples
+        assert _value(samples, "cairn_actor_batch_size_count", actor="frontend") > 0
+    # the leader times its heartbeats to each peer
+    leader_samples = after[leader.name]
+    for member in cluster.members.values():
+        if member is not leader:
+            assert _value(leader_samples, "etcd_network_peer_round_trip_time_seconds_count", To=f"{member.spec.id:x}") > 0
+
+
+def test_a_leader_kill_is_a_leader_change_the_others_count(cluster):
+    leader = cluster.leader()
+    others = [member for member in cluster.members.values() if member is not leader]
+    before = {member.name: _value(_scrape(member), "etcd_server_leader_changes_seen_total") for member in others}
+    leader.kill9()
+    try:
+        cluster.leader(among=others)
+        for member in others:
+            wait_for(lambda: _value(_scrape(member), "etcd_server_leader_changes_seen_total") > before[member.name],
+                     f"{member.name} to count the leader change", 15)
+            assert _value(_scrape(member), "etcd_server_has_leader") == 1
+    finally:
+        leader.start()
+        cluster.wait_ready([leader])
