@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ import time
 
 from cairn.client import Client
 from transport import messages as m
-from transport.errors import CairnError
+from transport.errors import CairnError, PermissionDeniedError
 
 DEFAULT_ENDPOINTS = "tcp://127.0.0.1:2379"
 EXIT_ERROR = 1
@@ -253,29 +254,72 @@ def cmd_endpoint_status(client: Client, args) -> None:
         raise SystemExit(EXIT_ERROR)
 
 
-def cmd_endpoint_health(client: Client, args) -> None:
-    """Healthy = a linearizable read (which needs a leader and a quorum) succeeds, as etcdctl checks."""
-    unhealthy = False
-    results = []
-    for endpoint in _endpoints_to_query(client, args):
-        single = Client([endpoint], timeout=client.timeout, **args.security)
+def go_duration(seconds: float) -> str:
+    """A duration as Go's time.Duration prints it (etcdctl's "took = 1.234567ms")."""
+    nanos = max(0, round(seconds * 1e9))
+    if nanos < 1000:
+        return f"{nanos}ns"
+    for unit, size in (("µs", 1000), ("ms", 1000_000), ("s", 1000_000_000)):
+        if nanos < size * 1000 or unit == "s":
+            whole, fraction = divmod(nanos, size)
+            digits = len(str(size)) - 1
+            text = f"{whole}.{fraction:0{digits}d}".rstrip("0").rstrip(".") if fraction else str(whole)
+            if unit == "s" and whole >= 60:  # etcdctl's minutes: 1m2.5s
+                minutes, rest = divmod(nanos, 60 * size)
+                return f"{minutes}m{go_duration(rest / 1e9)}"
+            return text + unit
+    raise AssertionError("unreachable")
+
+
+def _endpoint_health(endpoint: str, args, timeout: float) -> dict:
+    """etcdctl's check: a linearizable read (it needs a leader and a quorum;
+    refused by auth still went through raft, so healthy), then no alarm raised."""
+    health = {"endpoint": endpoint, "health": False, "took": ""}
+    with Client([endpoint], timeout=timeout, **args.security) as single:
         started = time.monotonic()
         try:
             single.get(b"health")
-            took = (time.monotonic() - started) * 1000
-            results.append({"endpoint": endpoint, "health": True, "took": f"{took:.3f}ms"})
-            if args.write_out != "json":
-                print(f"{endpoint} is healthy: successfully committed proposal: took = {took:.3f}ms")
-        except CairnError as error:
-            unhealthy = True
-            results.append({"endpoint": endpoint, "health": False, "error": str(error)})
-            if args.write_out != "json":
-                print(f"{endpoint} is unhealthy: failed to commit proposal: {error}", file=sys.stderr)
-        finally:
-            single.close()
+            error = None
+        except PermissionDeniedError:
+            error = None
+        except CairnError as failure:
+            error = str(failure)
+        health["took"] = go_duration(time.monotonic() - started)
+        if error is not None:
+            health["error"] = error
+            return health
+        try:
+            alarms = single.alarm_list().alarms
+        except CairnError:
+            health["error"] = "Unable to fetch the alarm list"
+            return health
+    if alarms:
+        health["error"] = "Active Alarm(s): " + "".join(m.ALARM_NAMES.get(a.alarm, "UNKNOWN") + " " for a in alarms)
+        return health
+    health["health"] = True
+    return health
+
+
+def cmd_endpoint_health(client: Client, args) -> None:
+    """etcdctl endpoint health [--cluster]: every endpoint at once; "is healthy"
+    lines on stdout, "is unhealthy" ones on stderr, and exit 1 with
+    "unhealthy cluster" if any is."""
+    endpoints = _endpoints_to_query(client, args)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(endpoints), 16))) as pool:
+        results = list(pool.map(lambda endpoint: _endpoint_health(endpoint, args, client.timeout), endpoints))
     if args.write_out == "json":
         print(json.dumps(results))
-    if unhealthy:
+    elif args.write_out == "table":
+        _print_table(("ENDPOINT", "HEALTH", "TOOK", "ERROR"),
+                     [(r["endpoint"], str(r["health"]).lower(), r["took"], r.get("error", "")) for r in results])
+    else:
+        for r in results:
+            if r["health"]:
+                print(f"{r['endpoint']} is healthy: successfully committed proposal: took = {r['took']}")
+            else:
+                print(f"{r['endpoint']} is unhealthy: failed to commit proposal: {r['error']}", file=sys.stderr)
+    if not all(r["health"] for r in results):
+        print("Error: unhealthy cluster", file=sys.stderr)
         raise SystemExit(EXIT_ERROR)
 
 

@@ -4,7 +4,9 @@ last."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
 import time
 import urllib.request
@@ -65,6 +67,11 @@ def test_an_offline_edit_raises_corrupt_and_disarm_clears_it(cluster, capsys):
         wait_for(lambda: _refused(client, n3.endpoint, serializable=True), "serializable reads refused on n3", 5)
         # status and hashes are still served, so the operator can look
         assert client.status(endpoint=n3.endpoint).errors
+        # and endpoint health says what etcdctl's says
+        capsys.readouterr()
+        assert cli.main(["--endpoints", n3.endpoint, "endpoint", "health"]) == cli.EXIT_ERROR
+        assert capsys.readouterr().err == (f"{n3.endpoint} is unhealthy: failed to commit proposal: "
+                                           "etcdserver: corrupt cluster\nError: unhealthy cluster\n")
 
         # repair n3 (undo the edit), then disarm: the checks pass and requests work again
         n3.stop()
@@ -241,7 +248,20 @@ def test_metrics_parse_and_move_with_traffic(cluster):
             assert _value(leader_samples, "etcd_network_peer_round_trip_time_seconds_count", To=f"{member.spec.id:x}") > 0
 
 
-def test_a_leader_kill_is_a_leader_change_the_others_count(cluster):
+HEALTHY = re.compile(r"^(tcp://127\.0\.0\.1:\d+) is healthy: successfully committed proposal: took = [\d.]+(ns|µs|ms|s)$")
+
+
+def test_endpoint_health_prints_etcdctls_lines(cluster, capsys):
+    assert cli.main(["--endpoints", cluster.endpoints[0], "endpoint", "health", "--cluster"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert sorted(HEALTHY.match(line).group(1) for line in out) == sorted(cluster.endpoints), out
+    assert cli.main(["--endpoints", ",".join(cluster.endpoints), "endpoint", "health", "-w", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {row["endpoint"] for row in rows} == set(cluster.endpoints) and all(row["health"] for row in rows)
+    assert all("error" not in row for row in rows)
+
+
+def test_a_leader_kill_is_a_leader_change_the_others_count(cluster, capsys):
     leader = cluster.leader()
     others = [member for member in cluster.members.values() if member is not leader]
     before = {member.name: _value(_scrape(member), "etcd_server_leader_changes_seen_total") for member in others}
@@ -252,6 +272,17 @@ def test_a_leader_kill_is_a_leader_change_the_others_count(cluster):
             wait_for(lambda: _value(_scrape(member), "etcd_server_leader_changes_seen_total") > before[member.name],
                      f"{member.name} to count the leader change", 15)
             assert _value(_scrape(member), "etcd_server_has_leader") == 1
+        # endpoint health: the dead member is unhealthy (stderr, exit 1), the others healthy
+        capsys.readouterr()
+        assert cli.main(["--endpoints", others[0].endpoint, "--command-timeout", "2", "endpoint", "health",
+                         "--cluster"]) == cli.EXIT_ERROR
+        captured = capsys.readouterr()
+        assert sorted(HEALTHY.match(line).group(1) for line in captured.out.splitlines()) == sorted(
+            member.endpoint for member in others)
+        errors = captured.err.splitlines()
+        assert errors[-1] == "Error: unhealthy cluster"
+        assert [line.split(" ")[0] for line in errors[:-1]] == [leader.endpoint]
+        assert errors[0].startswith(f"{leader.endpoint} is unhealthy: failed to commit proposal: ")
     finally:
         leader.start()
         cluster.wait_ready([leader])
