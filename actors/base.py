@@ -54,6 +54,7 @@ PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
 # How long the answers close() queued may take to leave before the sockets go.
 CLOSE_LINGER_MS = 1000
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 def set_process_title(title: str) -> None:
@@ -128,6 +129,7 @@ class Actor:
         self._busy_s = self.metrics.counter("cairn_actor_busy_seconds_total")
         self._queue_depth = self.metrics.gauge("cairn_actor_queue_depth")
         self._bad_frames = self.metrics.counter("cairn_actor_bad_frames_total")
+        self._resident = self.metrics.gauge("cairn_actor_resident_memory_bytes")
         self._metrics_due = 0.0
 
     # ------------------------------------------------------------------ CURVE
@@ -255,6 +257,7 @@ class Actor:
         self._metrics_due = now + REPORT_INTERVAL_S
         self._queue_depth.value = self.queue_depth()
         self._bad_frames.value = self.bad_frames
+        self._resident.value = resident_bytes()
         self.collect_metrics()
         self.publish_metrics(self.metrics.report(self.name))
 
@@ -315,6 +318,15 @@ class Actor:
             if now >= self._metrics_due:
                 self.report_metrics(now)
             self._busy_s.value += time.perf_counter() - started
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (0 where /proc cannot say)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _dropped() -> None:

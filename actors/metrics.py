@@ -95,6 +95,8 @@ CATALOGUE: dict[str, Spec] = {
     "cairn_actor_busy_seconds_total": Spec(COUNTER, "Time an actor's loop spent handling, not waiting.",
                                            wire_units=MICROSECONDS),
     "cairn_actor_bad_frames_total": Spec(COUNTER, "Frames an actor dropped because they did not decode."),
+    "cairn_actor_resident_memory_bytes": Spec(GAUGE, "Resident memory of the actor's process (LMDB's mapped "
+                                                     "pages it touched included), as process_resident_memory_bytes."),
 }
 
 

@@ -23,6 +23,7 @@ import os
 import sys
 import time
 
+from cairn import check as check_module
 from cairn.client import Client
 from transport import messages as m
 from transport.errors import CairnError, PermissionDeniedError
@@ -320,6 +321,26 @@ def cmd_endpoint_health(client: Client, args) -> None:
                 print(f"{r['endpoint']} is unhealthy: failed to commit proposal: {r['error']}", file=sys.stderr)
     if not all(r["health"] for r in results):
         print("Error: unhealthy cluster", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR)
+
+
+def cmd_check_perf(client: Client, args) -> None:
+    try:
+        passed = check_module.check_perf(client, args.security, args.load, args.prefix, args.duration,
+                                         args.auto_compact, args.auto_defrag)
+    except check_module.CheckFailed as error:
+        raise UsageError(str(error)) from None
+    if not passed:
+        raise SystemExit(EXIT_ERROR)
+
+
+def cmd_check_datascale(client: Client, args) -> None:
+    try:
+        passed = check_module.check_datascale(client, args.security, args.load, args.prefix, args.limit,
+                                              args.auto_compact, args.auto_defrag)
+    except check_module.CheckFailed as error:
+        raise UsageError(str(error)) from None
+    if not passed:
         raise SystemExit(EXIT_ERROR)
 
 
@@ -1203,6 +1224,21 @@ def build_parser() -> argparse.ArgumentParser:
     defrag = commands.add_parser("defrag", help="defragment members' keyspace files, one at a time")
     defrag.add_argument("--cluster", action="store_true", help="all members, from member list")
     defrag.set_defaults(run=cmd_defrag)
+
+    check = commands.add_parser("check", help="check perf / datascale: qualify the cluster's hardware (etcdctl's)")
+    check_commands = commands.add_subparsers(check, dest="check_command", required=True)
+    perf = check_commands.add_parser("perf", help="writes at the load's rate for 60 s; PASS or FAIL")
+    datascale = check_commands.add_parser("datascale", help="the first endpoint's memory growth for the load's keys")
+    for sub, prefix in ((perf, check_module.PERF_PREFIX), (datascale, check_module.DATASCALE_PREFIX)):
+        sub.add_argument("--load", default="s", help="s(small), m(medium), l(large), xl(xLarge)")
+        sub.add_argument("--prefix", default=prefix, help="where the check's keys go (must be empty)")
+        sub.add_argument("--auto-compact", action="store_true", help="compact to the last revision afterwards")
+        sub.add_argument("--auto-defrag", action="store_true", help="defragment the endpoints afterwards")
+    # not etcdctl's: shorter runs, for tests and quick looks
+    perf.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
+    datascale.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
+    perf.set_defaults(run=cmd_check_perf)
+    datascale.set_defaults(run=cmd_check_datascale)
 
     snapshot = commands.add_parser("snapshot", help="snapshot save / status")
     snapshot_commands = commands.add_subparsers(snapshot, dest="snapshot_command", required=True)

@@ -1,4 +1,5 @@
-"""Corruption checks, defragmentation and /metrics against one shared 3-member
+"""Corruption checks, defragmentation, /metrics, endpoint health and the
+hardware checks (check perf, check datascale) against one shared 3-member
 cluster (with the HTTP gateway), checking every second. The leader kill runs
 last."""
 
@@ -259,6 +260,49 @@ def test_endpoint_health_prints_etcdctls_lines(cluster, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert {row["endpoint"] for row in rows} == set(cluster.endpoints) and all(row["health"] for row in rows)
     assert all("error" not in row for row in rows)
+
+
+# ------------------------------------------------------------------ check perf / datascale
+
+PERF_LINES = (re.compile(r"^(PASS: Throughput is|FAIL: Throughput too low:) (\d+) writes/s$"),
+              re.compile(r"^(PASS: Slowest request took|Slowest request took too long:) \d+\.\d{6}s$"),
+              re.compile(r"^(PASS: Stddev is|Stddev too high:) \d+\.\d{6}s$"))
+
+
+def _prefix_count(cluster, prefix: str) -> int:
+    with cluster.client() as client:
+        return client.get(prefix, prefix=True, count_only=True).count
+
+
+def test_check_perf_prints_etcdctls_verdict_and_leaves_nothing_behind(cluster, capsys):
+    # the small load (150 writes/s, 50 clients) for 3 s instead of 60 (a hidden flag, not etcdctl's)
+    code = cli.main(["--endpoints", ",".join(cluster.endpoints), "check", "perf", "--load", "s", "--duration", "3",
+                     "--auto-compact"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("compacted revision ")
+    verdict = lines[1:]
+    assert len(verdict) == 4 and all(pattern.match(line) for pattern, line in zip(PERF_LINES, verdict)), verdict
+    assert verdict[-1] == ("PASS" if code == 0 else "FAIL") and code in (0, cli.EXIT_ERROR)
+    assert 1 <= int(PERF_LINES[0].match(verdict[0]).group(2)) <= 152  # the rate is capped at the load's
+    assert _prefix_count(cluster, "/etcdctl-check-perf/") == 0
+    # a prefix with keys is refused, as etcdctl refuses it
+    with cluster.client() as client:
+        client.put("/etcdctl-check-perf/mine", "v")
+    assert cli.main(["--endpoints", cluster.endpoints[0], "check", "perf", "--duration", "1"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err == ('Error: prefix "/etcdctl-check-perf/" has keys. Delete with etcdctl del '
+                                       "--prefix /etcdctl-check-perf/ first\n")
+    assert cli.main(["--endpoints", cluster.endpoints[0], "check", "perf", "--load", "xxl"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err == "Error: unknown load option xxl\n"
+    with cluster.client() as client:
+        client.delete("/etcdctl-check-perf/mine")
+
+
+def test_check_datascale_reports_the_members_memory_growth(cluster, capsys):
+    assert cli.main(["--endpoints", cluster.endpoints[0], "check", "datascale", "--limit", "1000"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Start data scale check for work load [1000 key-value pairs, 1024 bytes per key-value, 50 concurrent clients]."
+    assert re.fullmatch(r"PASS: Approximate system memory used : -?\d+\.\d\d MB\.", lines[1]), lines
+    assert len(lines) == 2 and _prefix_count(cluster, "/etcdctl-check-datascale/") == 0
 
 
 def test_a_leader_kill_is_a_leader_change_the_others_count(cluster, capsys):
