@@ -324,20 +324,12 @@ def cmd_endpoint_health(client: Client, args) -> None:
         raise SystemExit(EXIT_ERROR)
 
 
-def cmd_check_perf(client: Client, args) -> None:
+def cmd_check(client: Client, args) -> None:
+    """etcdctl check perf / datascale (cairn/check.py): exit 1 on FAIL."""
+    check, size = ((check_module.check_perf, args.duration) if args.check_command == "perf"
+                   else (check_module.check_datascale, args.limit))
     try:
-        passed = check_module.check_perf(client, args.security, args.load, args.prefix, args.duration,
-                                         args.auto_compact, args.auto_defrag)
-    except check_module.CheckFailed as error:
-        raise UsageError(str(error)) from None
-    if not passed:
-        raise SystemExit(EXIT_ERROR)
-
-
-def cmd_check_datascale(client: Client, args) -> None:
-    try:
-        passed = check_module.check_datascale(client, args.security, args.load, args.prefix, args.limit,
-                                              args.auto_compact, args.auto_defrag)
+        passed = check(client, args.security, args.load, args.prefix, size, args.auto_compact, args.auto_defrag)
     except check_module.CheckFailed as error:
         raise UsageError(str(error)) from None
     if not passed:
@@ -1237,8 +1229,8 @@ def build_parser() -> argparse.ArgumentParser:
     # not etcdctl's: shorter runs, for tests and quick looks
     perf.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
     datascale.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
-    perf.set_defaults(run=cmd_check_perf)
-    datascale.set_defaults(run=cmd_check_datascale)
+    perf.set_defaults(run=cmd_check)
+    datascale.set_defaults(run=cmd_check)
 
     snapshot = commands.add_parser("snapshot", help="snapshot save / status")
     snapshot_commands = commands.add_subparsers(snapshot, dest="snapshot_command", required=True)

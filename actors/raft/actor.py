@@ -117,6 +117,7 @@ from transport.raft_messages import (
     CONF_UPDATE,
     ENTRY_CONF_CHANGE,
     MESSAGE_TYPE_NAMES,
+    MSG_HEARTBEAT_RESP,
     MSG_PRE_VOTE,
     MSG_PROP,
     MSG_SNAP,
@@ -551,10 +552,10 @@ class RaftActor(Actor):
             self.next_tick = now + self.tick_s
         if self.peer_messages:
             messages, self.peer_messages = self.peer_messages, []
-            received = self.raft_metrics.received
             stepped_at = time.perf_counter()
             for message in messages:
-                received(message, stepped_at)
+                if message.type == MSG_HEARTBEAT_RESP:  # a leader times its heartbeats (peer round trip)
+                    self.raft_metrics.heartbeat_answered(message.sender, stepped_at)
                 if self.rejoining and message.type in (MSG_VOTE, MSG_PRE_VOTE):
                     continue  # the vote we may have cast before losing our disk must not be cast twice
                 self.core.step(message)

@@ -13,7 +13,7 @@ RaftStatus when a scrape asks, fresher than a report.
 from __future__ import annotations
 
 from actors.metrics import Metrics
-from transport.raft_messages import MSG_HEARTBEAT, MSG_HEARTBEAT_RESP
+from transport.raft_messages import MSG_HEARTBEAT
 
 
 class RaftMetrics:
@@ -35,16 +35,13 @@ class RaftMetrics:
             if message.type == MSG_HEARTBEAT and message.to not in self.heartbeat_sent:
                 self.heartbeat_sent[message.to] = now
 
-    def received(self, message, now: float) -> None:
-        """Call for each peer message stepped; only heartbeat answers cost more than a compare."""
-        if message.type != MSG_HEARTBEAT_RESP:
-            return
-        sent = self.heartbeat_sent.pop(message.sender, None)
+    def heartbeat_answered(self, peer: int, now: float) -> None:
+        sent = self.heartbeat_sent.pop(peer, None)
         if sent is not None:
-            histogram = self.round_trips.get(message.sender)
+            histogram = self.round_trips.get(peer)
             if histogram is None:
-                histogram = self.round_trips[message.sender] = self.metrics.histogram(
-                    "etcd_network_peer_round_trip_time_seconds", (f"{message.sender:x}",))
+                histogram = self.round_trips[peer] = self.metrics.histogram(
+                    "etcd_network_peer_round_trip_time_seconds", (f"{peer:x}",))
             histogram.observe(now - sent)
 
     def collect(self, leading: bool) -> None:
