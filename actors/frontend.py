@@ -583,12 +583,17 @@ class FrontendActor(Actor):
         each turn, so they go on in the new file; a snapshot copy thread may
         still be reading the old one, which is closed once none is."""
         if not message.error:
+            started = time.perf_counter()
             self.retired_envs.append(self.env)
             self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
             self.keyspace = KeySpace(self.env)
             self.alarms = Alarms(self.env)
             self.auth.reopen(self.env)
+            opened = time.perf_counter()
             self.close_retired_envs()
+            # reads wait for this: the old file's last close frees its blocks
+            self.log.info("keyspace_reopened", open_ms=round((opened - started) * 1000, 1),
+                          close_old_ms=round((time.perf_counter() - opened) * 1000, 1))
         self.maintenance.defragmented(message)
 
     def close_retired_envs(self) -> None:
