@@ -70,9 +70,10 @@ def test_an_offline_edit_raises_corrupt_and_disarm_clears_it(cluster, capsys):
         assert client.status(endpoint=n3.endpoint).errors
         # and endpoint health says what etcdctl's says
         capsys.readouterr()
-        assert cli.main(["--endpoints", n3.endpoint, "endpoint", "health"]) == cli.EXIT_ERROR
-        assert capsys.readouterr().err == (f"{n3.endpoint} is unhealthy: failed to commit proposal: "
-                                           "etcdserver: corrupt cluster\nError: unhealthy cluster\n")
+        code = cli.main(["--endpoints", n3.endpoint, "endpoint", "health"])
+        err = capsys.readouterr().err
+        assert code == cli.EXIT_ERROR and err == (f"{n3.endpoint} is unhealthy: failed to commit proposal: "
+                                                  "etcdserver: corrupt cluster\nError: unhealthy cluster\n"), err
 
         # repair n3 (undo the edit), then disarm: the checks pass and requests work again
         n3.stop()
