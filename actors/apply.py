@@ -21,6 +21,7 @@ watchers (WatchInterest), only the new revision (the events stay in the store).
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from actors.base import Actor
@@ -52,7 +53,7 @@ from transport.sockets import inbox, outbox
 
 
 @limits(
-    positive("quota_check_s"),
+    positive("quota_check_s", "retired_file_hold_s"),
     holds(lambda l: l.alarm_retry_s >= l.quota_check_s, "a retry is only noticed at a quota check"),
 )
 class ApplyLimits:
@@ -67,6 +68,12 @@ class ApplyLimits:
         5.0,
         "How long to wait before proposing the alarm again if the first proposal got lost (a leader change): longer "
         "than a proposal takes to be applied.")
+    retired_file_hold_s: float = limit(
+        10.0,
+        "A defragment's replaced file gives its disk blocks back when its last user closes it, which for a GiB takes "
+        "the closing thread about a second. Apply holds it open this long, well past the reopen of frontend, watch, "
+        "lease and raft (one turn of their loops each), then closes it on a thread of its own, so no actor's loop "
+        "pays for it (tests/defrag_pause.py).")
 
 
 class ApplyActor(Actor):
@@ -93,12 +100,15 @@ class ApplyActor(Actor):
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
         self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
+        self.metrics_outbox = self.to_frontend
+        self.commit_duration = self.metrics.histogram("etcd_disk_backend_commit_duration_seconds")
         self.add_inbox(self.inbox)
         self.on_message(CommittedEntries, lambda message: self.pending_entries.extend(message.entries))
         self.on_message(InstallSnapshot, self.install_snapshot)
         self.on_message(WatchInterest, self.on_watch_interest)
         self.on_message(Defragment, self.defragment)
         self.pending_entries = []
+        self.retired_file: tuple[int, float] | None = None  # (fd, close at) of a file a defragment replaced
         # Until the watch hub says otherwise, assume it has watchers: sending
         # events it does not need is only a cost, eliding ones it needs is a gap.
         self.hub_watching = True
@@ -125,7 +135,9 @@ class ApplyActor(Actor):
 
     def _apply(self, entries) -> None:
         self.current_input = f"CommittedEntries {entries[0].index}..{entries[-1].index}"
+        started = time.perf_counter()
         batch = self.state.apply_committed(entries)
+        self.commit_duration.observe(time.perf_counter() - started)
         for failure in batch.failures:
             self.log.error(
                 "entry_failed", index=failure.index, request_id=failure.request_id,
@@ -181,9 +193,11 @@ class ApplyActor(Actor):
         path = kv_file(self.data_dir)
         before = os.path.getsize(path)
         self.current_input = f"Defragment {message.request_id}"
+        old_file = os.open(path, os.O_RDONLY)  # held past the readers' reopen (ApplyLimits.retired_file_hold_s)
         try:
             self.env = defragment_kv(self.env, self.data_dir, self.settings.kv_map_bytes)
         except Exception as error:  # the old keyspace stays in use
+            os.close(old_file)
             self.log.error("defragment_failed", error=f"{type(error).__name__}: {error}")
             if not _is_open(self.env):
                 raise  # the environment is gone: the supervisor restarts this actor, which recovers
@@ -191,6 +205,8 @@ class ApplyActor(Actor):
             return
         self.state = StateMachine(self.env, self.rules)
         self.keyspace = self.state.keyspace
+        self._close_retired_file()  # an earlier defragment's, if still held
+        self.retired_file = (old_file, time.monotonic() + self.apply_limits.retired_file_hold_s)
         after = os.path.getsize(path)
         pause_ms = round((time.monotonic() - started) * 1000)
         self.log.info("defragmented", size_before=before, size_after=after, pause_ms=pause_ms)
@@ -201,10 +217,22 @@ class ApplyActor(Actor):
     def timeout_ms(self) -> int:
         return 0 if self.compaction_pending else self.settings.tick_ms
 
+    def queue_depth(self) -> int:
+        return len(self.pending_entries)
+
     def on_timer(self, now: float) -> None:
         if self.compaction_pending and not self.pending_entries:
             self._compaction_step()
         self._check_quota(now)
+        if self.retired_file is not None and now >= self.retired_file[1]:
+            self._close_retired_file()
+
+    def _close_retired_file(self) -> None:
+        """The last close of a replaced keyspace file, off this loop (os.close
+        releases the GIL while the kernel frees the blocks)."""
+        if self.retired_file is not None:
+            threading.Thread(target=os.close, args=(self.retired_file[0],), name="retired-keyspace", daemon=True).start()
+            self.retired_file = None
 
     def _compaction_step(self) -> None:
         """One bounded step of a physical compaction, in its own transaction."""
@@ -230,6 +258,8 @@ class ApplyActor(Actor):
         self.send(self.to_raft, ProposeBatch((request_id,), (make_payload(self.member.id, frame),)))
 
     def release(self) -> None:
+        if self.retired_file is not None:
+            os.close(self.retired_file[0])
         self.env.close()
 
 

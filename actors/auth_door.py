@@ -52,7 +52,8 @@ frontend adds around it, none of which is replicated:
   root may do (maintenance, move-leader, membership, anything unknown) are
   checked when they arrive. Status, member list, alarm list, auth status and
   the lease keep-alive family need no permission (etcd's clients call them
-  to find their way; knowing a lease's id is what a keep-alive needs).
+  to find their way; knowing a lease's id is what a keep-alive needs), nor do
+  metrics (etcd's /metrics asks for none).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ from transport.messages import (
     LeaseTimeToLiveRequest,
     LockRequest,
     MemberListRequest,
+    MetricsRequest,
     ProclaimRequest,
     RangeRequest,
     ResignRequest,
@@ -98,7 +100,7 @@ MAX_THROTTLED = 100_000
 MAX_FAILURE_DOUBLINGS = 6  # the wait grows to at most 64x auth_failure_delay_ms
 
 # Requests any caller may make with auth enabled (see the docstring).
-OPEN_REQUESTS = (StatusRequest, MemberListRequest, AuthStatusRequest,
+OPEN_REQUESTS = (StatusRequest, MetricsRequest, MemberListRequest, AuthStatusRequest,
                  LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest)
 
 

@@ -134,10 +134,17 @@ def is_write(message) -> bool:
     return not isinstance(message, _READS)
 
 
+# A defragment copies the member's whole keyspace file (cairnctl defrag waits as long).
+DEFRAGMENT_WAIT_S = 60.0
+
+
 def call_timeout(message) -> float | None:
     """Lock and campaign wait for their turn: the member's wait limit, as the
-    client library allows; None is the client's default."""
-    return aio.Client.SERVICE_WAIT_S if isinstance(message, (m.LockRequest, m.CampaignRequest)) else None
+    client library allows; a defragment as long as it copies; None is the
+    client's default. A caller's shorter deadline still wins (call)."""
+    if isinstance(message, (m.LockRequest, m.CampaignRequest)):
+        return aio.Client.SERVICE_WAIT_S
+    return DEFRAGMENT_WAIT_S if isinstance(message, m.DefragmentRequest) else None
 
 
 async def call(client: aio.Client, message, timeout: float | None = None, endpoint: str | None = None,

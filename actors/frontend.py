@@ -77,6 +77,10 @@ from transport.messages import (
     ConfChangeResult,
     MemberListRequest,
     MemberListResponse,
+    MetricSample,
+    MetricsReport,
+    MetricsRequest,
+    MetricsResponse,
     MoveLeaderRequest,
     MoveLeaderResponse,
     ProposalsRejected,
@@ -215,6 +219,11 @@ class FrontendActor(Actor):
         self.corruption = CorruptionChecker(self)  # periodic and start-up HashKV comparisons
         self.on_message(ConfChangeResult, self.member_service.on_result)
         self.on_message(KeyspaceReplaced, self.on_keyspace_replaced)
+        # every actor's last metrics report, this one's included (actors/metrics.py)
+        self.metric_reports: dict[str, MetricsReport] = {}
+        self.on_message(MetricsReport, self.on_metrics_report)
+        self.proposals_failed = self.metrics.counter("etcd_server_proposals_failed_total")
+        self.read_indexes = self.metrics.counter("etcd_server_read_indexes_total")
         self.log.info("frontend_listening", client=self.member.client)
 
     # ------------------------------------------------------------------ clients
@@ -284,6 +293,8 @@ class FrontendActor(Actor):
             self.for_lease.append((identity, frame))
         elif isinstance(request, StatusRequest):
             self.reply(identity, request_id, self.status())
+        elif isinstance(request, MetricsRequest):
+            self.reply(identity, request_id, self.metrics_response())
         elif isinstance(request, MemberListRequest):
             self.reply(identity, request_id, self.member_list())
         elif isinstance(request, MoveLeaderRequest):
@@ -339,7 +350,7 @@ class FrontendActor(Actor):
             return request.serializable
         if isinstance(request, AlarmRequest):
             return request.action == ALARM_GET
-        return isinstance(request, WATCH_REQUESTS + (StatusRequest, MemberListRequest) + MAINTENANCE_REQUESTS)
+        return isinstance(request, WATCH_REQUESTS + (StatusRequest, MetricsRequest, MemberListRequest) + MAINTENANCE_REQUESTS)
 
     @staticmethod
     def check_write(request) -> None:
@@ -396,6 +407,7 @@ class FrontendActor(Actor):
         for request_id in message.request_ids:
             pending = self.pending_writes.pop(request_id, None)
             if pending is not None:
+                self.proposals_failed.value += 1
                 self.reply_error(pending[0], request_id, error_class(leader_hint=message.leader_id))
         self.log.info("proposals_rejected", request_ids=list(message.request_ids), code=message.code)
 
@@ -431,6 +443,7 @@ class FrontendActor(Actor):
             self.next_context += 1
             deadline = time.monotonic() + self.settings.request_timeout_ms / 1000
             self.read_rounds[context] = (deadline, self.awaiting_read_index)
+            self.read_indexes.value += 1
             self.awaiting_read_index = []
             self.send_to_raft(ReadIndexRequest(context), ())
         ready = [reads for index, _, reads in self.reads_at_index if index <= self.applied_index]
@@ -527,6 +540,7 @@ class FrontendActor(Actor):
             if pending is not None:
                 self.reply_error(pending[0], request_id, error)
                 failed += 1
+        self.proposals_failed.value += failed
         return failed
 
     # ------------------------------------------------------------------ timers
@@ -549,6 +563,7 @@ class FrontendActor(Actor):
             _, request_id = self.expiry.popleft()
             pending = self.pending_writes.pop(request_id, None)
             if pending is not None:
+                self.proposals_failed.value += 1
                 self.log.warning("request_timed_out", request_id=request_id)
                 self.reply_error(pending[0], request_id, TimeoutError_())
         for context, (deadline, reads) in list(self.read_rounds.items()):
@@ -570,12 +585,17 @@ class FrontendActor(Actor):
         each turn, so they go on in the new file; a snapshot copy thread may
         still be reading the old one, which is closed once none is."""
         if not message.error:
+            started = time.perf_counter()
             self.retired_envs.append(self.env)
             self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
             self.keyspace = KeySpace(self.env)
             self.alarms = Alarms(self.env)
             self.auth.reopen(self.env)
+            opened = time.perf_counter()
             self.close_retired_envs()
+            # reads wait for this: the old file's last close frees its blocks
+            self.log.info("keyspace_reopened", open_ms=round((opened - started) * 1000, 1),
+                          close_old_ms=round((time.perf_counter() - opened) * 1000, 1))
         self.maintenance.defragmented(message)
 
     def close_retired_envs(self) -> None:
@@ -586,13 +606,17 @@ class FrontendActor(Actor):
 
     # ------------------------------------------------------------------ answers
 
-    def status(self) -> StatusResponse:
+    def db_sizes(self) -> tuple[int, int]:
+        """The keyspace file's size and the bytes its databases use (etcd's dbSize, dbSizeInUse)."""
         try:
             db_size = os.path.getsize(os.path.join(kv_path(self.data_dir), "data.mdb"))
         except OSError:
             db_size = 0
         with self.env.begin() as txn:
-            db_size_in_use = bytes_in_use(self.env, txn, replicated_databases())
+            return db_size, bytes_in_use(self.env, txn, replicated_databases())
+
+    def status(self) -> StatusResponse:
+        db_size, db_size_in_use = self.db_sizes()
         header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
         errors = () if self.raft.leader_id else ("etcdserver: no leader",)
         errors += tuple(f"memberID:{a.member_id:x} alarm:{ALARM_NAMES.get(a.alarm, a.alarm)}" for a in self.alarm_list().alarms)
@@ -611,6 +635,43 @@ class FrontendActor(Actor):
             is_learner=self.raft.is_learner,
             db_size_in_use=db_size_in_use,
         )
+
+    def on_metrics_report(self, report: MetricsReport) -> None:
+        self.metric_reports[report.actor] = report
+
+    def queue_depth(self) -> int:
+        return len(self.pending_writes) + len(self.serve_now) + len(self.awaiting_read_index) + len(self.range_streams)
+
+    def collect_metrics(self) -> None:
+        self.metrics.gauge("etcd_server_proposals_pending").value = len(self.pending_writes)
+
+    def publish_metrics(self, report: MetricsReport) -> None:
+        self.metric_reports[report.actor] = report
+
+    def metrics_response(self) -> MetricsResponse:
+        """Every actor's last report, and what is read when a scrape asks: raft's
+        state as the frontend knows it (a tick old at most), the file's sizes and
+        the number of keys (an LMDB stat, O(1))."""
+        self.report_metrics(time.monotonic())
+        db_size, db_size_in_use = self.db_sizes()
+        with self.env.begin() as txn:
+            keys = txn.stat(self.keyspace.live_db)["entries"]
+        raft = self.raft
+        read = MetricsReport(self.name, (
+            MetricSample("etcd_server_has_leader", int(bool(raft.leader_id))),
+            MetricSample("etcd_server_is_leader", int(bool(raft.leader_id) and raft.leader_id == self.member.id)),
+            MetricSample("etcd_server_term", raft.term),
+            # what was applied was committed: the applied index is fresh, the raft status up to a tick old
+            MetricSample("etcd_server_proposals_committed_total", max(raft.commit_index, self.applied_index)),
+            MetricSample("etcd_server_proposals_applied_total", self.applied_index),
+            MetricSample("etcd_mvcc_db_total_size_in_bytes", db_size),
+            MetricSample("etcd_mvcc_db_total_size_in_use_in_bytes", db_size_in_use),
+            MetricSample("etcd_debugging_mvcc_keys_total", keys),
+            MetricSample("etcd_debugging_mvcc_current_revision", self.revision),
+            MetricSample("etcd_server_is_learner", int(self.raft.is_learner)),
+        ))
+        header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
+        return MetricsResponse(header, (*self.metric_reports.values(), read))
 
     def alarm_list(self, member_id: int = 0) -> AlarmResponse:
         with self.env.begin() as txn:

@@ -97,6 +97,10 @@ class LeaseActor(Actor):
         self.inbox = inbox(self.context, self.data_dir, "lease", hwm)
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
+        self.metrics_outbox = self.to_frontend
+        self.granted = self.metrics.counter("etcd_debugging_lease_granted_total")
+        self.revoked = self.metrics.counter("etcd_debugging_lease_revoked_total")
+        self.renewed = self.metrics.counter("etcd_debugging_lease_renewed_total")
         self.add_inbox(self.inbox)
         self.on_message(RaftStatus, self.on_status)
         self.on_message(LeasesChanged, self.on_leases_changed)
@@ -155,6 +159,8 @@ class LeaseActor(Actor):
             self.table.granted(lease, ttl, now)
         for lease in message.revoked_ids:
             self.table.revoked(lease)
+        self.granted.value += len(message.granted_ids)
+        self.revoked.value += len(message.revoked_ids)
 
     def on_client_requests(self, message: ClientRequests) -> None:
         now = time.monotonic()
@@ -208,6 +214,7 @@ class LeaseActor(Actor):
                 # have had before this keep-alive left. The store already knows.
                 self.table.revoked(request.id)
                 ttl = 0
+            self.renewed.value += 1 if ttl else 0
             self.reply(identity, request_id, LeaseKeepAliveResponse(header, request.id, ttl))
         elif isinstance(request, LeaseTimeToLiveRequest):
             self.reply(identity, request_id, self.time_to_live(header, request, now))
@@ -368,6 +375,12 @@ class LeaseActor(Actor):
             request_ids.append(request_id)
             payloads.append(make_payload(self.member.id, codec.encode(request, request_id)))
         self.send(self.to_raft, ProposeBatch(tuple(request_ids), tuple(payloads)))
+
+    def collect_metrics(self) -> None:
+        self.metrics.gauge("cairn_lease_total").value = len(self.table.ttl)
+
+    def queue_depth(self) -> int:
+        return len(self.replies) + len(self.forwarded) + len(self.service_replies)
 
     def answer_pending(self, error: CairnError) -> int:
         """Keep-alives forwarded to the leader and not yet answered, and the

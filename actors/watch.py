@@ -116,6 +116,7 @@ class WatchActor(Actor):
         self.inbox = inbox(self.context, self.data_dir, "watch", self.limits.socket_hwm)
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", self.watch_limits.replies_hwm)
         self.to_apply = outbox(self.context, self.data_dir, "apply", self.limits.socket_hwm)
+        self.metrics_outbox = self.to_frontend
         self.interest_sent: bool | None = None  # what apply was last told
         self.interest_due = 0.0
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
@@ -240,6 +241,10 @@ class WatchActor(Actor):
         self.log.warning("frontend_queue_full", frames=len(out.frames), bytes=out.bytes)
 
     # ------------------------------------------------------------------ timers
+
+    def collect_metrics(self) -> None:
+        self.metrics.gauge("etcd_debugging_mvcc_watcher_total").value = self.hub.watcher_count
+        self.metrics.gauge("etcd_debugging_mvcc_watch_stream_total").value = len(self.hub.connections)
 
     def on_timer(self, now: float) -> None:
         self.hub.tick(now)

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import json
 import os
 import sys
 import time
 
+from cairn import check as check_module
 from cairn.client import Client
 from transport import messages as m
-from transport.errors import CairnError
+from transport.errors import CairnError, PermissionDeniedError
 
 DEFAULT_ENDPOINTS = "tcp://127.0.0.1:2379"
 EXIT_ERROR = 1
@@ -253,29 +255,84 @@ def cmd_endpoint_status(client: Client, args) -> None:
         raise SystemExit(EXIT_ERROR)
 
 
-def cmd_endpoint_health(client: Client, args) -> None:
-    """Healthy = a linearizable read (which needs a leader and a quorum) succeeds, as etcdctl checks."""
-    unhealthy = False
-    results = []
-    for endpoint in _endpoints_to_query(client, args):
-        single = Client([endpoint], timeout=client.timeout, **args.security)
+def go_duration(seconds: float) -> str:
+    """A duration as Go's time.Duration prints it (etcdctl's "took = 1.234567ms")."""
+    nanos = max(0, round(seconds * 1e9))
+    if nanos < 1000:
+        return f"{nanos}ns"
+    for unit, size in (("µs", 1000), ("ms", 1000_000), ("s", 1000_000_000)):
+        if nanos < size * 1000 or unit == "s":
+            whole, fraction = divmod(nanos, size)
+            digits = len(str(size)) - 1
+            text = f"{whole}.{fraction:0{digits}d}".rstrip("0").rstrip(".") if fraction else str(whole)
+            if unit == "s" and whole >= 60:  # etcdctl's minutes: 1m2.5s
+                minutes, rest = divmod(nanos, 60 * size)
+                return f"{minutes}m{go_duration(rest / 1e9)}"
+            return text + unit
+    raise AssertionError("unreachable")
+
+
+def _endpoint_health(endpoint: str, args, timeout: float) -> dict:
+    """etcdctl's check: a linearizable read (it needs a leader and a quorum;
+    refused by auth still went through raft, so healthy), then no alarm raised."""
+    health = {"endpoint": endpoint, "health": False, "took": ""}
+    with Client([endpoint], timeout=timeout, **args.security) as single:
         started = time.monotonic()
         try:
             single.get(b"health")
-            took = (time.monotonic() - started) * 1000
-            results.append({"endpoint": endpoint, "health": True, "took": f"{took:.3f}ms"})
-            if args.write_out != "json":
-                print(f"{endpoint} is healthy: successfully committed proposal: took = {took:.3f}ms")
-        except CairnError as error:
-            unhealthy = True
-            results.append({"endpoint": endpoint, "health": False, "error": str(error)})
-            if args.write_out != "json":
-                print(f"{endpoint} is unhealthy: failed to commit proposal: {error}", file=sys.stderr)
-        finally:
-            single.close()
+            error = None
+        except PermissionDeniedError:
+            error = None
+        except CairnError as failure:
+            error = str(failure)
+        health["took"] = go_duration(time.monotonic() - started)
+        if error is not None:
+            health["error"] = error
+            return health
+        try:
+            alarms = single.alarm_list().alarms
+        except CairnError:
+            health["error"] = "Unable to fetch the alarm list"
+            return health
+    if alarms:
+        health["error"] = "Active Alarm(s): " + "".join(m.ALARM_NAMES.get(a.alarm, "UNKNOWN") + " " for a in alarms)
+        return health
+    health["health"] = True
+    return health
+
+
+def cmd_endpoint_health(client: Client, args) -> None:
+    """etcdctl endpoint health [--cluster]: every endpoint at once; "is healthy"
+    lines on stdout, "is unhealthy" ones on stderr, and exit 1 with
+    "unhealthy cluster" if any is."""
+    endpoints = _endpoints_to_query(client, args)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(endpoints), 16))) as pool:
+        results = list(pool.map(lambda endpoint: _endpoint_health(endpoint, args, client.timeout), endpoints))
     if args.write_out == "json":
         print(json.dumps(results))
-    if unhealthy:
+    elif args.write_out == "table":
+        _print_table(("ENDPOINT", "HEALTH", "TOOK", "ERROR"),
+                     [(r["endpoint"], str(r["health"]).lower(), r["took"], r.get("error", "")) for r in results])
+    else:
+        for r in results:
+            if r["health"]:
+                print(f"{r['endpoint']} is healthy: successfully committed proposal: took = {r['took']}")
+            else:
+                print(f"{r['endpoint']} is unhealthy: failed to commit proposal: {r['error']}", file=sys.stderr)
+    if not all(r["health"] for r in results):
+        print("Error: unhealthy cluster", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR)
+
+
+def cmd_check(client: Client, args) -> None:
+    """etcdctl check perf / datascale (cairn/check.py): exit 1 on FAIL."""
+    check, size = ((check_module.check_perf, args.duration) if args.check_command == "perf"
+                   else (check_module.check_datascale, args.limit))
+    try:
+        passed = check(client, args.security, args.load, args.prefix, size, args.auto_compact, args.auto_defrag)
+    except check_module.CheckFailed as error:
+        raise UsageError(str(error)) from None
+    if not passed:
         raise SystemExit(EXIT_ERROR)
 
 
@@ -1183,6 +1240,21 @@ def build_parser() -> argparse.ArgumentParser:
     defrag = commands.add_parser("defrag", help="defragment members' keyspace files, one at a time")
     defrag.add_argument("--cluster", action="store_true", help="all members, from member list")
     defrag.set_defaults(run=cmd_defrag)
+
+    check = commands.add_parser("check", help="check perf / datascale: qualify the cluster's hardware (etcdctl's)")
+    check_commands = commands.add_subparsers(check, dest="check_command", required=True)
+    perf = check_commands.add_parser("perf", help="writes at the load's rate for 60 s; PASS or FAIL")
+    datascale = check_commands.add_parser("datascale", help="the first endpoint's memory growth for the load's keys")
+    for sub, prefix in ((perf, check_module.PERF_PREFIX), (datascale, check_module.DATASCALE_PREFIX)):
+        sub.add_argument("--load", default="s", help="s(small), m(medium), l(large), xl(xLarge)")
+        sub.add_argument("--prefix", default=prefix, help="where the check's keys go (must be empty)")
+        sub.add_argument("--auto-compact", action="store_true", help="compact to the last revision afterwards")
+        sub.add_argument("--auto-defrag", action="store_true", help="defragment the endpoints afterwards")
+    # not etcdctl's: shorter runs, for tests and quick looks
+    perf.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
+    datascale.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
+    perf.set_defaults(run=cmd_check)
+    datascale.set_defaults(run=cmd_check)
 
     snapshot = commands.add_parser("snapshot", help="snapshot save / status")
     snapshot_commands = commands.add_subparsers(snapshot, dest="snapshot_command", required=True)

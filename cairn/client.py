@@ -228,6 +228,11 @@ class Client:
         """Status of one member (the given endpoint, else the preferred one)."""
         return self._call(m.StatusRequest(), write=False, timeout=timeout, endpoint=endpoint)
 
+    def metrics(self, endpoint: str | None = None, timeout=None) -> m.MetricsResponse:
+        """One member's metrics: each actor's last report (what /metrics shows;
+        actors/metrics.py names them)."""
+        return self._call(m.MetricsRequest(), write=False, timeout=timeout, endpoint=endpoint)
+
     def member_list(self, timeout=None) -> m.MemberListResponse:
         return self._call(m.MemberListRequest(), write=False, timeout=timeout)
 

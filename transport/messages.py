@@ -236,6 +236,37 @@ class StatusResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricSample:
+    """One metric of one actor (actors/metrics.py: CATALOGUE says what `name`
+    means and its unit): a counter's or gauge's value, or a histogram's sum
+    with its count per bucket (the last one +Inf)."""
+
+    name: str
+    value: int
+    labels: tuple[str, ...] = ()
+    buckets: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsReport:
+    """any actor -> its frontend, once a second: its metrics as they are now."""
+
+    actor: str
+    samples: tuple[MetricSample, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsRequest:
+    """The member's metrics, every actor's last report (what /metrics serves)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsResponse:
+    header: ResponseHeader
+    reports: tuple[MetricsReport, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Member:
     id: Uint64
     name: str

@@ -68,6 +68,7 @@ from actors.base import Actor
 from actors.raft.auto_compaction import AutoCompactor
 from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore
 from actors.raft.limits import RaftLimits
+from actors.raft.metrics import RaftMetrics
 from actors.raft.peers import Peers
 from actors.raft.retention import RetainedBytes, compaction_index
 from actors.raft.snapshots import SnapshotReceiver, SnapshotSender
@@ -122,6 +123,7 @@ from transport.raft_messages import (
     ENTRY_CONF_CHANGE,
     MESSAGE_TYPE_NAMES,
     MSG_APP,
+    MSG_HEARTBEAT_RESP,
     MSG_PRE_VOTE,
     MSG_PROP,
     MSG_SNAP,
@@ -210,6 +212,8 @@ class RaftActor(Actor):
         if config.security.curve:
             def connect_curve(socket, public_key: str) -> None:
                 curve.make_client(socket, self.keys, public_key.encode())
+        self.metrics_outbox = self.to_frontend
+        self.raft_metrics = RaftMetrics(self.metrics)
         self.peers = Peers(self.context, self.member, config.members, self.log, self.serve_curve, connect_curve,
                            self.raft_limits)
         self.snapshot_sender = SnapshotSender(self.data_dir, self.kv_env, self.member.id, self.log, self.raft_limits)
@@ -579,7 +583,10 @@ class RaftActor(Actor):
             self.next_tick = now + self.tick_s
         if self.peer_messages:
             messages, self.peer_messages = self.peer_messages, []
+            stepped_at = time.perf_counter()
             for message in messages:
+                if message.type == MSG_HEARTBEAT_RESP:  # a leader times its heartbeats (peer round trip)
+                    self.raft_metrics.heartbeat_answered(message.sender, stepped_at)
                 if self.rejoining and message.type in (MSG_VOTE, MSG_PRE_VOTE):
                     continue  # the vote we may have cast before losing our disk must not be cast twice
                 if self.snapshot_to_step is not None and message.type == MSG_APP:
@@ -751,6 +758,7 @@ class RaftActor(Actor):
                 )
                 self._fail_read_rounds()
                 self.status_due = 0.0
+                self.raft_metrics.leader_seen(ready.soft_state.leader_id)
             for event in ready.events:
                 name, fields = event[0], (event[1] if len(event) > 1 else {})
                 self.log.info(name, **{"term": self.core.term, **_printable(fields)})
@@ -769,7 +777,9 @@ class RaftActor(Actor):
         saved = self.saved_hard_state
         if not must_sync(ready, self.hard_state, saved):
             return
+        started = time.perf_counter()
         self.store.save(self.hard_state if self.hard_state != saved else None, ready.entries, ready.snapshot)
+        self.raft_metrics.fsync.observe(time.perf_counter() - started)
         self.saved_hard_state = self.hard_state
 
     def _without_snapshots(self, messages):
@@ -782,6 +792,8 @@ class RaftActor(Actor):
         return [message for message in messages if message.type != MSG_SNAP]
 
     def _send_to_peers(self, messages) -> None:
+        if self.core.role == ROLE_LEADER:
+            self.raft_metrics.sent(messages, time.perf_counter())
         for peer in self.peers.send(messages):
             self.core.report_unreachable(peer)
             # Not queued, so never received: a proposal forwarded in it is in no log.
@@ -865,6 +877,12 @@ class RaftActor(Actor):
         frame = codec.encode(status)
         for socket in (self.to_frontend, self.to_lease, self.to_watch):
             self.send(socket, frame, on_full=_republished_next_tick)
+
+    def collect_metrics(self) -> None:
+        self.raft_metrics.collect(self.core.role == ROLE_LEADER)
+
+    def queue_depth(self) -> int:
+        return len(self.proposal_ids) + len(self.waiting_for_leader) + len(self.read_contexts)
 
     def answer_pending(self, error) -> int:
         """Proposals not yet in the log (waiting for a leader, or not yet

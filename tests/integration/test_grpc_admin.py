@@ -1,6 +1,6 @@
 """etcd's etcdctl 3.5 against the gRPC door's administrative services on one
 real 3-member cluster: Cluster (member add --learner, list, update, promote,
-remove), Maintenance (snapshot save, endpoint hash/hashkv) and Auth (users,
+remove), Maintenance (snapshot save, endpoint hash/hashkv, defrag) and Auth (users,
 roles, permissions, auth enable/disable/status, a token on unary calls and on
 watch and keep-alive streams). The assertions are on what etcdctl prints, and
 cross-checked with cairn's own client and cairnctl.
@@ -123,6 +123,27 @@ def test_etcdctl_endpoint_hash_and_hashkv(cluster):
         native = c.hash_kv(revision)
     target = one(cluster)[0].grpc_target
     assert [row["HashKV"]["hash"] for row in rows if row["Endpoint"] == target] == [native.hash]
+
+
+def test_etcdctl_defrag_shrinks_every_members_file_and_loses_nothing(cluster):
+    with cluster.client() as c:
+        for i in range(150):
+            c.put(f"defrag/{i}", os.urandom(4096))
+        c.put("defrag/kept", "still here")
+        revision = c.delete("defrag/", range_end="defrag/kept").header.revision
+        c.compact(revision, physical=True)
+        before = {member.grpc_target: c.status(endpoint=member.endpoint).db_size for member in cluster.members.values()}
+    out = etcdctl(cluster, "defrag")
+    assert sorted(out.splitlines()) == sorted(f"Finished defragmenting etcd member[{target}]" for target in before)
+    with cluster.client() as c:
+        for member in cluster.members.values():
+            assert c.status(endpoint=member.endpoint).db_size < before[member.grpc_target]
+    for member in cluster.members.values():
+        with cluster.client(endpoints=[member.endpoint]) as c:
+            assert c.get("defrag/kept", serializable=True).kvs[0].value == b"still here"
+    # --cluster: every member from member list (its client URLs), through one endpoint
+    out = etcdctl(cluster, "defrag", "--cluster", members=one(cluster))
+    assert sorted(out.splitlines()) == sorted(f"Finished defragmenting etcd member[http://{target}]" for target in before)
 
 
 # ------------------------------------------------------------------ Auth (last: it turns auth on, then off)
