@@ -30,9 +30,12 @@ frontend adds around it, none of which is replicated:
 * Throttling. A failed authentication (unknown user, wrong password,
   a no-password user) makes both the user name and the connection wait
   auth_failure_delay_ms, doubling with each further failure (up to 64x); an
-  attempt inside the wait, or while another attempt for the same user or
-  connection is being verified, is answered AuthFailed without looking at the
-  password. A success clears the user's and the connection's count. (etcd has
+  attempt inside the wait is answered AuthFailed without looking at the
+  password. An attempt made while another of the same user or connection is
+  being verified waits for that one (the frontend parks it, up to
+  MAX_PARKED_AUTHENTICATIONS) and is then judged as if it came then: so
+  parallel guesses are no faster than serial ones, and several clients
+  logging in as one user at once (Patroni's members, say) all get in. A success clears the user's and the connection's count. (etcd has
   no such limit; it is ours. A guesser can thus delay a user's own login by
   failing on purpose; it cannot make guessing fast.)
 
@@ -54,9 +57,11 @@ frontend adds around it, none of which is replicated:
   root may do (maintenance, move-leader, membership, anything unknown) are
   checked when they arrive. A LeaseTimeToLive asking for the lease's keys
   needs read permission on every key attached (etcd 3.5's
-  checkLeaseTimeToLive), checked after its read index (`check_lease_keys`). Status, member list, alarm list, auth status and
-  the lease keep-alive family need no permission (etcd's clients call them
-  to find their way; knowing a lease's id is what a keep-alive needs).
+  checkLeaseTimeToLive), checked after its read index (`check_lease_keys`).
+  Status, member list, alarm list, auth status, a watch's cancel, progress
+  request and keep-alive, and the lease keep-alive family need no permission
+  (etcd's clients call them to find their way; knowing a lease's id is what
+  a keep-alive needs).
 """
 
 from __future__ import annotations
@@ -93,6 +98,8 @@ from transport.messages import (
     StatusRequest,
     TxnRequest,
     UnlockRequest,
+    WatchCancelRequest,
+    WatchProgressRequest,
 )
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SALT_BYTES, HASH_BYTES = 2**14, 8, 1, 16, 32
@@ -100,10 +107,17 @@ INTERNAL_TOKEN_FILE = "internal.token"
 MAX_TOKENS = 100_000
 MAX_THROTTLED = 100_000
 MAX_FAILURE_DOUBLINGS = 6  # the wait grows to at most 64x auth_failure_delay_ms
+# Attempts waiting for another of their user or caller to be verified; each
+# verification is ~0.1 s of scrypt, so more would wait past a request timeout.
+MAX_PARKED_AUTHENTICATIONS = 100
 
-# Requests any caller may make with auth enabled (see the docstring).
+# Requests any caller may make with auth enabled (see the docstring). A watch's
+# cancel, progress request and keep-alive act only on the watches of the
+# connection that sends them, each checked when it was created (etcd checks
+# none of them either); the client library sends them without a token.
 OPEN_REQUESTS = (StatusRequest, MemberListRequest, AuthStatusRequest,
-                 LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest)
+                 LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest,
+                 WatchCancelRequest, WatchProgressRequest)
 
 
 def hash_password(password: str) -> str:
@@ -275,14 +289,16 @@ class Throttle:
         self.failures: OrderedDict[object, tuple[int, float]] = OrderedDict()  # key -> (count, not before)
         self.busy: set = set()  # keys with an attempt being verified
 
+    def throttled(self, keys, now: float) -> bool:
+        """Whether a failure's wait holds any of keys back."""
+        return any((failure := self.failures.get(key)) is not None and failure[1] > now for key in keys)
+
+    def verifying(self, keys) -> bool:
+        """Whether an attempt of any of keys is being verified."""
+        return any(key in self.busy for key in keys)
+
     def allowed(self, keys, now: float) -> bool:
-        for key in keys:
-            if key in self.busy:
-                return False
-            failure = self.failures.get(key)
-            if failure is not None and failure[1] > now:
-                return False
-        return True
+        return not self.verifying(keys) and not self.throttled(keys, now)
 
     def failed(self, keys, now: float) -> None:
         for key in keys:
@@ -397,15 +413,19 @@ class AuthDoor:
     # ------------------------------------------------------------ authenticate
 
     def begin_authenticate(self, identity: bytes, name: str, now: float, peer: str | None = None):
-        """(keys, stored hash) for a verification to run, or raises: AuthNotEnabled,
-        or AuthFailed for an attempt refused without verifying. peer: the
-        caller a door named (identify's `peer` when the request arrived)."""
+        """(keys, stored hash) for a verification to run; None when another
+        attempt of the user or caller is being verified (try again after it);
+        or raises: AuthNotEnabled, or AuthFailed for an attempt refused without
+        verifying. peer: the caller a door named (identify's `peer` when the
+        request arrived)."""
         keys = (("user", name), ("connection", identity) if peer is None else ("peer", peer))
         with self.env.begin() as txn:
             if not self.store.enabled(txn):
                 raise AuthNotEnabledError()
-            if not self.throttle.allowed(keys, now):
+            if self.throttle.throttled(keys, now):
                 raise AuthFailedError()
+            if self.throttle.verifying(keys):
+                return None
             found = self.store.user(txn, name)
         if found is None or found[2] or not found[0]:  # unknown, or a no-password user
             self.throttle.failed(keys, now)

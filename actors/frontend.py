@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from actors.auth_door import AuthDoor, Hasher, hash_password, verify_password
+from actors.auth_door import MAX_PARKED_AUTHENTICATIONS, AuthDoor, Hasher, hash_password, verify_password
 from actors.base import Actor
 from actors.crash_reports import read_member_errors
 from actors.member_service import MemberService
@@ -47,6 +47,7 @@ from store.mvcc import KeySpace
 from transport import codec
 from transport.entries import make_payload
 from transport.errors import (
+    AuthFailedError,
     CairnError,
     CorruptError,
     EmptyKeyError,
@@ -214,6 +215,7 @@ class FrontendActor(Actor):
         self.add_reader(self.hasher.socket, self.hasher.ready)
         self.read_users: dict[tuple[bytes, int], str] = {}  # reads to check when served: (identity, request id) -> user
         self.read_peers: dict[tuple[bytes, int], str] = {}  # Authenticates a door made: (identity, request id) -> its caller
+        self.parked_authentications: list[tuple[bytes, int, object, str | None]] = []  # waiting for another of their user
         self.member_service = MemberService(self)  # MemberAdd/Remove/Update/Promote/List
         # CORRUPT raised anywhere: reads are refused here (writes by the state
         # machine); re-read from the alarms once a tick, off the request path.
@@ -307,8 +309,15 @@ class FrontendActor(Actor):
     # ------------------------------------------------------------------ auth
 
     def authenticate(self, identity: bytes, request_id: int, request, now: float, peer: str | None) -> None:
-        """Verify on the hasher's thread, then answer with a token (or AuthFailed)."""
-        keys, stored = self.auth.begin_authenticate(identity, request.name, now, peer)
+        """Verify on the hasher's thread, then answer with a token (or AuthFailed);
+        an attempt whose user or caller is being verified waits for that one."""
+        started = self.auth.begin_authenticate(identity, request.name, now, peer)
+        if started is None:
+            if len(self.parked_authentications) >= MAX_PARKED_AUTHENTICATIONS:
+                raise AuthFailedError()
+            self.parked_authentications.append((identity, request_id, request, peer))
+            return
+        keys, stored = started
         password = request.password
 
         def done(verified) -> None:
@@ -317,13 +326,25 @@ class FrontendActor(Actor):
             except CairnError as error:
                 self.log.info("authentication_failed", user=request.name)
                 self.reply_error(identity, request_id, error)
-                return
-            header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
-            self.log.info("authenticated", user=request.name)
-            self.reply(identity, request_id, m.AuthenticateResponse(header, token))
+            else:
+                header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
+                self.log.info("authenticated", user=request.name)
+                self.reply(identity, request_id, m.AuthenticateResponse(header, token))
+            self.resume_parked_authentications()
 
         self.hasher.submit(lambda: verify_password(password, stored), done,
                            lambda error: self.reply_error(identity, request_id, error))
+
+    def resume_parked_authentications(self) -> None:
+        """The attempts that waited for one just verified, judged now (in the
+        order they came; those still waiting park again)."""
+        parked, self.parked_authentications = self.parked_authentications, []
+        now = time.monotonic()
+        for identity, request_id, request, peer in parked:
+            try:
+                self.authenticate(identity, request_id, request, now, peer)
+            except CairnError as error:
+                self.reply_error(identity, request_id, error)
 
     def hash_then_propose(self, identity: bytes, request_id: int, request, user: str | None) -> None:
         """The password hashed on the hasher's thread; the request proposed with
@@ -674,6 +695,7 @@ class FrontendActor(Actor):
         reads += [read for _, _, waiting in self.reads_at_index for read in waiting]
         reads += [(s.identity, s.request_id, s.request) for s in self.range_streams]
         reads += [(identity, request_id, None) for identity, request_id, _, _ in self.leader_moves]
+        reads += [(identity, request_id, None) for identity, request_id, _, _ in self.parked_authentications]
         self.fail_reads(reads, error)
         answered += self.maintenance.answer_pending(error)
         answered += self.hasher.stop_pending(error)  # passwords being hashed or verified
@@ -684,7 +706,7 @@ class FrontendActor(Actor):
             self.reply_error(identity, codec.peek_request_id(frame), error)
         self.awaiting_read_index, self.serve_now, self.read_rounds, self.reads_at_index = [], [], {}, []
         self.range_streams.clear()
-        self.leader_moves, self.for_watch, self.for_lease = [], [], []
+        self.leader_moves, self.for_watch, self.for_lease, self.parked_authentications = [], [], [], []
         return answered + len(reads) + len(handed)
 
     def release(self) -> None:
