@@ -20,6 +20,7 @@ that does not depend on the spelling lives here, once:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 from actors.auth_door import internal_token
@@ -107,6 +108,24 @@ class Door(Actor):
         if not hasattr(self, "_internal_token"):
             self._internal_token = internal_token(self.data_dir)
         return {"token": self._internal_token, "peer": str(peer)}
+
+    @contextlib.asynccontextmanager
+    async def caller_client(self, token: str | None, client: aio.Client | None = None, require_leader: bool = False):
+        """The client a stream's calls use (a watch stream's creates and
+        cancels): with the caller's token, a client of this member of its own
+        that sends that token with every request, so the frontend checks the
+        caller (a stream's watches share one token), closed when the stream
+        ends; without one, `client` (by default the door's)."""
+        client = client or self.client
+        if token is None:
+            yield client
+            return
+        own = aio.Client([self.member.client], timeout=client.timeout, token=token, require_leader=require_leader,
+                         **self.client_security())
+        try:
+            yield own
+        finally:
+            await own.aclose()
 
     async def open_door(self, client_timeout: float) -> None:
         """Start serving (the client is connected already)."""
@@ -246,7 +265,14 @@ class WatchSession:
         raise NotImplementedError
 
     async def create_failed(self, request: m.WatchCreateRequest, watch_id: int, grpc_code: int, message: str) -> None:
-        await self.emit_error(grpc_code, message)
+        if grpc_code in (GRPC_UNAVAILABLE, GRPC_RESOURCE_EXHAUSTED):
+            await self.emit_error(grpc_code, message)
+            return
+        # A watch the member refuses (permission denied, a bad range): created
+        # and canceled at once with the reason, as etcd's server answers a
+        # create that fails; the stream goes on.
+        await self.emit(m.WatchResponse(m.ResponseHeader(0, 0, 0, 0), watch_id, created=True, canceled=True,
+                                        cancel_reason=message), watch_id)
 
     # ------------------------------------------------------------ requests
 

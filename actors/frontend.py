@@ -13,7 +13,11 @@ Each loop turn drains every client frame queued, validates it at the boundary
 * linearizable reads wait for one ReadIndex round per turn (all reads queued
   in the turn share it); once this member has applied up to the read index they
   are served from LMDB in one short read transaction. Serializable reads are
-  served at once from the local LMDB.
+  served at once from the local LMDB. Authenticate and the lease reads
+  (TimeToLive, Leases) wait for the same round, then are served (the lease
+  reads by the lease actor, which reads the store): a password changed or a
+  lease granted through any member is seen, as etcd's leader waits for its
+  applied index before answering them.
 * status and member list are answered from what raft and apply last reported.
 
 Every request gets exactly one reply; bad frames get an ErrorResponse and the
@@ -29,7 +33,7 @@ from collections import deque
 
 import zmq
 
-from actors.auth_door import AuthDoor, Hasher, hash_password, verify_password
+from actors.auth_door import MAX_PARKED_AUTHENTICATIONS, AuthDoor, Hasher, hash_password, verify_password
 from actors.base import Actor
 from actors.crash_reports import read_member_errors
 from actors.member_service import MemberService
@@ -42,6 +46,7 @@ from store.mvcc import KeySpace
 from transport import codec
 from transport.entries import make_payload
 from transport.errors import (
+    AuthFailedError,
     CairnError,
     CorruptError,
     EmptyKeyError,
@@ -142,6 +147,9 @@ WATCH_REQUESTS = (WatchCreateRequest, WatchCancelRequest, WatchProgressRequest)
 # Requests the lease actor answers: lease reads (the leader's holds the
 # deadlines) and the Lock and Election services it runs.
 LEASE_ACTOR_REQUESTS = (LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest) + SERVICE_REQUESTS
+# Served after a read index as a range is (see the module docstring); a
+# keep-alive is not a read of replicated state and goes on at once.
+AFTER_READ_INDEX = (m.AuthenticateRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest)
 LEASE_WRITE_REQUESTS = (LeaseGrantRequest, LeaseRevokeRequest)
 # Every auth request but Authenticate goes through the log, reads too (etcd).
 AUTH_LOG_REQUESTS = (
@@ -211,6 +219,8 @@ class FrontendActor(Actor):
         self.hasher = Hasher(self.context, "frontend-hasher")
         self.add_reader(self.hasher.socket, self.hasher.ready)
         self.read_users: dict[tuple[bytes, int], str] = {}  # reads to check when served: (identity, request id) -> user
+        self.read_peers: dict[tuple[bytes, int], str] = {}  # Authenticates a door made: (identity, request id) -> its caller
+        self.parked_authentications: list[tuple[bytes, int, object, str | None]] = []  # waiting for another of their user
         self.member_service = MemberService(self)  # MemberAdd/Remove/Update/Promote/List
         # CORRUPT raised anywhere: reads are refused here (writes by the state
         # machine); re-read from the alarms once a tick, off the request path.
@@ -260,8 +270,12 @@ class FrontendActor(Actor):
             self.member_service.handle(identity, request_id, request, now)
         elif isinstance(request, AlarmRequest) and request.action == ALARM_GET:
             self.reply(identity, request_id, self.alarm_list(request.member_id))
-        elif isinstance(request, m.AuthenticateRequest):
-            self.authenticate(identity, request_id, request, now)
+        elif isinstance(request, AFTER_READ_INDEX):
+            if self.auth.peer is not None:
+                self.read_peers[(identity, request_id)] = self.auth.peer
+            if user is not None:
+                self.read_users[(identity, request_id)] = user
+            self.awaiting_read_index.append((identity, request_id, request))
         elif isinstance(request, PASSWORD_REQUESTS) and request.password:
             self.hash_then_propose(identity, request_id, request, user)
         elif isinstance(request, LOGGED_REQUESTS):
@@ -306,9 +320,16 @@ class FrontendActor(Actor):
 
     # ------------------------------------------------------------------ auth
 
-    def authenticate(self, identity: bytes, request_id: int, request, now: float) -> None:
-        """Verify on the hasher's thread, then answer with a token (or AuthFailed)."""
-        keys, stored = self.auth.begin_authenticate(identity, request.name, now)
+    def authenticate(self, identity: bytes, request_id: int, request, now: float, peer: str | None) -> None:
+        """Verify on the hasher's thread, then answer with a token (or AuthFailed);
+        an attempt whose user or caller is being verified waits for that one."""
+        started = self.auth.begin_authenticate(identity, request.name, now, peer)
+        if started is None:
+            if len(self.parked_authentications) >= MAX_PARKED_AUTHENTICATIONS:
+                raise AuthFailedError()
+            self.parked_authentications.append((identity, request_id, request, peer))
+            return
+        keys, stored = started
         password = request.password
 
         def done(verified) -> None:
@@ -317,12 +338,25 @@ class FrontendActor(Actor):
             except CairnError as error:
                 self.log.info("authentication_failed", user=request.name)
                 self.reply_error(identity, request_id, error)
-                return
-            header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
-            self.log.info("authenticated", user=request.name)
-            self.reply(identity, request_id, m.AuthenticateResponse(header, token))
+            else:
+                header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
+                self.log.info("authenticated", user=request.name)
+                self.reply(identity, request_id, m.AuthenticateResponse(header, token))
+            self.resume_parked_authentications()
 
-        self.hasher.submit(lambda: verify_password(password, stored), done)
+        self.hasher.submit(lambda: verify_password(password, stored), done,
+                           lambda error: self.reply_error(identity, request_id, error))
+
+    def resume_parked_authentications(self) -> None:
+        """The attempts that waited for one just verified, judged now (in the
+        order they came; those still waiting park again)."""
+        parked, self.parked_authentications = self.parked_authentications, []
+        now = time.monotonic()
+        for identity, request_id, request, peer in parked:
+            try:
+                self.authenticate(identity, request_id, request, now, peer)
+            except CairnError as error:
+                self.reply_error(identity, request_id, error)
 
     def hash_then_propose(self, identity: bytes, request_id: int, request, user: str | None) -> None:
         """The password hashed on the hasher's thread; the request proposed with
@@ -340,7 +374,8 @@ class FrontendActor(Actor):
             except CairnError as error:
                 self.reply_error(identity, request_id, error)
 
-        self.hasher.submit(lambda: hash_password(password), done)
+        self.hasher.submit(lambda: hash_password(password), done,
+                           lambda error: self.reply_error(identity, request_id, error))
 
     @staticmethod
     def learner_serves(request) -> bool:
@@ -424,14 +459,6 @@ class FrontendActor(Actor):
     # ------------------------------------------------------------------ batch end
 
     def on_batch_end(self) -> None:
-        if self.for_watch:
-            identities, frames = zip(*self.for_watch)
-            self.for_watch = []
-            self.send(self.to_watch, ClientRequests(identities, frames), on_full=lambda: self.refuse(identities, frames))
-        if self.for_lease:
-            identities, frames = zip(*self.for_lease)
-            self.for_lease = []
-            self.send(self.to_lease, ClientRequests(identities, frames), on_full=lambda: self.refuse(identities, frames))
         if self.proposals:
             request_ids = tuple(request_id for request_id, _ in self.proposals)
             payloads = tuple(payload for _, payload in self.proposals)
@@ -458,20 +485,39 @@ class FrontendActor(Actor):
             self.continue_streams()
         if self.member_service.at_index:
             self.member_service.answer_applied()
+        # last: the lease reads served above go to the lease actor in this turn
+        if self.for_watch:
+            identities, frames = zip(*self.for_watch)
+            self.for_watch = []
+            self.send(self.to_watch, ClientRequests(identities, frames), on_full=lambda: self.refuse(identities, frames))
+        if self.for_lease:
+            identities, frames = zip(*self.for_lease)
+            self.for_lease = []
+            self.send(self.to_lease, ClientRequests(identities, frames), on_full=lambda: self.refuse(identities, frames))
 
     def serve_reads(self, reads) -> None:
         """Every read of the turn in one short LMDB read transaction; a range
-        larger than range_chunk_bytes continues as a stream of chunks."""
+        larger than range_chunk_bytes continues as a stream of chunks.
+        Authenticates start their verification; lease reads, checked, go on
+        to the lease actor."""
         header = ResponseHeader(self.config.id, self.member.id, 0, self.raft.term)
+        now = time.monotonic()
         with self.env.begin() as txn:
             reader = self.keyspace.reader(txn, header)
             for identity, request_id, request in reads:
                 try:
                     user = self.read_users.pop((identity, request_id), None)
-                    if user is not None:  # checked against the state this read sees
-                        self.auth.check_read(txn, user, request)
-                    if not self.start_stream(reader, identity, request_id, request):
-                        self.reply(identity, request_id, reader.range(request))
+                    if isinstance(request, m.AuthenticateRequest):
+                        self.authenticate(identity, request_id, request, now, self.read_peers.pop((identity, request_id), None))
+                    elif isinstance(request, (LeaseTimeToLiveRequest, LeaseLeasesRequest)):
+                        if user is not None and isinstance(request, LeaseTimeToLiveRequest) and request.keys:
+                            self.auth.check_lease_keys(txn, user, reader.lease_keys(request.id))
+                        self.for_lease.append((identity, codec.encode(request, request_id)))
+                    else:
+                        if user is not None:  # checked against the state this read sees
+                            self.auth.check_read(txn, user, request)
+                        if not self.start_stream(reader, identity, request_id, request):
+                            self.reply(identity, request_id, reader.range(request))
                 except CairnError as error:
                     self.reply_error(identity, request_id, error)
 
@@ -689,6 +735,7 @@ class FrontendActor(Actor):
     def fail_reads(self, reads, error: CairnError) -> None:
         for identity, request_id, _ in reads:
             self.read_users.pop((identity, request_id), None)
+            self.read_peers.pop((identity, request_id), None)
             self.reply_error(identity, request_id, error)
 
     def reply_error(self, identity: bytes, request_id: int, error: CairnError) -> None:
@@ -698,7 +745,8 @@ class FrontendActor(Actor):
         """Every request this door still holds: writes awaiting their entry
         (outcome unknown: Timeout, which the client reports as indeterminate),
         reads awaiting a read index or apply, large ranges mid-stream, leader
-        moves, and frames not yet handed to the watch or lease actor."""
+        moves, passwords on the hasher's thread, and frames not yet handed to
+        the watch or lease actor."""
         # A write handed to raft may be in a log already: its outcome is unknown,
         # so it must not get a retryable answer (the client would apply it twice).
         # One still queued here never left: that one may be retried.
@@ -710,8 +758,10 @@ class FrontendActor(Actor):
         reads += [read for _, _, waiting in self.reads_at_index for read in waiting]
         reads += [(s.identity, s.request_id, s.request) for s in self.range_streams]
         reads += [(identity, request_id, None) for identity, request_id, _, _ in self.leader_moves]
+        reads += [(identity, request_id, None) for identity, request_id, _, _ in self.parked_authentications]
         self.fail_reads(reads, error)
         answered += self.maintenance.answer_pending(error)
+        answered += self.hasher.stop_pending(error)  # passwords being hashed or verified
         handed = self.for_watch + self.for_lease
         # and what clients sent that this door has not read yet
         handed += [tuple(parts) for parts in drain(self.router, self.limits.max_batch_messages, multipart=True) if len(parts) == 2]
@@ -719,7 +769,7 @@ class FrontendActor(Actor):
             self.reply_error(identity, codec.peek_request_id(frame), error)
         self.awaiting_read_index, self.serve_now, self.read_rounds, self.reads_at_index = [], [], {}, []
         self.range_streams.clear()
-        self.leader_moves, self.for_watch, self.for_lease = [], [], []
+        self.leader_moves, self.for_watch, self.for_lease, self.parked_authentications = [], [], [], []
         return answered + len(reads) + len(handed)
 
     def release(self) -> None:

@@ -258,19 +258,22 @@ class GatewayActor(etcd_api.Door):
             first = reader.finish() if ended else reader.feed(chunk)
         requests = [gj.watch_request(body) for body in first]
         stream = await _open_stream(request)
-        session = WatchStream(self.client, stream, self.log)
-        rest = None
-        try:
-            for message in requests:
-                await session.handle(message)
-            if not ended:
-                rest = asyncio.create_task(self._watch_requests(request, reader, session))
-            await session.wait_closed(self._stop)
-        finally:
-            if rest is not None:
-                rest.cancel()
-            # When the member stops, its hub goes too: no cancel to wait for.
-            await session.close(cancel_watches=not self._stop.is_set())
+        # the caller's token (Authorization) goes with every create: the
+        # frontend checks each watch as that user, as it checks a range
+        async with self.caller_client(_token(request)) as client:
+            session = WatchStream(client, stream, self.log)
+            rest = None
+            try:
+                for message in requests:
+                    await session.handle(message)
+                if not ended:
+                    rest = asyncio.create_task(self._watch_requests(request, reader, session))
+                await session.wait_closed(self._stop)
+            finally:
+                if rest is not None:
+                    rest.cancel()
+                # When the member stops, its hub goes too: no cancel to wait for.
+                await session.close(cancel_watches=not self._stop.is_set())
         return stream
 
     @staticmethod

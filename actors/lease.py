@@ -9,6 +9,13 @@ leader's keeps deadlines (actors/lease_table.py) and acts on them:
 * keep-alives, TimeToLive and Leases requests are answered here, without the
   Raft log. A member that does not lead forwards them to the leader's frontend
   (as a client would) and relays the answer, so clients may use any member.
+  TimeToLive and Leases come only after the frontend's read index wait, and
+  which leases exist (and their keys) is read from the store, not from the
+  table, which LeasesChanged may reach later: so they see every grant and
+  revoke acknowledged before they were asked. A forwarded TimeToLive asks
+  the leader without keys, and this member adds them from its own store
+  (the leader's frontend would check them against no user; this member's
+  checked them against the caller).
 * each tick, expired leases are revoked by proposing LeaseExpireRequest
   entries, many leases per entry — but only while the leader has heard from a
   quorum within an election timeout (RaftStatus.quorum_active): a leader cut off
@@ -117,7 +124,7 @@ class LeaseActor(Actor):
         self.replies: list[tuple[bytes, bytes]] = []
         self.leader_link: zmq.Socket | None = None
         self.leader_link_to = 0
-        self.forwarded: dict[int, tuple[bytes, float]] = {}  # request id -> (identity, deadline)
+        self.forwarded: dict[int, tuple[bytes, float, bool]] = {}  # request id -> (identity, deadline, keys wanted)
         self.next_checkpoint = time.monotonic() + self.lease_limits.checkpoint_interval_s
         # Lock and Election services: worker threads hand results back through
         # this deque and wake the loop through an inproc pair.
@@ -185,7 +192,7 @@ class LeaseActor(Actor):
 
     def _fail_forwarded(self, request_ids: list[int], error) -> None:
         for request_id in request_ids:
-            identity, _ = self.forwarded.pop(request_id)
+            identity = self.forwarded.pop(request_id)[0]
             self.reply(identity, request_id, error.to_response())
 
     def on_client(self, identity: bytes, frame: bytes, now: float) -> None:
@@ -201,7 +208,10 @@ class LeaseActor(Actor):
             self.lock_service.submit(identity, request_id, request)
             return
         if not self.table.leading:
-            self.forward(identity, request_id, frame, now)
+            keys_wanted = isinstance(request, LeaseTimeToLiveRequest) and request.keys
+            if keys_wanted:
+                frame = codec.encode(dataclasses.replace(request, keys=False), request_id)
+            self.forward(identity, request_id, frame, now, keys_wanted)
             return
         header = ResponseHeader(self.config.id, self.member.id, self._header_revision(), self.raft.term)
         if isinstance(request, LeaseKeepAliveRequest):
@@ -219,7 +229,7 @@ class LeaseActor(Actor):
         elif isinstance(request, LeaseTimeToLiveRequest):
             self.reply(identity, request_id, self.time_to_live(header, request, now))
         elif isinstance(request, LeaseLeasesRequest):
-            self.reply(identity, request_id, LeaseLeasesResponse(header, tuple(sorted(self.table.ttl))))
+            self.reply(identity, request_id, LeaseLeasesResponse(header, tuple(sorted(self._reader().leases()))))
         else:
             self.reply(identity, request_id, MalformedRequestError(f"{type(request).__name__} is not a lease request").to_response())
 
@@ -233,14 +243,16 @@ class LeaseActor(Actor):
         return self.table.renew(lease, now)
 
     def time_to_live(self, header, request: LeaseTimeToLiveRequest, now: float) -> LeaseTimeToLiveResponse:
-        remaining = self.table.remaining(request.id, now)
-        if remaining < 0:
+        """From the store whether the lease exists (the table may not have
+        heard of a grant or revoke yet), from the table its deadline."""
+        stored = self._reader().lease(request.id)
+        if stored is None:
+            self.table.revoked(request.id)
             return LeaseTimeToLiveResponse(header, request.id, -1)
-        keys = ()
-        if request.keys:
-            with self.env.begin() as txn:
-                keys = tuple(self.keyspace.reader(txn, header).lease_keys(request.id))
-        return LeaseTimeToLiveResponse(header, request.id, remaining, self.table.ttl[request.id], keys)
+        if request.id not in self.table.ttl:
+            self.table.granted(request.id, stored[0], now)
+        keys = tuple(self._reader().lease_keys(request.id)) if request.keys else ()
+        return LeaseTimeToLiveResponse(header, request.id, self.table.remaining(request.id, now), self.table.ttl[request.id], keys)
 
     def service_reply(self, identity: bytes, frame: bytes) -> None:
         """Called on a service worker thread."""
@@ -254,7 +266,7 @@ class LeaseActor(Actor):
 
     # ------------------------------------------------------------------ forwarding
 
-    def forward(self, identity: bytes, request_id: int, frame: bytes, now: float) -> None:
+    def forward(self, identity: bytes, request_id: int, frame: bytes, now: float, keys_wanted: bool = False) -> None:
         """Send a lease request to the leader's frontend and relay its answer."""
         leader = self.config.member_by_id(self.raft.leader_id)
         if leader is None or leader.id == self.member.id:
@@ -265,7 +277,7 @@ class LeaseActor(Actor):
         # the link's queue is full: the leader is far behind or gone (retryable)
         unreachable = NoLeaderError("etcdserver: leader unreachable").to_response()
         if self.send(self.leader_link, frame, on_full=lambda: self.reply(identity, request_id, unreachable)):
-            self.forwarded[request_id] = (identity, now + self.lease_limits.forward_timeout_s)
+            self.forwarded[request_id] = (identity, now + self.lease_limits.forward_timeout_s, keys_wanted)
 
     def _connect_leader(self, leader) -> None:
         if self.leader_link is not None:
@@ -286,19 +298,22 @@ class LeaseActor(Actor):
             request_id = codec.peek_request_id(frame)
             pending = self.forwarded.pop(request_id, None)
             if pending is not None:
-                self.replies.append((pending[0], self._as_own_answer(frame)))
+                self.replies.append((pending[0], self._as_own_answer(frame, pending[2])))
 
-    def _as_own_answer(self, frame: bytes) -> bytes:
+    def _as_own_answer(self, frame: bytes, keys_wanted: bool) -> bytes:
         """The leader's answer with this member's id in its header: the member a
         client asked is the one that answers, as in etcd, where a follower fills
-        the header of a keep-alive it forwarded."""
+        the header of a keep-alive it forwarded; a TimeToLive's keys from this
+        member's store (see the module docstring)."""
         try:
             request_id, message = codec.decode(frame)
         except CairnError:
             return frame
-        header = getattr(message, "header", None)
-        if header is None or header.member_id == self.member.id:
+        if keys_wanted and isinstance(message, LeaseTimeToLiveResponse) and message.ttl >= 0:
+            message = dataclasses.replace(message, keys=tuple(self._reader().lease_keys(message.id)))
+        elif getattr(message, "header", None) is None or message.header.member_id == self.member.id:
             return frame
+        header = message.header
         return codec.encode(dataclasses.replace(message, header=dataclasses.replace(header, member_id=self.member.id)), request_id)
 
     # ------------------------------------------------------------------ turn end
@@ -306,12 +321,16 @@ class LeaseActor(Actor):
     def reply(self, identity: bytes, request_id: int, message) -> None:
         self.replies.append((identity, codec.encode(message, request_id)))
 
-    def _stored(self, lease: int) -> bool:
-        """Whether the lease is in the store, through one read transaction per batch."""
+    def _reader(self):
+        """The keyspace as of this batch: one read transaction per batch."""
         if self.batch_txn is None:
             self.batch_txn = self.env.begin()
             self.batch_reader = self.keyspace.reader(self.batch_txn, ResponseHeader(0, 0, 0, 0))
-        return self.batch_reader.lease(lease) is not None
+        return self.batch_reader
+
+    def _stored(self, lease: int) -> bool:
+        """Whether the lease is in the store."""
+        return self._reader().lease(lease) is not None
 
     def _header_revision(self) -> int:
         """The keyspace revision for answers' headers, as etcd's lease answers
@@ -333,7 +352,7 @@ class LeaseActor(Actor):
 
     def on_timer(self, now: float) -> None:
         if self.forwarded:
-            late = [request_id for request_id, (_, deadline) in self.forwarded.items() if deadline <= now]
+            late = [request_id for request_id, (_, deadline, _) in self.forwarded.items() if deadline <= now]
             if late:
                 self._fail_forwarded(late, NoLeaderError("etcdserver: leader unreachable (no answer in time)"))
         if not self.table.leading:

@@ -7,6 +7,7 @@
     cairn bench watch --watchers 1000 --total 10000 --clients 16
     cairn bench memory --keys 1000000 --val-size 100 --root-pid PID_OF_CAIRN_CLUSTER
     cairn bench standard --config configs/local-3node.yaml --output bench-results/latest.json
+    cairn bench --cluster-config secure.yaml [--client-key client.key] put ...   (a CURVE cluster)
 
 Theory of operation
 -------------------
@@ -19,6 +20,9 @@ Latencies are measured per request with a monotonic clock and merged; the report
 gives throughput, a latency histogram and p50/p90/p99/p99.9, as text or JSON.
 `standard` starts a fresh local cluster from a config (in a temporary directory),
 runs a fixed set, writes the figures to a file and stops the cluster.
+A cluster with CURVE security takes cairnctl's flags (--server-keys,
+--client-key, --cluster-config); every connection the generator opens uses
+them (`new_transport`, `new_client`).
 """
 
 from __future__ import annotations
@@ -34,9 +38,12 @@ import tempfile
 import threading
 import time
 
+from cairn.cli import UsageError, security_flags, security_options
 from cairn.procfs import process_tree
 from transport import codec
 from transport import messages as m
+
+DEFAULT_ENDPOINTS = "tcp://127.0.0.1:2379,tcp://127.0.0.1:22379,tcp://127.0.0.1:32379"
 
 
 # ---------------------------------------------------------------------------- requests
@@ -122,12 +129,27 @@ def closed_loop(transports, endpoint_count: int, make, total: int, inflight: int
     return latencies, errors, replies
 
 
+def new_transport(args, endpoints: list[str]):
+    """A transport to endpoints, with the CURVE keys of the security flags."""
+    from cairn.transport_thread import TransportThread
+    from transport.curve import ClientCurve
+
+    security = getattr(args, "security", None) or {}
+    curve = ClientCurve(list(endpoints), security["server_public_keys"], security["client_key"]) if security else None
+    return TransportThread(endpoints, 2.0, 64 << 20, curve)
+
+
+def new_client(security: dict | None, endpoints: list[str], **options):
+    """A Client of endpoints with the security flags' keys (args.security)."""
+    from cairn import Client
+
+    return Client(endpoints, **(security or {}), **options)
+
+
 def run_worker(args, worker: int, inflight: int, total: int, deadline: float, results) -> None:
     """One process of a closed-loop benchmark."""
-    from cairn.transport_thread import TransportThread
-
     endpoints = args.endpoints.split(",")
-    transports = [TransportThread(endpoints, 2.0, 64 << 20) for _ in range(max(1, args.conns))]
+    transports = [new_transport(args, endpoints) for _ in range(max(1, args.conns))]
     try:
         latencies, errors, _ = closed_loop(transports, len(endpoints), make_requests(args, worker), total, inflight,
                                            deadline, offset=worker)
@@ -230,10 +252,8 @@ def run_benchmark(args) -> dict:
 SAMPLED_WATCHERS_PER_PROCESS = 10
 
 
-def watch_worker(endpoints, prefix: bytes, watchers: int, expected: int, timeout_s: float, ready, results) -> None:
-    from cairn import Client
-
-    with Client(endpoints, timeout=30) as client:
+def watch_worker(endpoints, security, prefix: bytes, watchers: int, expected: int, timeout_s: float, ready, results) -> None:
+    with new_client(security, endpoints, timeout=30) as client:
         watches = [client.watch(prefix, prefix=True) for _ in range(watchers)]
         ready.put(watchers)
         latencies, received = [], [0] * watchers
@@ -266,15 +286,13 @@ def run_watch(args) -> dict:
     context = multiprocessing.get_context("spawn")
     ready, results = context.Queue(), context.Queue()
     timeout_s = 60 + args.total / 100
-    workers = [context.Process(target=watch_worker, args=(endpoints, prefix, share, args.total, timeout_s, ready, results))
+    workers = [context.Process(target=watch_worker, args=(endpoints, getattr(args, "security", None), prefix, share, args.total, timeout_s, ready, results))
                for share in shares]
     for worker in workers:
         worker.start()
     for _ in workers:
         ready.get(timeout=120)
-    from cairn.transport_thread import TransportThread
-
-    transport = TransportThread(endpoints, 2.0, 64 << 20)
+    transport = new_transport(args, endpoints)
     started = time.monotonic()
     try:
         put_latencies, put_errors, _ = closed_loop(
@@ -307,11 +325,8 @@ def run_watch(args) -> dict:
 def run_lease_expiry(args) -> dict:
     """Grant --leases leases of --ttl seconds with one key each, let them all
     expire at once, and measure the latency of other clients' puts meanwhile."""
-    from cairn import Client
-    from cairn.transport_thread import TransportThread
-
     endpoints = args.endpoints.split(",")
-    transport = TransportThread(endpoints, 2.0, 64 << 20)
+    transport = new_transport(args, endpoints)
     try:
         far = time.monotonic() + 600
         _, errors, grants = closed_loop([transport], len(endpoints), lambda n: m.LeaseGrantRequest(args.ttl),
@@ -323,7 +338,7 @@ def run_lease_expiry(args) -> dict:
         gone_after = []
 
         def watch_count():
-            with Client(endpoints, timeout=30) as client:
+            with new_client(getattr(args, "security", None), endpoints, timeout=30) as client:
                 while time.monotonic() < granted_at + args.ttl + 120:
                     if client.get(b"bench-lease/", prefix=True, count_only=True).count == 0:
                         gone_after.append(time.monotonic() - granted_at)
@@ -378,9 +393,6 @@ def run_memory(args) -> dict:
     """Load --keys keys of --val-size bytes (txns of --txn-ops puts, --clients in
     flight), then report each process's resident memory: a member must stay
     bounded however large its keyspace, since LMDB pages are the kernel's cache."""
-    from cairn import Client
-    from cairn.transport_thread import TransportThread
-
     if not args.root_pid:
         raise SystemExit("cairn bench memory: --root-pid PID (the `cairn cluster` or `cairn node` process) is required")
     endpoints = args.endpoints.split(",")
@@ -393,14 +405,14 @@ def run_memory(args) -> dict:
         keys = range(first, min(args.keys, first + args.txn_ops))
         return m.TxnRequest(success=tuple(m.PutRequest(b"mem/%09d" % k, value) for k in keys))
 
-    transport = TransportThread(endpoints, 2.0, 64 << 20)
+    transport = new_transport(args, endpoints)
     started = time.monotonic()
     try:
         latencies, errors, _ = closed_loop([transport], len(endpoints), txn, batches, args.clients, started + 3600)
     finally:
         transport.close()
     elapsed = time.monotonic() - started
-    with Client(endpoints, timeout=30) as client:
+    with new_client(getattr(args, "security", None), endpoints, timeout=30) as client:
         count = client.get(b"mem/", prefix=True, count_only=True).count
         db_size = client.status().db_size
     after = actor_memory(args.root_pid)
@@ -482,7 +494,8 @@ def run_standard(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cairn bench", description="load generator for cairn")
-    parser.add_argument("--endpoints", default="tcp://127.0.0.1:2379,tcp://127.0.0.1:22379,tcp://127.0.0.1:32379")
+    parser.add_argument("--endpoints", default=DEFAULT_ENDPOINTS)
+    security_flags(parser)  # cairnctl's CURVE flags
     commands = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--clients", type=int, default=1, help="requests in flight in total")
@@ -527,9 +540,7 @@ def run_one(args) -> dict:
     if args.command == "memory":
         return run_memory(args)
     if args.command == "lease-keepalive":
-        from cairn import Client
-
-        with Client(args.endpoints.split(",")) as client:
+        with new_client(getattr(args, "security", None), args.endpoints.split(",")) as client:
             args.lease_ids = [client.lease_grant(3600).id for _ in range(args.leases)]
     return run_benchmark(args)
 
@@ -538,6 +549,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "standard":
         return run_standard(args)
+    try:
+        endpoints, args.security = security_options(args, args.endpoints.split(","), DEFAULT_ENDPOINTS)
+    except UsageError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    args.endpoints = ",".join(endpoints)
     summary = run_one(args)
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     return 0

@@ -911,20 +911,43 @@ def _print_table(columns, rows) -> None:
 # ---------------------------------------------------------------------------- auth (etcdctl's output)
 
 
+def auth_json(response) -> dict:
+    """etcdctl's -w json for the auth commands: the response as Go's
+    encoding/json writes etcd's struct (empty fields left out, permType as its
+    number, keys in base64)."""
+    out = {"header": header_json(response.header)}
+    for field, name in (("enabled", "enabled"), ("auth_revision", "authRevision"), ("users", "users"), ("roles", "roles")):
+        value = getattr(response, field, None)
+        if value:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    if getattr(response, "perm", None):
+        out["perm"] = [{name: value for name, value in (("permType", perm.perm_type), ("key", _b64(perm.key)),
+                                                         ("range_end", _b64(perm.range_end))) if value}
+                       for perm in response.perm]
+    return out
+
+
+def print_auth(args, response, *lines: str) -> None:
+    """etcdctl's lines, or with -w json the response's JSON."""
+    if args.write_out == "json":
+        print(json.dumps(auth_json(response)))
+        return
+    for line in lines:
+        print(line)
+
+
 def cmd_auth_enable(client: Client, args) -> None:
-    client.auth_enable()
-    print("Authentication Enabled")
+    print_auth(args, client.auth_enable(), "Authentication Enabled")
 
 
 def cmd_auth_disable(client: Client, args) -> None:
-    client.auth_disable()
-    print("Authentication Disabled")
+    print_auth(args, client.auth_disable(), "Authentication Disabled")
 
 
 def cmd_auth_status(client: Client, args) -> None:
     response = client.auth_status()
-    print(f"Authentication Status: {str(response.enabled).lower()}")
-    print(f"AuthRevision: {response.auth_revision}")
+    print_auth(args, response, f"Authentication Status: {str(response.enabled).lower()}",
+               f"AuthRevision: {response.auth_revision}")
 
 
 def _read_password(name: str, interactive: bool) -> str:
@@ -954,54 +977,54 @@ def cmd_user_add(client: Client, args) -> None:
         name, password = args.user_name.partition(":")[0], ""
     else:
         name, password = _new_password(args)
-    client.user_add(name, password, no_password=args.no_password)
-    print(f"User {name} created")
+    print_auth(args, client.user_add(name, password, no_password=args.no_password), f"User {name} created")
 
 
 def cmd_user_get(client: Client, args) -> None:
     response = client.user_get(args.name)
-    print(f"User: {args.name}")
-    print("Roles:" + "".join(f" {role}" for role in response.roles))
-    if args.detail:
-        for role in response.roles:
-            _print_role(role, client.role_get(role))
+    if not args.detail:
+        print_auth(args, response, f"User: {args.name}", "Roles:" + "".join(f" {role}" for role in response.roles))
+        return
+    print(f"User: {args.name}")  # etcdctl's --detail: then each role as role get prints it
+    if args.write_out != "json":
+        print("Roles:" + "".join(f" {role}" for role in response.roles))
+    for role in response.roles:
+        _print_role(args, role, client.role_get(role))
 
 
 def cmd_user_list(client: Client, args) -> None:
-    for user in client.user_list().users:
-        print(user)
+    response = client.user_list()
+    print_auth(args, response, *response.users)
 
 
 def cmd_user_delete(client: Client, args) -> None:
-    client.user_delete(args.name)
-    print(f"User {args.name} deleted")
+    print_auth(args, client.user_delete(args.name), f"User {args.name} deleted")
 
 
 def cmd_user_passwd(client: Client, args) -> None:
     args.user_name = args.name
     name, password = _new_password(args)
-    client.user_change_password(name, password)
-    print("Password updated")
+    print_auth(args, client.user_change_password(name, password), "Password updated")
 
 
 def cmd_user_grant_role(client: Client, args) -> None:
-    client.user_grant_role(args.name, args.role)
-    print(f"Role {args.role} is granted to user {args.name}")
+    print_auth(args, client.user_grant_role(args.name, args.role), f"Role {args.role} is granted to user {args.name}")
 
 
 def cmd_user_revoke_role(client: Client, args) -> None:
-    client.user_revoke_role(args.name, args.role)
-    print(f"Role {args.role} is revoked from user {args.name}")
+    print_auth(args, client.user_revoke_role(args.name, args.role), f"Role {args.role} is revoked from user {args.name}")
 
 
 def cmd_role_add(client: Client, args) -> None:
-    client.role_add(args.name)
-    print(f"Role {args.name} created")
+    print_auth(args, client.role_add(args.name), f"Role {args.name} created")
 
 
-def _print_role(name: str, response: m.AuthRoleGetResponse) -> None:
+def _print_role(args, name: str, response: m.AuthRoleGetResponse) -> None:
     from cairn.requests import prefix_range_end
 
+    if args.write_out == "json":
+        print(json.dumps(auth_json(response)))
+        return
     print(f"Role {name}")
     for title, types in (("KV Read:", (m.PERM_READ, m.PERM_READWRITE)), ("KV Write:", (m.PERM_WRITE, m.PERM_READWRITE))):
         print(title)
@@ -1019,17 +1042,16 @@ def _print_role(name: str, response: m.AuthRoleGetResponse) -> None:
 
 
 def cmd_role_get(client: Client, args) -> None:
-    _print_role(args.name, client.role_get(args.name))
+    _print_role(args, args.name, client.role_get(args.name))
 
 
 def cmd_role_list(client: Client, args) -> None:
-    for role in client.role_list().roles:
-        print(role)
+    response = client.role_list()
+    print_auth(args, response, *response.roles)
 
 
 def cmd_role_delete(client: Client, args) -> None:
-    client.role_delete(args.name)
-    print(f"Role {args.name} deleted")
+    print_auth(args, client.role_delete(args.name), f"Role {args.name} deleted")
 
 
 PERM_TYPES = {"read": m.PERM_READ, "write": m.PERM_WRITE, "readwrite": m.PERM_READWRITE}
@@ -1053,17 +1075,16 @@ def cmd_role_grant_permission(client: Client, args) -> None:
     if perm_type is None:
         raise UsageError(f"invalid permission type {args.perm_type}")
     key, end = _permission_range(args)
-    client.role_grant_permission(args.name, perm_type, key, end)
-    print(f"Role {args.name} updated")
+    print_auth(args, client.role_grant_permission(args.name, perm_type, key, end), f"Role {args.name} updated")
 
 
 def cmd_role_revoke_permission(client: Client, args) -> None:
     key, end = _permission_range(args)
-    client.role_revoke_permission(args.name, key, end)
+    response = client.role_revoke_permission(args.name, key, end)
     if not end:
-        print(f"Permission of key {_text(key)} is revoked from role {args.name}")
+        print_auth(args, response, f"Permission of key {_text(key)} is revoked from role {args.name}")
     else:
-        print(f"Permission of range [{_text(key)}, {_text(end)}) is revoked from role {args.name}")
+        print_auth(args, response, f"Permission of range [{_text(key)}, {_text(end)}) is revoked from role {args.name}")
 
 
 def _auth_commands(commands) -> None:
@@ -1159,12 +1180,7 @@ def _global_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("-w", "--write-out", default=default("simple"), choices=["simple", "json", "fields", "table"])
     parser.add_argument("--command-timeout", type=float, default=default(5.0), help="seconds")
     parser.add_argument("--dial-timeout", type=float, default=default(2.0), help="seconds")
-    parser.add_argument("--server-keys", default=default(os.environ.get("CAIRNCTL_SERVER_KEYS", "")),
-                        help="CURVE: the member's public key (or .pub file), or ENDPOINT=KEY,... for several")
-    parser.add_argument("--client-key", default=default(os.environ.get("CAIRNCTL_CLIENT_KEY", "")),
-                        help="CURVE: this client's secret key file (cairn keygen)")
-    parser.add_argument("--cluster-config", default=default(os.environ.get("CAIRNCTL_CLUSTER_CONFIG", "")),
-                        help="a cluster config: its client endpoints and members' public keys")
+    security_flags(parser, default)
     parser.add_argument("--user", default=default(""), help="NAME[:PASSWORD] (or ETCDCTL_USER)")
     parser.add_argument("--password", default=default(""), help="the user's password (or ETCDCTL_PASSWORD)")
 
@@ -1339,8 +1355,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def security_options(args, endpoints: list[str]) -> tuple[list[str], dict]:
-    """(endpoints, Client keyword arguments) from the CURVE flags; UsageError if they make no sense."""
+def security_flags(parser: argparse.ArgumentParser, default=lambda value: value) -> None:
+    """The CURVE flags (cairnctl's global ones; `cairn bench` takes them too)."""
+    parser.add_argument("--server-keys", default=default(os.environ.get("CAIRNCTL_SERVER_KEYS", "")),
+                        help="CURVE: the member's public key (or .pub file), or ENDPOINT=KEY,... for several")
+    parser.add_argument("--client-key", default=default(os.environ.get("CAIRNCTL_CLIENT_KEY", "")),
+                        help="CURVE: this client's secret key file (cairn keygen)")
+    parser.add_argument("--cluster-config", default=default(os.environ.get("CAIRNCTL_CLUSTER_CONFIG", "")),
+                        help="a cluster config: its client endpoints and members' public keys")
+
+
+def security_options(args, endpoints: list[str], default_endpoints: str = DEFAULT_ENDPOINTS) -> tuple[list[str], dict]:
+    """(endpoints, Client keyword arguments) from the CURVE flags; UsageError if
+    they make no sense. A cluster config's endpoints replace the default ones."""
     from transport.curve import KeyFileError
 
     server_keys = None
@@ -1351,7 +1378,7 @@ def security_options(args, endpoints: list[str]) -> tuple[list[str], dict]:
             cluster = config_module.load(args.cluster_config)
         except config_module.ConfigError as error:
             raise UsageError(str(error)) from None
-        if args.endpoints == DEFAULT_ENDPOINTS:
+        if args.endpoints == default_endpoints:
             endpoints = cluster.client_endpoints()
         if cluster.security.curve:
             server_keys = {member.client: member.public_key for member in cluster.members}

@@ -4,13 +4,17 @@ killed by its id; nothing else is ever signalled)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -97,6 +101,35 @@ def tls_client_context(directory, client_certificate: bool = True):
     if client_certificate:
         context.load_cert_chain(os.path.join(tls, "client.crt"), os.path.join(tls, "client.key"))
     return context
+
+
+class Stream:
+    """A streaming POST (watch, keep-alive) read line by line on a thread, so a
+    test waits for each JSON object with a deadline instead of sleeping."""
+
+    def __init__(self, url: str, path: str, body: bytes, headers: dict | None = None):
+        parsed = urllib.parse.urlsplit(url)
+        self.connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+        self.connection.request("POST", path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+        self.response = self.connection.getresponse()
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for line in self.response:
+                if line.strip():
+                    self.lines.put(json.loads(line))
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            pass  # closed by the test (http.client's chunked reader may trip over its own close)
+        self.lines.put(None)
+
+    def next(self, timeout: float = 10.0):
+        return self.lines.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.connection.sock.shutdown(2)
+        self.connection.close()
 
 
 def group_members(pgid: int) -> list[int]:

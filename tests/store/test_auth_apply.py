@@ -101,6 +101,10 @@ def test_the_throttle_doubles_and_a_success_clears_it():
     assert throttle.allowed(keys, 64.0)  # capped at 64x
     throttle.busy.add(("user", "u"))
     assert not throttle.allowed(keys, 100.0)
+    # being verified is not being throttled: such an attempt waits, it is not refused
+    assert throttle.verifying(keys) and not throttle.throttled(keys, 100.0)
+    assert throttle.verifying((("user", "u"), ("connection", b"other")))
+    assert throttle.throttled(keys, 1.0) and not throttle.verifying((("user", "v"), ("connection", b"d")))
 
 
 def test_lock_and_election_calls_need_their_keys():
