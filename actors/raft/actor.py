@@ -16,7 +16,9 @@ Apply flow: committed entries are sent to the apply actor in order, with at most
 max_apply_inflight_entries unacknowledged; apply answers Applied(index). If apply
 restarts (or a message is lost) it asks for ApplyNeed(next_index) and the entries
 are re-read from the LMDB log, which is only compacted behind what apply has
-acknowledged. Proposals made while no leader is known wait up to
+made durable (Applied.durable_index): the keyspace commits without a sync, so
+after an OS crash apply may need entries it had already acknowledged
+(store/environment.py). Proposals made while no leader is known wait up to
 no_leader_wait_ms for one, then are rejected with NoLeader: they never reached a
 log, so the client may retry them.
 
@@ -150,6 +152,9 @@ class RaftActor(Actor):
         hard_state, snapshot, entries = self.store.load()
         self.kv_env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         applied = self._applied_index_on_disk()
+        # What the keyspace holds may be only in the page cache (apply syncs it
+        # in the background): synced now, it is durable and compaction may use it.
+        self.kv_env.sync(True)
         if snapshot is not None:
             applied = max(applied, snapshot.index)
         # After a snapshot install that crashed before raft persisted it, apply can
@@ -225,6 +230,7 @@ class RaftActor(Actor):
         self.committed_for_apply = applied
         self.sent_to_apply = applied
         self.apply_acked = applied
+        self.apply_durable = applied  # synced above; moved by Applied.durable_index
         self.retained = RetainedBytes()  # bytes of applied entries still in memory
         self.revision = 0  # the keyspace revision apply last reported
         auto = self.settings.auto_compaction
@@ -509,6 +515,7 @@ class RaftActor(Actor):
 
     def _on_applied(self, message: Applied) -> None:
         self.apply_acked = max(self.apply_acked, message.index)
+        self.apply_durable = max(self.apply_durable, message.durable_index)
         self.revision = max(self.revision, message.revision)
 
     def _on_apply_need(self, message: ApplyNeed) -> None:
@@ -532,6 +539,7 @@ class RaftActor(Actor):
         self.log.info("snapshot_installed", index=message.index, applied=message.applied, term=self.core.term)
         applied = max(message.applied, message.index)
         self.committed_for_apply = self.sent_to_apply = self.apply_acked = applied
+        self.apply_durable = max(self.apply_durable, applied)  # apply synced it before answering
         self.retained.drop_through(applied)
         self.core.step(snapshot_message)
         self._load_member_records()  # the snapshot's keyspace holds the member records
@@ -785,17 +793,20 @@ class RaftActor(Actor):
 
     def _maybe_compact(self) -> None:
         """Raft log compaction (§7): keep snapshot_entries applied entries behind
-        what apply has acknowledged, so followers slightly behind catch up from
+        what apply has made durable, so followers slightly behind catch up from
         the log, and drop the rest; keep fewer when they hold more than
-        max_retained_log_bytes (actors/raft/retention.py)."""
+        max_retained_log_bytes (actors/raft/retention.py). Never past the
+        keyspace's durable index: an OS crash may undo apply's later batches,
+        which are then applied again from this log."""
         keep = self.settings.snapshot_entries
-        compact_to = self.apply_acked - keep
-        by_bytes = self.retained.compact_point(self.limits.max_retained_log_bytes, min(self.apply_acked, self.core.applied_index))
+        durable = min(self.apply_durable, self.apply_acked, self.core.applied_index)
+        compact_to = durable - keep
+        by_bytes = self.retained.compact_point(self.limits.max_retained_log_bytes, durable)
         if by_bytes > compact_to:
             compact_to = by_bytes
         elif compact_to <= 0 or compact_to - self.core.first_index < keep // 4 + 1:
             return
-        compact_to = min(compact_to, self.core.applied_index)
+        compact_to = min(compact_to, durable)
         if compact_to < self.core.first_index:
             return
         term = self.store.term(compact_to)
