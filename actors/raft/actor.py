@@ -66,7 +66,7 @@ from actors.base import Actor
 from actors.raft.auto_compaction import AutoCompactor
 from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore
 from actors.raft.peers import Peers
-from actors.raft.retention import RetainedBytes
+from actors.raft.retention import RetainedBytes, compaction_index
 from actors.raft.snapshots import SnapshotReceiver, SnapshotSender
 from store.environment import open_kv, open_raft
 from store.mvcc import KeySpace
@@ -798,16 +798,10 @@ class RaftActor(Actor):
         max_retained_log_bytes (actors/raft/retention.py). Never past the
         keyspace's durable index: an OS crash may undo apply's later batches,
         which are then applied again from this log."""
-        keep = self.settings.snapshot_entries
         durable = min(self.apply_durable, self.apply_acked, self.core.applied_index)
-        compact_to = durable - keep
         by_bytes = self.retained.compact_point(self.limits.max_retained_log_bytes, durable)
-        if by_bytes > compact_to:
-            compact_to = by_bytes
-        elif compact_to <= 0 or compact_to - self.core.first_index < keep // 4 + 1:
-            return
-        compact_to = min(compact_to, durable)
-        if compact_to < self.core.first_index:
+        compact_to = compaction_index(durable, self.core.first_index, self.settings.snapshot_entries, by_bytes)
+        if not compact_to:
             return
         term = self.store.term(compact_to)
         meta = self.core.compact(compact_to)

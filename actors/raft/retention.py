@@ -6,6 +6,10 @@ entries alone that is no bound on memory: 10,000 entries of 1.5 MiB requests
 would be 15 GiB. This tracks the payload bytes of the entries handed to apply
 since the last compaction, so the actor also compacts once they pass a byte
 limit (Limits.max_retained_log_bytes). Pure bookkeeping, no I/O.
+
+`compaction_index` is where those bounds meet: never past what the keyspace
+made durable, since an OS crash may undo the batches apply committed after
+it, and they are applied again from the log (store/environment.py).
 """
 
 from __future__ import annotations
@@ -49,3 +53,18 @@ class RetainedBytes:
             remaining -= size
             point = index
         return point
+
+
+def compaction_index(durable: int, first_index: int, keep: int, by_bytes: int) -> int:
+    """The index to compact the log through, or 0 to keep it: `keep` entries
+    behind `durable` (the keyspace's synced applied index), in steps of at
+    least a quarter of keep so compactions are rare; further (to by_bytes,
+    RetainedBytes.compact_point) when the entries held pass the byte limit;
+    never past durable, never behind the log's first index."""
+    compact_to = durable - keep
+    if by_bytes > compact_to:
+        compact_to = by_bytes
+    elif compact_to <= 0 or compact_to - first_index < keep // 4 + 1:
+        return 0
+    compact_to = min(compact_to, durable)
+    return compact_to if compact_to >= first_index else 0

@@ -1,6 +1,6 @@
 """The raft actor's byte bound on applied entries kept in memory (actors/raft/retention.py)."""
 
-from actors.raft.retention import RetainedBytes
+from actors.raft.retention import RetainedBytes, compaction_index
 from transport.raft_messages import Entry
 
 
@@ -38,3 +38,18 @@ def test_entries_sent_again_are_counted_once():
     assert retained.bytes == 80
     retained.drop_through(8)
     assert retained.bytes == 0
+
+
+def test_the_log_is_kept_behind_the_durable_index_by_entries():
+    # keep 40 behind the synced index, in steps of more than 40 // 4
+    assert compaction_index(durable=100, first_index=1, keep=40, by_bytes=0) == 60
+    assert compaction_index(durable=100, first_index=55, keep=40, by_bytes=0) == 0  # only 5 to drop: wait
+    assert compaction_index(durable=30, first_index=1, keep=40, by_bytes=0) == 0
+
+
+def test_the_byte_bound_never_compacts_past_the_durable_index():
+    # apply acknowledged far more than it synced: the entries in between may
+    # have to be applied again after an OS crash, so they stay
+    assert compaction_index(durable=100, first_index=1, keep=10000, by_bytes=500) == 100
+    assert compaction_index(durable=100, first_index=1, keep=10000, by_bytes=80) == 80
+    assert compaction_index(durable=100, first_index=101, keep=10000, by_bytes=500) == 0
