@@ -71,9 +71,28 @@ def make_requests(args, worker: int):
 
 def closed_loop(transports, endpoint_count: int, make, total: int, inflight: int, deadline: float, offset: int = 0,
                 keep_replies: bool = False):
+    """closed_loop_over with cairn's transports (requests spread over the endpoints)."""
+    return closed_loop_over(cairn_sender(transports, endpoint_count, offset), make, total, inflight, deadline, keep_replies)
+
+
+def cairn_sender(transports, endpoint_count: int, offset: int = 0):
+    """send(slot, request) -> Future of the reply, over cairn's own wire: slot s
+    uses transport s and endpoint (offset + s), so the load spreads evenly."""
+
+    def send(slot: int, request):
+        transport = transports[slot % len(transports)]
+        request_id = transport.next_request_id()
+        return transport.submit((offset + slot) % endpoint_count, codec.encode(request, request_id), request_id)
+
+    return send
+
+
+def closed_loop_over(send, make, total: int, inflight: int, deadline: float, keep_replies: bool = False):
     """Keep `inflight` requests in flight until `total` are done or the deadline:
-    each completed request immediately issues the next one. Returns
-    (latencies in seconds, errors by code, replies if asked for)."""
+    each completed request immediately issues the next one. send(slot, request)
+    returns a future (concurrent.futures or grpc's: add_done_callback, result,
+    exception), so the same loop drives cairn and etcd (cairn/bench_compare.py).
+    Returns (latencies in seconds, errors by code, replies if asked for)."""
     latencies: list[float] = []
     replies: list = []
     errors: dict[str, int] = {}
@@ -92,10 +111,8 @@ def closed_loop(transports, endpoint_count: int, make, total: int, inflight: int
                     done.set()
                 return
             issued[0] += 1
-        transport = transports[slot % len(transports)]
-        request_id = transport.next_request_id()
         started = time.monotonic()
-        future = transport.submit((offset + slot) % endpoint_count, codec.encode(make(n), request_id), request_id)
+        future = send(slot, make(n))
 
         def finished(result, slot=slot, started=started):
             elapsed = time.monotonic() - started
@@ -103,7 +120,8 @@ def closed_loop(transports, endpoint_count: int, make, total: int, inflight: int
             reply = None if error else result.result()
             with lock:
                 if error is not None:
-                    errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+                    name = error_name(error)
+                    errors[name] = errors.get(name, 0) + 1
                 elif isinstance(reply, m.ErrorResponse):
                     errors[reply.code] = errors.get(reply.code, 0) + 1
                 else:
@@ -122,11 +140,27 @@ def closed_loop(transports, endpoint_count: int, make, total: int, inflight: int
     return latencies, errors, replies
 
 
+def error_name(error: BaseException) -> str:
+    """A failed call's name in the report: grpc's status code, else the exception's type."""
+    code = getattr(error, "code", None)
+    return code().name if callable(code) else type(error).__name__
+
+
 def run_worker(args, worker: int, inflight: int, total: int, deadline: float, results) -> None:
     """One process of a closed-loop benchmark."""
     from cairn.transport_thread import TransportThread
 
     endpoints = args.endpoints.split(",")
+    if args.protocol == "etcd-grpc":
+        from cairn.bench_compare import etcd_sender
+
+        send, close = etcd_sender(endpoints, max(1, args.conns), offset=worker)
+        try:
+            latencies, errors, _ = closed_loop_over(send, make_requests(args, worker), total, inflight, deadline)
+        finally:
+            close()
+        results.put((latencies, errors))
+        return
     transports = [TransportThread(endpoints, 2.0, 64 << 20) for _ in range(max(1, args.conns))]
     try:
         latencies, errors, _ = closed_loop(transports, len(endpoints), make_requests(args, worker), total, inflight,
@@ -218,7 +252,7 @@ def run_benchmark(args) -> dict:
         worker.join()
     params = {k: v for k, v in vars(args).items() if k in ("clients", "conns", "total", "duration", "key_size", "val_size",
                                                             "key_space_size", "sequential_keys", "consistency", "processes",
-                                                            "txn_ops", "key")}
+                                                            "txn_ops", "key", "protocol")}
     return summarize(args.command, latencies, errors, elapsed, params)
 
 
@@ -495,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--key-space-size", type=int, default=1)
     common.add_argument("--sequential-keys", action="store_true")
     common.add_argument("--json", action="store_true", help="print the summary as JSON")
+    common.add_argument("--protocol", default="cairn", choices=["cairn", "etcd-grpc"],
+                        help="cairn's wire, or etcd's gRPC API (put and range; endpoints host:port) for the same load on etcd")
     commands.add_parser("put", parents=[common])
     range_ = commands.add_parser("range", parents=[common])
     range_.add_argument("key")
@@ -516,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     standard = commands.add_parser("standard", help="the standard set against a fresh local cluster")
     standard.add_argument("--config", default="configs/local-3node.yaml")
     standard.add_argument("--output", default="bench-results/latest.json")
+    from cairn.bench_compare import add_compare_parser
+
+    add_compare_parser(commands)
     return parser
 
 
@@ -538,6 +577,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "standard":
         return run_standard(args)
+    if args.command == "compare":
+        from cairn.bench_compare import run_compare
+
+        return run_compare(args)
     summary = run_one(args)
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     return 0
