@@ -146,8 +146,10 @@ def error_name(error: BaseException) -> str:
     return code().name if callable(code) else type(error).__name__
 
 
-def run_worker(args, worker: int, inflight: int, total: int, deadline: float, results) -> None:
-    """One process of a closed-loop benchmark."""
+def run_worker(args, worker: int, inflight: int, total: int, results, ready, go) -> None:
+    """One process of a closed-loop benchmark. It connects, says so on
+    `ready`, and starts its load when `go` is set, so the figure's clock
+    counts neither process start-up nor imports (seconds on a busy machine)."""
     from cairn.transport_thread import TransportThread
 
     endpoints = args.endpoints.split(",")
@@ -155,19 +157,21 @@ def run_worker(args, worker: int, inflight: int, total: int, deadline: float, re
         from cairn.bench_compare import etcd_sender
 
         send, close = etcd_sender(endpoints, max(1, args.conns), offset=worker)
-        try:
-            latencies, errors, _ = closed_loop_over(send, make_requests(args, worker), total, inflight, deadline)
-        finally:
-            close()
-        results.put((latencies, errors))
-        return
-    transports = [TransportThread(endpoints, 2.0, 64 << 20) for _ in range(max(1, args.conns))]
+    else:
+        transports = [TransportThread(endpoints, 2.0, 64 << 20) for _ in range(max(1, args.conns))]
+        send = cairn_sender(transports, len(endpoints), offset=worker)
+
+        def close() -> None:
+            for transport in transports:
+                transport.close()
+
     try:
-        latencies, errors, _ = closed_loop(transports, len(endpoints), make_requests(args, worker), total, inflight,
-                                           deadline, offset=worker)
+        ready.put(worker)
+        go.wait()
+        deadline = time.monotonic() + (args.duration or 3600)
+        latencies, errors, _ = closed_loop_over(send, make_requests(args, worker), total, inflight, deadline)
     finally:
-        for transport in transports:
-            transport.close()
+        close()
     results.put((latencies, errors))
 
 
@@ -234,13 +238,15 @@ def run_benchmark(args) -> dict:
     per_process = [args.clients // processes + (1 if i < args.clients % processes else 0) for i in range(processes)]
     totals = [args.total // processes + (1 if i < args.total % processes else 0) for i in range(processes)]
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    started = time.monotonic()
-    deadline = started + args.duration if args.duration else started + 3600
+    results, ready, go = context.Queue(), context.Queue(), context.Event()
     workers = [context.Process(target=run_worker, args=(args, i, per_process[i], totals[i] if not args.duration else 1 << 62,
-                                                        deadline, results)) for i in range(processes)]
+                                                        results, ready, go)) for i in range(processes)]
     for worker in workers:
         worker.start()
+    for _ in workers:
+        ready.get(timeout=300)
+    started = time.monotonic()
+    go.set()
     latencies, errors = [], {}
     for _ in workers:
         worker_latencies, worker_errors = results.get()
