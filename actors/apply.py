@@ -7,15 +7,15 @@ The raft actor sends CommittedEntries; everything drained in one loop turn is
 applied by StateMachine.apply_committed in ONE LMDB write transaction that also
 stores the applied index, so a crash (even kill -9) leaves either the whole
 batch applied or none of it, and a restart resumes exactly after the last
-applied entry: nothing is applied twice and nothing is skipped. Entries at or below the applied index are duplicates
-(raft resends after a restart) and are skipped; an entry past applied + 1 means
-a message was lost, so the batch stops there and apply asks raft to resend
-(ApplyNeed). Applying never raises for a property of an entry (see
-store/apply.py, "Totality"); an entry that failed is logged with its index.
-After the commit, apply answers its own member's requests through
-the frontend, tells raft how far it got (flow control), and hands the batch's
-events to the watch hub, or, while the hub reports no watchers (WatchInterest),
-only the new revision (the events stay in the store).
+applied entry: nothing is applied twice and nothing is skipped. Entries at or
+below the applied index are duplicates (raft resends after a restart) and are
+skipped; an entry past applied + 1 means a message was lost, so the batch stops
+there and apply asks raft to resend (ApplyNeed). Applying never raises for a
+property of an entry (see store/apply.py, "Totality"); an entry that failed is
+logged with its index. After the commit, apply answers its own member's
+requests through the frontend, tells raft how far it got (flow control), and
+hands the batch's events to the watch hub, or, while the hub reports no
+watchers (WatchInterest), only the new revision (the events stay in the store).
 
 The commit does not wait for the disk (etcd's backend does the same behind its
 WAL): readers in other processes see it at once, and the Raft log, synced on
