@@ -15,7 +15,13 @@ commits in batches behind its WAL): the apply actor commits each batch, which
 readers in other processes see at once through the shared page cache, answers
 the batch's requests, and makes the keyspace durable with `env.sync()` off its
 reply path (actors/keyspace_sync.py: on a timer, after a number of entries, at
-close, and before it reports an installed snapshot). What a crash does:
+close, and before it reports an installed snapshot). Whatever reads the file
+reads a committed transaction and so never depends on the sync: reads and
+HashKV in read transactions, and the copies of a snapshot for a follower
+(actors/raft/snapshots.py), of Maintenance's snapshot (actors/maintenance.py)
+and of a defragment (below), which use mdb_env_copy with compaction: a read
+transaction's view, written out in full (the defragment's copy is then synced
+before it replaces the file). What a crash does:
 
 * a process crash (kill -9 of any or every actor, of the whole member) loses
   nothing: a committed transaction is in the kernel's page cache, which
