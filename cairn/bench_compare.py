@@ -165,6 +165,7 @@ class Members:
     """Three member processes, each in its own process group."""
 
     name = ""
+    environment: dict = {}
 
     def __init__(self, directory: str):
         self.directory = directory
@@ -176,7 +177,7 @@ class Members:
     def start_member(self, index: int) -> None:
         with open(os.path.join(self.directory, f"member{index}.out"), "ab") as out:
             self.processes[index] = subprocess.Popen(self.command(index), stdout=out, stderr=subprocess.STDOUT,
-                                                     start_new_session=True)
+                                                     start_new_session=True, env={**os.environ, **self.environment})
 
     def kill9(self, index: int) -> None:
         process = self.processes.pop(index)
@@ -216,6 +217,7 @@ class Members:
 class CairnMembers(Members):
     name = "cairn"
     protocol = "cairn"
+    environment = {"CAIRN_DIE_WITH_PARENT": "1"}  # cairn/node.py: no member outlives a killed run
 
     def __init__(self, directory: str, config_path: str):
         import yaml
@@ -450,6 +452,8 @@ def render_table(rows: list, results: dict) -> str:
 
 
 def run_compare(args) -> int:
+    # SIGTERM unwinds like an error, so every member started is stopped (the finally blocks)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     binary = etcd_binary(args)
     with tempfile.TemporaryDirectory(prefix="cairn-compare-") as directory:
         p50, p99 = fdatasync_ms(directory)
