@@ -4,18 +4,27 @@ applies committed entries to the MVCC keyspace in log order.
 Theory of operation
 -------------------
 The raft actor sends CommittedEntries; everything drained in one loop turn is
-applied by StateMachine.apply_committed in ONE LMDB write transaction that also stores the applied index, so a
-crash (even kill -9) leaves either the whole batch applied or none of it, and a
-restart resumes exactly after the last applied entry: nothing is applied twice
-and nothing is skipped. Entries at or below the applied index are duplicates
-(raft resends after a restart) and are skipped; an entry past applied + 1 means
-a message was lost, so the batch stops there and apply asks raft to resend
-(ApplyNeed). Applying never raises for a property of an entry (see
-store/apply.py, "Totality"); an entry that failed is logged with its index.
-After the commit, apply answers its own member's requests through
-the frontend, tells raft how far it got (flow control and log compaction), and
+applied by StateMachine.apply_committed in ONE LMDB write transaction that also
+stores the applied index, so a crash (even kill -9) leaves either the whole
+batch applied or none of it, and a restart resumes exactly after the last
+applied entry: nothing is applied twice and nothing is skipped. Entries at or
+below the applied index are duplicates (raft resends after a restart) and are
+skipped; an entry past applied + 1 means a message was lost, so the batch stops
+there and apply asks raft to resend (ApplyNeed). Applying never raises for a
+property of an entry (see store/apply.py, "Totality"); an entry that failed is
+logged with its index. After the commit, apply answers its own member's
+requests through the frontend, tells raft how far it got (flow control), and
 hands the batch's events to the watch hub, or, while the hub reports no
 watchers (WatchInterest), only the new revision (the events stay in the store).
+
+The commit does not wait for the disk (etcd's backend does the same behind its
+WAL): readers in other processes see it at once, and the Raft log, synced on
+a majority, is what makes the write durable. A thread of this process syncs
+the keyspace every SYNC_PERIOD_S (actors/keyspace_sync.py); apply reports the
+index it made durable to raft (Applied.durable_index), which compacts its log
+only behind it, so after an OS crash that undid the last batches the entries
+are still there to apply again (store/environment.py). At start apply syncs
+what a killed predecessor committed, so its applied index is durable.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import threading
 import time
 
 from actors.base import Actor
+from actors.keyspace_sync import KeyspaceSyncer
 from store.alarms import bytes_in_use
 from store.apply import ApplyRules, StateMachine
 from store.apply_leases import min_lease_ttl_s
@@ -94,6 +104,11 @@ class ApplyActor(Actor):
             self.compaction_pending = self.keyspace.compaction_pending(txn)
             self.applied = self.keyspace.applied_index(txn)
             self.revision = self.keyspace.current_revision(txn)
+        # What a killed predecessor committed is in the page cache: make it
+        # durable before raft may compact behind it.
+        self.env.sync(True)
+        self.syncer = KeyspaceSyncer(self.env, self.applied)
+        self.reported_durable = self.applied
         hwm = self.limits.socket_hwm
         self.inbox = inbox(self.context, self.data_dir, "apply", hwm)
         self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
@@ -114,11 +129,14 @@ class ApplyActor(Actor):
         self.hub_watching = True
         self.log.info("apply_recovered", index=self.applied, revision=self.revision)
         self.send(self.to_raft, ApplyNeed(self.applied + 1))
+        self.send(self.to_raft, Applied(self.applied, self.revision, durable_index=self.applied))
 
     def on_watch_interest(self, message: WatchInterest) -> None:
         self.hub_watching = message.watching
 
     def on_batch_end(self) -> None:
+        if self.syncer.error is not None:
+            raise self.syncer.error  # the disk failed: restart and recover from the log
         if not self.pending_entries:
             return
         entries, self.pending_entries = self.pending_entries, []
@@ -147,13 +165,15 @@ class ApplyActor(Actor):
             self.log.warning(event, **fields)
         self.compaction_pending = self.compaction_pending or batch.compaction_started
         self.applied, self.revision = batch.index, batch.revision
+        self.syncer.committed(self.applied)
         request_ids = tuple(request_id for request_id, _ in batch.answers)
         self.log.info(
             "applied", index=self.applied, entries=len(entries), revision=self.revision, request_ids=request_ids or None
         )
         frames = tuple(codec.encode(response, request_id) for request_id, response in batch.answers)
         self.send(self.to_frontend, Applied(self.applied, self.revision, request_ids, frames))
-        self.send(self.to_raft, Applied(self.applied, self.revision))
+        self.reported_durable = self.syncer.durable
+        self.send(self.to_raft, Applied(self.applied, self.revision, durable_index=self.reported_durable))
         if batch.events:
             # With no watchers the hub only needs to know the revision moved; a
             # watcher created meanwhile reads the elided revisions from the store.
@@ -169,7 +189,11 @@ class ApplyActor(Actor):
         tell raft, so it steps the snapshot into its core only once the data is here."""
         self.pending_entries = []  # entries queued before the snapshot are superseded by it
         try:
-            applied = replace_keyspace(self.env, self.keyspace, message.path)
+            with self.syncer.paused():
+                applied = replace_keyspace(self.env, self.keyspace, message.path)
+                # durable before raft drops its log for the snapshot
+                self.env.sync(True)
+                self.syncer.replaced(self.env, applied)
         except Exception as error:  # a broken snapshot is refused; the leader sends another
             self.log.error("snapshot_install_failed", index=message.index, error=f"{type(error).__name__}: {error}")
             self.send(self.to_raft, SnapshotInstalled(message.index, self.applied, ok=False, error=str(error)))
@@ -178,6 +202,7 @@ class ApplyActor(Actor):
             self.revision = self.keyspace.current_revision(txn)
         self.applied = applied
         self.log.info("snapshot_installed", index=message.index, applied=applied, revision=self.revision)
+        self.reported_durable = applied
         self.send(self.to_raft, SnapshotInstalled(message.index, applied))
         self.send(self.to_frontend, Applied(self.applied, self.revision))
 
@@ -195,7 +220,9 @@ class ApplyActor(Actor):
         self.current_input = f"Defragment {message.request_id}"
         old_file = os.open(path, os.O_RDONLY)  # held past the readers' reopen (ApplyLimits.retired_file_hold_s)
         try:
-            self.env = defragment_kv(self.env, self.data_dir, self.settings.kv_map_bytes)
+            with self.syncer.paused():  # the copy is synced, and holds every commit
+                self.env = defragment_kv(self.env, self.data_dir, self.settings.kv_map_bytes)
+                self.syncer.replaced(self.env, self.applied)
         except Exception as error:  # the old keyspace stays in use
             os.close(old_file)
             self.log.error("defragment_failed", error=f"{type(error).__name__}: {error}")
@@ -224,8 +251,19 @@ class ApplyActor(Actor):
         if self.compaction_pending and not self.pending_entries:
             self._compaction_step()
         self._check_quota(now)
+        self._report_durable()
         if self.retired_file is not None and now >= self.retired_file[1]:
             self._close_retired_file()
+
+    def _report_durable(self) -> None:
+        """Tell raft how far the keyspace is synced, once the syncer moved it
+        (raft compacts its log only behind it)."""
+        if self.syncer.error is not None:
+            raise self.syncer.error
+        durable = self.syncer.durable
+        if durable > self.reported_durable:
+            self.reported_durable = durable
+            self.send(self.to_raft, Applied(self.applied, self.revision, durable_index=durable))
 
     def _close_retired_file(self) -> None:
         """The last close of a replaced keyspace file, off this loop (os.close
@@ -258,6 +296,7 @@ class ApplyActor(Actor):
         self.send(self.to_raft, ProposeBatch((request_id,), (make_payload(self.member.id, frame),)))
 
     def release(self) -> None:
+        self.syncer.close()
         if self.retired_file is not None:
             os.close(self.retired_file[0])
         self.env.close()

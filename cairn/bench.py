@@ -78,9 +78,28 @@ def make_requests(args, worker: int):
 
 def closed_loop(transports, endpoint_count: int, make, total: int, inflight: int, deadline: float, offset: int = 0,
                 keep_replies: bool = False):
+    """closed_loop_over with cairn's transports (requests spread over the endpoints)."""
+    return closed_loop_over(cairn_sender(transports, endpoint_count, offset), make, total, inflight, deadline, keep_replies)
+
+
+def cairn_sender(transports, endpoint_count: int, offset: int = 0):
+    """send(slot, request) -> Future of the reply, over cairn's own wire: slot s
+    uses transport s and endpoint (offset + s), so the load spreads evenly."""
+
+    def send(slot: int, request):
+        transport = transports[slot % len(transports)]
+        request_id = transport.next_request_id()
+        return transport.submit((offset + slot) % endpoint_count, codec.encode(request, request_id), request_id)
+
+    return send
+
+
+def closed_loop_over(send, make, total: int, inflight: int, deadline: float, keep_replies: bool = False):
     """Keep `inflight` requests in flight until `total` are done or the deadline:
-    each completed request immediately issues the next one. Returns
-    (latencies in seconds, errors by code, replies if asked for)."""
+    each completed request immediately issues the next one. send(slot, request)
+    returns a future (concurrent.futures or grpc's: add_done_callback, result,
+    exception), so the same loop drives cairn and etcd (cairn/bench_compare.py).
+    Returns (latencies in seconds, errors by code, replies if asked for)."""
     latencies: list[float] = []
     replies: list = []
     errors: dict[str, int] = {}
@@ -99,10 +118,8 @@ def closed_loop(transports, endpoint_count: int, make, total: int, inflight: int
                     done.set()
                 return
             issued[0] += 1
-        transport = transports[slot % len(transports)]
-        request_id = transport.next_request_id()
         started = time.monotonic()
-        future = transport.submit((offset + slot) % endpoint_count, codec.encode(make(n), request_id), request_id)
+        future = send(slot, make(n))
 
         def finished(result, slot=slot, started=started):
             elapsed = time.monotonic() - started
@@ -110,7 +127,8 @@ def closed_loop(transports, endpoint_count: int, make, total: int, inflight: int
             reply = None if error else result.result()
             with lock:
                 if error is not None:
-                    errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+                    name = error_name(error)
+                    errors[name] = errors.get(name, 0) + 1
                 elif isinstance(reply, m.ErrorResponse):
                     errors[reply.code] = errors.get(reply.code, 0) + 1
                 else:
@@ -146,16 +164,36 @@ def new_client(security: dict | None, endpoints: list[str], **options):
     return Client(endpoints, **(security or {}), **options)
 
 
-def run_worker(args, worker: int, inflight: int, total: int, deadline: float, results) -> None:
-    """One process of a closed-loop benchmark."""
+def error_name(error: BaseException) -> str:
+    """A failed call's name in the report: grpc's status code, else the exception's type."""
+    code = getattr(error, "code", None)
+    return code().name if callable(code) else type(error).__name__
+
+
+def run_worker(args, worker: int, inflight: int, total: int, results, ready, go) -> None:
+    """One process of a closed-loop benchmark. It connects, says so on
+    `ready`, and starts its load when `go` is set, so the figure's clock
+    counts neither process start-up nor imports (seconds on a busy machine)."""
     endpoints = args.endpoints.split(",")
-    transports = [new_transport(args, endpoints) for _ in range(max(1, args.conns))]
+    if args.protocol == "etcd-grpc":
+        from cairn.bench_compare import etcd_sender
+
+        send, close = etcd_sender(endpoints, max(1, args.conns), offset=worker)
+    else:
+        transports = [new_transport(args, endpoints) for _ in range(max(1, args.conns))]
+        send = cairn_sender(transports, len(endpoints), offset=worker)
+
+        def close() -> None:
+            for transport in transports:
+                transport.close()
+
     try:
-        latencies, errors, _ = closed_loop(transports, len(endpoints), make_requests(args, worker), total, inflight,
-                                           deadline, offset=worker)
+        ready.put(worker)
+        go.wait()
+        deadline = time.monotonic() + (args.duration or 3600)
+        latencies, errors, _ = closed_loop_over(send, make_requests(args, worker), total, inflight, deadline)
     finally:
-        for transport in transports:
-            transport.close()
+        close()
     results.put((latencies, errors))
 
 
@@ -222,13 +260,15 @@ def run_benchmark(args) -> dict:
     per_process = [args.clients // processes + (1 if i < args.clients % processes else 0) for i in range(processes)]
     totals = [args.total // processes + (1 if i < args.total % processes else 0) for i in range(processes)]
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    started = time.monotonic()
-    deadline = started + args.duration if args.duration else started + 3600
+    results, ready, go = context.Queue(), context.Queue(), context.Event()
     workers = [context.Process(target=run_worker, args=(args, i, per_process[i], totals[i] if not args.duration else 1 << 62,
-                                                        deadline, results)) for i in range(processes)]
+                                                        results, ready, go)) for i in range(processes)]
     for worker in workers:
         worker.start()
+    for _ in workers:
+        ready.get(timeout=300)
+    started = time.monotonic()
+    go.set()
     latencies, errors = [], {}
     for _ in workers:
         worker_latencies, worker_errors = results.get()
@@ -240,7 +280,7 @@ def run_benchmark(args) -> dict:
         worker.join()
     params = {k: v for k, v in vars(args).items() if k in ("clients", "conns", "total", "duration", "key_size", "val_size",
                                                             "key_space_size", "sequential_keys", "consistency", "processes",
-                                                            "txn_ops", "key")}
+                                                            "txn_ops", "key", "protocol")}
     return summarize(args.command, latencies, errors, elapsed, params)
 
 
@@ -508,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--key-space-size", type=int, default=1)
     common.add_argument("--sequential-keys", action="store_true")
     common.add_argument("--json", action="store_true", help="print the summary as JSON")
+    common.add_argument("--protocol", default="cairn", choices=["cairn", "etcd-grpc"],
+                        help="cairn's wire, or etcd's gRPC API (put and range; endpoints host:port) for the same load on etcd")
     commands.add_parser("put", parents=[common])
     range_ = commands.add_parser("range", parents=[common])
     range_.add_argument("key")
@@ -529,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     standard = commands.add_parser("standard", help="the standard set against a fresh local cluster")
     standard.add_argument("--config", default="configs/local-3node.yaml")
     standard.add_argument("--output", default="bench-results/latest.json")
+    from cairn.bench_compare import add_compare_parser
+
+    add_compare_parser(commands)
     return parser
 
 
@@ -549,6 +594,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "standard":
         return run_standard(args)
+    if args.command == "compare":
+        from cairn.bench_compare import run_compare
+
+        return run_compare(args)
     try:
         endpoints, args.security = security_options(args, args.endpoints.split(","), DEFAULT_ENDPOINTS)
     except UsageError as error:

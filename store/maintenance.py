@@ -179,6 +179,7 @@ def restore_member(path: str, config, name: str, bump_revision: int = DEFAULT_BU
 
                 for alarm_db in alarms.DATABASES:
                     txn.drop(kv.open_db(alarm_db, txn=txn), delete=False)
+            kv.sync(True)  # the keyspace does not sync on commit (store/environment.py)
         finally:
             kv.close()
         raft = open_raft(data_dir, config.settings.raft_map_bytes)

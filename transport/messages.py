@@ -626,13 +626,17 @@ class ApplyNeed:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """apply -> raft and frontend: everything up to index is applied and durable;
-    frames answers this member's requests in the batch."""
+    """apply -> raft and frontend: everything up to index is applied (committed
+    to the keyspace, which readers see at once); frames answers this member's
+    requests in the batch. durable_index (to raft) is how far the keyspace is
+    synced to disk: raft never compacts its log past it (store/environment.py),
+    0 when unchanged."""
 
     index: Uint64
     revision: int
     request_ids: tuple[Uint64, ...] = ()
     frames: tuple[bytes, ...] = ()
+    durable_index: Uint64 = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,12 @@ Apply flow: committed entries are sent to the apply actor in order, with at most
 max_apply_inflight_entries unacknowledged; apply answers Applied(index). If apply
 restarts (or a message is lost) it asks for ApplyNeed(next_index) and the entries
 are re-read from the LMDB log, which is only compacted behind what apply has
-acknowledged, and not past what a recently active follower still needs unless
-the log holds more than max_retained_log_bytes (retention.compaction_index): a
-follower that needed a snapshot then goes on from the log. While apply installs a snapshot from the leader, the leader's
+made durable (Applied.durable_index): the keyspace commits without a sync, so
+after an OS crash apply may need entries it had already acknowledged
+(store/environment.py); nor past what a recently active follower still needs
+unless the log holds more than max_retained_log_bytes
+(retention.compaction_index): a follower that needed a snapshot then goes on
+from the log. While apply installs a snapshot from the leader, the leader's
 appends are dropped: they follow the snapshot, not the log it replaces.
 Proposals made while no leader is known wait up to
 no_leader_wait_ms for one, then are rejected with NoLeader: they never reached a
@@ -157,6 +160,9 @@ class RaftActor(Actor):
         hard_state, snapshot, entries = self.store.load()
         self.kv_env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         applied = self._applied_index_on_disk()
+        # What the keyspace holds may be only in the page cache (apply syncs it
+        # in the background): synced now, it is durable and compaction may use it.
+        self.kv_env.sync(True)
         if snapshot is not None:
             applied = max(applied, snapshot.index)
         # After a snapshot install that crashed before raft persisted it, apply can
@@ -243,6 +249,7 @@ class RaftActor(Actor):
         self.committed_for_apply = applied
         self.sent_to_apply = applied
         self.apply_acked = applied
+        self.apply_durable = applied  # synced above; moved by Applied.durable_index
         self.retained = RetainedBytes()  # bytes of applied entries still in memory
         self.revision = 0  # the keyspace revision apply last reported
         auto = self.settings.auto_compaction
@@ -537,6 +544,7 @@ class RaftActor(Actor):
 
     def _on_applied(self, message: Applied) -> None:
         self.apply_acked = max(self.apply_acked, message.index)
+        self.apply_durable = max(self.apply_durable, message.durable_index)
         self.revision = max(self.revision, message.revision)
 
     def _on_apply_need(self, message: ApplyNeed) -> None:
@@ -567,6 +575,7 @@ class RaftActor(Actor):
         self.log.info("snapshot_installed", index=message.index, applied=message.applied, term=self.core.term)
         applied = max(message.applied, message.index)
         self.committed_for_apply = self.sent_to_apply = self.apply_acked = applied
+        self.apply_durable = max(self.apply_durable, applied)  # apply synced it before answering
         self.retained.drop_through(applied)
         self.core.step(snapshot_message)
         self._load_member_records()  # the snapshot's keyspace holds the member records
@@ -835,15 +844,17 @@ class RaftActor(Actor):
 
     def _maybe_compact(self) -> None:
         """Raft log compaction (§7): keep snapshot_entries applied entries behind
-        what apply has acknowledged, so followers slightly behind catch up from
+        what apply has made durable, so followers slightly behind catch up from
         the log, and what a recently active follower still needs (one installing
         a snapshot goes on after it), and drop the rest; keep fewer when they
-        hold more than max_retained_log_bytes (actors/raft/retention.py)."""
-        by_bytes = self.retained.compact_point(self.limits.max_retained_log_bytes, min(self.apply_acked, self.core.applied_index))
-        compact_to = compaction_index(self.apply_acked, self.settings.snapshot_entries, self.core.first_index,
+        hold more than max_retained_log_bytes (actors/raft/retention.py). Never
+        past the keyspace's durable index: an OS crash may undo apply's later
+        batches, which are then applied again from this log."""
+        durable = min(self.apply_durable, self.apply_acked, self.core.applied_index)
+        by_bytes = self.retained.compact_point(self.limits.max_retained_log_bytes, durable)
+        compact_to = compaction_index(durable, self.settings.snapshot_entries, self.core.first_index,
                                       self.core.catch_up_index(), by_bytes)
-        compact_to = min(compact_to, self.core.applied_index)
-        if compact_to < self.core.first_index:
+        if not compact_to:
             return
         term = self.store.term(compact_to)
         meta = self.core.compact(compact_to)
