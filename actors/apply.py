@@ -20,7 +20,8 @@ watchers (WatchInterest), only the new revision (the events stay in the store).
 The commit does not wait for the disk (etcd's backend does the same behind its
 WAL): readers in other processes see it at once, and the Raft log, synced on
 a majority, is what makes the write durable. A thread of this process syncs
-the keyspace every SYNC_PERIOD_S (actors/keyspace_sync.py); apply reports the
+the keyspace every member.keyspace_sync_ms (actors/keyspace_sync.py; 0: LMDB
+syncs each commit itself, on the reply path); apply reports the
 index it made durable to raft (Applied.durable_index), which compacts its log
 only behind it, so after an OS crash that undid the last batches the entries
 are still there to apply again (store/environment.py). At start apply syncs
@@ -93,7 +94,8 @@ class ApplyActor(Actor):
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
         recover_defragment(self.data_dir)  # a defragment this actor was making when it died
-        self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
+        self.sync_on_commit = self.settings.keyspace_sync_ms == 0
+        self.env = open_kv(self.data_dir, self.settings.kv_map_bytes, sync_on_commit=self.sync_on_commit)
         self.rules = rules = ApplyRules(config.id, self.member.id, self.limits.max_txn_ops,
                                         min_lease_ttl_s(self.settings), initial_members=configured_members(config))
         self.state = StateMachine(self.env, rules)
@@ -107,7 +109,7 @@ class ApplyActor(Actor):
         # What a killed predecessor committed is in the page cache: make it
         # durable before raft may compact behind it.
         self.env.sync(True)
-        self.syncer = KeyspaceSyncer(self.env, self.applied)
+        self.syncer = KeyspaceSyncer(self.env, self.applied, self.settings.keyspace_sync_ms / 1000)
         self.reported_durable = self.applied
         hwm = self.limits.socket_hwm
         self.inbox = inbox(self.context, self.data_dir, "apply", hwm)
@@ -221,7 +223,7 @@ class ApplyActor(Actor):
         old_file = os.open(path, os.O_RDONLY)  # held past the readers' reopen (ApplyLimits.retired_file_hold_s)
         try:
             with self.syncer.paused():  # the copy is synced, and holds every commit
-                self.env = defragment_kv(self.env, self.data_dir, self.settings.kv_map_bytes)
+                self.env = defragment_kv(self.env, self.data_dir, self.settings.kv_map_bytes, self.sync_on_commit)
                 self.syncer.replaced(self.env, self.applied)
         except Exception as error:  # the old keyspace stays in use
             os.close(old_file)

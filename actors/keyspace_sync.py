@@ -36,7 +36,9 @@ SYNC_ENTRIES = 10000
 
 class KeyspaceSyncer:
     def __init__(self, env, durable_index: int, period_s: float = SYNC_PERIOD_S, entries: int = SYNC_ENTRIES):
-        assert period_s > 0 and entries > 0
+        """period_s 0: the environment syncs on every commit itself
+        (member.keyspace_sync_ms: 0), so every commit is durable and no thread runs."""
+        assert period_s >= 0 and entries > 0
         self.env = env
         self.period_s = period_s
         self.entries = entries
@@ -46,12 +48,17 @@ class KeyspaceSyncer:
         self._committed = durable_index
         self._wake = threading.Event()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="keyspace-sync", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if period_s:
+            self._thread = threading.Thread(target=self._run, name="keyspace-sync", daemon=True)
+            self._thread.start()
 
     def committed(self, index: int) -> None:
         """The actor committed everything up to `index` (called after the commit)."""
         self._committed = index
+        if self._thread is None:
+            self.durable = index  # synced by the commit itself
+            return
         if index - self.durable >= self.entries:
             self._wake.set()
 
@@ -90,5 +97,6 @@ class KeyspaceSyncer:
         self.sync()
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout=5.0)
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
         return self.durable

@@ -134,6 +134,12 @@ class MemberSettings:
     # (AuthFailed, the password unchecked) for this long, doubling with each
     # further failure up to 64 times it; a success clears it.
     auth_failure_delay_ms: int = 500
+    # How often the apply actor makes the keyspace durable (env.sync) off the
+    # reply path; its commits do not sync, the Raft log is what makes a write
+    # durable (store/environment.py). 0 = sync on every commit, on the write's
+    # path: integrity across a power loss on any file system (LMDB without
+    # MDB_NOSYNC), at the cost of one more fdatasync per write.
+    keyspace_sync_ms: int = 100
     # Applied entries kept in the Raft log before it is compacted behind a snapshot.
     snapshot_entries: int = 10000
     # LMDB map sizes: address space reserved, not disk used.

@@ -46,6 +46,13 @@ before it replaces the file). What a crash does:
   actor stops in a crash loop the supervisor reports) and otherwise differs
   from the others' HashKV (the corruption check raises CORRUPT); the member is
   then rebuilt as one that lost its data dir (`cairn node --rejoin`, README).
+  In practice the window is small: the kernel writes a dirty page back on its
+  own only once it is ~30 s old (vm.dirty_expire_centisecs) or under memory
+  pressure, and every sync comes 100 ms after the last. Where even that is too
+  much (a whole cluster on one power feed and a file system without ordered
+  writes), `member.keyspace_sync_ms: 0` opens the keyspace with LMDB's sync on
+  every commit (MDB_NOMETASYNC, as before): one more fdatasync on each write's
+  path, and the raft log's compaction is then bounded by apply alone.
 """
 
 from __future__ import annotations
@@ -75,7 +82,7 @@ def replicated_databases() -> dict:
     return {**KeySpace.DATABASES, **alarms.DATABASES, **auth.DATABASES}
 
 
-def open_kv(data_dir: str, map_bytes: int, readonly: bool = False) -> lmdb.Environment:
+def open_kv(data_dir: str, map_bytes: int, readonly: bool = False, sync_on_commit: bool = False) -> lmdb.Environment:
     from store.mvcc import KeySpace
 
     os.makedirs(kv_path(data_dir), exist_ok=True)
@@ -83,8 +90,9 @@ def open_kv(data_dir: str, map_bytes: int, readonly: bool = False) -> lmdb.Envir
         kv_path(data_dir),
         map_size=map_bytes,
         max_dbs=KeySpace.MAX_DBS,
-        # no sync on commit: see the module docstring; the apply actor syncs
-        sync=False,
+        # no sync on commit unless asked (member.keyspace_sync_ms: 0): see the
+        # module docstring; the apply actor syncs
+        sync=sync_on_commit,
         metasync=False,
         readahead=False,
         max_readers=256,
@@ -100,7 +108,7 @@ def kv_file(data_dir: str) -> str:
     return os.path.join(kv_path(data_dir), "data.mdb")
 
 
-def defragment_kv(env: lmdb.Environment, data_dir: str, map_bytes: int) -> lmdb.Environment:
+def defragment_kv(env: lmdb.Environment, data_dir: str, map_bytes: int, sync_on_commit: bool = False) -> lmdb.Environment:
     """Replace the keyspace file by its compacted copy (mdb_env_copy with
     compaction: no free pages) and return the environment opened on it; env is
     closed. Only the writer (apply) calls this, between transactions, so the
@@ -134,7 +142,7 @@ def defragment_kv(env: lmdb.Environment, data_dir: str, map_bytes: int) -> lmdb.
         os.unlink(os.path.join(old_dir, "data.mdb"))
     except FileNotFoundError:
         pass
-    return open_kv(data_dir, map_bytes)
+    return open_kv(data_dir, map_bytes, sync_on_commit=sync_on_commit)
 
 
 def _fsync_file(path: str) -> None:

@@ -28,6 +28,21 @@ def test_a_commit_becomes_durable_within_the_period_and_at_close(tmp_path):
     assert syncer.error is None
 
 
+def test_with_period_zero_the_environment_syncs_each_commit_and_no_thread_runs(tmp_path):
+    # member.keyspace_sync_ms: 0 opens the keyspace with LMDB's sync on commit
+    env = open_kv(str(tmp_path), 1 << 24, sync_on_commit=True)
+    threads = threading.active_count()
+    syncer = KeyspaceSyncer(env, durable_index=0, period_s=0)
+    try:
+        assert threading.active_count() == threads
+        commit(env, 1)
+        syncer.committed(1)
+        assert syncer.durable == 1  # at once: the commit itself synced
+        assert syncer.close() == 1
+    finally:
+        env.close()
+
+
 def test_many_entries_wake_the_thread_before_the_period(tmp_path):
     env = open_kv(str(tmp_path), 1 << 24)
     syncer = KeyspaceSyncer(env, durable_index=0, period_s=3600, entries=100)
