@@ -185,7 +185,8 @@ class Watch:
         self._fragments: list[m.Event] = []
         self._consumed = 0
         self._acked = 0
-        self._received = 0  # responses of the current endpoint: signs of its life (WatchManager)
+        self._received = 0  # responses of the current incarnation: signs of its member's life
+        self._received_seen = 0  # what the manager last saw of it (WatchManager._heard_from)
         self._attempt_deadline = 0.0
         self._send_future = None
         self._resume_at = 0.0
@@ -398,6 +399,7 @@ class Watch:
             self.request_id = request_id
             self._generation += 1
             self._consumed = self._acked = 0
+            self._received = self._received_seen = 0  # a moved watch says nothing of its new endpoint yet
             self._attempt_deadline = now + CREATE_TIMEOUT_S
             start = 0 if self.covered is None else self.covered + 1
             request = dataclasses.replace(self._request, start_revision=start)
@@ -421,13 +423,12 @@ class Watch:
 class _Link:
     """Keep-alive state of one endpoint."""
 
-    __slots__ = ("last_sent", "outstanding", "received", "heard_at")
+    __slots__ = ("last_sent", "outstanding", "heard_at")
 
     def __init__(self):
         self.last_sent = 0.0
         self.outstanding: deque = deque()  # (request id, future, sent at)
-        self.received = 0  # responses its watches had received at the last look
-        self.heard_at = 0.0  # when that count last grew
+        self.heard_at = 0.0  # when a response of its watches last arrived
 
 
 class WatchManager:
@@ -539,9 +540,8 @@ class WatchManager:
                 self._drop_link(endpoint)
         for endpoint, endpoint_watches in active.items():
             link = self.links.setdefault(endpoint, _Link())
-            received = sum(watch._received for watch in endpoint_watches)
-            if received != link.received:
-                link.received, link.heard_at = received, now
+            if self._heard_from(endpoint_watches):
+                link.heard_at = now
             if self._link_dead(link, now):
                 self._drop_link(endpoint)
                 for watch in endpoint_watches:
@@ -551,6 +551,18 @@ class WatchManager:
             if endpoint in acks_due or now - link.last_sent >= KEEPALIVE_INTERVAL_S:
                 self._send_keepalive(endpoint, link, endpoint_watches, now)
         self._cancel_orphans(now)
+
+    @staticmethod
+    def _heard_from(watches: list[Watch]) -> bool:
+        """Whether a response reached any of these watches (of one endpoint)
+        since the last look."""
+        heard = False
+        for watch in watches:
+            received = watch._received
+            if received != watch._received_seen:
+                watch._received_seen = received
+                heard = True
+        return heard
 
     def _link_dead(self, link: _Link, now: float) -> bool:
         answered = -1

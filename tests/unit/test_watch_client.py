@@ -274,3 +274,19 @@ def test_an_unanswered_keepalive_means_a_dead_member_only_while_no_response_arri
     silent = _Link()
     silent.outstanding.append((2, Future(), 0.0))
     assert manager._link_dead(silent, KEEPALIVE_REPLY_TIMEOUT_S + 1)
+
+
+def test_a_response_counts_as_word_from_its_endpoint_once_and_a_moved_watch_starts_silent(transport):
+    from cairn.watch import WatchManager
+
+    watch, rid, _ = open_watch(transport)
+    assert not WatchManager._heard_from([watch])  # nothing yet
+    transport.deliver(rid, m.WatchResponse(header(10), 0, created=True))
+    assert WatchManager._heard_from([watch])
+    transport.deliver(rid, m.WatchResponse(header(11), 0, events=(put(11),)))
+    assert WatchManager._heard_from([watch])
+    assert not WatchManager._heard_from([watch])  # nothing new since the last look
+    with watch._lock:
+        watch._abandon("test")
+    watch._step(watch._resume_at)  # re-created on the next endpoint
+    assert watch.endpoint == 1 and not WatchManager._heard_from([watch])
