@@ -39,6 +39,8 @@ from actors.auth_door import internal_token
 from actors.base import Actor
 from actors.lease_table import LeaseTable
 from actors.lock_service import SERVICE_REQUESTS, LockService
+from cairn.config import MemberSpec
+from store import members as member_records
 from store.environment import open_kv
 from store.mvcc import KeySpace
 from transport import codec
@@ -268,7 +270,7 @@ class LeaseActor(Actor):
 
     def forward(self, identity: bytes, request_id: int, frame: bytes, now: float, keys_wanted: bool = False) -> None:
         """Send a lease request to the leader's frontend and relay its answer."""
-        leader = self.config.member_by_id(self.raft.leader_id)
+        leader = self._leader_spec()
         if leader is None or leader.id == self.member.id:
             self.reply(identity, request_id, NoLeaderError().to_response())
             return
@@ -278,6 +280,22 @@ class LeaseActor(Actor):
         unreachable = NoLeaderError("etcdserver: leader unreachable").to_response()
         if self.send(self.leader_link, frame, on_full=lambda: self.reply(identity, request_id, unreachable)):
             self.forwarded[request_id] = (identity, now + self.lease_limits.forward_timeout_s, keys_wanted)
+
+    def _leader_spec(self):
+        """The leader's client address and key: the YAML's member, else one added
+        at run time, from the membership the log keeps (store/members.py)."""
+        leader_id = self.raft.leader_id
+        leader = self.config.member_by_id(leader_id)
+        if leader is not None or not leader_id:
+            return leader
+        with self.env.begin() as txn:
+            records = member_records.load(txn, self.keyspace.meta_db) or ()
+            keys = member_records.public_keys(txn, self.keyspace.meta_db)
+        for record in records:
+            if record.id == leader_id and record.client_urls:
+                return MemberSpec(record.name, record.peer_urls[0] if record.peer_urls else "", record.client_urls[0],
+                                  record.id, public_key=keys.get(record.id, ""))
+        return None
 
     def _connect_leader(self, leader) -> None:
         if self.leader_link is not None:

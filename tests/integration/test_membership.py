@@ -135,6 +135,22 @@ def test_grow_through_a_learner_while_writing(cluster):
                 assert not set(acked) - found, member.name
 
 
+def test_a_leader_added_at_run_time_serves_the_lease_requests_forwarded_to_it(cluster):
+    """The YAML's members know n4 only from the log's membership; their lease
+    actors forward keep-alives to the leader's frontend, found there."""
+    n1, n4 = cluster.members["n1"], cluster.members["n4"]
+    with cluster.client(timeout=10) as c:
+        c.move_leader(n4.spec.id)
+        assert cluster.leader() is n4
+        with Client([n1.endpoint], timeout=5) as one:  # a follower that forwards
+            lease = one.lease_grant(30)
+            assert one.lease_keepalive_once(lease.id).ttl == 30
+            assert one.lease_time_to_live(lease.id).granted_ttl == 30
+            one.lease_revoke(lease.id)
+        c.move_leader(n1.spec.id)  # the story goes on with a YAML member leading
+        assert cluster.leader() is n1
+
+
 def test_promote_refused_while_far_behind(cluster):
     ghost = cluster.add_member_to_config("n5")  # added, never started
     with cluster.client(timeout=10) as c:
