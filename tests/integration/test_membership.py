@@ -1,7 +1,7 @@
 """Membership changes on real processes (issue 15): grow 3 -> 4 through a learner
 while a client writes, promote, remove the leader, a removed member restarted
 with its old data dir, the strict reconfiguration check, promote refused while
-far behind, a learner's door, and 3 -> 5 -> 3 members while a client writes
+far behind, a learner's door, 3 -> 5 -> 3 members while a client writes
 with no gap between acknowledged writes longer than two election timeouts.
 
 One 3-member cluster for the module; the tests run in order and each leaves the
@@ -323,3 +323,36 @@ def test_grow_3_to_5_and_shrink_back_while_writing_with_no_long_gap(cluster):
     with Client([m.endpoint for m in original], timeout=10) as c:
         got = {kv.key for kv in c.get(b"resize/", prefix=True, keys_only=True).kvs}
     assert not set(writer.acked) - got
+
+
+def test_replace_a_killed_member_through_a_learner(cluster):
+    """The README's procedure for a dead host: remove the member, add its
+    replacement as a learner, start it with --join, promote it once caught up,
+    all while a client writes through the survivors."""
+    running = cluster.running()
+    leader = cluster.leader(among=running)
+    dead = next(m for m in running if m is not leader)
+    rest = [m for m in running if m is not dead]
+    writer = Writer([m.endpoint for m in rest], b"replace/")
+    wait_for(lambda: len(writer.acked) > 20, "the first writes", 20)
+    dead.kill9()
+    new = None
+    try:
+        with Client([m.endpoint for m in rest], timeout=10) as c:
+            c.member_remove(dead.spec.id)
+            new = cluster.add_member_to_config("n10")
+            c.member_add("n10", [new.spec.peer], is_learner=True, client_urls=[new.spec.client])
+            new.start(join=True)
+            wait_for(lambda: value_or_none(lambda: c.member_promote(new.spec.id), LearnerNotReadyError),
+                     "the replacement's promotion", 60)
+            assert _ids(c.member_list()) == {m.spec.id: False for m in rest + [new]}
+            c.put(b"replace/last", b"v")
+    finally:
+        acked = writer.finish()
+    del cluster.members[dead.name]
+    assert len(acked) > 20
+    with Client([new.endpoint], timeout=10) as one:
+        wait_for(lambda: one.get(b"replace/last", serializable=True).count == 1, "the replacement to apply",
+                 5 * election_timeout_s(cluster))
+        got = {kv.key for kv in one.get(b"replace/", prefix=True, keys_only=True, serializable=True).kvs}
+    assert not set(acked) - got  # every acknowledged write, on the replacement too
