@@ -279,7 +279,7 @@ def test_a_write_that_failed_stops_further_writes(tmp_path):
 # -- migration from the LMDB log ----------------------------------------------
 
 
-def _write_legacy(data_dir, hard_state, snapshot, stored) -> None:
+def write_legacy_raft_log(data_dir, hard_state, snapshot, stored) -> None:
     """An LMDB Raft log as cairn wrote it before the WAL (store/raftlog_lmdb.py)."""
     env = lmdb.open(legacy_path(str(data_dir)), map_size=64 << 20, max_dbs=4)
     with env.begin(write=True) as txn:
@@ -303,7 +303,7 @@ LEGACY = (
 
 
 def test_an_lmdb_raft_log_is_migrated_on_first_open(tmp_path):
-    _write_legacy(tmp_path, *LEGACY)
+    write_legacy_raft_log(tmp_path, *LEGACY)
     store = open_raft_log(str(tmp_path))
     hard_state, snapshot, loaded = LEGACY
     assert store.load() == (hard_state, snapshot, loaded[1:])
@@ -317,7 +317,7 @@ def test_an_lmdb_raft_log_is_migrated_on_first_open(tmp_path):
 
 
 def test_a_migration_cut_short_by_a_crash_is_done_again(tmp_path):
-    _write_legacy(tmp_path, *LEGACY)
+    write_legacy_raft_log(tmp_path, *LEGACY)
     staging = wal_path(str(tmp_path)) + ".migrating"
     os.makedirs(staging)
     with open(os.path.join(staging, segment_name(1)), "wb") as handle:
@@ -330,9 +330,9 @@ def test_a_migration_cut_short_by_a_crash_is_done_again(tmp_path):
 
 
 def test_a_crash_after_the_migration_only_removes_the_lmdb_log(tmp_path):
-    _write_legacy(tmp_path, *LEGACY)
+    write_legacy_raft_log(tmp_path, *LEGACY)
     open_raft_log(str(tmp_path)).close()
-    _write_legacy(tmp_path, HardState(1, 1, 1), None, entries(1, 1))  # as if the old log were still there
+    write_legacy_raft_log(tmp_path, HardState(1, 1, 1), None, entries(1, 1))  # as if the old log were still there
     store = open_raft_log(str(tmp_path))
     assert store.load() == (LEGACY[0], LEGACY[1], LEGACY[2][1:]) and "already migrated" in store.repairs[0]
     store.close()
