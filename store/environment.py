@@ -129,12 +129,24 @@ def open_raft_log(data_dir: str):
     return store
 
 
+def check_raft_log(data_dir: str) -> list[str]:
+    """Migrate the Raft log from LMDB if needed, verify the checksum of every
+    frame and cut off a torn tail, without decoding the records (the raft
+    actor does that when it opens the log): what was done, for the caller to
+    log. Raises CorruptLog on damage."""
+    from store.raftlog import check_segments
+    from store.raftlog_lmdb import migrate_legacy
+
+    os.makedirs(data_dir, exist_ok=True)
+    return migrate_legacy(data_dir, wal_path(data_dir)) + check_segments(wal_path(data_dir))
+
+
 def prepare_member_store(config, member_name: str) -> list[str]:
     """Create the keyspace's databases before any actor starts, so readers in
     other processes never race the creation of a named database; migrate,
-    verify and repair the Raft log, so a damaged log stops the member here
-    (CorruptLog) rather than in a crash-looping actor. Returns the Raft log's
-    repairs, for the caller to log."""
+    verify and repair the Raft log (check_raft_log), so a damaged log stops
+    the member here (CorruptLog) rather than in a crash-looping raft actor.
+    Returns the Raft log's repairs, for the caller to log."""
     from store.alarms import Alarms
     from store.auth import AuthStore
     from store.mvcc import KeySpace
@@ -148,6 +160,4 @@ def prepare_member_store(config, member_name: str) -> list[str]:
     Alarms(kv)
     AuthStore(kv)
     kv.close()
-    raft_log = open_raft_log(data_dir)
-    raft_log.close()
-    return raft_log.repairs
+    return check_raft_log(data_dir)

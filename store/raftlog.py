@@ -48,12 +48,12 @@ from store.wal_format import (
 from transport.raft_messages import Entry, HardState, SnapshotMeta
 
 # A segment is closed once it holds this many bytes (the frame that crosses it
-# included). Compaction deletes whole segments, so a restart reads up to one
-# segment of dead entries besides the live log (10,000 entries of a few hundred
-# bytes, ~3 MiB): 8 MiB keeps that to a few tens of ms of decoding, while new
-# files -- each costing one directory sync -- stay rare (one per ~8 MiB
-# written, seconds apart at full write load).
-SEGMENT_BYTES_MAX = 8 * 1024 * 1024
+# included). Compaction deletes whole segments, so a restart reads and decodes
+# up to one segment of dead entries besides the live log (by default 10,000
+# entries, ~3 MiB at a few hundred bytes each): 4 MiB keeps that about equal
+# to the live log, while new files -- each costing one directory sync -- stay
+# rare (one per 4 MiB written: seconds apart at full write load).
+SEGMENT_BYTES_MAX = 4 * 1024 * 1024
 SEGMENT_SUFFIX = ".wal"
 
 
@@ -94,6 +94,43 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
+def read_segments(directory: str, repairs: list[str]):
+    """Yield (seq, path, frame payloads, end of the last frame) of each segment in
+    order, every frame's checksums verified; a torn tail of the last segment is
+    cut off (and a last segment with no whole frame removed), each noted in
+    repairs. Raises CorruptLog on any other damage."""
+    seqs = segment_seqs(directory)
+    for position, seq in enumerate(seqs):
+        path = os.path.join(directory, segment_name(seq))
+        with open(path, "rb") as handle:
+            data = handle.read()
+        last = position == len(seqs) - 1
+        found = scan(data, last, path)
+        if not found.payloads:
+            if not last:
+                raise CorruptLog(f"{path}: an empty segment that is not the last")
+            repairs.append(f"{path}: removed a segment with no whole frame ({len(data)} bytes), "
+                           "left by a crash as it was created")
+            os.unlink(path)
+            return
+        if found.torn is not None:
+            repairs.append(f"{path}: cut off a torn tail of {len(data) - found.end} bytes at offset {found.end} "
+                           f"({found.torn}): the last write, cut short by a crash, never acknowledged")
+            os.truncate(path, found.end)
+            fsync_path(path)
+        yield seq, path, found.payloads, found.end
+
+
+def check_segments(directory: str) -> list[str]:
+    """Verify every frame's checksums and repair a torn tail, without decoding
+    the records (a fraction of the cost of opening the log): what was repaired."""
+    repairs: list[str] = []
+    if os.path.isdir(directory):
+        for _ in read_segments(directory, repairs):
+            pass
+    return repairs
+
+
 class RaftLogStore:
     def __init__(self, directory: str):
         self.directory = directory
@@ -109,38 +146,15 @@ class RaftLogStore:
     # -- open ---------------------------------------------------------------
 
     def _replay(self) -> None:
-        seqs = segment_seqs(self.directory)
-        for position, seq in enumerate(seqs):
-            path = self._path(seq)
-            with open(path, "rb") as handle:
-                data = handle.read()
-            last = position == len(seqs) - 1
-            found = scan(data, last, path)
-            if not found.payloads:
-                if not last:
-                    raise CorruptLog(f"{path}: an empty segment that is not the last")
-                # a crash as the segment was created (its first write cut short)
-                self.repairs.append(f"{path}: removed a segment with no whole frame ({len(data)} bytes), "
-                                    "left by a crash as it was created")
-                os.unlink(path)
-                seqs.pop()
-                break
-            records = [decode(payload, path) for payload in found.payloads]
+        for seq, path, payloads, end in read_segments(self.directory, self.repairs):
+            records = [decode(payload, path) for payload in payloads]
             if type(records[0]) is not Header:
                 raise CorruptLog(f"{path}: the segment does not begin with its header")
-            if found.torn is not None:
-                self.repairs.append(
-                    f"{path}: cut off a torn tail of {len(data) - found.end} bytes at offset {found.end} "
-                    f"({found.torn}): the last write, cut short by a crash, never acknowledged"
-                )
-                os.truncate(path, found.end)
-                fsync_path(path)
             for record in records:
                 self.state.apply(record, seq, path)
-            self.segment_bytes = found.end
+            self.seq, self.segment_bytes = seq, end
         self.state.finish(self.directory)
-        if seqs:
-            self.seq = seqs[-1]
+        if self.seq:
             self.fd = os.open(self._path(self.seq), os.O_WRONLY | os.O_APPEND)
 
     def load(self) -> tuple[HardState, SnapshotMeta | None, tuple[Entry, ...]]:
