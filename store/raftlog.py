@@ -175,7 +175,7 @@ class RaftLogStore:
 
     def save_compaction(self, index: int, term: int, voters: tuple[int, ...], learners: tuple[int, ...] = ()) -> None:
         """Record that the log now begins after (index, term), with the configuration
-        there, and delete the segments that holds only entries before."""
+        there, and delete the segments that hold only entries at or before it."""
         self._append(Compact(SnapshotMeta(index, term, tuple(voters), tuple(learners))))
         self._delete_obsolete_segments()
 
