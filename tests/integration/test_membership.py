@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from cairn import Client
 from cairn.aio import Client as AsyncClient
 from cairn.config import member_id_for
-from tests.harness import cluster_fixture, wait_for
+from tests.harness import Writer, cluster_fixture, wait_for
 from transport.errors import (
     CairnError,
     LearnerNotReadyError,
@@ -40,33 +39,6 @@ REMOVED_EXIT_CODE = 78
 
 def _ids(response) -> dict[int, bool]:
     return {m.id: m.is_learner for m in response.members}
-
-
-class Writer:
-    """A client writing keys under `prefix` continuously, counting the acknowledged ones."""
-
-    def __init__(self, endpoints, prefix: bytes):
-        self.acked: list[bytes] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, args=(endpoints, prefix), daemon=True)
-        self.thread.start()
-
-    def run(self, endpoints, prefix: bytes) -> None:
-        with Client(endpoints, timeout=10) as c:
-            i = 0
-            while not self.stop.is_set():
-                key = prefix + b"%06d" % i
-                try:
-                    c.put(key, b"v")
-                    self.acked.append(key)
-                except CairnError:
-                    pass  # a write whose outcome is unknown is not counted
-                i += 1
-
-    def finish(self) -> list[bytes]:
-        self.stop.set()
-        self.thread.join(30)
-        return self.acked
 
 
 def test_grow_through_a_learner_while_writing(cluster):

@@ -1,5 +1,5 @@
 """The Raft log's write-ahead log under real crashes (issue 18): members
-kill -9'd at random points of a continuous write load, and a member whose last
+kill -9'd at random points of a continuous write load (tests/harness.py: Writer), and a member whose last
 WAL record was torn, lose nothing that was acknowledged; a damaged log stops
 the member from starting.
 
@@ -14,7 +14,6 @@ import random
 import shutil
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -22,62 +21,20 @@ from cairn import Client
 from store.environment import wal_path
 from store.raftlog import RaftLogStore, segment_name, segment_seqs
 from store.wal_format import FRAME_HEADER_BYTES
-from tests.harness import REPO, Cluster, wait_for
-from transport.errors import CairnError
+from tests.harness import REPO, Cluster, Writer, wait_for
+from tests.wal_files import flip_bit, frame_offsets, write_legacy_raft_log
 
 SEED = int(os.environ.get("CAIRN_CRASH_SEED", random.randrange(1 << 30)))
 ROUNDS = 5
 WRITERS = 2
 
 
-class Writers:
-    """Clients putting unique keys (crash/<writer>/<n>) without pause; a key is
-    recorded only once its put was acknowledged."""
-
-    def __init__(self, endpoints: list[str]):
-        self.acknowledged: dict[bytes, bytes] = {}
-        self.failed = 0
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(i, endpoints), daemon=True) for i in range(WRITERS)]
-
-    def _run(self, writer: int, endpoints: list[str]) -> None:
-        with Client(endpoints, timeout=5.0) as client:
-            n = 0
-            while not self.stopping.is_set():
-                key, value = b"crash/%d/%06d" % (writer, n), b"v%d-%d" % (writer, n) + b"x" * 200
-                n += 1
-                try:
-                    client.put(key, value)
-                except CairnError:
-                    with self.lock:
-                        self.failed += 1
-                    continue
-                with self.lock:
-                    self.acknowledged[key] = value
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.acknowledged)
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-        assert not any(thread.is_alive() for thread in self.threads), "a writer did not stop"
-
-
-def assert_every_acknowledged_write_is_on_every_member(cluster, acknowledged: dict) -> None:
+def assert_every_acknowledged_write_is_on_every_member(cluster, acknowledged) -> None:
     cluster.wait_ready()
     for member in cluster.members.values():
         with Client([member.endpoint], timeout=10.0) as client:
-            stored = {kv.key: kv.value for kv in client.get(b"crash/", prefix=True).kvs}
-        lost = [key for key, value in acknowledged.items() if stored.get(key) != value]
+            stored = {kv.key for kv in client.get(b"crash/", prefix=True, keys_only=True).kvs}
+        lost = [key for key in acknowledged if key not in stored]
         assert not lost, f"member {member.name} lost {len(lost)} acknowledged writes, e.g. {lost[:3]} (seed {SEED})"
 
 
@@ -92,11 +49,16 @@ def test_members_killed_at_random_points_under_write_load_lose_nothing_acknowled
     rng = random.Random(SEED)
     print(f"replay with CAIRN_CRASH_SEED={SEED}")
     members = list(cluster.members.values())
-    with Writers(cluster.endpoints) as writers:
-        for round_ in range(ROUNDS):
+    writers = [Writer(cluster.endpoints, b"crash/%d/" % i) for i in range(WRITERS)]
+
+    def acknowledged() -> int:
+        return sum(len(writer.acked) for writer in writers)
+
+    try:
+        for _ in range(ROUNDS):
             # the kill point: a random number of further acknowledged writes
-            target = writers.count() + rng.randint(20, 300)
-            wait_for(lambda: writers.count() >= target, f"{target} acknowledged writes (seed {SEED})", timeout_s=90)
+            target = acknowledged() + rng.randint(20, 300)
+            wait_for(lambda: acknowledged() >= target, f"{target} acknowledged writes (seed {SEED})", timeout_s=90)
             how = rng.choice(["leader", "follower", "all"])
             if how == "all":
                 victims = members
@@ -108,22 +70,13 @@ def test_members_killed_at_random_points_under_write_load_lose_nothing_acknowled
             for victim in victims:
                 victim.start()
             cluster.wait_ready(victims)
-        final = writers.count() + 50
-        wait_for(lambda: writers.count() >= final, "writes after the last restart", timeout_s=60)
-    assert len(writers.acknowledged) > ROUNDS * 20
-    assert_every_acknowledged_write_is_on_every_member(cluster, writers.acknowledged)
+        final = acknowledged() + 50
+        wait_for(lambda: acknowledged() >= final, "writes after the last restart", timeout_s=60)
+    finally:
+        acked = [key for writer in writers for key in writer.finish()]
+    assert len(acked) > ROUNDS * 20
+    assert_every_acknowledged_write_is_on_every_member(cluster, acked)
     assert any(r.get("event") == "log_compacted" for m in members for r in m.log_records("raft"))
-
-
-def _frames(path: str) -> list[int]:
-    """Offsets of the frames in a segment file."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    offsets, offset = [], 0
-    while offset < len(data):
-        offsets.append(offset)
-        offset += FRAME_HEADER_BYTES + int.from_bytes(data[offset + 4 : offset + 8], "big")
-    return offsets
 
 
 def _last_segment(member) -> str:
@@ -132,25 +85,23 @@ def _last_segment(member) -> str:
 
 
 def test_a_member_whose_last_wal_record_was_torn_repairs_it_and_catches_up(cluster):
-    acknowledged = {}
+    acknowledged = []
     with cluster.client() as client:
         for i in range(100):
-            key, value = b"crash/torn/%03d" % i, b"%d" % i
-            client.put(key, value)
-            acknowledged[key] = value
+            client.put(b"crash/torn/%03d" % i, b"v")
+            acknowledged.append(b"crash/torn/%03d" % i)
     leader = cluster.leader()
     victim = next(m for m in cluster.members.values() if m is not leader)
     victim.stop()
     path = _last_segment(victim)
-    last = _frames(path)[-1]
+    last = frame_offsets(path)[-1]
     size = os.path.getsize(path)
     with open(path, "r+b") as handle:  # half of the last frame reached the disk
         handle.truncate(last + (size - last) // 2)
     with cluster.client() as client:
         for i in range(100, 150):
-            key, value = b"crash/torn/%03d" % i, b"%d" % i
-            client.put(key, value)
-            acknowledged[key] = value
+            client.put(b"crash/torn/%03d" % i, b"v")
+            acknowledged.append(b"crash/torn/%03d" % i)
     victim.start()
     cluster.wait_ready([victim])
     repaired = [r for r in victim.log_records("supervisor") if r.get("event") == "raft_log_repaired"]
@@ -159,8 +110,6 @@ def test_a_member_whose_last_wal_record_was_torn_repairs_it_and_catches_up(clust
 
 
 def test_a_member_made_before_the_wal_migrates_its_lmdb_log_and_keeps_its_data(tmp_path):
-    from tests.store.test_raft_wal import write_legacy_raft_log
-
     with Cluster(tmp_path, members=1) as cluster:
         with cluster.client() as client:
             for i in range(30):
@@ -195,12 +144,8 @@ def test_a_damaged_wal_stops_the_member_from_starting(tmp_path):
         [member] = cluster.members.values()
         member.stop()
     path = _last_segment(member)
-    middle = _frames(path)[len(_frames(path)) // 2]
-    with open(path, "r+b") as handle:
-        handle.seek(middle + FRAME_HEADER_BYTES)
-        byte = handle.read(1)
-        handle.seek(middle + FRAME_HEADER_BYTES)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    middle = frame_offsets(path)[len(frame_offsets(path)) // 2]
+    flip_bit(path, middle + FRAME_HEADER_BYTES)
     node = subprocess.run(
         [sys.executable, "-m", "cairn.node", "node", "--config", cluster.config_path, "--name", member.name],
         cwd=REPO, capture_output=True, text=True, timeout=60,

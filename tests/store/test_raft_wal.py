@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import cbor2
-import lmdb
 import pytest
 
 from store import raftlog
@@ -17,6 +15,7 @@ from store.environment import open_raft_log, wal_path
 from store.raftlog import RaftLogFailed, RaftLogStore, check_segments, segment_name
 from store.raftlog_lmdb import legacy_path
 from store.wal_format import FRAME_HEADER_BYTES, CorruptLog, LogState, ReadyRecord, encode, frame, scan
+from tests.wal_files import flip_bit, frame_offsets, write_legacy_raft_log
 from transport.raft_messages import ENTRY_CONF_CHANGE, Entry, HardState, SnapshotMeta
 
 
@@ -161,7 +160,7 @@ def test_a_torn_last_write_is_cut_off_at_every_byte_offset(tmp_path, new_segment
     with open(path, "rb") as handle:
         whole = handle.read()
     assert RaftLogStore(str(tmp_path / "log")).load() == after
-    clean_cut = _frame_offsets(path)[1] if new_segment else size  # after a whole frame: nothing to repair
+    clean_cut = frame_offsets(path)[1] if new_segment else size  # after a whole frame: nothing to repair
     for cut in range(size, len(whole)):
         shutil.rmtree(tmp_path / "torn", ignore_errors=True)
         shutil.copytree(tmp_path / "log", tmp_path / "torn")
@@ -202,32 +201,14 @@ def _write_log(directory, monkeypatch=None) -> list[str]:
     return files(directory)
 
 
-def _frame_offsets(path) -> list[int]:
-    with open(path, "rb") as handle:
-        data = handle.read()
-    offsets, offset = [], 0
-    while offset < len(data):
-        offsets.append(offset)
-        offset += FRAME_HEADER_BYTES + int.from_bytes(data[offset + 4 : offset + 8], "big")
-    return offsets
-
-
-def _flip(path, offset: int) -> None:
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0x10]))
-
-
 @pytest.mark.parametrize("where", ["payload", "length", "magic"])
 def test_damage_before_the_last_frame_refuses_to_open(tmp_path, where):
     """A damaged frame followed by good ones is not a torn write: acknowledged
     entries would be lost, so the log refuses to open and changes nothing."""
     [name] = _write_log(tmp_path)
     path = tmp_path / name
-    middle = _frame_offsets(path)[5]
-    _flip(path, middle + {"payload": FRAME_HEADER_BYTES + 3, "length": 6, "magic": 1}[where])
+    middle = frame_offsets(path)[5]
+    flip_bit(path, middle + {"payload": FRAME_HEADER_BYTES + 3, "length": 6, "magic": 1}[where])
     damaged = path.read_bytes()
     with pytest.raises(CorruptLog, match=f"{name}.*offset {middle}"):
         RaftLogStore(str(tmp_path))
@@ -240,8 +221,8 @@ def test_damage_in_a_segment_before_the_last_refuses_to_open(tmp_path, small_seg
     names = _write_log(tmp_path)
     assert len(names) > 2
     path = tmp_path / names[1]
-    last_frame = _frame_offsets(path)[-1]
-    _flip(path, last_frame + FRAME_HEADER_BYTES + 1)  # its last frame: torn-looking, but synced before segment 3 began
+    last_frame = frame_offsets(path)[-1]
+    flip_bit(path, last_frame + FRAME_HEADER_BYTES + 1)  # its last frame: torn-looking, but synced before segment 3 began
     with pytest.raises(CorruptLog, match="not the last"):
         RaftLogStore(str(tmp_path))
     with open(path, "r+b") as handle:  # cut short instead
@@ -281,22 +262,6 @@ def test_a_write_that_failed_stops_further_writes(tmp_path):
 
 
 # -- migration from the LMDB log ----------------------------------------------
-
-
-def write_legacy_raft_log(data_dir, hard_state, snapshot, stored) -> None:
-    """An LMDB Raft log as cairn wrote it before the WAL (store/raftlog_lmdb.py)."""
-    env = lmdb.open(legacy_path(str(data_dir)), map_size=64 << 20, max_dbs=4)
-    with env.begin(write=True) as txn:
-        entries_db = env.open_db(b"entries", txn=txn)
-        meta_db = env.open_db(b"meta", txn=txn)
-        txn.put(b"hard_state", cbor2.dumps([hard_state.term, hard_state.vote, hard_state.commit]), db=meta_db)
-        if snapshot is not None:
-            record = [snapshot.index, snapshot.term, list(snapshot.voters)] + ([list(snapshot.learners)] if snapshot.learners else [])
-            txn.put(b"snapshot", cbor2.dumps(record), db=meta_db)
-        for e in stored:
-            value = [e.term, e.data] if e.kind == 0 else [e.term, e.data, e.kind]
-            txn.put(e.index.to_bytes(8, "big"), cbor2.dumps(value), db=entries_db)
-    env.close()
 
 
 LEGACY = (
