@@ -12,9 +12,10 @@ damaged payload, so a flipped bit can never make a frame look like it runs off
 the end of the file (which would pass for a torn write). The payload is one
 CBOR record:
 
-    [HEADER, version, segment seq, hard state, snapshot|None]
+    [HEADER, version, segment seq, hard state, snapshot|None, last index, last term]
         the first frame of every segment: the state the segments before it left,
-        so the segments before it can be deleted without losing it
+        so the segments before it can be deleted without losing it, and so a
+        frame lost from the end of the segment before it is noticed
     [READY, hard state|None, snapshot|None, first index, [entry, ...]]
         one `save` (one Raft Ready), written with one write and one fdatasync
     [COMPACT, snapshot]
@@ -38,6 +39,11 @@ gives the same state: the entries the deleted segments held are all at or
 below a COMPACT that follows. Until that COMPACT is replayed the held entries
 may start above the snapshot's index; `LogState.finish` refuses a log where
 that gap remains (a segment lost).
+
+Segments are preallocated: zeros from the end of a segment's last frame to the
+end of its file are its clean end. Frames lost from the end of a closed
+segment would pass for such zeros, but then the next segment's HEADER (hard
+state, snapshot, last index and term) disagrees with the replay: CorruptLog.
 
 A torn write (a crash in the middle of the last write) can only damage the last
 frame of the last segment, since every write ends in an fdatasync before the
@@ -111,7 +117,7 @@ def tail_problem(data, offset: int, length: int, problem: str) -> str | None:
     A torn write leaves nothing after it but zeros (space the file grew by);
     where the header itself is damaged its length is unknown, so it is torn
     only if no valid frame starts anywhere after it."""
-    if problem in ("frame runs past the end of the file",):
+    if problem == "frame runs past the end of the file":
         return None
     if problem == "payload checksum mismatch":
         end = offset + FRAME_HEADER_BYTES + length
@@ -127,7 +133,7 @@ def tail_problem(data, offset: int, length: int, problem: str) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Scan:
     payloads: list[bytes]
-    end: int  # where the valid frames end: the torn tail (if any) starts here
+    end: int  # where the valid frames end: the torn tail or the preallocated zeros (if any) start here
     torn: str | None  # what was wrong with the torn tail; None if there is none
 
 
@@ -142,6 +148,8 @@ def scan(data, last_segment: bool, name: str) -> Scan:
             payloads.append(bytes(data[start : start + length]))
             offset = start + length
             continue
+        if data.count(0, offset) == len(data) - offset:
+            return Scan(payloads, offset, None)  # the preallocated space after the last frame
         if not last_segment:
             raise CorruptLog(f"{name}: {problem} at offset {offset}, in a segment that is not the last")
         why_not_torn = tail_problem(data, offset, length, problem)
@@ -159,6 +167,8 @@ class Header:
     seq: int
     hard_state: HardState
     snapshot: SnapshotMeta | None
+    last_index: int
+    last_term: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +197,7 @@ def encode(record) -> bytes:
         return cbor2.dumps([COMPACT, _snapshot_record(record.snapshot)])
     assert type(record) is Header, record
     return cbor2.dumps([HEADER, FORMAT_VERSION, record.seq, _hard_state_record(record.hard_state),
-                        _snapshot_record(record.snapshot)])
+                        _snapshot_record(record.snapshot), record.last_index, record.last_term])
 
 
 def decode(payload: bytes, name: str):
@@ -205,10 +215,11 @@ def decode(payload: bytes, name: str):
         if kind == COMPACT:
             return Compact(_snapshot_from(fields[1]))
         if kind == HEADER:
-            _, version, seq, hard_state, snapshot = fields
+            version = fields[1]
             if version != FORMAT_VERSION:
                 raise CorruptLog(f"{name}: log format version {version}; this cairn reads version {FORMAT_VERSION}")
-            return Header(seq, _hard_state_from(hard_state), _snapshot_from(snapshot))
+            _, _, seq, hard_state, snapshot, last_index, last_term = fields
+            return Header(seq, _hard_state_from(hard_state), _snapshot_from(snapshot), last_index, last_term)
     except CorruptLog:
         raise
     except Exception as error:  # a checksummed payload that is no record of ours
@@ -277,9 +288,16 @@ class LogState:
     def last_index(self) -> int:
         return self.entries[-1].index if self.entries else self.snapshot_index
 
+    @property
+    def last_term(self) -> int:
+        if self.entries:
+            return self.entries[-1].term
+        return self.snapshot.term if self.snapshot is not None else 0
+
     def header(self) -> Header:
         """The HEADER a new segment starts with."""
-        return Header(max(self.segment_last_index, default=0) + 1, self.hard_state, self.snapshot)
+        return Header(max(self.segment_last_index, default=0) + 1, self.hard_state, self.snapshot,
+                      self.last_index, self.last_term)
 
     def apply(self, record, seq: int, name: str = "") -> None:
         if type(record) is ReadyRecord:
@@ -296,8 +314,9 @@ class LogState:
         self.segment_last_index[seq] = 0
         if first:
             self.hard_state, self.snapshot = header.hard_state, header.snapshot
-        elif (header.hard_state, header.snapshot) != (self.hard_state, self.snapshot):
-            raise CorruptLog(f"{name}: its header disagrees with the segments before it")
+        elif (header.hard_state, header.snapshot, header.last_index, header.last_term) != (
+                self.hard_state, self.snapshot, self.last_index, self.last_term):
+            raise CorruptLog(f"{name}: its header disagrees with the segments before it (frames lost from their end?)")
 
     def _apply_ready(self, record: ReadyRecord, seq: int, name: str) -> None:
         if record.snapshot is not None:

@@ -135,62 +135,55 @@ def test_segments_roll_over_at_the_size_limit_and_each_starts_with_the_state_so_
 
 
 def _state_before_and_after_last_save(directory, new_segment: bool):
-    """Saves, then one last save; returns (path of the file it went to, its size
-    before that save, the log before it, the log after it)."""
+    """Saves, then one last save; returns (path of the file it went to, where
+    its frames ended before that save, where they end after, the log before
+    it, the log after it)."""
     store = RaftLogStore(str(directory))
     for first in range(1, 30, 3):
         store.save(HardState(1, 1, first), entries(first, first + 2))
     store.save_compaction(5, 1, (1, 2, 3))
+    end_before = 0 if new_segment else store.segment_bytes
     if new_segment:
         store.segment_bytes = raftlog.SEGMENT_BYTES_MAX  # the next save starts segment 2
     before = store.load()
-    path = os.path.join(str(directory), segment_name(store.seq + (1 if new_segment else 0)))
-    size = os.path.getsize(path) if os.path.exists(path) else 0
     store.save(HardState(2, 2, 30), entries(31, 32, term=2) + (Entry(33, 2, b"conf", ENTRY_CONF_CHANGE),))
     after = store.load()
+    path = os.path.join(str(directory), segment_name(store.seq))
+    end_after = store.segment_bytes
     store.close()
-    return path, size, before, after
+    return path, end_before, end_after, before, after
 
 
 @pytest.mark.parametrize("new_segment", [False, True], ids=["in_a_segment", "starting_a_segment"])
-def test_a_torn_last_write_is_cut_off_at_every_byte_offset(tmp_path, new_segment):
-    """A crash during the last write leaves any prefix of it: the log loads
-    without it (it was never acknowledged), says so, and takes new writes."""
-    path, size, before, after = _state_before_and_after_last_save(tmp_path / "log", new_segment)
-    with open(path, "rb") as handle:
-        whole = handle.read()
-    assert RaftLogStore(str(tmp_path / "log")).load() == after
-    clean_cut = frame_offsets(path)[1] if new_segment else size  # after a whole frame: nothing to repair
-    for cut in range(size, len(whole)):
+@pytest.mark.parametrize("torn", ["truncated", "zeroed"])
+def test_a_torn_last_write_is_cut_off_at_every_byte_offset(tmp_path, new_segment, torn):
+    """A crash during the last write leaves any prefix of it, and after it
+    nothing (the file was cut short) or zeros (the preallocated space, or pages
+    that never reached the disk): the log loads without it (it was never
+    acknowledged), says so, and takes new writes."""
+    path, end_before, end_after, before, after = _state_before_and_after_last_save(tmp_path / "log", new_segment)
+    assert os.path.getsize(path) == raftlog.SEGMENT_BYTES_MAX, "preallocated"
+    assert reopened(tmp_path / "log").load() == after
+    clean_cut = frame_offsets(path)[1] if new_segment else end_before  # after a whole frame: nothing to repair
+    for cut in range(end_before, end_after):
         shutil.rmtree(tmp_path / "torn", ignore_errors=True)
         shutil.copytree(tmp_path / "log", tmp_path / "torn")
         torn_path = tmp_path / "torn" / os.path.basename(path)
         with open(torn_path, "r+b") as handle:
-            handle.truncate(cut)
+            if torn == "truncated":
+                handle.truncate(cut)
+            else:
+                handle.seek(cut)
+                handle.write(b"\0" * (end_after - cut))
+        # the supervisor's check (frames only) repairs it before the raft actor opens the log
+        repairs = check_segments(str(tmp_path / "torn"))
+        assert len(repairs) == (0 if cut == clean_cut else 1), (cut, repairs)
         store = RaftLogStore(str(tmp_path / "torn"))
-        assert store.load() == before, cut
-        assert len(store.repairs) == (0 if cut == clean_cut else 1), (cut, store.repairs)
+        assert store.load() == before and store.repairs == [], cut
         store.save(HardState(3, 3, 30), entries(31, 31, term=3))
         store.close()
         again = reopened(tmp_path / "torn")
         assert again.repairs == [] and again.load() == (HardState(3, 3, 30), before[1], before[2] + entries(31, 31, term=3))
-
-
-def test_a_torn_write_that_left_zeros_is_cut_off(tmp_path):
-    """The file grew but the last write's pages never reached the disk: zeros."""
-    path, size, before, after = _state_before_and_after_last_save(tmp_path, new_segment=False)
-    length = os.path.getsize(path)
-    for zero_from in (size, size + 5, size + FRAME_HEADER_BYTES + 3, length - 1):
-        with open(path, "r+b") as handle:
-            handle.seek(zero_from)
-            handle.write(b"\0" * (length - zero_from))
-        # the supervisor's check (frames only) repairs it before the raft actor opens the log
-        assert len(check_segments(str(tmp_path))) == 1 and os.path.getsize(path) == size
-        store = RaftLogStore(str(tmp_path))
-        assert store.load() == before and store.repairs == []
-        store.close()
-        with open(path, "r+b") as handle:  # as it was, for the next round
-            handle.truncate(length)
 
 
 def _write_log(directory, monkeypatch=None) -> list[str]:
@@ -228,6 +221,11 @@ def test_damage_in_a_segment_before_the_last_refuses_to_open(tmp_path, small_seg
     with open(path, "r+b") as handle:  # cut short instead
         handle.truncate(last_frame + 3)
     with pytest.raises(CorruptLog, match="not the last"):
+        RaftLogStore(str(tmp_path))
+    with open(path, "r+b") as handle:  # zeros instead, as preallocated space looks
+        handle.truncate(last_frame)
+        handle.truncate(last_frame + 4096)
+    with pytest.raises(CorruptLog, match="header disagrees with the segments before it"):
         RaftLogStore(str(tmp_path))
 
 
