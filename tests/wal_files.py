@@ -11,14 +11,15 @@ from store.wal_format import FRAME_HEADER_BYTES
 
 
 def frame_offsets(path) -> list[int]:
-    """Where each frame of a segment file begins (read from the lengths alone)."""
+    """Where each frame of a segment file begins, and last where the frames end
+    (the preallocated zeros, if any, begin); read from the lengths alone."""
     with open(path, "rb") as handle:
         data = handle.read()
     offsets, offset = [], 0
-    while offset < len(data):
+    while offset < len(data) and data[offset : offset + 4] != bytes(4):
         offsets.append(offset)
         offset += FRAME_HEADER_BYTES + int.from_bytes(data[offset + 4 : offset + 8], "big")
-    return offsets
+    return offsets + [offset]
 
 
 def flip_bit(path, offset: int) -> None:

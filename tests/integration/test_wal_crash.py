@@ -94,10 +94,10 @@ def test_a_member_whose_last_wal_record_was_torn_repairs_it_and_catches_up(clust
     victim = next(m for m in cluster.members.values() if m is not leader)
     victim.stop()
     path = _last_segment(victim)
-    last = frame_offsets(path)[-1]
-    size = os.path.getsize(path)
-    with open(path, "r+b") as handle:  # half of the last frame reached the disk
-        handle.truncate(last + (size - last) // 2)
+    *_, last, end = frame_offsets(path)
+    with open(path, "r+b") as handle:  # half of the last frame reached the disk, then zeros
+        handle.seek(last + (end - last) // 2)
+        handle.write(bytes(end - last - (end - last) // 2))
     with cluster.client() as client:
         for i in range(100, 150):
             client.put(b"crash/torn/%03d" % i, b"v")

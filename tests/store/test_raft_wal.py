@@ -214,7 +214,7 @@ def test_damage_in_a_segment_before_the_last_refuses_to_open(tmp_path, small_seg
     names = _write_log(tmp_path)
     assert len(names) > 2
     path = tmp_path / names[1]
-    last_frame = frame_offsets(path)[-1]
+    last_frame = frame_offsets(path)[-2]
     flip_bit(path, last_frame + FRAME_HEADER_BYTES + 1)  # its last frame: torn-looking, but synced before segment 3 began
     with pytest.raises(CorruptLog, match="not the last"):
         RaftLogStore(str(tmp_path))
