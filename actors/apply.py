@@ -4,27 +4,38 @@ applies committed entries to the MVCC keyspace in log order.
 Theory of operation
 -------------------
 The raft actor sends CommittedEntries; everything drained in one loop turn is
-applied by StateMachine.apply_committed in ONE LMDB write transaction that also stores the applied index, so a
-crash (even kill -9) leaves either the whole batch applied or none of it, and a
-restart resumes exactly after the last applied entry: nothing is applied twice
-and nothing is skipped. Entries at or below the applied index are duplicates
-(raft resends after a restart) and are skipped; an entry past applied + 1 means
-a message was lost, so the batch stops there and apply asks raft to resend
-(ApplyNeed). Applying never raises for a property of an entry (see
-store/apply.py, "Totality"); an entry that failed is logged with its index.
-After the commit, apply answers its own member's requests through
-the frontend, tells raft how far it got (flow control and log compaction), and
+applied by StateMachine.apply_committed in ONE LMDB write transaction that also
+stores the applied index, so a crash (even kill -9) leaves either the whole
+batch applied or none of it, and a restart resumes exactly after the last
+applied entry: nothing is applied twice and nothing is skipped. Entries at or
+below the applied index are duplicates (raft resends after a restart) and are
+skipped; an entry past applied + 1 means a message was lost, so the batch stops
+there and apply asks raft to resend (ApplyNeed). Applying never raises for a
+property of an entry (see store/apply.py, "Totality"); an entry that failed is
+logged with its index. After the commit, apply answers its own member's
+requests through the frontend, tells raft how far it got (flow control), and
 hands the batch's events to the watch hub, or, while the hub reports no
 watchers (WatchInterest), only the new revision (the events stay in the store).
+
+The commit does not wait for the disk (etcd's backend does the same behind its
+WAL): readers in other processes see it at once, and the Raft log, synced on
+a majority, is what makes the write durable. A thread of this process syncs
+the keyspace every member.keyspace_sync_ms (actors/keyspace_sync.py; 0: LMDB
+syncs each commit itself, on the reply path); apply reports the
+index it made durable to raft (Applied.durable_index), which compacts its log
+only behind it, so after an OS crash that undid the last batches the entries
+are still there to apply again (store/environment.py). At start apply syncs
+what a killed predecessor committed, so its applied index is durable.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from dataclasses import dataclass
 
 from actors.base import Actor
+from actors.keyspace_sync import KeyspaceSyncer
 from store.alarms import bytes_in_use
 from store.apply import ApplyRules, StateMachine
 from store.apply_leases import min_lease_ttl_s
@@ -32,6 +43,7 @@ from store.environment import defragment_kv, kv_file, open_kv, recover_defragmen
 from store.snapshot_install import replace_keyspace
 from transport import codec
 from transport.entries import make_payload
+from transport.limits import holds, limit, limits, positive
 from transport.messages import (
     ALARM_ACTIVATE,
     ALARM_NOSPACE,
@@ -51,22 +63,28 @@ from transport.messages import (
 from transport.sockets import inbox, outbox
 
 
-@dataclass(frozen=True, slots=True)
+@limits(
+    positive("quota_check_s", "retired_file_hold_s"),
+    holds(lambda l: l.alarm_retry_s >= l.quota_check_s, "a retry is only noticed at a quota check"),
+)
 class ApplyLimits:
     """The apply actor's own periods, each with its reason (the member's limits,
     such as quota_backend_bytes, are cairn/config.py's Limits)."""
 
-    # How often the keyspace size is measured against the quota: a read
-    # transaction over the databases' stats, cheap once a second, and a NOSPACE
-    # alarm raised a second late is within the quota's purpose.
-    quota_check_s: float = 1.0
-    # How long to wait before proposing the alarm again if the first proposal
-    # got lost (a leader change): longer than a proposal takes to be applied.
-    alarm_retry_s: float = 5.0
-
-    def __post_init__(self):
-        assert self.quota_check_s > 0
-        assert self.alarm_retry_s >= self.quota_check_s, "a retry is only noticed at a quota check"
+    quota_check_s: float = limit(
+        1.0,
+        "How often the keyspace size is measured against the quota: a read transaction over the databases' stats, "
+        "cheap once a second, and a NOSPACE alarm raised a second late is within the quota's purpose.")
+    alarm_retry_s: float = limit(
+        5.0,
+        "How long to wait before proposing the alarm again if the first proposal got lost (a leader change): longer "
+        "than a proposal takes to be applied.")
+    retired_file_hold_s: float = limit(
+        10.0,
+        "A defragment's replaced file gives its disk blocks back when its last user closes it, which for a GiB takes "
+        "the closing thread about a second. Apply holds it open this long, well past the reopen of frontend, watch, "
+        "lease and raft (one turn of their loops each), then closes it on a thread of its own, so no actor's loop "
+        "pays for it (tests/defrag_pause.py).")
 
 
 class ApplyActor(Actor):
@@ -76,7 +94,8 @@ class ApplyActor(Actor):
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
         recover_defragment(self.data_dir)  # a defragment this actor was making when it died
-        self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
+        self.sync_on_commit = self.settings.keyspace_sync_ms == 0
+        self.env = open_kv(self.data_dir, self.settings.kv_map_bytes, sync_on_commit=self.sync_on_commit)
         self.rules = rules = ApplyRules(config.id, self.member.id, self.limits.max_txn_ops,
                                         min_lease_ttl_s(self.settings), initial_members=configured_members(config))
         self.state = StateMachine(self.env, rules)
@@ -87,28 +106,39 @@ class ApplyActor(Actor):
             self.compaction_pending = self.keyspace.compaction_pending(txn)
             self.applied = self.keyspace.applied_index(txn)
             self.revision = self.keyspace.current_revision(txn)
+        # What a killed predecessor committed is in the page cache: make it
+        # durable before raft may compact behind it.
+        self.env.sync(True)
+        self.syncer = KeyspaceSyncer(self.env, self.applied, self.settings.keyspace_sync_ms / 1000)
+        self.reported_durable = self.applied
         hwm = self.limits.socket_hwm
         self.inbox = inbox(self.context, self.data_dir, "apply", hwm)
         self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
         self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
+        self.metrics_outbox = self.to_frontend
+        self.commit_duration = self.metrics.histogram("etcd_disk_backend_commit_duration_seconds")
         self.add_inbox(self.inbox)
         self.on_message(CommittedEntries, lambda message: self.pending_entries.extend(message.entries))
         self.on_message(InstallSnapshot, self.install_snapshot)
         self.on_message(WatchInterest, self.on_watch_interest)
         self.on_message(Defragment, self.defragment)
         self.pending_entries = []
+        self.retired_file: tuple[int, float] | None = None  # (fd, close at) of a file a defragment replaced
         # Until the watch hub says otherwise, assume it has watchers: sending
         # events it does not need is only a cost, eliding ones it needs is a gap.
         self.hub_watching = True
         self.log.info("apply_recovered", index=self.applied, revision=self.revision)
         self.send(self.to_raft, ApplyNeed(self.applied + 1))
+        self.send(self.to_raft, Applied(self.applied, self.revision, durable_index=self.applied))
 
     def on_watch_interest(self, message: WatchInterest) -> None:
         self.hub_watching = message.watching
 
     def on_batch_end(self) -> None:
+        if self.syncer.error is not None:
+            raise self.syncer.error  # the disk failed: restart and recover from the log
         if not self.pending_entries:
             return
         entries, self.pending_entries = self.pending_entries, []
@@ -125,7 +155,9 @@ class ApplyActor(Actor):
 
     def _apply(self, entries) -> None:
         self.current_input = f"CommittedEntries {entries[0].index}..{entries[-1].index}"
+        started = time.perf_counter()
         batch = self.state.apply_committed(entries)
+        self.commit_duration.observe(time.perf_counter() - started)
         for failure in batch.failures:
             self.log.error(
                 "entry_failed", index=failure.index, request_id=failure.request_id,
@@ -135,13 +167,15 @@ class ApplyActor(Actor):
             self.log.warning(event, **fields)
         self.compaction_pending = self.compaction_pending or batch.compaction_started
         self.applied, self.revision = batch.index, batch.revision
+        self.syncer.committed(self.applied)
         request_ids = tuple(request_id for request_id, _ in batch.answers)
         self.log.info(
             "applied", index=self.applied, entries=len(entries), revision=self.revision, request_ids=request_ids or None
         )
         frames = tuple(codec.encode(response, request_id) for request_id, response in batch.answers)
         self.send(self.to_frontend, Applied(self.applied, self.revision, request_ids, frames))
-        self.send(self.to_raft, Applied(self.applied, self.revision))
+        self.reported_durable = self.syncer.durable
+        self.send(self.to_raft, Applied(self.applied, self.revision, durable_index=self.reported_durable))
         if batch.events:
             # With no watchers the hub only needs to know the revision moved; a
             # watcher created meanwhile reads the elided revisions from the store.
@@ -157,7 +191,11 @@ class ApplyActor(Actor):
         tell raft, so it steps the snapshot into its core only once the data is here."""
         self.pending_entries = []  # entries queued before the snapshot are superseded by it
         try:
-            applied = replace_keyspace(self.env, self.keyspace, message.path)
+            with self.syncer.paused():
+                applied = replace_keyspace(self.env, self.keyspace, message.path)
+                # durable before raft drops its log for the snapshot
+                self.env.sync(True)
+                self.syncer.replaced(self.env, applied)
         except Exception as error:  # a broken snapshot is refused; the leader sends another
             self.log.error("snapshot_install_failed", index=message.index, error=f"{type(error).__name__}: {error}")
             self.send(self.to_raft, SnapshotInstalled(message.index, self.applied, ok=False, error=str(error)))
@@ -166,6 +204,7 @@ class ApplyActor(Actor):
             self.revision = self.keyspace.current_revision(txn)
         self.applied = applied
         self.log.info("snapshot_installed", index=message.index, applied=applied, revision=self.revision)
+        self.reported_durable = applied
         self.send(self.to_raft, SnapshotInstalled(message.index, applied))
         self.send(self.to_frontend, Applied(self.applied, self.revision))
 
@@ -181,9 +220,13 @@ class ApplyActor(Actor):
         path = kv_file(self.data_dir)
         before = os.path.getsize(path)
         self.current_input = f"Defragment {message.request_id}"
+        old_file = os.open(path, os.O_RDONLY)  # held past the readers' reopen (ApplyLimits.retired_file_hold_s)
         try:
-            self.env = defragment_kv(self.env, self.data_dir, self.settings.kv_map_bytes)
+            with self.syncer.paused():  # the copy is synced, and holds every commit
+                self.env = defragment_kv(self.env, self.data_dir, self.settings.kv_map_bytes, self.sync_on_commit)
+                self.syncer.replaced(self.env, self.applied)
         except Exception as error:  # the old keyspace stays in use
+            os.close(old_file)
             self.log.error("defragment_failed", error=f"{type(error).__name__}: {error}")
             if not _is_open(self.env):
                 raise  # the environment is gone: the supervisor restarts this actor, which recovers
@@ -191,6 +234,8 @@ class ApplyActor(Actor):
             return
         self.state = StateMachine(self.env, self.rules)
         self.keyspace = self.state.keyspace
+        self._close_retired_file()  # an earlier defragment's, if still held
+        self.retired_file = (old_file, time.monotonic() + self.apply_limits.retired_file_hold_s)
         after = os.path.getsize(path)
         pause_ms = round((time.monotonic() - started) * 1000)
         self.log.info("defragmented", size_before=before, size_after=after, pause_ms=pause_ms)
@@ -201,10 +246,33 @@ class ApplyActor(Actor):
     def timeout_ms(self) -> int:
         return 0 if self.compaction_pending else self.settings.tick_ms
 
+    def queue_depth(self) -> int:
+        return len(self.pending_entries)
+
     def on_timer(self, now: float) -> None:
         if self.compaction_pending and not self.pending_entries:
             self._compaction_step()
         self._check_quota(now)
+        self._report_durable()
+        if self.retired_file is not None and now >= self.retired_file[1]:
+            self._close_retired_file()
+
+    def _report_durable(self) -> None:
+        """Tell raft how far the keyspace is synced, once the syncer moved it
+        (raft compacts its log only behind it)."""
+        if self.syncer.error is not None:
+            raise self.syncer.error
+        durable = self.syncer.durable
+        if durable > self.reported_durable:
+            self.reported_durable = durable
+            self.send(self.to_raft, Applied(self.applied, self.revision, durable_index=durable))
+
+    def _close_retired_file(self) -> None:
+        """The last close of a replaced keyspace file, off this loop (os.close
+        releases the GIL while the kernel frees the blocks)."""
+        if self.retired_file is not None:
+            threading.Thread(target=os.close, args=(self.retired_file[0],), name="retired-keyspace", daemon=True).start()
+            self.retired_file = None
 
     def _compaction_step(self) -> None:
         """One bounded step of a physical compaction, in its own transaction."""
@@ -230,6 +298,9 @@ class ApplyActor(Actor):
         self.send(self.to_raft, ProposeBatch((request_id,), (make_payload(self.member.id, frame),)))
 
     def release(self) -> None:
+        self.syncer.close()
+        if self.retired_file is not None:
+            os.close(self.retired_file[0])
         self.env.close()
 
 

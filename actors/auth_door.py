@@ -15,9 +15,11 @@ frontend adds around it, none of which is replicated:
   (`Hasher`), never on the loop; the loop learns a job is done through an
   inproc socket it polls like any other. Nothing here logs a password.
 
-* Authenticate (etcd's simple tokens). Served by the member, not the log: the
-  password is verified against the stored hash (an LMDB read transaction of
-  the member's keyspace) and a token "<random>.<n>" is kept in this member's
+* Authenticate (etcd's simple tokens). Served by the member, not the log, but
+  after a read index as a linearizable range is (actors/frontend.py), so the
+  hash checked is the one of every password change acknowledged anywhere
+  before: the password is verified against the stored hash (an LMDB read
+  transaction of the member's keyspace) and a token "<random>.<n>" is kept in this member's
   memory with the user and the auth revision at issue. A token unused for
   auth_token_ttl_s expires; each use restarts its TTL (etcd's simpleTokenTTL
   keeper). Tokens are per member, as etcd's simple tokens are: a client that
@@ -28,9 +30,12 @@ frontend adds around it, none of which is replicated:
 * Throttling. A failed authentication (unknown user, wrong password,
   a no-password user) makes both the user name and the connection wait
   auth_failure_delay_ms, doubling with each further failure (up to 64x); an
-  attempt inside the wait, or while another attempt for the same user or
-  connection is being verified, is answered AuthFailed without looking at the
-  password. A success clears the user's and the connection's count. (etcd has
+  attempt inside the wait is answered AuthFailed without looking at the
+  password. An attempt made while another of the same user or connection is
+  being verified waits for that one (the frontend parks it, up to
+  MAX_PARKED_AUTHENTICATIONS) and is then judged as if it came then: so
+  parallel guesses are no faster than serial ones, and several clients
+  logging in as one user at once (Patroni's members, say) all get in. A success clears the user's and the connection's count. (etcd has
   no such limit; it is ours. A guesser can thus delay a user's own login by
   failing on purpose; it cannot make guessing fast.)
 
@@ -50,9 +55,13 @@ frontend adds around it, none of which is replicated:
   checked against this member's state when they are served, after the read
   index wait; watch creation, the lock and election services, and what only
   root may do (maintenance, move-leader, membership, anything unknown) are
-  checked when they arrive. Status, member list, alarm list, auth status and
-  the lease keep-alive family need no permission (etcd's clients call them
-  to find their way; knowing a lease's id is what a keep-alive needs).
+  checked when they arrive. A LeaseTimeToLive asking for the lease's keys
+  needs read permission on every key attached (etcd 3.5's
+  checkLeaseTimeToLive), checked after its read index (`check_lease_keys`).
+  Status, member list, alarm list, auth status, a watch's cancel, progress
+  request and keep-alive, and the lease keep-alive family need no permission
+  (etcd's clients call them to find their way; knowing a lease's id is what
+  a keep-alive needs), nor do metrics (etcd's /metrics asks for none).
 """
 
 from __future__ import annotations
@@ -83,12 +92,15 @@ from transport.messages import (
     LeaseTimeToLiveRequest,
     LockRequest,
     MemberListRequest,
+    MetricsRequest,
     ProclaimRequest,
     RangeRequest,
     ResignRequest,
     StatusRequest,
     TxnRequest,
     UnlockRequest,
+    WatchCancelRequest,
+    WatchProgressRequest,
 )
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SALT_BYTES, HASH_BYTES = 2**14, 8, 1, 16, 32
@@ -96,10 +108,17 @@ INTERNAL_TOKEN_FILE = "internal.token"
 MAX_TOKENS = 100_000
 MAX_THROTTLED = 100_000
 MAX_FAILURE_DOUBLINGS = 6  # the wait grows to at most 64x auth_failure_delay_ms
+# Attempts waiting for another of their user or caller to be verified; each
+# verification is ~0.1 s of scrypt, so more would wait past a request timeout.
+MAX_PARKED_AUTHENTICATIONS = 100
 
-# Requests any caller may make with auth enabled (see the docstring).
-OPEN_REQUESTS = (StatusRequest, MemberListRequest, AuthStatusRequest,
-                 LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest)
+# Requests any caller may make with auth enabled (see the docstring). A watch's
+# cancel, progress request and keep-alive act only on the watches of the
+# connection that sends them, each checked when it was created (etcd checks
+# none of them either); the client library sends them without a token.
+OPEN_REQUESTS = (StatusRequest, MetricsRequest, MemberListRequest, AuthStatusRequest,
+                 LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest,
+                 WatchCancelRequest, WatchProgressRequest)
 
 
 def hash_password(password: str) -> str:
@@ -152,9 +171,12 @@ def internal_token(data_dir: str) -> str:
 class Hasher:
     """One worker thread for scrypt; results are taken on the loop's thread.
 
-    submit(function, done): function() runs on the worker; done(result) runs
-    on the loop when `ready()` (the handler of `socket`, polled by the actor)
-    drains it."""
+    submit(function, done, stopped): function() runs on the worker; done(result)
+    runs on the loop when `ready()` (the handler of `socket`, polled by the
+    actor) drains it. A job still queued or running when the frontend stops is
+    answered by its stopped(error) instead (`stop_pending`), so a caller whose
+    password is being hashed gets Stopping rather than silence; its result, if
+    it comes, is dropped."""
 
     def __init__(self, context: zmq.Context, name: str):
         self.address = f"inproc://{name}-{secrets.token_hex(4)}"
@@ -163,11 +185,16 @@ class Hasher:
         self.context = context
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.results: queue.SimpleQueue = queue.SimpleQueue()
+        self.pending: dict[int, object] = {}  # job number -> stopped(error), until done or stopped
+        self.next_job = 0
+        self.closing = False
         self.thread = threading.Thread(target=self._work, name="frontend-hasher", daemon=True)
         self.thread.start()
 
-    def submit(self, function, done) -> None:
-        self.jobs.put((function, done))
+    def submit(self, function, done, stopped) -> None:
+        self.next_job += 1
+        self.pending[self.next_job] = stopped
+        self.jobs.put((self.next_job, function, done))
 
     def _work(self) -> None:
         wake = self.context.socket(zmq.PUSH)
@@ -178,12 +205,14 @@ class Hasher:
                 job = self.jobs.get()
                 if job is None:
                     return
-                function, done = job
+                if self.closing:
+                    continue  # answered by stop_pending; no scrypt for a caller already told
+                number, function, done = job
                 try:
                     result = function()
                 except Exception as error:  # noqa: BLE001 - handed back to the loop
                     result = error
-                self.results.put((done, result))
+                self.results.put((number, done, result))
                 wake.send(b"", zmq.NOBLOCK)
         except zmq.ZMQError:
             return
@@ -193,12 +222,22 @@ class Hasher:
     def ready(self, _frames) -> None:
         while True:
             try:
-                done, result = self.results.get_nowait()
+                number, done, result = self.results.get_nowait()
             except queue.Empty:
                 return
-            done(result)
+            if self.pending.pop(number, None) is not None:
+                done(result)
+
+    def stop_pending(self, error) -> int:
+        """Answer every job not done yet with error; how many there were."""
+        self.closing = True
+        stopped, self.pending = list(self.pending.values()), {}
+        for answer in stopped:
+            answer(error)
+        return len(stopped)
 
     def close(self) -> None:
+        self.closing = True
         self.jobs.put(None)
         self.thread.join(timeout=2)
         self.socket.close(linger=0)
@@ -251,14 +290,16 @@ class Throttle:
         self.failures: OrderedDict[object, tuple[int, float]] = OrderedDict()  # key -> (count, not before)
         self.busy: set = set()  # keys with an attempt being verified
 
+    def throttled(self, keys, now: float) -> bool:
+        """Whether a failure's wait holds any of keys back."""
+        return any((failure := self.failures.get(key)) is not None and failure[1] > now for key in keys)
+
+    def verifying(self, keys) -> bool:
+        """Whether an attempt of any of keys is being verified."""
+        return any(key in self.busy for key in keys)
+
     def allowed(self, keys, now: float) -> bool:
-        for key in keys:
-            if key in self.busy:
-                return False
-            failure = self.failures.get(key)
-            if failure is not None and failure[1] > now:
-                return False
-        return True
+        return not self.verifying(keys) and not self.throttled(keys, now)
 
     def failed(self, keys, now: float) -> None:
         for key in keys:
@@ -363,17 +404,29 @@ class AuthDoor:
         if self.store.enabled(txn):
             self.store.check(txn, user, request)
 
+    def check_lease_keys(self, txn, user: str, lease_keys) -> None:
+        """A TimeToLive with keys: read permission on each key attached to the
+        lease (none attached, or no such lease: nothing to check), as etcd."""
+        if self.store.enabled(txn):
+            for key in lease_keys:
+                self.store.check(txn, user, RangeRequest(key))
+
     # ------------------------------------------------------------ authenticate
 
-    def begin_authenticate(self, identity: bytes, name: str, now: float):
-        """(keys, stored hash) for a verification to run, or raises: AuthNotEnabled,
-        or AuthFailed for an attempt refused without verifying."""
-        keys = (("user", name), ("connection", identity) if self.peer is None else ("peer", self.peer))
+    def begin_authenticate(self, identity: bytes, name: str, now: float, peer: str | None = None):
+        """(keys, stored hash) for a verification to run; None when another
+        attempt of the user or caller is being verified (try again after it);
+        or raises: AuthNotEnabled, or AuthFailed for an attempt refused without
+        verifying. peer: the caller a door named (identify's `peer` when the
+        request arrived)."""
+        keys = (("user", name), ("connection", identity) if peer is None else ("peer", peer))
         with self.env.begin() as txn:
             if not self.store.enabled(txn):
                 raise AuthNotEnabledError()
-            if not self.throttle.allowed(keys, now):
+            if self.throttle.throttled(keys, now):
                 raise AuthFailedError()
+            if self.throttle.verifying(keys):
+                return None
             found = self.store.user(txn, name)
         if found is None or found[2] or not found[0]:  # unknown, or a no-password user
             self.throttle.failed(keys, now)

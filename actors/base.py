@@ -21,7 +21,11 @@ Every actor has the same parts, so a change to how actors talk lands here:
   `client_security`); in plaintext mode these do nothing;
 * `answer_pending`, which `close()` calls at shutdown so every request still
   open gets an answer (Stopping, retryable) instead of a silent wait, then
-  `release` for the actor's resources.
+  `release` for the actor's resources;
+* its metrics (actors/metrics.py): the loop counts each turn's messages and
+  busy time, the actor its own counters in `self.metrics`, and once every
+  REPORT_INTERVAL_S `report_metrics` sends them all to the member's frontend
+  (`metrics_outbox`), which serves them to /metrics.
 
 Signals: SIGTERM asks the loop to stop after the current batch; SIGINT is ignored
 because Ctrl-C in a terminal reaches the whole process group and the supervisor
@@ -40,6 +44,7 @@ import zmq
 
 from actors import logs
 from actors.crash_reports import record_crash
+from actors.metrics import REPORT_INTERVAL_S, Metrics
 from transport import codec
 from transport import curve
 from transport.errors import CairnError, StoppingError
@@ -49,6 +54,7 @@ PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
 # How long the answers close() queued may take to leave before the sockets go.
 CLOSE_LINGER_MS = 1000
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 def set_process_title(title: str) -> None:
@@ -117,6 +123,14 @@ class Actor:
         self.bad_frames = 0  # frames dropped because they did not decode
         self._keys = None  # this member's CURVE key pair, read on first use
         self._zap: curve.ZapHandler | None = None
+        self.metrics = Metrics()
+        self.metrics_outbox: zmq.Socket | None = None  # the frontend's inbox; an actor sets it
+        self._batch_size = self.metrics.histogram("cairn_actor_batch_size")
+        self._busy_s = self.metrics.counter("cairn_actor_busy_seconds_total")
+        self._queue_depth = self.metrics.gauge("cairn_actor_queue_depth")
+        self._bad_frames = self.metrics.counter("cairn_actor_bad_frames_total")
+        self._resident = self.metrics.gauge("cairn_actor_resident_memory_bytes")
+        self._metrics_due = 0.0
 
     # ------------------------------------------------------------------ CURVE
 
@@ -149,6 +163,12 @@ class Actor:
         curve.make_server(socket, self.keys, door)
         monitor = curve.HandshakeMonitor(socket, door, self.log)
         self.add_reader(monitor.socket, monitor.on_events, multipart=True)
+
+    def allow_curve_keys(self, door: str, allowed: dict[bytes, str]) -> None:
+        """The keys `door` admits from now on (the raft actor's peer door follows
+        the membership); connections already made stay."""
+        if self._zap is not None:
+            self._zap.allow(door, allowed)
 
     def connect_curve(self, socket: zmq.Socket, member) -> None:
         """Call before socket connects to `member` (a MemberSpec): in CURVE mode
@@ -228,6 +248,30 @@ class Actor:
     def on_timer(self, now: float) -> None:
         """Called at least once per timeout_ms."""
 
+    def queue_depth(self) -> int:
+        """Work this actor holds and has not finished (cairn_actor_queue_depth);
+        actors with queues of their own override it."""
+        return 0
+
+    def collect_metrics(self) -> None:
+        """Set the gauges that are read rather than counted, just before a report."""
+
+    def report_metrics(self, now: float) -> None:
+        """Every REPORT_INTERVAL_S (and when a scrape asks the frontend): this
+        actor's metrics to the frontend. A full queue drops the report; the
+        next one carries the same counters."""
+        self._metrics_due = now + REPORT_INTERVAL_S
+        self._queue_depth.value = self.queue_depth()
+        self._bad_frames.value = self.bad_frames
+        self._resident.value = resident_bytes()
+        self.collect_metrics()
+        self.publish_metrics(self.metrics.report(self.name))
+
+    def publish_metrics(self, report) -> None:
+        """To the frontend (the frontend keeps its own)."""
+        if self.metrics_outbox is not None:
+            self.send(self.metrics_outbox, report, on_full=_dropped)
+
     def answer_pending(self, error: CairnError) -> int:
         """Answer every request this actor still holds with error; how many.
         Actors that hold requests override it (see close)."""
@@ -262,14 +306,37 @@ class Actor:
                     poller.register(socket, zmq.POLLIN)
                 self._readers_changed = False
             ready = dict(poller.poll(self.timeout_ms()))
+            started = time.perf_counter()
+            handled = 0
             for socket, handler, multipart in self._readers:
                 if socket in ready:
                     self.current_input = handler.__name__
-                    handler(drain(socket, limit, multipart))
+                    frames = drain(socket, limit, multipart)
+                    handled += len(frames)
+                    handler(frames)
             self.current_input = "batch end"
             self.on_batch_end()
             self.current_input = "timers"
-            self.on_timer(time.monotonic())
+            now = time.monotonic()
+            self.on_timer(now)
+            if handled:
+                self._batch_size.observe(handled)
+            if now >= self._metrics_due:
+                self.report_metrics(now)
+            self._busy_s.value += time.perf_counter() - started
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (0 where /proc cannot say)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _dropped() -> None:
+    """A metrics report that found the frontend's queue full: the next one follows."""
 
 
 def run(actor_class, config, member_name: str, parent_pid: int) -> None:

@@ -40,19 +40,23 @@ from dataclasses import dataclass
 from transport import codec
 from transport.entries import make_payload
 from transport.errors import CairnError, FutureRevisionError
+from transport.limits import limit, limits
 from transport.messages import ALARM_ACTIVATE, ALARM_CORRUPT, ROLE_LEADER, AlarmRequest, HashKVRequest, ProposeBatch
 
 
-@dataclass(frozen=True, slots=True)
+@limits()
 class CorruptionLimits:
-    # A peer behind the common revision is asked again for this long: longer
-    # than a follower normally lags, short enough to bound a check.
-    catch_up_s: float = 3.0
-    # Each HashKV call: a member that does not answer in this time is left out.
-    call_timeout_s: float = 5.0
-    # The initial check waits this long after start-up for the member to catch
-    # up with its leader before hashing its own history.
-    initial_delay_s: float = 1.0
+    catch_up_s: float = limit(
+        3.0,
+        "A peer behind the common revision is asked again for this long: longer than a follower normally lags, short "
+        "enough to bound a check.")
+    call_timeout_s: float = limit(
+        5.0,
+        "Each HashKV call: a member that does not answer in this time is left out.")
+    initial_delay_s: float = limit(
+        1.0,
+        "The initial check waits this long after start-up for the member to catch up with its leader before hashing "
+        "its own history.")
 
 
 @dataclass(frozen=True, slots=True)

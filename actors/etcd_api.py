@@ -20,8 +20,8 @@ that does not depend on the spelling lives here, once:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from dataclasses import dataclass
 
 from actors.auth_door import internal_token
 from actors.base import Actor
@@ -29,6 +29,7 @@ from cairn import aio
 from cairn.watch import is_progress_notify
 from transport import messages as m
 from transport.errors import CairnError
+from transport.limits import holds, limit, limits, positive
 
 # What the version and status calls report: the etcd API the doors speak.
 # Clients such as Patroni pick their URL prefix from it (/v3 from 3.4 on).
@@ -38,28 +39,30 @@ ETCD_API_VERSION = "3.4.0"
 # ---------------------------------------------------------------- the door process
 
 
-@dataclass(frozen=True, slots=True)
+@limits(
+    holds(lambda l: l.client_timeout_slack_s > 0, "the frontend's Timeout must reach the client first"),
+    positive("shutdown_grace_s"),
+    holds(lambda l: l.http_body_overhead >= 2, "base64 alone adds a third"),
+    holds(lambda l: l.grpc_overhead_bytes >= 0, "an overhead adds to max_request_bytes"),
+)
 class DoorLimits:
     """The doors' own bounds, each with its reason (the member's limits, such
     as max_request_bytes, are cairn/config.py's Limits)."""
 
-    # A door's client may wait this much past the frontend's request_timeout_ms:
-    # it retries what provably never reached a Raft log (no leader yet, a leader
-    # change) until then, as etcd's server waits for a leader, and the
-    # frontend's own Timeout answer still arrives before the client gives up.
-    client_timeout_slack_s: float = 1.0
-    # How long stopping waits for open streams and calls before closing them.
-    shutdown_grace_s: float = 1.0
-    # HTTP: base64 and JSON make a body larger than the request it carries.
-    http_body_overhead: int = 2
-    # gRPC: etcd's grpcOverheadBytes, what a gRPC message may add to max_request_bytes.
-    grpc_overhead_bytes: int = 512 * 1024
-
-    def __post_init__(self):
-        assert self.client_timeout_slack_s > 0, "the frontend's Timeout must reach the client first"
-        assert self.shutdown_grace_s > 0
-        assert self.http_body_overhead >= 2, "base64 alone adds a third"
-        assert self.grpc_overhead_bytes >= 0
+    client_timeout_slack_s: float = limit(
+        1.0,
+        "A door's client may wait this much past the frontend's request_timeout_ms: it retries what provably never "
+        "reached a Raft log (no leader yet, a leader change) until then, as etcd's server waits for a leader, and the "
+        "frontend's own Timeout answer still arrives before the client gives up.")
+    shutdown_grace_s: float = limit(
+        1.0,
+        "How long stopping waits for open streams and calls before closing them.")
+    http_body_overhead: int = limit(
+        2,
+        "HTTP: base64 and JSON make a body larger than the request it carries.")
+    grpc_overhead_bytes: int = limit(
+        512 * 1024,
+        "gRPC: etcd's grpcOverheadBytes, what a gRPC message may add to max_request_bytes.")
 
 
 class Door(Actor):
@@ -106,6 +109,24 @@ class Door(Actor):
             self._internal_token = internal_token(self.data_dir)
         return {"token": self._internal_token, "peer": str(peer)}
 
+    @contextlib.asynccontextmanager
+    async def caller_client(self, token: str | None, client: aio.Client | None = None, require_leader: bool = False):
+        """The client a stream's calls use (a watch stream's creates and
+        cancels): with the caller's token, a client of this member of its own
+        that sends that token with every request, so the frontend checks the
+        caller (a stream's watches share one token), closed when the stream
+        ends; without one, `client` (by default the door's)."""
+        client = client or self.client
+        if token is None:
+            yield client
+            return
+        own = aio.Client([self.member.client], timeout=client.timeout, token=token, require_leader=require_leader,
+                         **self.client_security())
+        try:
+            yield own
+        finally:
+            await own.aclose()
+
     async def open_door(self, client_timeout: float) -> None:
         """Start serving (the client is connected already)."""
         raise NotImplementedError
@@ -132,10 +153,17 @@ def is_write(message) -> bool:
     return not isinstance(message, _READS)
 
 
+# A defragment copies the member's whole keyspace file (cairnctl defrag waits as long).
+DEFRAGMENT_WAIT_S = 60.0
+
+
 def call_timeout(message) -> float | None:
     """Lock and campaign wait for their turn: the member's wait limit, as the
-    client library allows; None is the client's default."""
-    return aio.Client.SERVICE_WAIT_S if isinstance(message, (m.LockRequest, m.CampaignRequest)) else None
+    client library allows; a defragment as long as it copies; None is the
+    client's default. A caller's shorter deadline still wins (call)."""
+    if isinstance(message, (m.LockRequest, m.CampaignRequest)):
+        return aio.Client.SERVICE_WAIT_S
+    return DEFRAGMENT_WAIT_S if isinstance(message, m.DefragmentRequest) else None
 
 
 async def call(client: aio.Client, message, timeout: float | None = None, endpoint: str | None = None,
@@ -237,7 +265,14 @@ class WatchSession:
         raise NotImplementedError
 
     async def create_failed(self, request: m.WatchCreateRequest, watch_id: int, grpc_code: int, message: str) -> None:
-        await self.emit_error(grpc_code, message)
+        if grpc_code in (GRPC_UNAVAILABLE, GRPC_RESOURCE_EXHAUSTED):
+            await self.emit_error(grpc_code, message)
+            return
+        # A watch the member refuses (permission denied, a bad range): created
+        # and canceled at once with the reason, as etcd's server answers a
+        # create that fails; the stream goes on.
+        await self.emit(m.WatchResponse(m.ResponseHeader(0, 0, 0, 0), watch_id, created=True, canceled=True,
+                                        cancel_reason=message), watch_id)
 
     # ------------------------------------------------------------ requests
 

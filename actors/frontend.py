@@ -13,7 +13,11 @@ Each loop turn drains every client frame queued, validates it at the boundary
 * linearizable reads wait for one ReadIndex round per turn (all reads queued
   in the turn share it); once this member has applied up to the read index they
   are served from LMDB in one short read transaction. Serializable reads are
-  served at once from the local LMDB.
+  served at once from the local LMDB. Authenticate and the lease reads
+  (TimeToLive, Leases) wait for the same round, then are served (the lease
+  reads by the lease actor, which reads the store): a password changed or a
+  lease granted through any member is seen, as etcd's leader waits for its
+  applied index before answering them.
 * status and member list are answered from what raft and apply last reported.
 
 Every request gets exactly one reply; bad frames get an ErrorResponse and the
@@ -26,11 +30,10 @@ import dataclasses
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import zmq
 
-from actors.auth_door import AuthDoor, Hasher, hash_password, verify_password
+from actors.auth_door import MAX_PARKED_AUTHENTICATIONS, AuthDoor, Hasher, hash_password, verify_password
 from actors.base import Actor
 from actors.crash_reports import read_member_errors
 from actors.member_service import MemberService
@@ -43,6 +46,7 @@ from store.mvcc import KeySpace
 from transport import codec
 from transport.entries import make_payload
 from transport.errors import (
+    AuthFailedError,
     CairnError,
     CorruptError,
     EmptyKeyError,
@@ -56,6 +60,7 @@ from transport.errors import (
     from_response,
 )
 from transport import messages as m
+from transport.limits import holds, limit, limits
 from transport.messages import (
     KeyspaceReplaced,
     ALARM_GET,
@@ -77,6 +82,10 @@ from transport.messages import (
     ConfChangeResult,
     MemberListRequest,
     MemberListResponse,
+    MetricSample,
+    MetricsReport,
+    MetricsRequest,
+    MetricsResponse,
     MoveLeaderRequest,
     MoveLeaderResponse,
     ProposalsRejected,
@@ -101,23 +110,22 @@ from transport.messages import (
     WatchCreateRequest,
     WatchProgressRequest,
 )
-from transport.sockets import configure, drain, inbox, outbox
+from transport.sockets import configure, drain, inbox, outbox, send_routed
 
 VERSION = "0.1.0"
 
 
-@dataclass(frozen=True, slots=True)
+@limits(
+    holds(lambda l: l.leader_move_election_timeouts >= 2, "the transfer's own timeout, and slack"),
+)
 class FrontendLimits:
     """The frontend's own bounds, each with its reason (the member's, such as
     max_pending_requests and request_timeout_ms, are in cairn/config.py)."""
 
-    # A leadership transfer succeeds within one election timeout or is abandoned
-    # (thesis §3.10); a MoveLeader waits this many, so the new leader's status
-    # has time to reach this member before the caller is told Timeout.
-    leader_move_election_timeouts: int = 3
-
-    def __post_init__(self):
-        assert self.leader_move_election_timeouts >= 2, "the transfer's own timeout, and slack"
+    leader_move_election_timeouts: int = limit(
+        3,
+        "A leadership transfer succeeds within one election timeout or is abandoned (thesis §3.10); a MoveLeader "
+        "waits this many, so the new leader's status has time to reach this member before the caller is told Timeout.")
 
 
 def new_lease_id() -> int:
@@ -139,6 +147,9 @@ WATCH_REQUESTS = (WatchCreateRequest, WatchCancelRequest, WatchProgressRequest)
 # Requests the lease actor answers: lease reads (the leader's holds the
 # deadlines) and the Lock and Election services it runs.
 LEASE_ACTOR_REQUESTS = (LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest) + SERVICE_REQUESTS
+# Served after a read index as a range is (see the module docstring); a
+# keep-alive is not a read of replicated state and goes on at once.
+AFTER_READ_INDEX = (m.AuthenticateRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest)
 LEASE_WRITE_REQUESTS = (LeaseGrantRequest, LeaseRevokeRequest)
 # Every auth request but Authenticate goes through the log, reads too (etcd).
 AUTH_LOG_REQUESTS = (
@@ -146,8 +157,10 @@ AUTH_LOG_REQUESTS = (
     m.AuthUserListRequest, m.AuthUserDeleteRequest, m.AuthUserChangePasswordRequest, m.AuthUserGrantRoleRequest,
     m.AuthUserRevokeRoleRequest, m.AuthRoleAddRequest, m.AuthRoleGetRequest, m.AuthRoleListRequest,
     m.AuthRoleDeleteRequest, m.AuthRoleGrantPermissionRequest, m.AuthRoleRevokePermissionRequest)
+# Requests that go through the log (an AlarmRequest other than GET is answered earlier).
+LOGGED_REQUESTS = WRITE_REQUESTS + LEASE_WRITE_REQUESTS + AUTH_LOG_REQUESTS + (AlarmRequest,)
 # Checked by the state machine (through the log) or when served (ranges), not on arrival.
-CHECKED_LATER = WRITE_REQUESTS + LEASE_WRITE_REQUESTS + AUTH_LOG_REQUESTS + (AlarmRequest, RangeRequest, m.AuthenticateRequest)
+CHECKED_LATER = LOGGED_REQUESTS + (RangeRequest, m.AuthenticateRequest)
 # Requests whose password the frontend hashes before proposing them.
 PASSWORD_REQUESTS = (m.AuthUserAddRequest, m.AuthUserChangePasswordRequest)
 
@@ -206,6 +219,8 @@ class FrontendActor(Actor):
         self.hasher = Hasher(self.context, "frontend-hasher")
         self.add_reader(self.hasher.socket, self.hasher.ready)
         self.read_users: dict[tuple[bytes, int], str] = {}  # reads to check when served: (identity, request id) -> user
+        self.read_peers: dict[tuple[bytes, int], str] = {}  # Authenticates a door made: (identity, request id) -> its caller
+        self.parked_authentications: list[tuple[bytes, int, object, str | None]] = []  # waiting for another of their user
         self.member_service = MemberService(self)  # MemberAdd/Remove/Update/Promote/List
         # CORRUPT raised anywhere: reads are refused here (writes by the state
         # machine); re-read from the alarms once a tick, off the request path.
@@ -214,6 +229,11 @@ class FrontendActor(Actor):
         self.corruption = CorruptionChecker(self)  # periodic and start-up HashKV comparisons
         self.on_message(ConfChangeResult, self.member_service.on_result)
         self.on_message(KeyspaceReplaced, self.on_keyspace_replaced)
+        # every actor's last metrics report, this one's included (actors/metrics.py)
+        self.metric_reports: dict[str, MetricsReport] = {}
+        self.on_message(MetricsReport, self.on_metrics_report)
+        self.proposals_failed = self.metrics.counter("etcd_server_proposals_failed_total")
+        self.read_indexes = self.metrics.counter("etcd_server_read_indexes_total")
         self.log.info("frontend_listening", client=self.member.client)
 
     # ------------------------------------------------------------------ clients
@@ -250,11 +270,15 @@ class FrontendActor(Actor):
             self.member_service.handle(identity, request_id, request, now)
         elif isinstance(request, AlarmRequest) and request.action == ALARM_GET:
             self.reply(identity, request_id, self.alarm_list(request.member_id))
-        elif isinstance(request, m.AuthenticateRequest):
-            self.authenticate(identity, request_id, request, now)
+        elif isinstance(request, AFTER_READ_INDEX):
+            if self.auth.peer is not None:
+                self.read_peers[(identity, request_id)] = self.auth.peer
+            if user is not None:
+                self.read_users[(identity, request_id)] = user
+            self.awaiting_read_index.append((identity, request_id, request))
         elif isinstance(request, PASSWORD_REQUESTS) and request.password:
             self.hash_then_propose(identity, request_id, request, user)
-        elif isinstance(request, WRITE_REQUESTS + LEASE_WRITE_REQUESTS + AUTH_LOG_REQUESTS) or isinstance(request, AlarmRequest):
+        elif isinstance(request, LOGGED_REQUESTS):
             if isinstance(request, LeaseGrantRequest) and request.id == 0:
                 # etcd's server picks the id before the log, so every member applies the same one
                 request = LeaseGrantRequest(request.ttl, new_lease_id())
@@ -283,6 +307,8 @@ class FrontendActor(Actor):
             self.for_lease.append((identity, frame))
         elif isinstance(request, StatusRequest):
             self.reply(identity, request_id, self.status())
+        elif isinstance(request, MetricsRequest):
+            self.reply(identity, request_id, self.metrics_response())
         elif isinstance(request, MemberListRequest):
             self.reply(identity, request_id, self.member_list())
         elif isinstance(request, MoveLeaderRequest):
@@ -294,9 +320,16 @@ class FrontendActor(Actor):
 
     # ------------------------------------------------------------------ auth
 
-    def authenticate(self, identity: bytes, request_id: int, request, now: float) -> None:
-        """Verify on the hasher's thread, then answer with a token (or AuthFailed)."""
-        keys, stored = self.auth.begin_authenticate(identity, request.name, now)
+    def authenticate(self, identity: bytes, request_id: int, request, now: float, peer: str | None) -> None:
+        """Verify on the hasher's thread, then answer with a token (or AuthFailed);
+        an attempt whose user or caller is being verified waits for that one."""
+        started = self.auth.begin_authenticate(identity, request.name, now, peer)
+        if started is None:
+            if len(self.parked_authentications) >= MAX_PARKED_AUTHENTICATIONS:
+                raise AuthFailedError()
+            self.parked_authentications.append((identity, request_id, request, peer))
+            return
+        keys, stored = started
         password = request.password
 
         def done(verified) -> None:
@@ -305,12 +338,25 @@ class FrontendActor(Actor):
             except CairnError as error:
                 self.log.info("authentication_failed", user=request.name)
                 self.reply_error(identity, request_id, error)
-                return
-            header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
-            self.log.info("authenticated", user=request.name)
-            self.reply(identity, request_id, m.AuthenticateResponse(header, token))
+            else:
+                header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
+                self.log.info("authenticated", user=request.name)
+                self.reply(identity, request_id, m.AuthenticateResponse(header, token))
+            self.resume_parked_authentications()
 
-        self.hasher.submit(lambda: verify_password(password, stored), done)
+        self.hasher.submit(lambda: verify_password(password, stored), done,
+                           lambda error: self.reply_error(identity, request_id, error))
+
+    def resume_parked_authentications(self) -> None:
+        """The attempts that waited for one just verified, judged now (in the
+        order they came; those still waiting park again)."""
+        parked, self.parked_authentications = self.parked_authentications, []
+        now = time.monotonic()
+        for identity, request_id, request, peer in parked:
+            try:
+                self.authenticate(identity, request_id, request, now, peer)
+            except CairnError as error:
+                self.reply_error(identity, request_id, error)
 
     def hash_then_propose(self, identity: bytes, request_id: int, request, user: str | None) -> None:
         """The password hashed on the hasher's thread; the request proposed with
@@ -328,7 +374,8 @@ class FrontendActor(Actor):
             except CairnError as error:
                 self.reply_error(identity, request_id, error)
 
-        self.hasher.submit(lambda: hash_password(password), done)
+        self.hasher.submit(lambda: hash_password(password), done,
+                           lambda error: self.reply_error(identity, request_id, error))
 
     @staticmethod
     def learner_serves(request) -> bool:
@@ -338,7 +385,7 @@ class FrontendActor(Actor):
             return request.serializable
         if isinstance(request, AlarmRequest):
             return request.action == ALARM_GET
-        return isinstance(request, WATCH_REQUESTS + (StatusRequest, MemberListRequest) + MAINTENANCE_REQUESTS)
+        return isinstance(request, WATCH_REQUESTS + (StatusRequest, MetricsRequest, MemberListRequest) + MAINTENANCE_REQUESTS)
 
     @staticmethod
     def check_write(request) -> None:
@@ -371,7 +418,7 @@ class FrontendActor(Actor):
 
     def on_client_replies(self, message: ClientReplies) -> None:
         for identity, frame in zip(message.identities, message.frames):
-            self.router.send_multipart([identity, frame])
+            send_routed(self.router, identity, frame)
 
     def on_raft_status(self, message: RaftStatus) -> None:
         self.raft = message
@@ -384,7 +431,7 @@ class FrontendActor(Actor):
         for request_id, frame in zip(message.request_ids, message.frames):
             pending = self.pending_writes.pop(request_id, None)
             if pending is not None:
-                self.router.send_multipart([pending[0], frame])
+                send_routed(self.router, pending[0], frame)
                 answered.append(request_id)
         if answered:
             self.log.info("answered", request_ids=answered, index=message.index, revision=message.revision)
@@ -395,6 +442,7 @@ class FrontendActor(Actor):
         for request_id in message.request_ids:
             pending = self.pending_writes.pop(request_id, None)
             if pending is not None:
+                self.proposals_failed.value += 1
                 self.reply_error(pending[0], request_id, error_class(leader_hint=message.leader_id))
         self.log.info("proposals_rejected", request_ids=list(message.request_ids), code=message.code)
 
@@ -411,14 +459,6 @@ class FrontendActor(Actor):
     # ------------------------------------------------------------------ batch end
 
     def on_batch_end(self) -> None:
-        if self.for_watch:
-            identities, frames = zip(*self.for_watch)
-            self.for_watch = []
-            self.send(self.to_watch, ClientRequests(identities, frames), on_full=lambda: self.refuse(identities, frames))
-        if self.for_lease:
-            identities, frames = zip(*self.for_lease)
-            self.for_lease = []
-            self.send(self.to_lease, ClientRequests(identities, frames), on_full=lambda: self.refuse(identities, frames))
         if self.proposals:
             request_ids = tuple(request_id for request_id, _ in self.proposals)
             payloads = tuple(payload for _, payload in self.proposals)
@@ -430,6 +470,7 @@ class FrontendActor(Actor):
             self.next_context += 1
             deadline = time.monotonic() + self.settings.request_timeout_ms / 1000
             self.read_rounds[context] = (deadline, self.awaiting_read_index)
+            self.read_indexes.value += 1
             self.awaiting_read_index = []
             self.send_to_raft(ReadIndexRequest(context), ())
         ready = [reads for index, _, reads in self.reads_at_index if index <= self.applied_index]
@@ -444,20 +485,39 @@ class FrontendActor(Actor):
             self.continue_streams()
         if self.member_service.at_index:
             self.member_service.answer_applied()
+        # last: the lease reads served above go to the lease actor in this turn
+        if self.for_watch:
+            identities, frames = zip(*self.for_watch)
+            self.for_watch = []
+            self.send(self.to_watch, ClientRequests(identities, frames), on_full=lambda: self.refuse(identities, frames))
+        if self.for_lease:
+            identities, frames = zip(*self.for_lease)
+            self.for_lease = []
+            self.send(self.to_lease, ClientRequests(identities, frames), on_full=lambda: self.refuse(identities, frames))
 
     def serve_reads(self, reads) -> None:
         """Every read of the turn in one short LMDB read transaction; a range
-        larger than range_chunk_bytes continues as a stream of chunks."""
+        larger than range_chunk_bytes continues as a stream of chunks.
+        Authenticates start their verification; lease reads, checked, go on
+        to the lease actor."""
         header = ResponseHeader(self.config.id, self.member.id, 0, self.raft.term)
+        now = time.monotonic()
         with self.env.begin() as txn:
             reader = self.keyspace.reader(txn, header)
             for identity, request_id, request in reads:
                 try:
                     user = self.read_users.pop((identity, request_id), None)
-                    if user is not None:  # checked against the state this read sees
-                        self.auth.check_read(txn, user, request)
-                    if not self.start_stream(reader, identity, request_id, request):
-                        self.reply(identity, request_id, reader.range(request))
+                    if isinstance(request, m.AuthenticateRequest):
+                        self.authenticate(identity, request_id, request, now, self.read_peers.pop((identity, request_id), None))
+                    elif isinstance(request, (LeaseTimeToLiveRequest, LeaseLeasesRequest)):
+                        if user is not None and isinstance(request, LeaseTimeToLiveRequest) and request.keys:
+                            self.auth.check_lease_keys(txn, user, reader.lease_keys(request.id))
+                        self.for_lease.append((identity, codec.encode(request, request_id)))
+                    else:
+                        if user is not None:  # checked against the state this read sees
+                            self.auth.check_read(txn, user, request)
+                        if not self.start_stream(reader, identity, request_id, request):
+                            self.reply(identity, request_id, reader.range(request))
                 except CairnError as error:
                     self.reply_error(identity, request_id, error)
 
@@ -526,6 +586,7 @@ class FrontendActor(Actor):
             if pending is not None:
                 self.reply_error(pending[0], request_id, error)
                 failed += 1
+        self.proposals_failed.value += failed
         return failed
 
     # ------------------------------------------------------------------ timers
@@ -538,6 +599,7 @@ class FrontendActor(Actor):
             self.corrupt_read_at = now
             with self.env.begin() as txn:
                 self.corrupt = self.alarms.corrupt(txn)
+                self.member_service.follow_client_keys(txn)
         self.corruption.on_timer(now)
         if self.maintenance.transfers:
             self.maintenance.on_timer(now)
@@ -547,6 +609,7 @@ class FrontendActor(Actor):
             _, request_id = self.expiry.popleft()
             pending = self.pending_writes.pop(request_id, None)
             if pending is not None:
+                self.proposals_failed.value += 1
                 self.log.warning("request_timed_out", request_id=request_id)
                 self.reply_error(pending[0], request_id, TimeoutError_())
         for context, (deadline, reads) in list(self.read_rounds.items()):
@@ -568,12 +631,17 @@ class FrontendActor(Actor):
         each turn, so they go on in the new file; a snapshot copy thread may
         still be reading the old one, which is closed once none is."""
         if not message.error:
+            started = time.perf_counter()
             self.retired_envs.append(self.env)
             self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
             self.keyspace = KeySpace(self.env)
             self.alarms = Alarms(self.env)
             self.auth.reopen(self.env)
+            opened = time.perf_counter()
             self.close_retired_envs()
+            # reads wait for this: the old file's last close frees its blocks
+            self.log.info("keyspace_reopened", open_ms=round((opened - started) * 1000, 1),
+                          close_old_ms=round((time.perf_counter() - opened) * 1000, 1))
         self.maintenance.defragmented(message)
 
     def close_retired_envs(self) -> None:
@@ -584,13 +652,17 @@ class FrontendActor(Actor):
 
     # ------------------------------------------------------------------ answers
 
-    def status(self) -> StatusResponse:
+    def db_sizes(self) -> tuple[int, int]:
+        """The keyspace file's size and the bytes its databases use (etcd's dbSize, dbSizeInUse)."""
         try:
             db_size = os.path.getsize(os.path.join(kv_path(self.data_dir), "data.mdb"))
         except OSError:
             db_size = 0
         with self.env.begin() as txn:
-            db_size_in_use = bytes_in_use(self.env, txn, replicated_databases())
+            return db_size, bytes_in_use(self.env, txn, replicated_databases())
+
+    def status(self) -> StatusResponse:
+        db_size, db_size_in_use = self.db_sizes()
         header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
         errors = () if self.raft.leader_id else ("etcdserver: no leader",)
         errors += tuple(f"memberID:{a.member_id:x} alarm:{ALARM_NAMES.get(a.alarm, a.alarm)}" for a in self.alarm_list().alarms)
@@ -610,6 +682,43 @@ class FrontendActor(Actor):
             db_size_in_use=db_size_in_use,
         )
 
+    def on_metrics_report(self, report: MetricsReport) -> None:
+        self.metric_reports[report.actor] = report
+
+    def queue_depth(self) -> int:
+        return len(self.pending_writes) + len(self.serve_now) + len(self.awaiting_read_index) + len(self.range_streams)
+
+    def collect_metrics(self) -> None:
+        self.metrics.gauge("etcd_server_proposals_pending").value = len(self.pending_writes)
+
+    def publish_metrics(self, report: MetricsReport) -> None:
+        self.metric_reports[report.actor] = report
+
+    def metrics_response(self) -> MetricsResponse:
+        """Every actor's last report, and what is read when a scrape asks: raft's
+        state as the frontend knows it (a tick old at most), the file's sizes and
+        the number of keys (an LMDB stat, O(1))."""
+        self.report_metrics(time.monotonic())
+        db_size, db_size_in_use = self.db_sizes()
+        with self.env.begin() as txn:
+            keys = txn.stat(self.keyspace.live_db)["entries"]
+        raft = self.raft
+        read = MetricsReport(self.name, (
+            MetricSample("etcd_server_has_leader", int(bool(raft.leader_id))),
+            MetricSample("etcd_server_is_leader", int(bool(raft.leader_id) and raft.leader_id == self.member.id)),
+            MetricSample("etcd_server_term", raft.term),
+            # what was applied was committed: the applied index is fresh, the raft status up to a tick old
+            MetricSample("etcd_server_proposals_committed_total", max(raft.commit_index, self.applied_index)),
+            MetricSample("etcd_server_proposals_applied_total", self.applied_index),
+            MetricSample("etcd_mvcc_db_total_size_in_bytes", db_size),
+            MetricSample("etcd_mvcc_db_total_size_in_use_in_bytes", db_size_in_use),
+            MetricSample("etcd_debugging_mvcc_keys_total", keys),
+            MetricSample("etcd_debugging_mvcc_current_revision", self.revision),
+            MetricSample("etcd_server_is_learner", int(self.raft.is_learner)),
+        ))
+        header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
+        return MetricsResponse(header, (*self.metric_reports.values(), read))
+
     def alarm_list(self, member_id: int = 0) -> AlarmResponse:
         with self.env.begin() as txn:
             alarms = self.alarms.list(txn, member_id)
@@ -621,21 +730,23 @@ class FrontendActor(Actor):
     def reply(self, identity: bytes, request_id: int, message) -> None:
         """A message to a client: the ROUTER never blocks (a frame to a client
         whose pipe is full is dropped, and the client times out and retries)."""
-        self.router.send_multipart([identity, codec.encode(message, request_id)])
+        send_routed(self.router, identity, codec.encode(message, request_id))
 
     def fail_reads(self, reads, error: CairnError) -> None:
         for identity, request_id, _ in reads:
             self.read_users.pop((identity, request_id), None)
+            self.read_peers.pop((identity, request_id), None)
             self.reply_error(identity, request_id, error)
 
     def reply_error(self, identity: bytes, request_id: int, error: CairnError) -> None:
-        self.router.send_multipart([identity, codec.encode(error.to_response(), request_id)])
+        send_routed(self.router, identity, codec.encode(error.to_response(), request_id))
 
     def answer_pending(self, error: CairnError) -> int:
         """Every request this door still holds: writes awaiting their entry
         (outcome unknown: Timeout, which the client reports as indeterminate),
         reads awaiting a read index or apply, large ranges mid-stream, leader
-        moves, and frames not yet handed to the watch or lease actor."""
+        moves, passwords on the hasher's thread, and frames not yet handed to
+        the watch or lease actor."""
         # A write handed to raft may be in a log already: its outcome is unknown,
         # so it must not get a retryable answer (the client would apply it twice).
         # One still queued here never left: that one may be retried.
@@ -647,8 +758,10 @@ class FrontendActor(Actor):
         reads += [read for _, _, waiting in self.reads_at_index for read in waiting]
         reads += [(s.identity, s.request_id, s.request) for s in self.range_streams]
         reads += [(identity, request_id, None) for identity, request_id, _, _ in self.leader_moves]
+        reads += [(identity, request_id, None) for identity, request_id, _, _ in self.parked_authentications]
         self.fail_reads(reads, error)
         answered += self.maintenance.answer_pending(error)
+        answered += self.hasher.stop_pending(error)  # passwords being hashed or verified
         handed = self.for_watch + self.for_lease
         # and what clients sent that this door has not read yet
         handed += [tuple(parts) for parts in drain(self.router, self.limits.max_batch_messages, multipart=True) if len(parts) == 2]
@@ -656,7 +769,7 @@ class FrontendActor(Actor):
             self.reply_error(identity, codec.peek_request_id(frame), error)
         self.awaiting_read_index, self.serve_now, self.read_rounds, self.reads_at_index = [], [], {}, []
         self.range_streams.clear()
-        self.leader_moves, self.for_watch, self.for_lease = [], [], []
+        self.leader_moves, self.for_watch, self.for_lease, self.parked_authentications = [], [], [], []
         return answered + len(reads) + len(handed)
 
     def release(self) -> None:

@@ -33,6 +33,7 @@ from aiohttp import web
 
 from actors import etcd_api
 from actors import gateway_json as gj
+from actors import metrics_exposition
 from actors import tls
 from cairn import aio
 from cairn.config import parse_http_address
@@ -76,7 +77,7 @@ class GatewayActor(etcd_api.Door):
         app.router.add_get("/health", self.health)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/livez", self.livez)
-        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/metrics", self.serve_metrics)
         unary = {
             "/kv/range": (gj.range_request, gj.range_response),
             "/kv/put": (gj.put_request, gj.put_response),
@@ -194,12 +195,12 @@ class GatewayActor(etcd_api.Door):
         await self.client.call(m.StatusRequest(), write=False)
         return web.Response(text="ok")
 
-    async def metrics(self, request: web.Request) -> web.Response:
-        """Prometheus text exposition (format 0.0.4) of the member's status,
-        under etcd's metric names, so etcd's dashboards and alerts apply."""
-        return web.Response(text=gj.metrics_text(await self.client.call(m.StatusRequest(), write=False)),
-                            content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Version": "0.0.4"})
+    async def serve_metrics(self, request: web.Request) -> web.Response:
+        """Prometheus' text format of every actor's metrics, under etcd's names
+        where etcd has the meaning, so etcd's dashboards and alerts apply."""
+        response = await self.client.call(m.MetricsRequest(), write=False)
+        return web.Response(body=metrics_exposition.render(response),
+                            headers={"Content-Type": metrics_exposition.CONTENT_TYPE})
 
 
     async def authenticate(self, request: web.Request) -> web.Response:
@@ -257,19 +258,22 @@ class GatewayActor(etcd_api.Door):
             first = reader.finish() if ended else reader.feed(chunk)
         requests = [gj.watch_request(body) for body in first]
         stream = await _open_stream(request)
-        session = WatchStream(self.client, stream, self.log)
-        rest = None
-        try:
-            for message in requests:
-                await session.handle(message)
-            if not ended:
-                rest = asyncio.create_task(self._watch_requests(request, reader, session))
-            await session.wait_closed(self._stop)
-        finally:
-            if rest is not None:
-                rest.cancel()
-            # When the member stops, its hub goes too: no cancel to wait for.
-            await session.close(cancel_watches=not self._stop.is_set())
+        # the caller's token (Authorization) goes with every create: the
+        # frontend checks each watch as that user, as it checks a range
+        async with self.caller_client(_token(request)) as client:
+            session = WatchStream(client, stream, self.log)
+            rest = None
+            try:
+                for message in requests:
+                    await session.handle(message)
+                if not ended:
+                    rest = asyncio.create_task(self._watch_requests(request, reader, session))
+                await session.wait_closed(self._stop)
+            finally:
+                if rest is not None:
+                    rest.cancel()
+                # When the member stops, its hub goes too: no cancel to wait for.
+                await session.close(cancel_watches=not self._stop.is_set())
         return stream
 
     @staticmethod

@@ -504,11 +504,11 @@ def lease_leases_response(r: m.LeaseLeasesResponse) -> dict:
 
 def member_add_request(body) -> m.MemberAddRequest:
     """etcd's MemberAddRequest, and cairn's `name` (the new member's id derives
-    from it) and `clientURLs`."""
+    from it), `clientURLs` and `curveKey` (its CURVE public key)."""
     values = _fields(body, "MemberAddRequest", {"peerURLs": _list(_string), "isLearner": _bool, "name": _string,
-                                                "clientURLs": _list(_string)})
+                                                "clientURLs": _list(_string), "curveKey": _string})
     return m.MemberAddRequest(tuple(values.get("peerURLs", ())), values.get("isLearner", False), values.get("name", ""),
-                              tuple(values.get("clientURLs", ())))
+                              tuple(values.get("clientURLs", ())), values.get("curveKey", ""))
 
 
 def member_remove_request(body) -> m.MemberRemoveRequest:
@@ -700,38 +700,6 @@ def snapshot_response(r: m.SnapshotResponse) -> dict:
     if r.blob:
         out["blob"] = _b64(r.blob)
     return {"result": out}
-
-
-# ---------------------------------------------------------------- /metrics
-
-
-def metrics_text(s: m.StatusResponse) -> str:
-    """The member's status as Prometheus text, named as etcd names it."""
-    member = s.header.member_id
-    metrics = (
-        ("etcd_server_has_leader", "gauge", "Whether or not a leader exists. 1 is existence, 0 is not.", int(bool(s.leader))),
-        ("etcd_server_is_leader", "gauge", "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-         int(bool(s.leader) and s.leader == member)),
-        ("etcd_server_is_learner", "gauge", "Whether or not this member is a learner. 1 if is, 0 otherwise.",
-         int(s.is_learner)),
-        ("etcd_server_proposals_committed_total", "gauge", "The total number of consensus proposals committed.",
-         s.raft_index),
-        ("etcd_server_proposals_applied_total", "gauge", "The total number of consensus proposals applied.",
-         s.raft_applied_index),
-        ("etcd_server_term", "gauge", "The raft term of this member.", s.raft_term),
-        ("etcd_mvcc_db_total_size_in_bytes", "gauge",
-         "Total size of the underlying database physically allocated in bytes.", s.db_size),
-        ("etcd_mvcc_db_total_size_in_use_in_bytes", "gauge",
-         "Total size of the underlying database logically in use in bytes.", s.db_size_in_use),
-        ("etcd_debugging_mvcc_current_revision", "gauge", "The current revision of store.", s.header.revision),
-        ("etcd_server_errors", "gauge", "Errors this member reports in its status (alarms, no leader).", len(s.errors)),
-    )
-    lines = []
-    for name, kind, help_text, value in metrics:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
-    lines += ["# HELP etcd_server_id Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
-              "# TYPE etcd_server_id gauge", f'etcd_server_id{{server_id="{member:x}"}} 1']
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- auth (etcd's /v3/auth/*)

@@ -256,16 +256,8 @@ class GrpcActor(etcd_api.Door):
         client's watches share one token), closed when the stream ends;
         otherwise the door's (see _require_leader)."""
         client = await self._require_leader(context)
-        token = self._token(context)
-        if token is None:
-            yield client
-            return
-        own = aio.Client([self.member.client], timeout=self.client.timeout, token=token,
-                         require_leader=client is self.leader_client, **self.client_security())
-        try:
+        async with self.caller_client(self._token(context), client, require_leader=client is self.leader_client) as own:
             yield own
-        finally:
-            await own.aclose()
 
     async def _until_stopped(self, body) -> None:
         """Run a stream's body until it ends or the door stops (then UNAVAILABLE)."""
@@ -462,11 +454,3 @@ class GrpcWatchSession(etcd_api.WatchSession):
             self.error = (grpc_code, message)
         self.failed.set()
 
-    async def create_failed(self, request: m.WatchCreateRequest, watch_id: int, grpc_code: int, message: str) -> None:
-        if grpc_code in (etcd_api.GRPC_UNAVAILABLE, etcd_api.GRPC_RESOURCE_EXHAUSTED):
-            await self.emit_error(grpc_code, message)
-            return
-        # A watch the member refuses: created and canceled at once with the
-        # reason, as etcd's server answers a create that fails.
-        await self.emit(m.WatchResponse(m.ResponseHeader(0, 0, 0, 0), watch_id, created=True, canceled=True,
-                                        cancel_reason=message), watch_id)

@@ -9,6 +9,13 @@ leader's keeps deadlines (actors/lease_table.py) and acts on them:
 * keep-alives, TimeToLive and Leases requests are answered here, without the
   Raft log. A member that does not lead forwards them to the leader's frontend
   (as a client would) and relays the answer, so clients may use any member.
+  TimeToLive and Leases come only after the frontend's read index wait, and
+  which leases exist (and their keys) is read from the store, not from the
+  table, which LeasesChanged may reach later: so they see every grant and
+  revoke acknowledged before they were asked. A forwarded TimeToLive asks
+  the leader without keys, and this member adds them from its own store
+  (the leader's frontend would check them against no user; this member's
+  checked them against the caller).
 * each tick, expired leases are revoked by proposing LeaseExpireRequest
   entries, many leases per entry — but only while the leader has heard from a
   quorum within an election timeout (RaftStatus.quorum_active): a leader cut off
@@ -37,6 +44,7 @@ from store.mvcc import KeySpace
 from transport import codec
 from transport.entries import make_payload
 from transport.errors import CairnError, MalformedRequestError, NoLeaderError
+from transport.limits import limit, limits, positive
 from transport.messages import (
     ClientReplies,
     KeyspaceReplaced,
@@ -58,29 +66,32 @@ from transport.messages import (
 )
 from transport.sockets import configure, inbox, outbox
 
-@dataclasses.dataclass(frozen=True, slots=True)
+
+@limits(
+    positive("expire_batch", "expire_entries_per_tick", "checkpoint_batch", "checkpoint_interval_s", "forward_timeout_s"),
+)
 class LeaseLimits:
     """The lease actor's own bounds and periods, each with its reason."""
 
-    # Leases revoked per log entry, and entries proposed per tick: 10,000 leases
-    # expiring at once become 20 entries spread over a few ticks, never a stall.
-    expire_batch: int = 500
-    expire_entries_per_tick: int = 4
-    # How often the leader proposes remaining TTLs, so a new leader resumes from
-    # them (lease_table.promote) rather than granting every lease a fresh TTL;
-    # etcd's checkpoint interval is 5 minutes, 5 s keeps the error small at one
-    # entry per 1,000 leases.
-    checkpoint_interval_s: float = 5.0
-    # Leases per LeaseCheckpointRequest entry: bounds an entry's size.
-    checkpoint_batch: int = 1000
-    # A forwarded lease request the leader has not answered in this long is
-    # failed (NoLeader, retryable), so a client can turn to another member well
-    # within a lease's life instead of waiting out its own timeout.
-    forward_timeout_s: float = 2.0
-
-    def __post_init__(self):
-        assert self.expire_batch >= 1 and self.expire_entries_per_tick >= 1 and self.checkpoint_batch >= 1
-        assert self.checkpoint_interval_s > 0 and self.forward_timeout_s > 0
+    expire_batch: int = limit(
+        500,
+        "Leases revoked per log entry: with expire_entries_per_tick, 10,000 leases expiring at once become 20 entries "
+        "spread over a few ticks, never a stall.")
+    expire_entries_per_tick: int = limit(
+        4,
+        "Expiry entries proposed per tick, so a mass expiry never fills one Raft batch.")
+    checkpoint_interval_s: float = limit(
+        5.0,
+        "How often the leader proposes remaining TTLs, so a new leader resumes from them (lease_table.promote) rather "
+        "than granting every lease a fresh TTL; etcd's checkpoint interval is 5 minutes, 5 s keeps the error small at "
+        "one entry per 1,000 leases.")
+    checkpoint_batch: int = limit(
+        1000,
+        "Leases per LeaseCheckpointRequest entry: bounds an entry's size.")
+    forward_timeout_s: float = limit(
+        2.0,
+        "A forwarded lease request the leader has not answered in this long is failed (NoLeader, retryable), so a "
+        "client can turn to another member well within a lease's life instead of waiting out its own timeout.")
 
 
 class LeaseActor(Actor):
@@ -93,6 +104,10 @@ class LeaseActor(Actor):
         self.inbox = inbox(self.context, self.data_dir, "lease", hwm)
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
+        self.metrics_outbox = self.to_frontend
+        self.granted = self.metrics.counter("etcd_debugging_lease_granted_total")
+        self.revoked = self.metrics.counter("etcd_debugging_lease_revoked_total")
+        self.renewed = self.metrics.counter("etcd_debugging_lease_renewed_total")
         self.add_inbox(self.inbox)
         self.on_message(RaftStatus, self.on_status)
         self.on_message(LeasesChanged, self.on_leases_changed)
@@ -109,7 +124,7 @@ class LeaseActor(Actor):
         self.replies: list[tuple[bytes, bytes]] = []
         self.leader_link: zmq.Socket | None = None
         self.leader_link_to = 0
-        self.forwarded: dict[int, tuple[bytes, float]] = {}  # request id -> (identity, deadline)
+        self.forwarded: dict[int, tuple[bytes, float, bool]] = {}  # request id -> (identity, deadline, keys wanted)
         self.next_checkpoint = time.monotonic() + self.lease_limits.checkpoint_interval_s
         # Lock and Election services: worker threads hand results back through
         # this deque and wake the loop through an inproc pair.
@@ -151,6 +166,8 @@ class LeaseActor(Actor):
             self.table.granted(lease, ttl, now)
         for lease in message.revoked_ids:
             self.table.revoked(lease)
+        self.granted.value += len(message.granted_ids)
+        self.revoked.value += len(message.revoked_ids)
 
     def on_client_requests(self, message: ClientRequests) -> None:
         now = time.monotonic()
@@ -175,7 +192,7 @@ class LeaseActor(Actor):
 
     def _fail_forwarded(self, request_ids: list[int], error) -> None:
         for request_id in request_ids:
-            identity, _ = self.forwarded.pop(request_id)
+            identity = self.forwarded.pop(request_id)[0]
             self.reply(identity, request_id, error.to_response())
 
     def on_client(self, identity: bytes, frame: bytes, now: float) -> None:
@@ -191,7 +208,10 @@ class LeaseActor(Actor):
             self.lock_service.submit(identity, request_id, request)
             return
         if not self.table.leading:
-            self.forward(identity, request_id, frame, now)
+            keys_wanted = isinstance(request, LeaseTimeToLiveRequest) and request.keys
+            if keys_wanted:
+                frame = codec.encode(dataclasses.replace(request, keys=False), request_id)
+            self.forward(identity, request_id, frame, now, keys_wanted)
             return
         header = ResponseHeader(self.config.id, self.member.id, self._header_revision(), self.raft.term)
         if isinstance(request, LeaseKeepAliveRequest):
@@ -204,11 +224,12 @@ class LeaseActor(Actor):
                 # have had before this keep-alive left. The store already knows.
                 self.table.revoked(request.id)
                 ttl = 0
+            self.renewed.value += 1 if ttl else 0
             self.reply(identity, request_id, LeaseKeepAliveResponse(header, request.id, ttl))
         elif isinstance(request, LeaseTimeToLiveRequest):
             self.reply(identity, request_id, self.time_to_live(header, request, now))
         elif isinstance(request, LeaseLeasesRequest):
-            self.reply(identity, request_id, LeaseLeasesResponse(header, tuple(sorted(self.table.ttl))))
+            self.reply(identity, request_id, LeaseLeasesResponse(header, tuple(sorted(self._reader().leases()))))
         else:
             self.reply(identity, request_id, MalformedRequestError(f"{type(request).__name__} is not a lease request").to_response())
 
@@ -222,14 +243,16 @@ class LeaseActor(Actor):
         return self.table.renew(lease, now)
 
     def time_to_live(self, header, request: LeaseTimeToLiveRequest, now: float) -> LeaseTimeToLiveResponse:
-        remaining = self.table.remaining(request.id, now)
-        if remaining < 0:
+        """From the store whether the lease exists (the table may not have
+        heard of a grant or revoke yet), from the table its deadline."""
+        stored = self._reader().lease(request.id)
+        if stored is None:
+            self.table.revoked(request.id)
             return LeaseTimeToLiveResponse(header, request.id, -1)
-        keys = ()
-        if request.keys:
-            with self.env.begin() as txn:
-                keys = tuple(self.keyspace.reader(txn, header).lease_keys(request.id))
-        return LeaseTimeToLiveResponse(header, request.id, remaining, self.table.ttl[request.id], keys)
+        if request.id not in self.table.ttl:
+            self.table.granted(request.id, stored[0], now)
+        keys = tuple(self._reader().lease_keys(request.id)) if request.keys else ()
+        return LeaseTimeToLiveResponse(header, request.id, self.table.remaining(request.id, now), self.table.ttl[request.id], keys)
 
     def service_reply(self, identity: bytes, frame: bytes) -> None:
         """Called on a service worker thread."""
@@ -243,7 +266,7 @@ class LeaseActor(Actor):
 
     # ------------------------------------------------------------------ forwarding
 
-    def forward(self, identity: bytes, request_id: int, frame: bytes, now: float) -> None:
+    def forward(self, identity: bytes, request_id: int, frame: bytes, now: float, keys_wanted: bool = False) -> None:
         """Send a lease request to the leader's frontend and relay its answer."""
         leader = self.config.member_by_id(self.raft.leader_id)
         if leader is None or leader.id == self.member.id:
@@ -254,7 +277,7 @@ class LeaseActor(Actor):
         # the link's queue is full: the leader is far behind or gone (retryable)
         unreachable = NoLeaderError("etcdserver: leader unreachable").to_response()
         if self.send(self.leader_link, frame, on_full=lambda: self.reply(identity, request_id, unreachable)):
-            self.forwarded[request_id] = (identity, now + self.lease_limits.forward_timeout_s)
+            self.forwarded[request_id] = (identity, now + self.lease_limits.forward_timeout_s, keys_wanted)
 
     def _connect_leader(self, leader) -> None:
         if self.leader_link is not None:
@@ -275,19 +298,22 @@ class LeaseActor(Actor):
             request_id = codec.peek_request_id(frame)
             pending = self.forwarded.pop(request_id, None)
             if pending is not None:
-                self.replies.append((pending[0], self._as_own_answer(frame)))
+                self.replies.append((pending[0], self._as_own_answer(frame, pending[2])))
 
-    def _as_own_answer(self, frame: bytes) -> bytes:
+    def _as_own_answer(self, frame: bytes, keys_wanted: bool) -> bytes:
         """The leader's answer with this member's id in its header: the member a
         client asked is the one that answers, as in etcd, where a follower fills
-        the header of a keep-alive it forwarded."""
+        the header of a keep-alive it forwarded; a TimeToLive's keys from this
+        member's store (see the module docstring)."""
         try:
             request_id, message = codec.decode(frame)
         except CairnError:
             return frame
-        header = getattr(message, "header", None)
-        if header is None or header.member_id == self.member.id:
+        if keys_wanted and isinstance(message, LeaseTimeToLiveResponse) and message.ttl >= 0:
+            message = dataclasses.replace(message, keys=tuple(self._reader().lease_keys(message.id)))
+        elif getattr(message, "header", None) is None or message.header.member_id == self.member.id:
             return frame
+        header = message.header
         return codec.encode(dataclasses.replace(message, header=dataclasses.replace(header, member_id=self.member.id)), request_id)
 
     # ------------------------------------------------------------------ turn end
@@ -295,12 +321,16 @@ class LeaseActor(Actor):
     def reply(self, identity: bytes, request_id: int, message) -> None:
         self.replies.append((identity, codec.encode(message, request_id)))
 
-    def _stored(self, lease: int) -> bool:
-        """Whether the lease is in the store, through one read transaction per batch."""
+    def _reader(self):
+        """The keyspace as of this batch: one read transaction per batch."""
         if self.batch_txn is None:
             self.batch_txn = self.env.begin()
             self.batch_reader = self.keyspace.reader(self.batch_txn, ResponseHeader(0, 0, 0, 0))
-        return self.batch_reader.lease(lease) is not None
+        return self.batch_reader
+
+    def _stored(self, lease: int) -> bool:
+        """Whether the lease is in the store."""
+        return self._reader().lease(lease) is not None
 
     def _header_revision(self) -> int:
         """The keyspace revision for answers' headers, as etcd's lease answers
@@ -322,7 +352,7 @@ class LeaseActor(Actor):
 
     def on_timer(self, now: float) -> None:
         if self.forwarded:
-            late = [request_id for request_id, (_, deadline) in self.forwarded.items() if deadline <= now]
+            late = [request_id for request_id, (_, deadline, _) in self.forwarded.items() if deadline <= now]
             if late:
                 self._fail_forwarded(late, NoLeaderError("etcdserver: leader unreachable (no answer in time)"))
         if not self.table.leading:
@@ -364,6 +394,12 @@ class LeaseActor(Actor):
             request_ids.append(request_id)
             payloads.append(make_payload(self.member.id, codec.encode(request, request_id)))
         self.send(self.to_raft, ProposeBatch(tuple(request_ids), tuple(payloads)))
+
+    def collect_metrics(self) -> None:
+        self.metrics.gauge("cairn_lease_total").value = len(self.table.ttl)
+
+    def queue_depth(self) -> int:
+        return len(self.replies) + len(self.forwarded) + len(self.service_replies)
 
     def answer_pending(self, error: CairnError) -> int:
         """Keep-alives forwarded to the leader and not yet answered, and the

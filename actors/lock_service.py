@@ -26,12 +26,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass
 
 from cairn.client import Client
 from cairn.concurrency import WAIT_POLL_S, Election, Lock
 from transport import codec
 from transport.errors import CairnError, TimeoutError_
+from transport.limits import holds, limit, limits, positive
 from transport.messages import (
     CampaignRequest,
     CampaignResponse,
@@ -51,28 +51,30 @@ from transport.messages import (
 SERVICE_REQUESTS = (LockRequest, UnlockRequest, CampaignRequest, ProclaimRequest, LeaderRequest, ResignRequest)
 
 
-@dataclass(frozen=True, slots=True)
+@limits(
+    positive("max_workers"),
+    holds(lambda l: l.call_timeout_s < l.wait_limit_s, "one step of a wait is shorter than the wait"),
+    holds(lambda l: l.wait_limit_s < Client.SERVICE_WAIT_S, "the caller hears the member's Timeout"),
+    holds(lambda l: l.stop_wait_s > WAIT_POLL_S, "a waiter sees the stop within one poll"),
+)
 class ServiceLimits:
     """The Lock and Election services' bounds, each with its reason."""
 
-    # Worker threads, each holding one waiting Lock or Campaign: bounds the
-    # threads (and client requests in flight) a burst of waiters can cost.
-    max_workers: int = 64
-    # How long a Lock or Campaign may wait for its turn before the caller gets
-    # Timeout; the client library allows a little more (Client.SERVICE_WAIT_S),
-    # so the member's answer arrives first.
-    wait_limit_s: float = 60.0
-    # Each request the recipes make to this member's frontend: longer than the
-    # frontend's request_timeout_ms (7 s by default), so its answer comes first.
-    call_timeout_s: float = 10.0
-    # How long stop() lets waiters remove their queued keys before it goes on.
-    stop_wait_s: float = 1.0
-
-    def __post_init__(self):
-        assert self.max_workers >= 1
-        assert self.call_timeout_s < self.wait_limit_s, "one step of a wait is shorter than the wait"
-        assert self.wait_limit_s < Client.SERVICE_WAIT_S, "the caller hears the member's Timeout"
-        assert self.stop_wait_s > WAIT_POLL_S, "a waiter sees the stop within one poll"
+    max_workers: int = limit(
+        64,
+        "Worker threads, each holding one waiting Lock or Campaign: bounds the threads (and client requests in "
+        "flight) a burst of waiters can cost.")
+    wait_limit_s: float = limit(
+        60.0,
+        "How long a Lock or Campaign may wait for its turn before the caller gets Timeout; the client library allows "
+        "a little more (Client.SERVICE_WAIT_S), so the member's answer arrives first.")
+    call_timeout_s: float = limit(
+        10.0,
+        "Each request the recipes make to this member's frontend: longer than the frontend's request_timeout_ms (7 s "
+        "by default), so its answer comes first.")
+    stop_wait_s: float = limit(
+        1.0,
+        "How long stop() lets waiters remove their queued keys before it goes on.")
 
 
 class LeaseSession:

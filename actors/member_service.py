@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from cairn.config import member_id_for, parse_address
 from store import members as member_records
+from transport import curve
 from transport.errors import ERRORS_BY_CODE, CairnError, InvalidArgumentError, MalformedRequestError, TooManyRequestsError
 from transport.messages import (
     ConfChangeProposal,
@@ -48,6 +49,7 @@ from transport.raft_messages import CONF_ADD_LEARNER, CONF_ADD_VOTER, CONF_PROMO
 class MemberService:
     def __init__(self, front):
         self.front = front
+        self.client_door_keys: dict[int, str] = {}  # run-time members' keys the client door admits
         self.requests: dict[int, object] = {}  # request id -> the change request, until answered
         self.at_index: list[tuple[int, int]] = []  # (index, request id): committed, awaiting apply
 
@@ -67,6 +69,23 @@ class MemberService:
 
     def member_list(self) -> MemberListResponse:
         return MemberListResponse(self.header(), self.members())
+
+    def follow_client_keys(self, txn) -> None:
+        """With security.client_keys the client door admits the members' keys as
+        well (a member's lease actor, doors and `--join` ask as that member):
+        the YAML's, and those of the members added at run time, whose records
+        the frontend re-reads once a tick (in `txn`)."""
+        front = self.front
+        security = front.config.security
+        if not (security.curve and security.client_keys):
+            return
+        keys = member_records.public_keys(txn, front.keyspace.meta_db)
+        if keys == self.client_door_keys:
+            return
+        self.client_door_keys = keys
+        front.allow_curve_keys("client", {**{key: "client" for key in security.client_keys},
+                                          **front.config.member_public_keys(),
+                                          **{key.encode(): f"{member_id:x}" for member_id, key in keys.items()}})
 
     # ------------------------------------------------------------------ changes
 
@@ -94,7 +113,8 @@ class MemberService:
                 raise InvalidArgumentError("cairn: member add needs the member's name (its id derives from it)")
             node = member_id_for(self.front.config.name, request.name)
             kind = CONF_ADD_LEARNER if request.is_learner else CONF_ADD_VOTER
-            return kind, node, member_records.encode_context(request.name, request.peer_urls, request.client_urls)
+            return kind, node, member_records.encode_context(request.name, request.peer_urls, request.client_urls,
+                                                             self._public_key(request))
         if isinstance(request, MemberRemoveRequest):
             return CONF_REMOVE, request.id, b""
         if isinstance(request, MemberUpdateRequest):
@@ -104,6 +124,23 @@ class MemberService:
         if isinstance(request, MemberPromoteRequest):
             return CONF_PROMOTE, request.id, b""
         raise MalformedRequestError(f"{type(request).__name__} is not a member change")
+
+    def _public_key(self, request: MemberAddRequest) -> str:
+        """The new member's CURVE public key: required in security mode curve (the
+        other members' peer doors admit only the keys of members), ignored in
+        plaintext. etcd's gRPC MemberAdd has no field for it: use cairnctl or the
+        HTTP gateway (curveKey)."""
+        if not self.front.config.security.curve:
+            return ""
+        if not request.public_key:
+            raise InvalidArgumentError("cairn: the cluster uses CURVE: member add needs the new member's public key "
+                                       "(cairnctl member add --curve-key, or curveKey over HTTP)")
+        if not curve.is_key(request.public_key):
+            raise InvalidArgumentError("cairn: member add: the public key is not a CURVE public key "
+                                       "(40 characters of Z85, as `cairn keygen` prints)")
+        if request.public_key in {m.public_key for m in self.front.config.members}:
+            raise InvalidArgumentError("cairn: member add: that public key is a configured member's")
+        return request.public_key
 
     def on_result(self, message: ConfChangeResult) -> None:
         front = self.front
@@ -150,7 +187,7 @@ class MemberService:
             node = member_id_for(self.front.config.name, request.name)
             added = next((m for m in members if m.id == node),
                          Member(node, request.name, request.peer_urls, request.client_urls, request.is_learner))
-            return MemberAddResponse(header, added, members)
+            return MemberAddResponse(header, added, members, self.front.config.name)
         if isinstance(request, MemberRemoveRequest):
             return MemberRemoveResponse(header, members)
         if isinstance(request, MemberUpdateRequest):

@@ -30,13 +30,13 @@ import multiprocessing.connection
 import os
 import signal
 import time
-from dataclasses import dataclass
 
 from actors import logs
 from actors.base import CLOSE_LINGER_MS, set_process_title
 from actors.raft.actor import REMOVED_EXIT_CODE
 from actors.crash_reports import CrashLoops, take_crash, write_member_errors
 from store.wal_format import CorruptLog
+from transport.limits import holds, limit, limits, positive
 from transport.sockets import make_run_dir, remove_stale_ipc
 
 # Start order: the log owner first, the client-facing door last.
@@ -64,26 +64,28 @@ FORKSERVER_PRELOAD = [
     "actors.raft.actor", "actors.apply", "actors.frontend", "actors.lease", "actors.watch",
 ]
 
-@dataclass(frozen=True, slots=True)
+@limits(
+    positive("restart_backoff_s_min", "healthy_after_s"),
+    holds(lambda l: l.restart_backoff_s_min <= l.restart_backoff_s_max, "the back-off doubles up to its maximum"),
+    holds(lambda l: l.stop_grace_s * 1000 > CLOSE_LINGER_MS, "an actor's answers at close have time to leave"),
+)
 class SupervisorLimits:
     """The supervisor's periods, each with its reason."""
 
-    # Back-off before restarting an actor that died, doubling while it keeps
-    # dying: the first restart is almost at once, and a crash loop costs at
-    # most one start per restart_backoff_s_max.
-    restart_backoff_s_min: float = 0.1
-    restart_backoff_s_max: float = 5.0
-    # An actor that stayed up this long is healthy again: its back-off resets
-    # and its crash report clears (actors/crash_reports.py).
-    healthy_after_s: float = 10.0
-    # How long stopping waits for the actors to answer what they hold and exit
-    # before it kills them.
-    stop_grace_s: float = 5.0
-
-    def __post_init__(self):
-        assert 0 < self.restart_backoff_s_min <= self.restart_backoff_s_max
-        assert self.healthy_after_s > 0
-        assert self.stop_grace_s * 1000 > CLOSE_LINGER_MS, "an actor's answers at close have time to leave"
+    restart_backoff_s_min: float = limit(
+        0.1,
+        "Back-off before restarting an actor that died, doubling while it keeps dying: the first restart is almost at "
+        "once.")
+    restart_backoff_s_max: float = limit(
+        5.0,
+        "The longest back-off: a crash loop costs at most one start per this.")
+    healthy_after_s: float = limit(
+        10.0,
+        "An actor that stayed up this long is healthy again: its back-off resets and its crash report clears "
+        "(actors/crash_reports.py).")
+    stop_grace_s: float = limit(
+        5.0,
+        "How long stopping waits for the actors to answer what they hold and exit before it kills them.")
 
 
 LIMITS = SupervisorLimits()

@@ -34,7 +34,6 @@ Any member serves watches from its own applied state, followers included.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from actors.base import Actor
 from actors.watch_hub import Hub, HubLimits
@@ -42,6 +41,7 @@ from store.environment import open_kv
 from store.mvcc import KeySpace
 from transport import codec
 from transport.errors import CairnError, MalformedRequestError
+from transport.limits import holds, limit, limits, positive
 from transport.messages import (
     AppliedEvents,
     KeyspaceReplaced,
@@ -58,35 +58,40 @@ from transport.messages import (
 from transport.sockets import inbox, outbox
 
 
-@dataclass(frozen=True, slots=True)
+@limits(
+    holds(lambda l: l.replies_hwm >= l.replies_messages_per_turn, "one turn's replies fit the queue"),
+    positive("blocked_retry_ms"),
+    positive("gap_check_s", "interest_repeat_s", "stats_log_s"),
+)
 class WatchLimits:
     """The watch actor's own bounds and periods, each with its reason; the
     hub's are HubLimits (actors/watch_hub/limits.py)."""
 
-    # Bytes of client frames per ClientReplies message: the frontend relays each
-    # message in one go, so this bounds the time one message holds it.
-    replies_message_bytes: int = 1024 * 1024
-    # Messages sent to the frontend per loop turn before the inbox is read again.
-    replies_messages_per_turn: int = 16
-    # Messages this actor queues towards the frontend (the frontend's inbox keeps
-    # its own high-water mark): small, so a frontend that falls behind shows up as
-    # zmq.Again soon and the hub's bounded buffers (and the store) take over.
-    replies_hwm: int = 64
-    # After a full queue to the frontend, wait this long before trying again
-    # rather than spinning.
-    blocked_retry_ms: int = 10
-    # How often the store's revision is compared with the live stream's. One
-    # interval is also the grace an AppliedEvents message has to arrive.
-    gap_check_s: float = 1.0
-    # How often apply is reminded whether the hub has watchers (WatchInterest).
-    interest_repeat_s: float = 2.0
-    # How often a line of gauges is logged while there are watchers.
-    stats_log_s: float = 1.0
-
-    def __post_init__(self):
-        assert self.replies_hwm >= self.replies_messages_per_turn, "one turn's replies fit the queue"
-        assert self.blocked_retry_ms > 0, "a full queue must not make the loop spin"
-        assert self.gap_check_s > 0 and self.interest_repeat_s > 0 and self.stats_log_s > 0
+    replies_message_bytes: int = limit(
+        1024 * 1024,
+        "Bytes of client frames per ClientReplies message: the frontend relays each message in one go, so this bounds "
+        "the time one message holds it.")
+    replies_messages_per_turn: int = limit(
+        16,
+        "Messages sent to the frontend per loop turn before the inbox is read again.")
+    replies_hwm: int = limit(
+        64,
+        "Messages this actor queues towards the frontend (the frontend's inbox keeps its own high-water mark): small, "
+        "so a frontend that falls behind shows up as zmq.Again soon and the hub's bounded buffers (and the store) "
+        "take over.")
+    blocked_retry_ms: int = limit(
+        10,
+        "After a full queue to the frontend, wait this long before trying again rather than spinning.")
+    gap_check_s: float = limit(
+        1.0,
+        "How often the store's revision is compared with the live stream's. One interval is also the grace an "
+        "AppliedEvents message has to arrive.")
+    interest_repeat_s: float = limit(
+        2.0,
+        "How often apply is reminded whether the hub has watchers (WatchInterest).")
+    stats_log_s: float = limit(
+        1.0,
+        "How often a line of gauges is logged while there are watchers.")
 
 
 # Requests answered as of the store's current revision (read once per batch).
@@ -111,6 +116,7 @@ class WatchActor(Actor):
         self.inbox = inbox(self.context, self.data_dir, "watch", self.limits.socket_hwm)
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", self.watch_limits.replies_hwm)
         self.to_apply = outbox(self.context, self.data_dir, "apply", self.limits.socket_hwm)
+        self.metrics_outbox = self.to_frontend
         self.interest_sent: bool | None = None  # what apply was last told
         self.interest_due = 0.0
         self.env = open_kv(self.data_dir, self.settings.kv_map_bytes)
@@ -235,6 +241,10 @@ class WatchActor(Actor):
         self.log.warning("frontend_queue_full", frames=len(out.frames), bytes=out.bytes)
 
     # ------------------------------------------------------------------ timers
+
+    def collect_metrics(self) -> None:
+        self.metrics.gauge("etcd_debugging_mvcc_watcher_total").value = self.hub.watcher_count
+        self.metrics.gauge("etcd_debugging_mvcc_watch_stream_total").value = len(self.hub.connections)
 
     def on_timer(self, now: float) -> None:
         self.hub.tick(now)

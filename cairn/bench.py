@@ -7,6 +7,7 @@
     cairn bench watch --watchers 1000 --total 10000 --clients 16
     cairn bench memory --keys 1000000 --val-size 100 --root-pid PID_OF_CAIRN_CLUSTER
     cairn bench standard --config configs/local-3node.yaml --output bench-results/latest.json
+    cairn bench --cluster-config secure.yaml [--client-key client.key] put ...   (a CURVE cluster)
 
 Theory of operation
 -------------------
@@ -19,6 +20,9 @@ Latencies are measured per request with a monotonic clock and merged; the report
 gives throughput, a latency histogram and p50/p90/p99/p99.9, as text or JSON.
 `standard` starts a fresh local cluster from a config (in a temporary directory),
 runs a fixed set, writes the figures to a file and stops the cluster.
+A cluster with CURVE security takes cairnctl's flags (--server-keys,
+--client-key, --cluster-config); every connection the generator opens uses
+them (`new_transport`, `new_client`).
 """
 
 from __future__ import annotations
@@ -34,9 +38,12 @@ import tempfile
 import threading
 import time
 
+from cairn.cli import UsageError, security_flags, security_options
 from cairn.procfs import process_tree
 from transport import codec
 from transport import messages as m
+
+DEFAULT_ENDPOINTS = "tcp://127.0.0.1:2379,tcp://127.0.0.1:22379,tcp://127.0.0.1:32379"
 
 
 # ---------------------------------------------------------------------------- requests
@@ -71,9 +78,28 @@ def make_requests(args, worker: int):
 
 def closed_loop(transports, endpoint_count: int, make, total: int, inflight: int, deadline: float, offset: int = 0,
                 keep_replies: bool = False):
+    """closed_loop_over with cairn's transports (requests spread over the endpoints)."""
+    return closed_loop_over(cairn_sender(transports, endpoint_count, offset), make, total, inflight, deadline, keep_replies)
+
+
+def cairn_sender(transports, endpoint_count: int, offset: int = 0):
+    """send(slot, request) -> Future of the reply, over cairn's own wire: slot s
+    uses transport s and endpoint (offset + s), so the load spreads evenly."""
+
+    def send(slot: int, request):
+        transport = transports[slot % len(transports)]
+        request_id = transport.next_request_id()
+        return transport.submit((offset + slot) % endpoint_count, codec.encode(request, request_id), request_id)
+
+    return send
+
+
+def closed_loop_over(send, make, total: int, inflight: int, deadline: float, keep_replies: bool = False):
     """Keep `inflight` requests in flight until `total` are done or the deadline:
-    each completed request immediately issues the next one. Returns
-    (latencies in seconds, errors by code, replies if asked for)."""
+    each completed request immediately issues the next one. send(slot, request)
+    returns a future (concurrent.futures or grpc's: add_done_callback, result,
+    exception), so the same loop drives cairn and etcd (cairn/bench_compare.py).
+    Returns (latencies in seconds, errors by code, replies if asked for)."""
     latencies: list[float] = []
     replies: list = []
     errors: dict[str, int] = {}
@@ -92,10 +118,8 @@ def closed_loop(transports, endpoint_count: int, make, total: int, inflight: int
                     done.set()
                 return
             issued[0] += 1
-        transport = transports[slot % len(transports)]
-        request_id = transport.next_request_id()
         started = time.monotonic()
-        future = transport.submit((offset + slot) % endpoint_count, codec.encode(make(n), request_id), request_id)
+        future = send(slot, make(n))
 
         def finished(result, slot=slot, started=started):
             elapsed = time.monotonic() - started
@@ -103,7 +127,8 @@ def closed_loop(transports, endpoint_count: int, make, total: int, inflight: int
             reply = None if error else result.result()
             with lock:
                 if error is not None:
-                    errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+                    name = error_name(error)
+                    errors[name] = errors.get(name, 0) + 1
                 elif isinstance(reply, m.ErrorResponse):
                     errors[reply.code] = errors.get(reply.code, 0) + 1
                 else:
@@ -122,18 +147,53 @@ def closed_loop(transports, endpoint_count: int, make, total: int, inflight: int
     return latencies, errors, replies
 
 
-def run_worker(args, worker: int, inflight: int, total: int, deadline: float, results) -> None:
-    """One process of a closed-loop benchmark."""
+def new_transport(args, endpoints: list[str]):
+    """A transport to endpoints, with the CURVE keys of the security flags."""
     from cairn.transport_thread import TransportThread
+    from transport.curve import ClientCurve
 
+    security = getattr(args, "security", None) or {}
+    curve = ClientCurve(list(endpoints), security["server_public_keys"], security["client_key"]) if security else None
+    return TransportThread(endpoints, 2.0, 64 << 20, curve)
+
+
+def new_client(security: dict | None, endpoints: list[str], **options):
+    """A Client of endpoints with the security flags' keys (args.security)."""
+    from cairn import Client
+
+    return Client(endpoints, **(security or {}), **options)
+
+
+def error_name(error: BaseException) -> str:
+    """A failed call's name in the report: grpc's status code, else the exception's type."""
+    code = getattr(error, "code", None)
+    return code().name if callable(code) else type(error).__name__
+
+
+def run_worker(args, worker: int, inflight: int, total: int, results, ready, go) -> None:
+    """One process of a closed-loop benchmark. It connects, says so on
+    `ready`, and starts its load when `go` is set, so the figure's clock
+    counts neither process start-up nor imports (seconds on a busy machine)."""
     endpoints = args.endpoints.split(",")
-    transports = [TransportThread(endpoints, 2.0, 64 << 20) for _ in range(max(1, args.conns))]
+    if args.protocol == "etcd-grpc":
+        from cairn.bench_compare import etcd_sender
+
+        send, close = etcd_sender(endpoints, max(1, args.conns), offset=worker)
+    else:
+        transports = [new_transport(args, endpoints) for _ in range(max(1, args.conns))]
+        send = cairn_sender(transports, len(endpoints), offset=worker)
+
+        def close() -> None:
+            for transport in transports:
+                transport.close()
+
     try:
-        latencies, errors, _ = closed_loop(transports, len(endpoints), make_requests(args, worker), total, inflight,
-                                           deadline, offset=worker)
+        ready.put(worker)
+        go.wait()
+        deadline = time.monotonic() + (args.duration or 3600)
+        latencies, errors, _ = closed_loop_over(send, make_requests(args, worker), total, inflight, deadline)
     finally:
-        for transport in transports:
-            transport.close()
+        close()
     results.put((latencies, errors))
 
 
@@ -200,13 +260,15 @@ def run_benchmark(args) -> dict:
     per_process = [args.clients // processes + (1 if i < args.clients % processes else 0) for i in range(processes)]
     totals = [args.total // processes + (1 if i < args.total % processes else 0) for i in range(processes)]
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    started = time.monotonic()
-    deadline = started + args.duration if args.duration else started + 3600
+    results, ready, go = context.Queue(), context.Queue(), context.Event()
     workers = [context.Process(target=run_worker, args=(args, i, per_process[i], totals[i] if not args.duration else 1 << 62,
-                                                        deadline, results)) for i in range(processes)]
+                                                        results, ready, go)) for i in range(processes)]
     for worker in workers:
         worker.start()
+    for _ in workers:
+        ready.get(timeout=300)
+    started = time.monotonic()
+    go.set()
     latencies, errors = [], {}
     for _ in workers:
         worker_latencies, worker_errors = results.get()
@@ -218,7 +280,7 @@ def run_benchmark(args) -> dict:
         worker.join()
     params = {k: v for k, v in vars(args).items() if k in ("clients", "conns", "total", "duration", "key_size", "val_size",
                                                             "key_space_size", "sequential_keys", "consistency", "processes",
-                                                            "txn_ops", "key")}
+                                                            "txn_ops", "key", "protocol")}
     return summarize(args.command, latencies, errors, elapsed, params)
 
 
@@ -230,10 +292,8 @@ def run_benchmark(args) -> dict:
 SAMPLED_WATCHERS_PER_PROCESS = 10
 
 
-def watch_worker(endpoints, prefix: bytes, watchers: int, expected: int, timeout_s: float, ready, results) -> None:
-    from cairn import Client
-
-    with Client(endpoints, timeout=30) as client:
+def watch_worker(endpoints, security, prefix: bytes, watchers: int, expected: int, timeout_s: float, ready, results) -> None:
+    with new_client(security, endpoints, timeout=30) as client:
         watches = [client.watch(prefix, prefix=True) for _ in range(watchers)]
         ready.put(watchers)
         latencies, received = [], [0] * watchers
@@ -266,15 +326,13 @@ def run_watch(args) -> dict:
     context = multiprocessing.get_context("spawn")
     ready, results = context.Queue(), context.Queue()
     timeout_s = 60 + args.total / 100
-    workers = [context.Process(target=watch_worker, args=(endpoints, prefix, share, args.total, timeout_s, ready, results))
+    workers = [context.Process(target=watch_worker, args=(endpoints, getattr(args, "security", None), prefix, share, args.total, timeout_s, ready, results))
                for share in shares]
     for worker in workers:
         worker.start()
     for _ in workers:
         ready.get(timeout=120)
-    from cairn.transport_thread import TransportThread
-
-    transport = TransportThread(endpoints, 2.0, 64 << 20)
+    transport = new_transport(args, endpoints)
     started = time.monotonic()
     try:
         put_latencies, put_errors, _ = closed_loop(
@@ -307,11 +365,8 @@ def run_watch(args) -> dict:
 def run_lease_expiry(args) -> dict:
     """Grant --leases leases of --ttl seconds with one key each, let them all
     expire at once, and measure the latency of other clients' puts meanwhile."""
-    from cairn import Client
-    from cairn.transport_thread import TransportThread
-
     endpoints = args.endpoints.split(",")
-    transport = TransportThread(endpoints, 2.0, 64 << 20)
+    transport = new_transport(args, endpoints)
     try:
         far = time.monotonic() + 600
         _, errors, grants = closed_loop([transport], len(endpoints), lambda n: m.LeaseGrantRequest(args.ttl),
@@ -323,7 +378,7 @@ def run_lease_expiry(args) -> dict:
         gone_after = []
 
         def watch_count():
-            with Client(endpoints, timeout=30) as client:
+            with new_client(getattr(args, "security", None), endpoints, timeout=30) as client:
                 while time.monotonic() < granted_at + args.ttl + 120:
                     if client.get(b"bench-lease/", prefix=True, count_only=True).count == 0:
                         gone_after.append(time.monotonic() - granted_at)
@@ -378,9 +433,6 @@ def run_memory(args) -> dict:
     """Load --keys keys of --val-size bytes (txns of --txn-ops puts, --clients in
     flight), then report each process's resident memory: a member must stay
     bounded however large its keyspace, since LMDB pages are the kernel's cache."""
-    from cairn import Client
-    from cairn.transport_thread import TransportThread
-
     if not args.root_pid:
         raise SystemExit("cairn bench memory: --root-pid PID (the `cairn cluster` or `cairn node` process) is required")
     endpoints = args.endpoints.split(",")
@@ -393,14 +445,14 @@ def run_memory(args) -> dict:
         keys = range(first, min(args.keys, first + args.txn_ops))
         return m.TxnRequest(success=tuple(m.PutRequest(b"mem/%09d" % k, value) for k in keys))
 
-    transport = TransportThread(endpoints, 2.0, 64 << 20)
+    transport = new_transport(args, endpoints)
     started = time.monotonic()
     try:
         latencies, errors, _ = closed_loop([transport], len(endpoints), txn, batches, args.clients, started + 3600)
     finally:
         transport.close()
     elapsed = time.monotonic() - started
-    with Client(endpoints, timeout=30) as client:
+    with new_client(getattr(args, "security", None), endpoints, timeout=30) as client:
         count = client.get(b"mem/", prefix=True, count_only=True).count
         db_size = client.status().db_size
     after = actor_memory(args.root_pid)
@@ -482,7 +534,8 @@ def run_standard(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cairn bench", description="load generator for cairn")
-    parser.add_argument("--endpoints", default="tcp://127.0.0.1:2379,tcp://127.0.0.1:22379,tcp://127.0.0.1:32379")
+    parser.add_argument("--endpoints", default=DEFAULT_ENDPOINTS)
+    security_flags(parser)  # cairnctl's CURVE flags
     commands = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--clients", type=int, default=1, help="requests in flight in total")
@@ -495,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--key-space-size", type=int, default=1)
     common.add_argument("--sequential-keys", action="store_true")
     common.add_argument("--json", action="store_true", help="print the summary as JSON")
+    common.add_argument("--protocol", default="cairn", choices=["cairn", "etcd-grpc"],
+                        help="cairn's wire, or etcd's gRPC API (put and range; endpoints host:port) for the same load on etcd")
     commands.add_parser("put", parents=[common])
     range_ = commands.add_parser("range", parents=[common])
     range_.add_argument("key")
@@ -516,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     standard = commands.add_parser("standard", help="the standard set against a fresh local cluster")
     standard.add_argument("--config", default="configs/local-3node.yaml")
     standard.add_argument("--output", default="bench-results/latest.json")
+    from cairn.bench_compare import add_compare_parser
+
+    add_compare_parser(commands)
     return parser
 
 
@@ -527,9 +585,7 @@ def run_one(args) -> dict:
     if args.command == "memory":
         return run_memory(args)
     if args.command == "lease-keepalive":
-        from cairn import Client
-
-        with Client(args.endpoints.split(",")) as client:
+        with new_client(getattr(args, "security", None), args.endpoints.split(",")) as client:
             args.lease_ids = [client.lease_grant(3600).id for _ in range(args.leases)]
     return run_benchmark(args)
 
@@ -538,6 +594,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "standard":
         return run_standard(args)
+    if args.command == "compare":
+        from cairn.bench_compare import run_compare
+
+        return run_compare(args)
+    try:
+        endpoints, args.security = security_options(args, args.endpoints.split(","), DEFAULT_ENDPOINTS)
+    except UsageError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    args.endpoints = ",".join(endpoints)
     summary = run_one(args)
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     return 0

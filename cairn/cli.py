@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import json
 import os
 import sys
 import time
 
+from cairn import check as check_module
 from cairn.client import Client
 from transport import messages as m
-from transport.errors import CairnError
+from transport.errors import CairnError, PermissionDeniedError
 
 DEFAULT_ENDPOINTS = "tcp://127.0.0.1:2379"
 EXIT_ERROR = 1
@@ -253,29 +255,84 @@ def cmd_endpoint_status(client: Client, args) -> None:
         raise SystemExit(EXIT_ERROR)
 
 
-def cmd_endpoint_health(client: Client, args) -> None:
-    """Healthy = a linearizable read (which needs a leader and a quorum) succeeds, as etcdctl checks."""
-    unhealthy = False
-    results = []
-    for endpoint in _endpoints_to_query(client, args):
-        single = Client([endpoint], timeout=client.timeout, **args.security)
+def go_duration(seconds: float) -> str:
+    """A duration as Go's time.Duration prints it (etcdctl's "took = 1.234567ms")."""
+    nanos = max(0, round(seconds * 1e9))
+    if nanos < 1000:
+        return f"{nanos}ns"
+    for unit, size in (("µs", 1000), ("ms", 1000_000), ("s", 1000_000_000)):
+        if nanos < size * 1000 or unit == "s":
+            whole, fraction = divmod(nanos, size)
+            digits = len(str(size)) - 1
+            text = f"{whole}.{fraction:0{digits}d}".rstrip("0").rstrip(".") if fraction else str(whole)
+            if unit == "s" and whole >= 60:  # etcdctl's minutes: 1m2.5s
+                minutes, rest = divmod(nanos, 60 * size)
+                return f"{minutes}m{go_duration(rest / 1e9)}"
+            return text + unit
+    raise AssertionError("unreachable")
+
+
+def _endpoint_health(endpoint: str, args, timeout: float) -> dict:
+    """etcdctl's check: a linearizable read (it needs a leader and a quorum;
+    refused by auth still went through raft, so healthy), then no alarm raised."""
+    health = {"endpoint": endpoint, "health": False, "took": ""}
+    with Client([endpoint], timeout=timeout, **args.security) as single:
         started = time.monotonic()
         try:
             single.get(b"health")
-            took = (time.monotonic() - started) * 1000
-            results.append({"endpoint": endpoint, "health": True, "took": f"{took:.3f}ms"})
-            if args.write_out != "json":
-                print(f"{endpoint} is healthy: successfully committed proposal: took = {took:.3f}ms")
-        except CairnError as error:
-            unhealthy = True
-            results.append({"endpoint": endpoint, "health": False, "error": str(error)})
-            if args.write_out != "json":
-                print(f"{endpoint} is unhealthy: failed to commit proposal: {error}", file=sys.stderr)
-        finally:
-            single.close()
+            error = None
+        except PermissionDeniedError:
+            error = None
+        except CairnError as failure:
+            error = str(failure)
+        health["took"] = go_duration(time.monotonic() - started)
+        if error is not None:
+            health["error"] = error
+            return health
+        try:
+            alarms = single.alarm_list().alarms
+        except CairnError:
+            health["error"] = "Unable to fetch the alarm list"
+            return health
+    if alarms:
+        health["error"] = "Active Alarm(s): " + "".join(m.ALARM_NAMES.get(a.alarm, "UNKNOWN") + " " for a in alarms)
+        return health
+    health["health"] = True
+    return health
+
+
+def cmd_endpoint_health(client: Client, args) -> None:
+    """etcdctl endpoint health [--cluster]: every endpoint at once; "is healthy"
+    lines on stdout, "is unhealthy" ones on stderr, and exit 1 with
+    "unhealthy cluster" if any is."""
+    endpoints = _endpoints_to_query(client, args)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(endpoints), 16))) as pool:
+        results = list(pool.map(lambda endpoint: _endpoint_health(endpoint, args, client.timeout), endpoints))
     if args.write_out == "json":
         print(json.dumps(results))
-    if unhealthy:
+    elif args.write_out == "table":
+        _print_table(("ENDPOINT", "HEALTH", "TOOK", "ERROR"),
+                     [(r["endpoint"], str(r["health"]).lower(), r["took"], r.get("error", "")) for r in results])
+    else:
+        for r in results:
+            if r["health"]:
+                print(f"{r['endpoint']} is healthy: successfully committed proposal: took = {r['took']}")
+            else:
+                print(f"{r['endpoint']} is unhealthy: failed to commit proposal: {r['error']}", file=sys.stderr)
+    if not all(r["health"] for r in results):
+        print("Error: unhealthy cluster", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR)
+
+
+def cmd_check(client: Client, args) -> None:
+    """etcdctl check perf / datascale (cairn/check.py): exit 1 on FAIL."""
+    check, size = ((check_module.check_perf, args.duration) if args.check_command == "perf"
+                   else (check_module.check_datascale, args.limit))
+    try:
+        passed = check(client, args.security, args.load, args.prefix, size, args.auto_compact, args.auto_defrag)
+    except check_module.CheckFailed as error:
+        raise UsageError(str(error)) from None
+    if not passed:
         raise SystemExit(EXIT_ERROR)
 
 
@@ -585,13 +642,23 @@ def _members_json(response) -> list:
 
 
 def cmd_member_add(client: Client, args) -> None:
-    """etcdctl member add NAME --peer-urls=... [--learner]; cairn prints the YAML
-    entry and the command that starts the member instead of etcd's variables."""
+    """etcdctl member add NAME --peer-urls=... [--learner]: etcdctl's lines for
+    starting the new member (ETCD_NAME ... ETCD_INITIAL_CLUSTER_STATE), then
+    cairn's equivalent, the new member's YAML and the command that starts it."""
     peer_urls = [u for u in args.peer_urls.split(",") if u]
     if not peer_urls:
         raise UsageError("member peer urls not provided (--peer-urls)")
     client_urls = [u for u in (args.client_urls or "").split(",") if u]
-    response = client.member_add(args.name, peer_urls, is_learner=args.learner, client_urls=client_urls)
+    public_key = ""
+    if args.curve_key:
+        from transport import curve
+
+        try:
+            public_key = curve.read_public_key(args.curve_key).decode()
+        except curve.KeyFileError as error:
+            raise UsageError(f"--curve-key: {error}") from None
+    response = client.member_add(args.name, peer_urls, is_learner=args.learner, client_urls=client_urls,
+                                 public_key=public_key)
     added = response.member
     if args.write_out == "json":
         print(json.dumps({"header": header_json(response.header), "member": _members_json(
@@ -599,17 +666,31 @@ def cmd_member_add(client: Client, args) -> None:
         return
     print(f"Member {added.id:x} added to cluster {response.header.cluster_id:x}")
     print()
-    print("# The new member's YAML: the cluster's members (every member may list it) with this entry,")
-    print("# the cluster's id, and state existing (as ETCD_INITIAL_CLUSTER_STATE=\"existing\"):")
+    initial = ",".join(f"{mb.name}={url}" for mb in response.members for url in mb.peer_urls)
+    print(f'ETCD_NAME="{added.name}"')
+    print(f'ETCD_INITIAL_CLUSTER="{initial}"')
+    print(f'ETCD_INITIAL_ADVERTISE_PEER_URLS="{",".join(added.peer_urls)}"')
+    print('ETCD_INITIAL_CLUSTER_STATE="existing"')
+    print()
+    print("# cairn's equivalent, the new member's YAML: the cluster's name and id, state existing,")
+    print("# and its members, this one included (every member may list it):")
     print("cluster:")
-    print("  name: ...   # the cluster's name, as in its members' YAML (member ids derive from it)")
+    print(f"  name: {response.cluster_name or '...   # the cluster name of its members YAML'}")
     print(f"  id: \"{response.header.cluster_id:x}\"")
     print("  state: existing")
+    if public_key:
+        print("  security: {mode: curve}")
     print("  members:")
     for mb in response.members:
         print(f"    - name: {mb.name}")
         print(f"      peer: {mb.peer_urls[0] if mb.peer_urls else ''}")
         print(f"      client: {mb.client_urls[0] if mb.client_urls else 'tcp://HOST:PORT  # its client URL'}")
+        if public_key:
+            quoted = f'"{public_key}"'  # Z85 has '#', ':' and '!' in it
+            print(f"      public_key: {quoted if mb.id == added.id else '...   # its key, as in its YAML'}")
+    if public_key:
+        print("member:")
+        print(f"  secret_key_file: keys/{added.name}.key   # its secret key file, as `cairn keygen` wrote it")
     print()
     print("# then start it with an empty data dir:")
     print(f"cairn node --config NEW.yaml --name {added.name} --join")
@@ -830,20 +911,43 @@ def _print_table(columns, rows) -> None:
 # ---------------------------------------------------------------------------- auth (etcdctl's output)
 
 
+def auth_json(response) -> dict:
+    """etcdctl's -w json for the auth commands: the response as Go's
+    encoding/json writes etcd's struct (empty fields left out, permType as its
+    number, keys in base64)."""
+    out = {"header": header_json(response.header)}
+    for field, name in (("enabled", "enabled"), ("auth_revision", "authRevision"), ("users", "users"), ("roles", "roles")):
+        value = getattr(response, field, None)
+        if value:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    if getattr(response, "perm", None):
+        out["perm"] = [{name: value for name, value in (("permType", perm.perm_type), ("key", _b64(perm.key)),
+                                                         ("range_end", _b64(perm.range_end))) if value}
+                       for perm in response.perm]
+    return out
+
+
+def print_auth(args, response, *lines: str) -> None:
+    """etcdctl's lines, or with -w json the response's JSON."""
+    if args.write_out == "json":
+        print(json.dumps(auth_json(response)))
+        return
+    for line in lines:
+        print(line)
+
+
 def cmd_auth_enable(client: Client, args) -> None:
-    client.auth_enable()
-    print("Authentication Enabled")
+    print_auth(args, client.auth_enable(), "Authentication Enabled")
 
 
 def cmd_auth_disable(client: Client, args) -> None:
-    client.auth_disable()
-    print("Authentication Disabled")
+    print_auth(args, client.auth_disable(), "Authentication Disabled")
 
 
 def cmd_auth_status(client: Client, args) -> None:
     response = client.auth_status()
-    print(f"Authentication Status: {str(response.enabled).lower()}")
-    print(f"AuthRevision: {response.auth_revision}")
+    print_auth(args, response, f"Authentication Status: {str(response.enabled).lower()}",
+               f"AuthRevision: {response.auth_revision}")
 
 
 def _read_password(name: str, interactive: bool) -> str:
@@ -873,54 +977,54 @@ def cmd_user_add(client: Client, args) -> None:
         name, password = args.user_name.partition(":")[0], ""
     else:
         name, password = _new_password(args)
-    client.user_add(name, password, no_password=args.no_password)
-    print(f"User {name} created")
+    print_auth(args, client.user_add(name, password, no_password=args.no_password), f"User {name} created")
 
 
 def cmd_user_get(client: Client, args) -> None:
     response = client.user_get(args.name)
-    print(f"User: {args.name}")
-    print("Roles:" + "".join(f" {role}" for role in response.roles))
-    if args.detail:
-        for role in response.roles:
-            _print_role(role, client.role_get(role))
+    if not args.detail:
+        print_auth(args, response, f"User: {args.name}", "Roles:" + "".join(f" {role}" for role in response.roles))
+        return
+    print(f"User: {args.name}")  # etcdctl's --detail: then each role as role get prints it
+    if args.write_out != "json":
+        print("Roles:" + "".join(f" {role}" for role in response.roles))
+    for role in response.roles:
+        _print_role(args, role, client.role_get(role))
 
 
 def cmd_user_list(client: Client, args) -> None:
-    for user in client.user_list().users:
-        print(user)
+    response = client.user_list()
+    print_auth(args, response, *response.users)
 
 
 def cmd_user_delete(client: Client, args) -> None:
-    client.user_delete(args.name)
-    print(f"User {args.name} deleted")
+    print_auth(args, client.user_delete(args.name), f"User {args.name} deleted")
 
 
 def cmd_user_passwd(client: Client, args) -> None:
     args.user_name = args.name
     name, password = _new_password(args)
-    client.user_change_password(name, password)
-    print("Password updated")
+    print_auth(args, client.user_change_password(name, password), "Password updated")
 
 
 def cmd_user_grant_role(client: Client, args) -> None:
-    client.user_grant_role(args.name, args.role)
-    print(f"Role {args.role} is granted to user {args.name}")
+    print_auth(args, client.user_grant_role(args.name, args.role), f"Role {args.role} is granted to user {args.name}")
 
 
 def cmd_user_revoke_role(client: Client, args) -> None:
-    client.user_revoke_role(args.name, args.role)
-    print(f"Role {args.role} is revoked from user {args.name}")
+    print_auth(args, client.user_revoke_role(args.name, args.role), f"Role {args.role} is revoked from user {args.name}")
 
 
 def cmd_role_add(client: Client, args) -> None:
-    client.role_add(args.name)
-    print(f"Role {args.name} created")
+    print_auth(args, client.role_add(args.name), f"Role {args.name} created")
 
 
-def _print_role(name: str, response: m.AuthRoleGetResponse) -> None:
+def _print_role(args, name: str, response: m.AuthRoleGetResponse) -> None:
     from cairn.requests import prefix_range_end
 
+    if args.write_out == "json":
+        print(json.dumps(auth_json(response)))
+        return
     print(f"Role {name}")
     for title, types in (("KV Read:", (m.PERM_READ, m.PERM_READWRITE)), ("KV Write:", (m.PERM_WRITE, m.PERM_READWRITE))):
         print(title)
@@ -938,17 +1042,16 @@ def _print_role(name: str, response: m.AuthRoleGetResponse) -> None:
 
 
 def cmd_role_get(client: Client, args) -> None:
-    _print_role(args.name, client.role_get(args.name))
+    _print_role(args, args.name, client.role_get(args.name))
 
 
 def cmd_role_list(client: Client, args) -> None:
-    for role in client.role_list().roles:
-        print(role)
+    response = client.role_list()
+    print_auth(args, response, *response.roles)
 
 
 def cmd_role_delete(client: Client, args) -> None:
-    client.role_delete(args.name)
-    print(f"Role {args.name} deleted")
+    print_auth(args, client.role_delete(args.name), f"Role {args.name} deleted")
 
 
 PERM_TYPES = {"read": m.PERM_READ, "write": m.PERM_WRITE, "readwrite": m.PERM_READWRITE}
@@ -972,17 +1075,16 @@ def cmd_role_grant_permission(client: Client, args) -> None:
     if perm_type is None:
         raise UsageError(f"invalid permission type {args.perm_type}")
     key, end = _permission_range(args)
-    client.role_grant_permission(args.name, perm_type, key, end)
-    print(f"Role {args.name} updated")
+    print_auth(args, client.role_grant_permission(args.name, perm_type, key, end), f"Role {args.name} updated")
 
 
 def cmd_role_revoke_permission(client: Client, args) -> None:
     key, end = _permission_range(args)
-    client.role_revoke_permission(args.name, key, end)
+    response = client.role_revoke_permission(args.name, key, end)
     if not end:
-        print(f"Permission of key {_text(key)} is revoked from role {args.name}")
+        print_auth(args, response, f"Permission of key {_text(key)} is revoked from role {args.name}")
     else:
-        print(f"Permission of range [{_text(key)}, {_text(end)}) is revoked from role {args.name}")
+        print_auth(args, response, f"Permission of range [{_text(key)}, {_text(end)}) is revoked from role {args.name}")
 
 
 def _auth_commands(commands) -> None:
@@ -1078,12 +1180,7 @@ def _global_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("-w", "--write-out", default=default("simple"), choices=["simple", "json", "fields", "table"])
     parser.add_argument("--command-timeout", type=float, default=default(5.0), help="seconds")
     parser.add_argument("--dial-timeout", type=float, default=default(2.0), help="seconds")
-    parser.add_argument("--server-keys", default=default(os.environ.get("CAIRNCTL_SERVER_KEYS", "")),
-                        help="CURVE: the member's public key (or .pub file), or ENDPOINT=KEY,... for several")
-    parser.add_argument("--client-key", default=default(os.environ.get("CAIRNCTL_CLIENT_KEY", "")),
-                        help="CURVE: this client's secret key file (cairn keygen)")
-    parser.add_argument("--cluster-config", default=default(os.environ.get("CAIRNCTL_CLUSTER_CONFIG", "")),
-                        help="a cluster config: its client endpoints and members' public keys")
+    security_flags(parser, default)
     parser.add_argument("--user", default=default(""), help="NAME[:PASSWORD] (or ETCDCTL_USER)")
     parser.add_argument("--password", default=default(""), help="the user's password (or ETCDCTL_PASSWORD)")
 
@@ -1160,6 +1257,21 @@ def build_parser() -> argparse.ArgumentParser:
     defrag.add_argument("--cluster", action="store_true", help="all members, from member list")
     defrag.set_defaults(run=cmd_defrag)
 
+    check = commands.add_parser("check", help="check perf / datascale: qualify the cluster's hardware (etcdctl's)")
+    check_commands = commands.add_subparsers(check, dest="check_command", required=True)
+    perf = check_commands.add_parser("perf", help="writes at the load's rate for 60 s; PASS or FAIL")
+    datascale = check_commands.add_parser("datascale", help="the first endpoint's memory growth for the load's keys")
+    for sub, prefix in ((perf, check_module.PERF_PREFIX), (datascale, check_module.DATASCALE_PREFIX)):
+        sub.add_argument("--load", default="s", help="s(small), m(medium), l(large), xl(xLarge)")
+        sub.add_argument("--prefix", default=prefix, help="where the check's keys go (must be empty)")
+        sub.add_argument("--auto-compact", action="store_true", help="compact to the last revision afterwards")
+        sub.add_argument("--auto-defrag", action="store_true", help="defragment the endpoints afterwards")
+    # not etcdctl's: shorter runs, for tests and quick looks
+    perf.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
+    datascale.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
+    perf.set_defaults(run=cmd_check)
+    datascale.set_defaults(run=cmd_check)
+
     snapshot = commands.add_parser("snapshot", help="snapshot save / status")
     snapshot_commands = commands.add_subparsers(snapshot, dest="snapshot_command", required=True)
     save = snapshot_commands.add_parser("save", help="save a member's keyspace to a file")
@@ -1178,6 +1290,9 @@ def build_parser() -> argparse.ArgumentParser:
     member_add.add_argument("--peer-urls", required=True, help="comma-separated peer URLs (tcp://HOST:PORT)")
     member_add.add_argument("--learner", action="store_true", help="add as a learner (promote it once caught up)")
     member_add.add_argument("--client-urls", default="", help="comma-separated client URLs, for member list (cairn)")
+    member_add.add_argument("--curve-key", default="", metavar="PUBLIC_KEY",
+                            help="the new member's CURVE public key, or its .pub file (cairn keygen): "
+                                 "required when the cluster's security mode is curve")
     member_add.set_defaults(run=cmd_member_add)
     member_remove = member_commands.add_parser("remove", help="remove a member")
     member_remove.add_argument("member_id", help="member ID in hex")
@@ -1240,8 +1355,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def security_options(args, endpoints: list[str]) -> tuple[list[str], dict]:
-    """(endpoints, Client keyword arguments) from the CURVE flags; UsageError if they make no sense."""
+def security_flags(parser: argparse.ArgumentParser, default=lambda value: value) -> None:
+    """The CURVE flags (cairnctl's global ones; `cairn bench` takes them too)."""
+    parser.add_argument("--server-keys", default=default(os.environ.get("CAIRNCTL_SERVER_KEYS", "")),
+                        help="CURVE: the member's public key (or .pub file), or ENDPOINT=KEY,... for several")
+    parser.add_argument("--client-key", default=default(os.environ.get("CAIRNCTL_CLIENT_KEY", "")),
+                        help="CURVE: this client's secret key file (cairn keygen)")
+    parser.add_argument("--cluster-config", default=default(os.environ.get("CAIRNCTL_CLUSTER_CONFIG", "")),
+                        help="a cluster config: its client endpoints and members' public keys")
+
+
+def security_options(args, endpoints: list[str], default_endpoints: str = DEFAULT_ENDPOINTS) -> tuple[list[str], dict]:
+    """(endpoints, Client keyword arguments) from the CURVE flags; UsageError if
+    they make no sense. A cluster config's endpoints replace the default ones."""
     from transport.curve import KeyFileError
 
     server_keys = None
@@ -1252,7 +1378,7 @@ def security_options(args, endpoints: list[str]) -> tuple[list[str], dict]:
             cluster = config_module.load(args.cluster_config)
         except config_module.ConfigError as error:
             raise UsageError(str(error)) from None
-        if args.endpoints == DEFAULT_ENDPOINTS:
+        if args.endpoints == default_endpoints:
             endpoints = cluster.client_endpoints()
         if cluster.security.curve:
             server_keys = {member.client: member.public_key for member in cluster.members}

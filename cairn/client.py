@@ -228,13 +228,23 @@ class Client:
         """Status of one member (the given endpoint, else the preferred one)."""
         return self._call(m.StatusRequest(), write=False, timeout=timeout, endpoint=endpoint)
 
+    def metrics(self, endpoint: str | None = None, timeout=None) -> m.MetricsResponse:
+        """One member's metrics: each actor's last report (what /metrics shows;
+        actors/metrics.py names them)."""
+        return self._call(m.MetricsRequest(), write=False, timeout=timeout, endpoint=endpoint)
+
     def member_list(self, timeout=None) -> m.MemberListResponse:
         return self._call(m.MemberListRequest(), write=False, timeout=timeout)
 
-    def member_add(self, name: str, peer_urls, is_learner: bool = False, client_urls=(), timeout=None) -> m.MemberAddResponse:
+    def member_add(self, name: str, peer_urls, is_learner: bool = False, client_urls=(), public_key: str | bytes = "",
+                   timeout=None) -> m.MemberAddResponse:
         """etcd's MemberAdd: the member's id derives from the cluster's and its name;
-        start it afterwards with `cairn node --join` (its YAML names it)."""
-        request = m.MemberAddRequest(tuple(_urls(peer_urls)), is_learner, name, tuple(_urls(client_urls)))
+        start it afterwards with `cairn node --join` (its YAML names it).
+        public_key: the new member's CURVE public key (`cairn keygen`), which a
+        cluster in security mode curve requires."""
+        if isinstance(public_key, bytes):
+            public_key = public_key.decode("ascii", errors="replace")
+        request = m.MemberAddRequest(tuple(_urls(peer_urls)), is_learner, name, tuple(_urls(client_urls)), public_key)
         return self._call(request, write=True, timeout=timeout)
 
     def member_remove(self, member_id: int, timeout=None) -> m.MemberRemoveResponse:

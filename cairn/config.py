@@ -40,6 +40,7 @@ import re
 from dataclasses import dataclass, field
 
 import yaml
+from transport.limits import limit, limits
 
 EXIT_CONFIG_ERROR = 2
 
@@ -48,37 +49,51 @@ class ConfigError(Exception):
     """One line: '<file>: <field>: <problem>'."""
 
 
-@dataclass(frozen=True, slots=True)
+@limits()
 class Limits:
-    # etcd's default --max-request-bytes: big enough for any sane value, small
-    # enough that one request cannot stall a batch.
-    max_request_bytes: int = 1536 * 1024
-    # etcd's default --max-txn-ops.
-    max_txn_ops: int = 128
-    # Requests a frontend holds in flight; past it clients get TooManyRequests
-    # instead of the member queueing without bound.
-    max_pending_requests: int = 20000
-    # Messages drained from one socket per loop turn: bounds a batch's latency.
-    max_batch_messages: int = 4096
-    # ZeroMQ high-water marks (messages): a slow peer costs at most this much memory.
-    socket_hwm: int = 100000
-    # Raft: entries and bytes in one AppendEntries, messages in flight per peer,
-    # uncommitted bytes a leader accepts before refusing proposals.
-    max_entries_per_message: int = 1024
-    max_bytes_per_message: int = 4 * 1024 * 1024
-    max_inflight_messages: int = 256
-    max_uncommitted_bytes: int = 64 * 1024 * 1024
-    # Committed entries handed to apply and not yet acknowledged.
-    max_apply_inflight_entries: int = 16384
-    # Payload bytes of applied entries the raft actor keeps in memory for
-    # followers that fall a little behind (snapshot_entries counts them too):
-    # past it the log is compacted early, so its memory stays bounded whatever
-    # the size of the requests.
-    max_retained_log_bytes: int = 64 * 1024 * 1024
-    # A database larger than this raises the NOSPACE alarm (etcd's default quota is 2 GiB).
-    quota_backend_bytes: int = 2 * 1024 * 1024 * 1024
-    # Bytes of keys and values in one chunk of a large range response.
-    range_chunk_bytes: int = 1024 * 1024
+    max_request_bytes: int = limit(
+        1536 * 1024,
+        "etcd's default --max-request-bytes: big enough for any sane value, small enough that one request cannot "
+        "stall a batch.")
+    max_txn_ops: int = limit(
+        128,
+        "etcd's default --max-txn-ops.")
+    max_pending_requests: int = limit(
+        20000,
+        "Requests a frontend holds in flight; past it clients get TooManyRequests instead of the member queueing "
+        "without bound.")
+    max_batch_messages: int = limit(
+        4096,
+        "Messages drained from one socket per loop turn: bounds a batch's latency.")
+    socket_hwm: int = limit(
+        100000,
+        "ZeroMQ high-water marks (messages): a slow peer costs at most this much memory.")
+    max_entries_per_message: int = limit(
+        1024,
+        "Raft: entries in one AppendEntries, bounding a follower's batch.")
+    max_bytes_per_message: int = limit(
+        4 * 1024 * 1024,
+        "Raft: bytes of entries in one AppendEntries, bounding one peer frame.")
+    max_inflight_messages: int = limit(
+        256,
+        "Raft: AppendEntries in flight per peer, bounding what a slow follower costs the leader.")
+    max_uncommitted_bytes: int = limit(
+        64 * 1024 * 1024,
+        "Raft: uncommitted bytes a leader accepts before refusing proposals (TooManyRequests).")
+    max_apply_inflight_entries: int = limit(
+        16384,
+        "Committed entries handed to apply and not yet acknowledged.")
+    max_retained_log_bytes: int = limit(
+        64 * 1024 * 1024,
+        "Payload bytes of applied entries the raft actor keeps in memory for followers that fall a little behind "
+        "(snapshot_entries counts them too): past it the log is compacted early, so its memory stays bounded whatever "
+        "the size of the requests.")
+    quota_backend_bytes: int = limit(
+        2 * 1024 * 1024 * 1024,
+        "A database larger than this raises the NOSPACE alarm (etcd's default quota is 2 GiB).")
+    range_chunk_bytes: int = limit(
+        1024 * 1024,
+        "Bytes of keys and values in one chunk of a large range response.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +134,12 @@ class MemberSettings:
     # (AuthFailed, the password unchecked) for this long, doubling with each
     # further failure up to 64 times it; a success clears it.
     auth_failure_delay_ms: int = 500
+    # How often the apply actor makes the keyspace durable (env.sync) off the
+    # reply path; its commits do not sync, the Raft log is what makes a write
+    # durable (store/environment.py). 0 = sync on every commit, on the write's
+    # path: integrity across a power loss on any file system (LMDB without
+    # MDB_NOSYNC), at the cost of one more fdatasync per write.
+    keyspace_sync_ms: int = 100
     # Applied entries kept in the Raft log before it is compacted behind a snapshot.
     snapshot_entries: int = 10000
     # The keyspace's LMDB map size: address space reserved, not disk used.

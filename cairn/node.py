@@ -166,8 +166,12 @@ def _join_problem(cluster_config, member) -> str:
     others = [m.client for m in cluster_config.members if m.id != member.id]
     if not others:
         return f"{cluster_config.path}: --join needs the running members in cluster.members"
+    security = {}
+    if cluster_config.security.curve:  # asked as this member, of members whose keys the YAML gives
+        security = {"server_public_keys": {m.client: m.public_key for m in cluster_config.members if m.id != member.id},
+                    "client_key": cluster_config.member_keys(member.name)}
     try:
-        with Client(others, timeout=5) as client:
+        with Client(others, timeout=5, **security) as client:
             members = client.member_list().members
     except Exception as error:  # whatever stops us from asking: say so, start nothing
         return f"cannot ask the cluster ({', '.join(others)}) whether member {member.name} was added: {error}"

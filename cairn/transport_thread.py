@@ -40,7 +40,6 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -48,33 +47,38 @@ from zmq.utils.monitor import parse_monitor_message
 from transport import codec
 from transport.curve import ClientCurve, handshake_error_text, make_client
 from transport.errors import AuthenticationFailed, CairnError, ConnectionLostError, MalformedRequestError, Unavailable
+from transport.limits import holds, limit, limits, positive
 from transport.messages import RangeChunk, RangeResponse, WatchResponse, WatchResponses
 
 
-@dataclass(frozen=True, slots=True)
+@limits(
+    positive("poll_ms", "auth_retry_s", "cut_off_handshakes"),
+    holds(lambda l: l.heartbeat_timeout_ms >= 2 * l.heartbeat_ivl_ms, "one late heartbeat must not close a connection"),
+)
 class TransportLimits:
     """The I/O thread's own periods, each with its reason (a Client's sizes and
     timeouts are its constructor's arguments)."""
 
-    # The longest the thread sleeps in poll when nothing wakes it: bounds how
-    # soon a request waiting for its connection goes once the connection is
-    # made, and how late its dial_timeout is noticed.
-    poll_ms: int = 50
-    # ZMTP heartbeats on every connection: an idle connection to a member that died
-    # (or a network that dropped it) is closed within heartbeat_timeout_ms, and
-    # ZMQ_IMMEDIATE then fails new requests to it at once instead of queueing them.
-    heartbeat_ivl_ms: int = 1000
-    heartbeat_timeout_ms: int = 3000
-    # After a failed CURVE handshake, requests to that endpoint fail at once for
-    # this long; the first one after it tries a new connection.
-    auth_retry_s: float = 1.0
-    # Handshakes the member must cut off in a row before the client concludes its
-    # key is not the one the client holds (one may be a member stopping).
-    cut_off_handshakes: int = 2
-
-    def __post_init__(self):
-        assert self.poll_ms > 0
-        assert self.heartbeat_timeout_ms >= 2 * self.heartbeat_ivl_ms, "one late heartbeat must not close a connection"
+    poll_ms: int = limit(
+        50,
+        "The longest the thread sleeps in poll when nothing wakes it: bounds how soon a request waiting for its "
+        "connection goes once the connection is made, and how late its dial_timeout is noticed.")
+    heartbeat_ivl_ms: int = limit(
+        1000,
+        "ZMTP heartbeats on every connection: an idle connection to a member that died (or a network that dropped it) "
+        "is closed within heartbeat_timeout_ms, and ZMQ_IMMEDIATE then fails new requests to it at once instead of "
+        "queueing them.")
+    heartbeat_timeout_ms: int = limit(
+        3000,
+        "How long a connection may go without a heartbeat's answer.")
+    auth_retry_s: float = limit(
+        1.0,
+        "After a failed CURVE handshake, requests to that endpoint fail at once for this long; the first one after it "
+        "tries a new connection.")
+    cut_off_handshakes: int = limit(
+        2,
+        "Handshakes the member must cut off in a row before the client concludes its key is not the one the client "
+        "holds (one may be a member stopping).")
 
 
 MONITOR_EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import struct
 
-from transport.messages import ALARM_CORRUPT, ALARM_NOSPACE, AlarmMember
+from transport.messages import (
+    ALARM_CORRUPT,
+    ALARM_NOSPACE,
+    AlarmMember,
+    CompactionRequest,
+    DeleteRangeRequest,
+    LeaseGrantRequest,
+    LeaseRevokeRequest,
+    PutRequest,
+    RangeRequest,
+    TxnRequest,
+)
 
 _KEY = struct.Struct(">QB")
 DATABASES = {b"alarms": (False, False)}
@@ -35,11 +46,15 @@ class Alarms:
             return (AlarmMember(member_id, alarm),)
         return ()
 
+    def raised(self, txn) -> frozenset[int]:
+        """The alarm types raised on any member."""
+        return frozenset(member.alarm for member in self.list(txn))
+
     def no_space(self, txn) -> bool:
-        return any(member.alarm == ALARM_NOSPACE for member in self.list(txn))
+        return ALARM_NOSPACE in self.raised(txn)
 
     def corrupt(self, txn) -> bool:
-        return any(member.alarm == ALARM_CORRUPT for member in self.list(txn))
+        return ALARM_CORRUPT in self.raised(txn)
 
 
 def bytes_in_use(env, txn, databases: dict) -> int:
@@ -59,9 +74,6 @@ def corrupt_refuses(request) -> bool:
     """etcd's corrupt applier (applierV3Corrupt): while CORRUPT is raised on any
     member, Put, Range, DeleteRange, Txn, Compaction, LeaseGrant and
     LeaseRevoke fail with "etcdserver: corrupt cluster" on every member."""
-    from transport.messages import (CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
-                                    PutRequest, RangeRequest, TxnRequest)
-
     return isinstance(request, (PutRequest, RangeRequest, DeleteRangeRequest, TxnRequest, CompactionRequest,
                                 LeaseGrantRequest, LeaseRevokeRequest))
 
@@ -69,8 +81,6 @@ def corrupt_refuses(request) -> bool:
 def has_put(request) -> bool:
     """Whether a request could grow the keyspace: etcd's capped applier refuses
     puts, and txns holding a put anywhere, while NOSPACE is raised."""
-    from transport.messages import PutRequest, TxnRequest
-
     if isinstance(request, PutRequest):
         return True
     if isinstance(request, TxnRequest):

@@ -55,8 +55,10 @@ from transport.entries import split_payload, split_payload_user
 from transport.errors import CairnError, CorruptError, InvalidArgumentError, MalformedRequestError, NoSpaceError, PermissionDeniedError
 from transport.messages import (
     ALARM_ACTIVATE,
+    ALARM_CORRUPT,
     ALARM_DEACTIVATE,
     ALARM_GET,
+    ALARM_NOSPACE,
     AlarmRequest,
     AlarmResponse,
     CompactionRequest,
@@ -64,7 +66,7 @@ from transport.messages import (
     LeaseGrantRequest,
     ResponseHeader,
 )
-from transport.raft_messages import CONF_CHANGE_NAMES, CONF_REMOVE, ENTRY_CONF_CHANGE, ENTRY_NORMAL, decode_conf_change
+from transport.raft_messages import CONF_CHANGE_NAMES, ENTRY_CONF_CHANGE, ENTRY_NORMAL, decode_conf_change
 
 # Failures that say nothing about the entry being applied: the disk, the map,
 # the process's memory. They stop the actor instead of skipping the entry.
@@ -160,6 +162,12 @@ class StateMachine:
         self.keyspace = KeySpace(env)
         self.alarms = Alarms(env)
         self.auth = AuthStore(env)
+        # What every entry of a batch checks, read once per batch rather than
+        # per entry (two cursors and a get per put): the alarms raised and
+        # whether auth is enabled. Only AlarmRequest and Auth* entries change
+        # them, and each sets them back to None (read again when next needed).
+        self._alarms_raised: frozenset[int] | None = None
+        self._auth_enabled: bool | None = None
 
     # ------------------------------------------------------------- applying
 
@@ -181,6 +189,7 @@ class StateMachine:
         answered with its failure and not executed; another entry that fails
         raises EntryFailed (the caller aborts and calls again)."""
         batch = AppliedBatch()
+        self._alarms_raised = self._auth_enabled = None  # this transaction's, read on first use
         for entry in entries:
             if entry.data and entry.kind == ENTRY_CONF_CHANGE:
                 self._apply_conf_change(txn, entry, batch)
@@ -206,14 +215,7 @@ class StateMachine:
         except ValueError as error:
             batch.notes.append(("conf_change_undecodable", {"index": entry.index, "error": str(error)}))
             return
-        meta_db = self.keyspace.meta_db
-        current = member_records.load(txn, meta_db)
-        if current is None:
-            current = tuple(self.rules.initial_members)
-        removed = set(member_records.removed(txn, meta_db))
-        if change.type == CONF_REMOVE:
-            removed.add(change.node_id)
-        member_records.save(txn, meta_db, member_records.after_change(current, change), removed)
+        member_records.apply_change(txn, self.keyspace.meta_db, self.rules.initial_members, change)
         batch.notes.append(("member_change_applied", {"index": entry.index, "type": CONF_CHANGE_NAMES.get(change.type),
                                                       "member_id": f"{change.node_id:x}"}))
 
@@ -254,8 +256,12 @@ class StateMachine:
         auth state as of this entry, so a revoked permission takes effect at
         once and every member decides the same. user None is a member's own
         proposal (lease expiry, alarms, the lock service), not checked."""
-        if user is None or not self.auth.enabled(txn) or isinstance(request, m.AuthStatusRequest):
+        if user is None or isinstance(request, m.AuthStatusRequest):
             return  # (anyone may ask whether auth is on, as in etcd)
+        if self._auth_enabled is None:
+            self._auth_enabled = self.auth.enabled(txn)
+        if not self._auth_enabled:
+            return
         found = self.auth.user(txn, user)
         if found is None:
             raise PermissionDeniedError()
@@ -280,13 +286,18 @@ class StateMachine:
     def _execute(self, txn, header: ResponseHeader, request, batch: AppliedBatch):
         """(response, events) of one decoded request; operating errors raise."""
         if isinstance(request, AlarmRequest):
+            self._alarms_raised = None
             return self._alarm(txn, header, request, batch), ()
         auth = AUTH_REQUESTS.get(type(request))
         if auth is not None:
+            self._auth_enabled = None
             return auth(self.auth, txn, request, _at(header, self.keyspace.current_revision(txn))), ()
-        if corrupt_refuses(request) and self.alarms.corrupt(txn):
+        raised = self._alarms_raised
+        if raised is None:
+            raised = self._alarms_raised = self.alarms.raised(txn)
+        if raised and ALARM_CORRUPT in raised and corrupt_refuses(request):
             raise CorruptError()  # etcd's corrupt applier, on every member (the alarm came through the log)
-        if (has_put(request) or isinstance(request, LeaseGrantRequest)) and self.alarms.no_space(txn):
+        if raised and ALARM_NOSPACE in raised and (has_put(request) or isinstance(request, LeaseGrantRequest)):
             # etcd's capped applier: every member refuses the same writes, since
             # the alarm itself came through the log.
             raise NoSpaceError()

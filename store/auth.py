@@ -202,24 +202,24 @@ class AuthStore:
         self._put_role(txn, name, kept)
 
     def existing_role(self, txn, name: str) -> tuple[Permission, ...]:
-        if not name:
-            raise RoleEmptyError()
-        permissions = self.role(txn, name)
-        if permissions is None:
-            raise RoleNotFoundError()
-        return permissions
+        return _existing(self.role, txn, name, RoleEmptyError, RoleNotFoundError)
 
     def existing_user(self, txn, name: str):
-        if not name:
-            raise UserEmptyError()
-        found = self.user(txn, name)
-        if found is None:
-            raise UserNotFoundError()
-        return found
+        return _existing(self.user, txn, name, UserEmptyError, UserNotFoundError)
 
     def require_enabled(self, txn) -> None:
         if not self.enabled(txn):
             raise AuthNotEnabledError()
+
+
+def _existing(read, txn, name: str, empty_error, missing_error):
+    """read(txn, name), with etcd's errors for an empty name and a missing record."""
+    if not name:
+        raise empty_error()
+    found = read(txn, name)
+    if found is None:
+        raise missing_error()
+    return found
 
 
 def _check_length(name: str) -> None:

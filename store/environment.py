@@ -6,12 +6,54 @@
                  and read concurrently by frontend and watch (LMDB readers never
                  block the single writer, so reads need not hop through apply).
 
-Every writer writes once per batch, so there is one sync per batch, never one
-per request. The Raft log's one fdatasync per Ready makes an entry a member
-acknowledged survive any crash. The keyspace skips the meta-page sync
-(LMDB's NOMETASYNC keeps the database intact; an OS crash may undo only the last
-committed batch): that batch is applied again from the Raft log, which is
-durable on a majority, and apply skips entries it already holds.
+Every writer writes once per batch, so there is at most one sync per batch,
+never one per request. The Raft log's one fdatasync per Ready makes an entry a
+member acknowledged survive any crash, and the log is what makes a write
+durable on a majority.
+
+The keyspace does not sync on commit (LMDB's MDB_NOSYNC, as etcd's backend
+commits in batches behind its WAL): the apply actor commits each batch, which
+readers in other processes see at once through the shared page cache, answers
+the batch's requests, and makes the keyspace durable with `env.sync()` off its
+reply path (actors/keyspace_sync.py: on a timer, after a number of entries, at
+close, and before it reports an installed snapshot). Whatever reads the file
+reads a committed transaction and so never depends on the sync: reads and
+HashKV in read transactions, and the copies of a snapshot for a follower
+(actors/raft/snapshots.py), of Maintenance's snapshot (actors/maintenance.py)
+and of a defragment (below), which use mdb_env_copy with compaction: a read
+transaction's view, written out in full (the defragment's copy is then synced
+before it replaces the file). What a crash does:
+
+* a process crash (kill -9 of any or every actor, of the whole member) loses
+  nothing: a committed transaction is in the kernel's page cache, which
+  outlives the process, and the next sync writes it out;
+* an OS crash or power loss may undo the batches committed since the last
+  sync. The keyspace records the applied index in the same transaction as the
+  writes, so it comes back consistent at some older applied index A; the raft
+  actor never compacts its log past the index apply reported DURABLE (synced),
+  so entries A+1... are still in the log and apply asks for them (ApplyNeed)
+  at start, exactly as after a clean restart. Nothing acknowledged is lost:
+  an acknowledged write is in the synced log of a majority.
+* integrity: LMDB documents MDB_NOSYNC (without MDB_WRITEMAP) as keeping
+  the database intact -- losing only the last transactions -- *if the file
+  system preserves write order*. Where it does not, a power loss between two
+  syncs could leave on disk a meta page whose pages did not make it, or pages
+  of the last synced tree that a later transaction reused. The sync period
+  bounds that window, not the risk; MDB_NOMETASYNC alone (synced pages, an
+  unsynced meta page, as before) had no such window but put an fdatasync on
+  every write's path, and MDB_WRITEMAP|MDB_NOSYNC would be worse (no write
+  order at all), so neither writemap nor mapasync is used. A keyspace torn
+  that way usually fails to open or read (MDB_CORRUPTED, MDB_PAGE_NOTFOUND: the apply
+  actor stops in a crash loop the supervisor reports) and otherwise differs
+  from the others' HashKV (the corruption check raises CORRUPT); the member is
+  then rebuilt as one that lost its data dir (`cairn node --rejoin`, README).
+  In practice the window is small: the kernel writes a dirty page back on its
+  own only once it is ~30 s old (vm.dirty_expire_centisecs) or under memory
+  pressure, and every sync comes 100 ms after the last. Where even that is too
+  much (a whole cluster on one power feed and a file system without ordered
+  writes), `member.keyspace_sync_ms: 0` opens the keyspace with LMDB's sync on
+  every commit (MDB_NOMETASYNC, as before): one more fdatasync on each write's
+  path, and the raft log's compaction is then bounded by apply alone.
 """
 
 from __future__ import annotations
@@ -40,7 +82,7 @@ def replicated_databases() -> dict:
     return {**KeySpace.DATABASES, **alarms.DATABASES, **auth.DATABASES}
 
 
-def open_kv(data_dir: str, map_bytes: int, readonly: bool = False) -> lmdb.Environment:
+def open_kv(data_dir: str, map_bytes: int, readonly: bool = False, sync_on_commit: bool = False) -> lmdb.Environment:
     from store.mvcc import KeySpace
 
     os.makedirs(kv_path(data_dir), exist_ok=True)
@@ -48,7 +90,9 @@ def open_kv(data_dir: str, map_bytes: int, readonly: bool = False) -> lmdb.Envir
         kv_path(data_dir),
         map_size=map_bytes,
         max_dbs=KeySpace.MAX_DBS,
-        sync=True,
+        # no sync on commit unless asked (member.keyspace_sync_ms: 0): see the
+        # module docstring; the apply actor syncs
+        sync=sync_on_commit,
         metasync=False,
         readahead=False,
         max_readers=256,
@@ -64,7 +108,7 @@ def kv_file(data_dir: str) -> str:
     return os.path.join(kv_path(data_dir), "data.mdb")
 
 
-def defragment_kv(env: lmdb.Environment, data_dir: str, map_bytes: int) -> lmdb.Environment:
+def defragment_kv(env: lmdb.Environment, data_dir: str, map_bytes: int, sync_on_commit: bool = False) -> lmdb.Environment:
     """Replace the keyspace file by its compacted copy (mdb_env_copy with
     compaction: no free pages) and return the environment opened on it; env is
     closed. Only the writer (apply) calls this, between transactions, so the
@@ -98,7 +142,7 @@ def defragment_kv(env: lmdb.Environment, data_dir: str, map_bytes: int) -> lmdb.
         os.unlink(os.path.join(old_dir, "data.mdb"))
     except FileNotFoundError:
         pass
-    return open_kv(data_dir, map_bytes)
+    return open_kv(data_dir, map_bytes, sync_on_commit=sync_on_commit)
 
 
 def recover_defragment(data_dir: str) -> None:
@@ -159,5 +203,6 @@ def prepare_member_store(config, member_name: str) -> list[str]:
     KeySpace(kv)
     Alarms(kv)
     AuthStore(kv)
+    kv.sync(True)  # the keyspace does not sync on commit (see the module docstring)
     kv.close()
     return check_raft_log(data_dir)

@@ -102,6 +102,16 @@ def open_snapshot(path: str, workdir: str) -> lmdb.Environment:
         raise snapshot_file.SnapshotFileError(f"{path} is not a cairn snapshot: {error}") from None
 
 
+def _snapshot_meta(path: str, workdir: str) -> dict:
+    """The keyspace's hash, revisions and applied index of a verified snapshot
+    file, read from its copy under workdir (left there for a restore)."""
+    env = open_snapshot(path, workdir)
+    try:
+        return _keyspace_meta(env, path)
+    finally:
+        env.close()
+
+
 def _keyspace_meta(env: lmdb.Environment, path: str) -> dict:
     with env.begin() as txn:
         try:
@@ -123,11 +133,7 @@ def snapshot_status(path: str) -> dict:
     """etcdutl snapshot status: hash, revision, total keys, total size (+ more)."""
     workdir = tempfile.mkdtemp(prefix="cairn-snapshot-")
     try:
-        env = open_snapshot(path, workdir)
-        try:
-            status = _keyspace_meta(env, path)
-        finally:
-            env.close()
+        status = _snapshot_meta(path, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     status["total_size"] = os.path.getsize(path)
@@ -155,11 +161,7 @@ def restore_member(path: str, config, name: str, bump_revision: int = DEFAULT_BU
     workdir = tempfile.mkdtemp(prefix="cairn-restore-")
     created = not os.path.exists(data_dir)
     try:
-        source = open_snapshot(path, workdir)
-        try:
-            status = _keyspace_meta(source, path)
-        finally:
-            source.close()
+        status = _snapshot_meta(path, workdir)
         index = max(status["applied_index"], 1)  # the same on every member restored from this file
         revision = status["revision"] + bump_revision
         prepare_member_store(config, name)
@@ -176,6 +178,7 @@ def restore_member(path: str, config, name: str, bump_revision: int = DEFAULT_BU
 
                 for alarm_db in alarms.DATABASES:
                     txn.drop(kv.open_db(alarm_db, txn=txn), delete=False)
+            kv.sync(True)  # the keyspace does not sync on commit (store/environment.py)
         finally:
             kv.close()
         raft_log = open_raft_log(data_dir)

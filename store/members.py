@@ -15,6 +15,12 @@ the YAML's (the bootstrap configuration; ``initial`` below).
 Removed ids are kept too (REMOVED_KEY), as etcd does: a removed member's id is
 never a member again, and a member restarted with the data dir of a removed one
 finds its id there.
+
+In security mode curve a member added at run time brings its CURVE public key
+(``public_key`` in the context): PUBLIC_KEYS_KEY maps the ids of such members
+to their keys, dropped with the member, so every member's peer door admits the
+keys of the current members and no others (actors/raft/actor.py). The YAML's
+members keep their keys in the YAML.
 """
 
 from __future__ import annotations
@@ -33,10 +39,14 @@ from transport.raft_messages import (
 
 MEMBERS_KEY = b"members"
 REMOVED_KEY = b"removed_members"
+PUBLIC_KEYS_KEY = b"member_public_keys"
 
 
-def encode_context(name: str, peer_urls, client_urls) -> bytes:
-    return cbor2.dumps({"name": name, "peer_urls": list(peer_urls), "client_urls": list(client_urls)})
+def encode_context(name: str, peer_urls, client_urls, public_key: str = "") -> bytes:
+    record = {"name": name, "peer_urls": list(peer_urls), "client_urls": list(client_urls)}
+    if public_key:
+        record["public_key"] = public_key
+    return cbor2.dumps(record)
 
 
 def decode_context(context: bytes) -> dict:
@@ -61,6 +71,31 @@ def load(txn, meta_db) -> tuple[Member, ...] | None:
 def removed(txn, meta_db) -> frozenset[int]:
     raw = txn.get(REMOVED_KEY, db=meta_db)
     return frozenset(cbor2.loads(raw)) if raw is not None else frozenset()
+
+
+def public_keys(txn, meta_db) -> dict[int, str]:
+    """{member id: CURVE public key} of the members added at run time with one."""
+    raw = txn.get(PUBLIC_KEYS_KEY, db=meta_db)
+    return {int(k): str(v) for k, v in cbor2.loads(raw).items()} if raw is not None else {}
+
+
+def apply_change(txn, meta_db, initial_members, change: ConfChange) -> None:
+    """Keep the records, removed ids and public keys in step with a committed change
+    (apply's transaction); `initial_members`: the YAML's, until the first change."""
+    current = load(txn, meta_db)
+    if current is None:
+        current = tuple(initial_members)
+    gone = set(removed(txn, meta_db))
+    keys = public_keys(txn, meta_db)
+    if change.type == CONF_REMOVE:
+        gone.add(change.node_id)
+        keys.pop(change.node_id, None)
+    elif change.type in (CONF_ADD_VOTER, CONF_ADD_LEARNER):
+        key = decode_context(change.context).get("public_key")
+        if isinstance(key, str) and key:
+            keys[change.node_id] = key
+    save(txn, meta_db, after_change(current, change), gone)
+    txn.put(PUBLIC_KEYS_KEY, cbor2.dumps(keys), db=meta_db)
 
 
 def save(txn, meta_db, members, removed_ids) -> None:

@@ -4,14 +4,18 @@ killed by its id; nothing else is ever signalled)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import threading
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -100,6 +104,35 @@ def tls_client_context(directory, client_certificate: bool = True):
     return context
 
 
+class Stream:
+    """A streaming POST (watch, keep-alive) read line by line on a thread, so a
+    test waits for each JSON object with a deadline instead of sleeping."""
+
+    def __init__(self, url: str, path: str, body: bytes, headers: dict | None = None):
+        parsed = urllib.parse.urlsplit(url)
+        self.connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+        self.connection.request("POST", path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+        self.response = self.connection.getresponse()
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for line in self.response:
+                if line.strip():
+                    self.lines.put(json.loads(line))
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            pass  # closed by the test (http.client's chunked reader may trip over its own close)
+        self.lines.put(None)
+
+    def next(self, timeout: float = 10.0):
+        return self.lines.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.connection.sock.shutdown(2)
+        self.connection.close()
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes of a process group, from /proc."""
     found = []
@@ -146,31 +179,35 @@ class Member:
     def wait_grpc(self, timeout: float = START_TIMEOUT_S) -> None:
         """Until the member's gRPC door accepts connections."""
         host, port = config_module.parse_http_address(self.spec.grpc)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection((host, port), timeout=1.0).close()
-                return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gRPC door of {self.name} did not accept connections in {timeout}s")
-            Cluster._check_alive(self)
-            time.sleep(0.05)
+
+        def accepts() -> bool:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return True
+
+        self._wait_door(accepts, f"gRPC door of {self.name} did not accept connections", timeout)
 
     def wait_http(self, timeout: float = START_TIMEOUT_S) -> None:
         """Until the member's gateway answers GET /version."""
+        context = tls_client_context(self.cluster.directory) if self.http_url.startswith("https://") else None
+
+        def answers() -> bool:
+            with urllib.request.urlopen(self.http_url + "/version", timeout=2.0, context=context) as response:
+                return response.status == 200
+
+        self._wait_door(answers, f"gateway of {self.name} did not answer", timeout)
+
+    def _wait_door(self, ready, failure: str, timeout: float) -> None:
+        """Until ready() is true (an OSError counts as not yet), within timeout;
+        a member that died meanwhile fails at once."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                context = tls_client_context(self.cluster.directory) if self.http_url.startswith("https://") else None
-                with urllib.request.urlopen(self.http_url + "/version", timeout=2.0, context=context) as response:
-                    if response.status == 200:
-                        return
+                if ready():
+                    return
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"gateway of {self.name} did not answer in {timeout}s")
+                raise AssertionError(f"{failure} in {timeout}s")
             Cluster._check_alive(self)
             time.sleep(0.05)
 
@@ -302,12 +339,15 @@ class Cluster:
     def add_member_to_config(self, name: str) -> Member:
         """Rewrite the config with one more member on free ports (the YAML a
         member added with cairnctl member add starts with; the cluster keeps its
-        id), and return it, not started."""
+        id; in security mode curve, with a new key pair), and return it, not started."""
         with open(self.config_path) as handle:
             document = yaml.safe_load(handle)
         peer, client = free_ports(2)
-        document["cluster"]["members"].append(
-            {"name": name, "peer": f"tcp://127.0.0.1:{peer}", "client": f"tcp://127.0.0.1:{client}"})
+        entry = {"name": name, "peer": f"tcp://127.0.0.1:{peer}", "client": f"tcp://127.0.0.1:{client}"}
+        if self.config.security.curve:  # its own key pair, in keys/NAME.key as secret_key_file says
+            entry["public_key"] = curve.write_key_pair(os.path.join(self.directory, "keys", f"{name}.key"),
+                                                       force=True).public.decode()
+        document["cluster"]["members"].append(entry)
         document["cluster"]["id"] = f"{self.config.id:x}"
         with open(self.config_path, "w") as handle:
             yaml.safe_dump(document, handle)
@@ -404,6 +444,23 @@ def cluster_fixture(name: str, **options):
     return cluster
 
 
+def election_timeout_s(cluster: Cluster) -> float:
+    """The members' election timeout (ticks times the tick), in seconds."""
+    settings = cluster.config.settings
+    return settings.election_ticks * settings.tick_ms / 1000
+
+
+def value_or_none(call, *tolerated):
+    """call()'s value, or None if it raised a retryable CairnError or one of
+    `tolerated` (for wait_for's conditions)."""
+    try:
+        return call()
+    except CairnError as error:
+        if error.retryable or isinstance(error, tolerated):
+            return None
+        raise
+
+
 def wait_for(condition, what: str, timeout_s: float = 10.0):
     """condition()'s first true value, polled every 50 ms; fails naming `what`
     after timeout_s."""
@@ -417,10 +474,12 @@ def wait_for(condition, what: str, timeout_s: float = 10.0):
 
 
 class Writer:
-    """A client writing keys under `prefix` continuously, counting the acknowledged ones."""
+    """A client writing keys under `prefix` continuously, counting the acknowledged
+    ones and noting when each was acknowledged."""
 
     def __init__(self, endpoints, prefix: bytes):
         self.acked: list[bytes] = []
+        self.acked_at: list[float] = []  # time.monotonic() of each acknowledgement
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, args=(endpoints, prefix), daemon=True)
         self.thread.start()
@@ -433,6 +492,7 @@ class Writer:
                 try:
                     c.put(key, b"v")
                     self.acked.append(key)
+                    self.acked_at.append(time.monotonic())
                 except CairnError:
                     pass  # a write whose outcome is unknown is not counted
                 i += 1
@@ -441,3 +501,7 @@ class Writer:
         self.stop.set()
         self.thread.join(30)
         return self.acked
+
+    def longest_gap_s(self) -> float:
+        """The longest time between two consecutive acknowledgements."""
+        return max(b - a for a, b in zip(self.acked_at, self.acked_at[1:]))

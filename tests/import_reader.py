@@ -66,8 +66,8 @@ def within(name: str, packages) -> bool:
 
 
 def python_files(folder: str) -> list[pathlib.Path]:
-    """The project's Python files under folder, generated protobuf code aside."""
-    return sorted(path for path in (ROOT / folder).rglob("*.py") if not path.name.endswith("_pb2.py"))
+    """The project's Python files under folder."""
+    return sorted((ROOT / folder).rglob("*.py"))
 
 
 def relative(path: pathlib.Path) -> str:

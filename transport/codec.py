@@ -258,7 +258,9 @@ def _schema(cls):
         required = sum(
             1 for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         )
-        converters = tuple(_lazy(hints[f.name]) for f in fields)
+        # Resolved now: a field's converter only looks message types up when it
+        # meets one, so a message that holds its own type (TxnRequest) resolves too.
+        converters = tuple(_converter_for(hints[f.name]) for f in fields)
         # Fields of one plain type (most of them) are checked inline, without a call.
         plain = tuple(hints[f.name] if hints[f.name] in _PLAIN else None for f in fields)
         schema = (required, converters, tuple(f.name for f in fields), plain)

@@ -236,6 +236,37 @@ class StatusResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricSample:
+    """One metric of one actor (actors/metrics.py: CATALOGUE says what `name`
+    means and its unit): a counter's or gauge's value, or a histogram's sum
+    with its count per bucket (the last one +Inf)."""
+
+    name: str
+    value: int
+    labels: tuple[str, ...] = ()
+    buckets: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsReport:
+    """any actor -> its frontend, once a second: its metrics as they are now."""
+
+    actor: str
+    samples: tuple[MetricSample, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsRequest:
+    """The member's metrics, every actor's last report (what /metrics serves)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsResponse:
+    header: ResponseHeader
+    reports: tuple[MetricsReport, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Member:
     id: Uint64
     name: str
@@ -261,12 +292,15 @@ class MemberAddRequest:
     NAME argument; etcd sends it only when the member starts): the member's id
     derives from the cluster and member names, as a YAML member's does
     (cairn/config.py member_id_for), so the new member's YAML names it.
-    client_urls may be given now (a cairn extension); etcd publishes them later."""
+    client_urls may be given now (a cairn extension); etcd publishes them later.
+    public_key (cairn): the new member's CURVE public key, which a cluster in
+    security mode curve needs to let it in (replicated with its record)."""
 
     peer_urls: tuple[str, ...]
     is_learner: bool = False
     name: str = ""
     client_urls: tuple[str, ...] = ()
+    public_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +308,7 @@ class MemberAddResponse:
     header: ResponseHeader
     member: Member
     members: tuple[Member, ...] = ()
+    cluster_name: str = ""  # cairn: the new member's YAML needs it (member ids derive from it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,13 +626,17 @@ class ApplyNeed:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """apply -> raft and frontend: everything up to index is applied and durable;
-    frames answers this member's requests in the batch."""
+    """apply -> raft and frontend: everything up to index is applied (committed
+    to the keyspace, which readers see at once); frames answers this member's
+    requests in the batch. durable_index (to raft) is how far the keyspace is
+    synced to disk: raft never compacts its log past it (store/environment.py),
+    0 when unchanged."""
 
     index: Uint64
     revision: int
     request_ids: tuple[Uint64, ...] = ()
     frames: tuple[bytes, ...] = ()
+    durable_index: Uint64 = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,14 @@ Apply flow: committed entries are sent to the apply actor in order, with at most
 max_apply_inflight_entries unacknowledged; apply answers Applied(index). If apply
 restarts (or a message is lost) it asks for ApplyNeed(next_index) and the entries
 are re-read from the log, which is only compacted behind what apply has
-acknowledged. Proposals made while no leader is known wait up to
+made durable (Applied.durable_index): the keyspace commits without a sync, so
+after an OS crash apply may need entries it had already acknowledged
+(store/environment.py); nor past what a recently active follower still needs
+unless the log holds more than max_retained_log_bytes
+(retention.compaction_index): a follower that needed a snapshot then goes on
+from the log. While apply installs a snapshot from the leader, the leader's
+appends are dropped: they follow the snapshot, not the log it replaces.
+Proposals made while no leader is known wait up to
 no_leader_wait_ms for one, then are rejected with NoLeader: they never reached a
 log, so the client may retry them.
 
@@ -64,12 +71,14 @@ from collections import deque
 from actors.base import Actor
 from actors.raft.auto_compaction import AutoCompactor
 from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore
+from actors.raft.limits import RaftLimits
+from actors.raft.metrics import RaftMetrics
 from actors.raft.peers import Peers
-from actors.raft.retention import RetainedBytes
+from actors.raft.retention import RetainedBytes, compaction_index
 from actors.raft.snapshots import SnapshotReceiver, SnapshotSender
 from store.environment import open_kv, open_raft_log
 from store.mvcc import KeySpace
-from transport import codec
+from transport import codec, curve
 from transport.entries import make_payload
 from actors.raft.membership import reconfig_problem
 from store import members as member_records
@@ -116,6 +125,8 @@ from transport.raft_messages import (
     CONF_UPDATE,
     ENTRY_CONF_CHANGE,
     MESSAGE_TYPE_NAMES,
+    MSG_APP,
+    MSG_HEARTBEAT_RESP,
     MSG_PRE_VOTE,
     MSG_PROP,
     MSG_SNAP,
@@ -136,12 +147,11 @@ REJOIN_CONTEXT = b"rejoin"
 # start it again with this data dir.
 REMOVED_MARKER = "removed"
 REMOVED_EXIT_CODE = 78
-# Entries per CommittedEntries message: bounds one message's size and apply's batch.
-APPLY_CHUNK_ENTRIES = 1024
 
 
 class RaftActor(Actor):
     name = "raft"
+    raft_limits = RaftLimits()
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
@@ -151,6 +161,9 @@ class RaftActor(Actor):
         hard_state, snapshot, entries = self.store.load()
         self.kv_env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         applied = self._applied_index_on_disk()
+        # What the keyspace holds may be only in the page cache (apply syncs it
+        # in the background): synced now, it is durable and compaction may use it.
+        self.kv_env.sync(True)
         if snapshot is not None:
             applied = max(applied, snapshot.index)
         # After a snapshot install that crashed before raft persisted it, apply can
@@ -158,6 +171,9 @@ class RaftActor(Actor):
         log_end = entries[-1].index if entries else (snapshot.index if snapshot else 0)
         applied = min(applied, log_end)
         self.member_urls = {m.id: m.peer for m in config.members}  # every member's peer URL we know
+        # CURVE public keys: the YAML's, then those of members added at run time
+        # (member records, conf-change entries); the peer door admits current members'.
+        self.member_keys = {m.id: m.public_key for m in config.members if m.public_key}
         self.removed_ids: set[int] = set()
         self.removed_marker = os.path.join(self.data_dir, REMOVED_MARKER)
         self._load_member_records()
@@ -199,8 +215,15 @@ class RaftActor(Actor):
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
-        self.peers = Peers(self.context, self.member, config.members, self.log, self.serve_curve, self.connect_curve)
-        self.snapshot_sender = SnapshotSender(self.data_dir, self.kv_env, self.member.id, self.log)
+        connect_curve = None
+        if config.security.curve:
+            def connect_curve(socket, public_key: str) -> None:
+                curve.make_client(socket, self.keys, public_key.encode())
+        self.metrics_outbox = self.to_frontend
+        self.raft_metrics = RaftMetrics(self.metrics)
+        self.peers = Peers(self.context, self.member, config.members, self.log, self.serve_curve, connect_curve,
+                           self.raft_limits)
+        self.snapshot_sender = SnapshotSender(self.data_dir, self.kv_env, self.member.id, self.log, self.raft_limits)
         self.snapshot_receiver = SnapshotReceiver(self.data_dir, self.member.id, self.log)
         self.snapshot_to_step = None  # the MSG_SNAP waiting for apply to install its data
         self.pending_install = None  # the InstallSnapshot sent to apply, resent if apply restarts
@@ -209,6 +232,7 @@ class RaftActor(Actor):
         self.add_reader(self.peers.inbox, self.on_peer)
 
         self.tick_s = self.settings.tick_ms / 1000
+        self.log_ready = self.settings.log_level == "debug"
         self.next_tick = time.monotonic() + self.tick_s
         self.peer_messages = []
         self.proposal_ids: list[int] = []
@@ -226,6 +250,7 @@ class RaftActor(Actor):
         self.committed_for_apply = applied
         self.sent_to_apply = applied
         self.apply_acked = applied
+        self.apply_durable = applied  # synced above; moved by Applied.durable_index
         self.retained = RetainedBytes()  # bytes of applied entries still in memory
         self.revision = 0  # the keyspace revision apply last reported
         auto = self.settings.auto_compaction
@@ -269,13 +294,14 @@ class RaftActor(Actor):
             meta_db = KeySpace(self.kv_env).meta_db
             records = member_records.load(txn, meta_db)
             self.removed_ids |= member_records.removed(txn, meta_db)
+            self.member_keys.update(member_records.public_keys(txn, meta_db))
         for record in records or ():
             if record.peer_urls:
                 self.member_urls[record.id] = record.peer_urls[0]
 
     def _note_conf_entries(self, entries) -> None:
-        """Learn the peer URL a conf-change entry carries (the change takes effect
-        on append, so the URL is needed before the entry commits)."""
+        """Learn the peer URL (and CURVE key) a conf-change entry carries (the change
+        takes effect on append, so they are needed before the entry commits)."""
         for entry in entries:
             if entry.kind != ENTRY_CONF_CHANGE or not entry.data:
                 continue
@@ -287,6 +313,9 @@ class RaftActor(Actor):
             urls = record.get("peer_urls") or ()
             if urls and change.type in (CONF_ADD_VOTER, CONF_ADD_LEARNER, CONF_UPDATE):
                 self.member_urls[change.node_id] = urls[0]
+            key = record.get("public_key")
+            if isinstance(key, str) and key and change.type in (CONF_ADD_VOTER, CONF_ADD_LEARNER):
+                self.member_keys[change.node_id] = key
 
     def _follow_config(self) -> None:
         """Peers follow the configuration in use: connect to added members, drop removed ones."""
@@ -301,7 +330,13 @@ class RaftActor(Actor):
         missing = sorted(members - set(known))
         if missing:
             self.log.warning("peer_urls_unknown", peers=[f"{p:x}" for p in missing])
-        self.peers.follow(known, gone)
+        self.peers.follow(known, gone, self.member_keys)
+        if self.config.security.curve:
+            # Removed members' keys are refused from now on (new connections; their
+            # frames on old ones are dropped and answered MemberRemoved, peers.py).
+            admitted = {self.member_keys[peer].encode(): f"{peer:x}" for peer in members | {self.member.id}
+                        if peer in self.member_keys}
+            self.allow_curve_keys("peer", admitted)
         if self.peer_conf is not None:
             self.log.info("config_followed", voters=[f"{v:x}" for v in conf.voters], learners=[f"{v:x}" for v in conf.learners])
         self.peer_conf = conf
@@ -510,6 +545,7 @@ class RaftActor(Actor):
 
     def _on_applied(self, message: Applied) -> None:
         self.apply_acked = max(self.apply_acked, message.index)
+        self.apply_durable = max(self.apply_durable, message.durable_index)
         self.revision = max(self.revision, message.revision)
 
     def _on_apply_need(self, message: ApplyNeed) -> None:
@@ -524,15 +560,23 @@ class RaftActor(Actor):
         self.core.transfer_leadership(message.target)
 
     def _on_snapshot_installed(self, message: SnapshotInstalled) -> None:
-        snapshot_message, self.snapshot_to_step = self.snapshot_to_step, None
+        pending = self.snapshot_to_step
+        if pending is None or pending.snapshot.index != message.index:
+            # The answer to an InstallSnapshot sent again (ApplyNeed from an apply
+            # that had not restarted after all): its install was answered already.
+            self.log.info("snapshot_install_answer_ignored", index=message.index, ok=message.ok,
+                          pending=pending.snapshot.index if pending is not None else None)
+            return
+        snapshot_message, self.snapshot_to_step = pending, None
         self.pending_install = None
         self.snapshot_receiver.installed()
-        if snapshot_message is None or not message.ok:
+        if not message.ok:
             self.log.error("snapshot_install_failed", index=message.index, error=message.error)
             return
         self.log.info("snapshot_installed", index=message.index, applied=message.applied, term=self.core.term)
         applied = max(message.applied, message.index)
         self.committed_for_apply = self.sent_to_apply = self.apply_acked = applied
+        self.apply_durable = max(self.apply_durable, applied)  # apply synced it before answering
         self.retained.drop_through(applied)
         self.core.step(snapshot_message)
         self._load_member_records()  # the snapshot's keyspace holds the member records
@@ -545,13 +589,22 @@ class RaftActor(Actor):
             if not self.rejoining:  # a rejoining member must not campaign
                 self.core.tick()
             self.next_tick += self.tick_s
-        if now - self.next_tick > 10 * self.tick_s:  # starved of CPU: do not replay a burst of ticks
+        if now - self.next_tick > self.raft_limits.starved_ticks * self.tick_s:  # starved of CPU
             self.next_tick = now + self.tick_s
         if self.peer_messages:
             messages, self.peer_messages = self.peer_messages, []
+            stepped_at = time.perf_counter()
             for message in messages:
+                if message.type == MSG_HEARTBEAT_RESP:  # a leader times its heartbeats (peer round trip)
+                    self.raft_metrics.heartbeat_answered(message.sender, stepped_at)
                 if self.rejoining and message.type in (MSG_VOTE, MSG_PRE_VOTE):
                     continue  # the vote we may have cast before losing our disk must not be cast twice
+                if self.snapshot_to_step is not None and message.type == MSG_APP:
+                    # The leader's appends follow the snapshot apply is installing;
+                    # the core would judge them against the log the snapshot
+                    # replaces and send the leader back to a snapshot. Dropped (a
+                    # lost message): the snapshot's answer resumes the leader.
+                    continue
                 self.core.step(message)
         if self.rejoining:
             self._rejoin_progress()
@@ -638,7 +691,7 @@ class RaftActor(Actor):
 
     def _auto_compact(self, now: float) -> None:
         """The leader proposes compactions for auto_compaction (checked once a second)."""
-        if now - self.auto_compaction_checked_at < 1.0 or self.core.role != ROLE_LEADER:
+        if now - self.auto_compaction_checked_at < self.raft_limits.auto_compaction_check_s or self.core.role != ROLE_LEADER:
             return
         self.auto_compaction_checked_at = now
         target = self.auto_compactor.next_target(now, self.revision)
@@ -678,12 +731,13 @@ class RaftActor(Actor):
                 self._send_to_peers(messages)
             started = time.perf_counter()
             self._persist(ready)
-            self.log.debug(
-                "ready", entries=len(ready.entries), messages=len(ready.messages), committed=len(ready.committed_entries),
-                persist_ms=round((time.perf_counter() - started) * 1000, 3),
-                last=ready.entries[-1].index if ready.entries else None,
-                commit_to=ready.committed_entries[-1].index if ready.committed_entries else None,
-            )
+            if self.log_ready:  # its fields cost more than the filtered call; once per Ready
+                self.log.debug(
+                    "ready", entries=len(ready.entries), messages=len(ready.messages),
+                    committed=len(ready.committed_entries), persist_ms=round((time.perf_counter() - started) * 1000, 3),
+                    last=ready.entries[-1].index if ready.entries else None,
+                    commit_to=ready.committed_entries[-1].index if ready.committed_entries else None,
+                )
             if ready.snapshot is not None:
                 self.log.info("snapshot_persisted", index=ready.snapshot.index, term=ready.snapshot.term)
             if ready.entries:
@@ -714,6 +768,7 @@ class RaftActor(Actor):
                 )
                 self._fail_read_rounds()
                 self.status_due = 0.0
+                self.raft_metrics.leader_seen(ready.soft_state.leader_id)
             for event in ready.events:
                 name, fields = event[0], (event[1] if len(event) > 1 else {})
                 self.log.info(name, **{"term": self.core.term, **_printable(fields)})
@@ -732,7 +787,9 @@ class RaftActor(Actor):
         saved = self.saved_hard_state
         if not must_sync(ready, self.hard_state, saved):
             return
+        started = time.perf_counter()
         self.store.save(self.hard_state if self.hard_state != saved else None, ready.entries, ready.snapshot)
+        self.raft_metrics.fsync.observe(time.perf_counter() - started)
         self.saved_hard_state = self.hard_state
 
     def _without_snapshots(self, messages):
@@ -745,6 +802,8 @@ class RaftActor(Actor):
         return [message for message in messages if message.type != MSG_SNAP]
 
     def _send_to_peers(self, messages) -> None:
+        if self.core.role == ROLE_LEADER:
+            self.raft_metrics.sent(messages, time.perf_counter())
         for peer in self.peers.send(messages):
             self.core.report_unreachable(peer)
             # Not queued, so never received: a proposal forwarded in it is in no log.
@@ -770,7 +829,7 @@ class RaftActor(Actor):
         limit = self.limits.max_apply_inflight_entries
         while self.sent_to_apply < self.committed_for_apply and self.sent_to_apply - self.apply_acked < limit:
             first = self.sent_to_apply + 1
-            last = min(self.committed_for_apply, first + APPLY_CHUNK_ENTRIES - 1, self.apply_acked + limit)
+            last = min(self.committed_for_apply, first + self.raft_limits.apply_chunk_entries - 1, self.apply_acked + limit)
             if fresh_entries and fresh_entries[0].index <= first <= fresh_entries[-1].index:
                 offset = first - fresh_entries[0].index
                 chunk = tuple(fresh_entries[offset : offset + last - first + 1])
@@ -786,18 +845,17 @@ class RaftActor(Actor):
 
     def _maybe_compact(self) -> None:
         """Raft log compaction (§7): keep snapshot_entries applied entries behind
-        what apply has acknowledged, so followers slightly behind catch up from
-        the log, and drop the rest; keep fewer when they hold more than
-        max_retained_log_bytes (actors/raft/retention.py)."""
-        keep = self.settings.snapshot_entries
-        compact_to = self.apply_acked - keep
-        by_bytes = self.retained.compact_point(self.limits.max_retained_log_bytes, min(self.apply_acked, self.core.applied_index))
-        if by_bytes > compact_to:
-            compact_to = by_bytes
-        elif compact_to <= 0 or compact_to - self.core.first_index < keep // 4 + 1:
-            return
-        compact_to = min(compact_to, self.core.applied_index)
-        if compact_to < self.core.first_index:
+        what apply has made durable, so followers slightly behind catch up from
+        the log, and what a recently active follower still needs (one installing
+        a snapshot goes on after it), and drop the rest; keep fewer when they
+        hold more than max_retained_log_bytes (actors/raft/retention.py). Never
+        past the keyspace's durable index: an OS crash may undo apply's later
+        batches, which are then applied again from this log."""
+        durable = min(self.apply_durable, self.apply_acked, self.core.applied_index)
+        by_bytes = self.retained.compact_point(self.limits.max_retained_log_bytes, durable)
+        compact_to = compaction_index(durable, self.settings.snapshot_entries, self.core.first_index,
+                                      self.core.catch_up_index(), by_bytes)
+        if not compact_to:
             return
         term = self.store.term(compact_to)
         meta = self.core.compact(compact_to)
@@ -831,6 +889,12 @@ class RaftActor(Actor):
         frame = codec.encode(status)
         for socket in (self.to_frontend, self.to_lease, self.to_watch):
             self.send(socket, frame, on_full=_republished_next_tick)
+
+    def collect_metrics(self) -> None:
+        self.raft_metrics.collect(self.core.role == ROLE_LEADER)
+
+    def queue_depth(self) -> int:
+        return len(self.proposal_ids) + len(self.waiting_for_leader) + len(self.read_contexts)
 
     def answer_pending(self, error) -> int:
         """Proposals not yet in the log (waiting for a leader, or not yet

@@ -360,6 +360,33 @@ class RaftCore:
             return False
         return learner_in_sync(self._progress[peer].match, self._progress[self._id].match)
 
+    def catch_up_index(self) -> int | None:
+        """Leader only: the lowest index a recently active follower still needs the
+        log to hold the term of, with every entry after it: its match (replicating),
+        its probe's previous index (probing), or the snapshot it is installing.
+        Compacting through no more than this lets a follower that just installed a
+        snapshot go on from the log; compacting past it, while writes keep coming,
+        sends that follower snapshot after snapshot (issue 15's restarted voter).
+        Indexes already compacted away do not count; None when no follower needs
+        anything the log still holds, or on a non-leader."""
+        if self._role != LEADER:
+            return None
+        active = set(self.recently_active())
+        snap_index = self._log.snap_index
+        needed = []
+        for peer, pr in self._progress.items():
+            if peer == self._id or peer not in active:
+                continue
+            if pr.state == SNAPSHOT:
+                index = pr.pending_snapshot
+            elif pr.state == PROBE:
+                index = pr.next - 1
+            else:
+                index = pr.match
+            if index >= snap_index:
+                needed.append(index)
+        return min(needed) if needed else None
+
     @property
     def snapshot(self) -> SnapshotMeta | None:
         """The snapshot the log starts after (None if the log starts at index 1)."""

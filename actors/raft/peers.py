@@ -13,9 +13,10 @@ carry a MSG_SNAP with its metadata and stay within its declared size. What
 passes is then checked by the Raft core's own _validate.
 
 In CURVE mode (transport/curve.py) the inbox is a CURVE server that only the
-members of the config may finish a handshake with, and each outbox a CURVE
-client that talks to its peer's key only (the actor's serve_curve and
-connect_curve).
+current members may finish a handshake with (the raft actor updates the keys
+it admits as the configuration changes), and each outbox a CURVE client that
+talks to its peer's key only (`connect_curve(socket, public_key)`; the keys of
+members added at run time come from the member records, store/members.py).
 
 Failpoints (tests): traffic to and from chosen peers can be dropped (a
 partition) or held back for a while (delay), and healed, at run time.
@@ -28,19 +29,20 @@ import time
 
 import zmq
 
+from actors.raft.limits import RaftLimits
 from transport import codec
 from transport.messages import ConfChangeProposal, ConfChangeResult, MemberRemoved, RaftBatch, SnapshotChunk, SnapshotChunkAck
 from transport.raft_messages import MSG_SNAP
 from transport.sockets import configure
 
-PEER_HWM = 1000
-
 
 class Peers:
-    def __init__(self, context: zmq.Context, member, members, log, serve_curve=None, connect_curve=None):
+    def __init__(self, context: zmq.Context, member, members, log, serve_curve=None, connect_curve=None,
+                 limits: RaftLimits = RaftLimits()):
+        self.peer_hwm = limits.peer_hwm
         self.member_id = member.id
         self.log = log
-        self.inbox = configure(context.socket(zmq.PULL), PEER_HWM)
+        self.inbox = configure(context.socket(zmq.PULL), self.peer_hwm)
         if serve_curve is not None:
             serve_curve(self.inbox, "peer")
         self.inbox.bind(member.peer)
@@ -49,13 +51,15 @@ class Peers:
         for peer in members:
             if peer.id == member.id:
                 continue
-            socket = configure(context.socket(zmq.PUSH), PEER_HWM)
+            socket = configure(context.socket(zmq.PUSH), self.peer_hwm)
             socket.setsockopt(zmq.IMMEDIATE, 1)
             if connect_curve is not None:
-                connect_curve(socket, peer)
+                connect_curve(socket, peer.public_key)
             socket.connect(peer.peer)
             self.outboxes[peer.id] = socket
         self.context = context
+        self.connect_curve = connect_curve
+        self.public_keys: dict[int, str] = {}  # peer id -> CURVE public key, for the peers added at run time
         self.urls: dict[int, str] = {peer.id: peer.peer for peer in members if peer.id != member.id}
         # Removed members: their messages are answered with MemberRemoved (at most
         # once a second each), on a socket kept for that.
@@ -68,17 +72,19 @@ class Peers:
         self.delayed: list[tuple[float, int, int, bytes]] = []  # heap of (due, seq, peer, frame)
         self.delayed_seq = 0
 
-    def follow(self, members: dict[int, str], removed: dict[int, str]) -> None:
+    def follow(self, members: dict[int, str], removed: dict[int, str], public_keys: dict[int, str] | None = None) -> None:
         """The configuration changed: `members` maps every other member's id to
         its peer URL (connect to the new ones and to changed URLs, close the
-        dropped ones); `removed` maps removed ids to their last peer URLs."""
+        dropped ones); `removed` maps removed ids to their last peer URLs;
+        `public_keys` (CURVE) maps ids to their public keys."""
+        self.public_keys.update(public_keys or {})
         for peer, url in members.items():
             if self.urls.get(peer) == url and peer in self.outboxes:
                 continue
             old = self.outboxes.pop(peer, None)
             if old is not None:
                 old.close(0)
-            socket = configure(self.context.socket(zmq.PUSH), PEER_HWM)
+            socket = configure(self.context.socket(zmq.PUSH), self.peer_hwm)
             socket.setsockopt(zmq.IMMEDIATE, 1)
             if not self._connect(socket, peer, url):
                 continue
@@ -101,7 +107,15 @@ class Peers:
     def _connect(self, socket, peer: int, url: str) -> bool:
         """Connect to a URL that came from the log or the config; one ZeroMQ
         refuses (the member service checks URLs, an older member may not have)
-        is logged and the peer left unreachable, never a crash on every restart."""
+        is logged and the peer left unreachable, never a crash on every restart.
+        In CURVE mode a peer whose public key is unknown is left unreachable too."""
+        if self.connect_curve is not None:
+            key = self.public_keys.get(peer)
+            if not key:
+                socket.close(0)
+                self.log.error("peer_key_unknown", peer=f"{peer:x}", url=url)
+                return False
+            self.connect_curve(socket, key)
         try:
             socket.connect(url)
             return True
@@ -132,7 +146,7 @@ class Peers:
         socket = self.removed_outboxes.get(peer)
         if socket is None and peer in self.removed:
             # Not ZMQ_IMMEDIATE: a new socket queues the frame until it connects.
-            socket = configure(self.context.socket(zmq.PUSH), PEER_HWM)
+            socket = configure(self.context.socket(zmq.PUSH), self.peer_hwm)
             if not self._connect(socket, peer, self.removed[peer]):
                 return None
             self.removed_outboxes[peer] = socket

@@ -6,6 +6,14 @@ entries alone that is no bound on memory: 10,000 entries of 1.5 MiB requests
 would be 15 GiB. This tracks the payload bytes of the entries handed to apply
 since the last compaction, so the actor also compacts once they pass a byte
 limit (Limits.max_retained_log_bytes). Pure bookkeeping, no I/O.
+
+``compaction_index`` is the actor's whole policy: keep snapshot_entries applied
+entries, and nothing a recently active follower still needs (the core's
+catch_up_index: a follower installing a snapshot goes on from the entries after
+it), unless the bytes held pass their limit, which wins: memory is bounded
+first. Never past what the keyspace made durable, though: an OS crash may undo
+the batches apply committed after it, and they are applied again from the log
+(store/environment.py).
 """
 
 from __future__ import annotations
@@ -49,3 +57,19 @@ class RetainedBytes:
             remaining -= size
             point = index
         return point
+
+
+def compaction_index(durable: int, keep_entries: int, first_index: int, catch_up: int | None, by_bytes: int) -> int:
+    """The index to compact the log through now, 0 for none. `durable`: the
+    keyspace's synced applied index; `catch_up`: RaftCore.catch_up_index();
+    `by_bytes`: RetainedBytes.compact_point(). Compactions come in steps of at
+    least a quarter of keep_entries, not one per batch; the bytes limit wins
+    over keep_entries and catch_up, never over durable."""
+    target = durable - keep_entries
+    if catch_up is not None:
+        target = min(target, catch_up)
+    if by_bytes > target:
+        target = min(by_bytes, durable)
+    elif target <= 0 or target - first_index < keep_entries // 4 + 1:
+        return 0
+    return target if target >= first_index else 0

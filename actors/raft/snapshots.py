@@ -6,9 +6,9 @@ When the leader's core wants to send MSG_SNAP (a follower needs entries that
 were compacted away, or lost its data dir), the raft actor does not put a whole
 keyspace in one message. The sender makes a consistent copy of the LMDB
 keyspace (mdb_env_copy, in a background thread so heartbeats keep flowing),
-then streams the file in CHUNK_BYTES pieces with at most WINDOW_CHUNKS
-unacknowledged, so memory is bounded by WINDOW_CHUNKS * CHUNK_BYTES per
-transfer. The receiver writes the chunks to a file, fsyncs it, and hands it to
+then streams the file in pieces (RaftLimits.snapshot_chunk_bytes) with at
+most snapshot_window_chunks unacknowledged, so memory is bounded by their
+product per transfer. The receiver writes the chunks to a file, fsyncs it, and hands it to
 its apply actor, which replaces the keyspace in one transaction; only then is
 the MSG_SNAP stepped into the follower's core.
 
@@ -26,15 +26,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from actors.raft.limits import RaftLimits
 from transport.messages import InstallSnapshot, SnapshotChunk, SnapshotChunkAck
 
-CHUNK_BYTES = 1024 * 1024
-WINDOW_CHUNKS = 4
-# A transfer with no progress for this long is abandoned and reported failed,
-# so the leader's core can try again.
-STALL_S = 30.0
-# No ack for this long: resend from the last acknowledged offset.
-RESEND_AFTER_S = 2.0
 
 
 def snapshot_dir(data_dir: str) -> str:
@@ -55,7 +49,8 @@ class _Outgoing:
 
 
 class SnapshotSender:
-    def __init__(self, data_dir: str, kv_env, member_id: int, log):
+    def __init__(self, data_dir: str, kv_env, member_id: int, log, limits: RaftLimits = RaftLimits()):
+        self.limits = limits
         self.data_dir = data_dir
         self.kv_env = kv_env
         self.member_id = member_id
@@ -90,7 +85,7 @@ class SnapshotSender:
         for peer, transfer in list(self.transfers.items()):
             if not transfer.ready.is_set():
                 continue
-            if transfer.error or now - transfer.last_progress > STALL_S:
+            if transfer.error or now - transfer.last_progress > self.limits.snapshot_stall_s:
                 self.log.warning("snapshot_send_failed", peer=peer, error=transfer.error or "stalled")
                 finished.append((peer, False))
                 self._drop(peer)
@@ -100,16 +95,16 @@ class SnapshotSender:
                 finished.append((peer, True))
                 self._drop(peer)
                 continue
-            if now - transfer.last_progress > RESEND_AFTER_S and transfer.next_offset > transfer.acked_offset:
+            if now - transfer.last_progress > self.limits.snapshot_resend_after_s and transfer.next_offset > transfer.acked_offset:
                 transfer.next_offset = transfer.acked_offset  # a chunk was lost: go back to the last ack
             path = os.path.join(transfer.directory, "data.mdb")
             with open(path, "rb") as handle:
                 while (
                     transfer.next_offset < transfer.size
-                    and transfer.next_offset - transfer.acked_offset < WINDOW_CHUNKS * CHUNK_BYTES
+                    and transfer.next_offset - transfer.acked_offset < self.limits.snapshot_window_chunks * self.limits.snapshot_chunk_bytes
                 ):
                     handle.seek(transfer.next_offset)
-                    data = handle.read(CHUNK_BYTES)
+                    data = handle.read(self.limits.snapshot_chunk_bytes)
                     last = transfer.next_offset + len(data) >= transfer.size
                     chunk = SnapshotChunk(self.member_id, transfer.snapshot_id, transfer.next_offset, data, last,
                                           transfer.size, transfer.message)

@@ -9,6 +9,7 @@ on each other's state: auth is enabled by the first)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -19,7 +20,7 @@ import pytest
 
 from cairn import Client
 from cairn import cli
-from tests.harness import cluster_fixture, wait_for
+from tests.harness import Stream, cluster_fixture, wait_for
 from transport import messages as m
 from transport.errors import AuthFailedError, AuthNotEnabledError, InvalidAuthTokenError, PermissionDeniedError
 
@@ -102,6 +103,21 @@ def test_watch_outside_the_range_is_refused(cluster):
             alice.put("c/w", "1")
             events = next(response for response in watch if response.events).events
             assert events[0].kv.key == b"c/w"
+
+
+def test_a_users_watch_keeps_flowing_past_its_credit_window(cluster):
+    """A watch's keep-alives (which return its flow-control credit) and its
+    cancel need no permission of their own: a user's watch delivers far more
+    responses than one credit window (HubLimits.window_responses, 32)."""
+    count = 100
+    with client(cluster, "root") as root, client(cluster, "alice") as alice:
+        with alice.watch("c/flow/", prefix=True, timeout=5) as watch:
+            for i in range(count):
+                root.put(f"c/flow/{i}", "x")
+            seen = 0
+            while seen < count and (response := watch.get(timeout=10)) is not None:
+                seen += len(response.events)
+        assert seen == count, f"the watch stalled after {seen} events"
 
 
 def test_lease_revoke_needs_write_on_its_keys(cluster):
@@ -190,6 +206,21 @@ def test_failed_authentications_are_slowed(cluster):
             unknown.authenticate("nobody", "x")
 
 
+def test_several_clients_logging_in_as_one_user_at_once_all_get_in(cluster):
+    """An attempt made while another of the same user is being verified waits
+    for it rather than being refused (several Patroni members share a user)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def log_in(_):
+        with client(cluster) as own:
+            return own.authenticate("alice", PASSWORDS["alice"]).token
+
+    with ThreadPoolExecutor(6) as pool:
+        tokens = list(pool.map(log_in, range(6)))
+    assert len(set(tokens)) == 6 and all(tokens)
+    TOKENS.extend(tokens)
+
+
 def _try_authenticate(c: Client, name: str):
     try:
         return c.authenticate(name, PASSWORDS[name]).token
@@ -240,6 +271,54 @@ def test_gateway_authenticate_and_authorization_header(cluster):
         assert json.loads(response.read()) == {"health": "true"}  # auth on: refused reads still count
 
 
+def test_gateway_watch_runs_as_the_caller(cluster):
+    """/v3/watch passes the Authorization token on: a watch outside the
+    caller's range is created and canceled with etcd's reason, one inside
+    it delivers events; with no token every watch is refused."""
+    import base64
+
+    b64 = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+    token = _post(cluster, "/v3/auth/authenticate", {"name": "alice", "password": PASSWORDS["alice"]})[1]["token"]
+    TOKENS.append(token)
+    url = cluster.members["n1"].http_url
+    refused = {"create_request": {"key": b64("b/"), "range_end": b64("b0")}}
+    allowed = {"create_request": {"key": b64("c/gw"), "watch_id": "7"}}
+    stream = Stream(url, "/v3/watch", (json.dumps(refused) + json.dumps(allowed)).encode(), {"Authorization": token})
+    try:
+        first = stream.next()["result"]
+        assert first["created"] and first["canceled"] and first["cancel_reason"] == "etcdserver: permission denied"
+        second = stream.next()["result"]
+        assert second["created"] and second["watch_id"] == "7" and not second.get("canceled")
+        with client(cluster, "root") as root:
+            root.put("c/gw", "seen")
+        event = stream.next()["result"]
+        assert event["watch_id"] == "7" and event["events"][0]["kv"]["value"] == b64("seen")
+    finally:
+        stream.close()
+    stream = Stream(url, "/v3/watch", json.dumps(allowed).encode())  # no token: user "", refused
+    try:
+        answer = stream.next()["result"]
+        assert answer["canceled"] and answer["cancel_reason"] == "etcdserver: permission denied"
+    finally:
+        stream.close()
+
+
+def test_lease_time_to_live_with_keys_needs_read_on_every_key(cluster):
+    """etcd 3.5's checkLeaseTimeToLive: asking for a lease's keys needs read
+    permission on each key attached; without keys, no permission is needed."""
+    with client(cluster, "root") as root, client(cluster, "alice") as alice:
+        lease = alice.lease_grant(60).id
+        alice.put("c/ttl", "x", lease=lease)
+        assert alice.lease_time_to_live(lease, keys=True).keys == (b"c/ttl",)
+        root.put("b/ttl", "x", lease=lease)
+        with pytest.raises(PermissionDeniedError):
+            alice.lease_time_to_live(lease, keys=True)
+        assert alice.lease_time_to_live(lease).ttl > 0
+        assert root.lease_time_to_live(lease, keys=True).keys == (b"b/ttl", b"c/ttl")
+        root.lease_revoke(lease)
+        assert alice.lease_time_to_live(lease, keys=True).ttl == -1
+
+
 def _ctl(capsys, *argv, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:
     if stdin is not None:
         import io
@@ -267,6 +346,20 @@ def test_cairnctl(cluster, capsys, monkeypatch):
         "Role auditor\nKV Read:\n\t[logs/, logs0) (prefix logs/)\n\tone\n\t[x, xz)\n"
         "KV Write:\n\t[x, xz)\n\t[z/, <open ended>\n")
     assert _ctl(capsys, *as_root, "role", "list")[1] == "auditor\nreader\nroot\nwriter\n"
+    # -w json: etcdctl's JSON of each response (Go's encoding/json: empty fields left out)
+    as_json = lambda *argv: json.loads(_ctl(capsys, *as_root, "-w", "json", *argv)[1])  # noqa: E731
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    assert as_json("role", "get", "auditor")["perm"] == [
+        {"key": b64(b"logs/"), "range_end": b64(b"logs0")}, {"key": b64(b"one")},
+        {"permType": m.PERM_READWRITE, "key": b64(b"x"), "range_end": b64(b"xz")},
+        {"permType": m.PERM_WRITE, "key": b64(b"z/"), "range_end": b64(b"\0")}]
+    assert as_json("user", "get", "bob")["roles"] == ["auditor"]
+    assert as_json("user", "list")["users"] == ["alice", "bob", "mallory", "root"]
+    assert as_json("role", "list")["roles"] == ["auditor", "reader", "root", "writer"]
+    status = as_json("auth", "status")
+    assert status["enabled"] is True and status["authRevision"] > 0 and status["header"]["revision"] > 0
+    assert set(as_json("role", "add", "scratch")) == {"header"}
+    assert set(as_json("role", "delete", "scratch")) == {"header"}
     assert _ctl(capsys, *as_root, "user", "list")[1] == "alice\nbob\nmallory\nroot\n"
     assert _ctl(capsys, *as_root, "role", "revoke-permission", "auditor", "one")[1] == \
         "Permission of key one is revoked from role auditor\n"

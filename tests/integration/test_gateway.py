@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from tests.harness import Cluster, cluster_fixture, wait_for
+from tests.harness import Cluster, Stream, cluster_fixture, wait_for
 
 
 def b64(data: bytes) -> str:
@@ -33,35 +33,6 @@ def post(url: str, path: str, body, timeout: float = 15.0) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
-
-
-class Stream:
-    """A streaming POST (watch, keep-alive) read line by line on a thread, so a
-    test waits for each JSON object with a deadline instead of sleeping."""
-
-    def __init__(self, url: str, path: str, body: bytes):
-        parsed = urllib.parse.urlsplit(url)
-        self.connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
-        self.connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-        self.response = self.connection.getresponse()
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for line in self.response:
-                if line.strip():
-                    self.lines.put(json.loads(line))
-        except (OSError, ValueError, AttributeError, http.client.HTTPException):
-            pass  # closed by the test (http.client's chunked reader may trip over its own close)
-        self.lines.put(None)
-
-    def next(self, timeout: float = 10.0):
-        return self.lines.get(timeout=timeout)
-
-    def close(self) -> None:
-        self.connection.sock.shutdown(2)
-        self.connection.close()
 
 
 cluster = cluster_fixture("gateway", members=3, http=True)

@@ -14,6 +14,12 @@ cross-checked with cairn's native client (the leader key's lease, the lease's
 remaining TTL). A last test stops the member whose gateway Patroni uses:
 Patroni must move to another gateway of the member list and keep its key.
 
+Every test runs twice: against plaintext gateways, and against a secured
+cluster (CURVE between members, the gateways on HTTPS with client
+certificates, auth enabled) where Patroni logs in as a user whose role may
+read and write its namespace only, as a production Patroni would
+(protocol: https, cacert, cert, key, username, password).
+
 Patroni's etcd3 client was checked against a real 3-member etcd 3.4.23 the
 same way; these tests passed there too.
 
@@ -23,6 +29,7 @@ though no database is used); the module is skipped without them."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import urllib.parse
@@ -38,7 +45,9 @@ import urllib3.util.connection  # noqa: E402  (Patroni patches it globally; rest
 from patroni.version import __version__ as PATRONI_VERSION  # noqa: E402
 from patroni.dcs import get_dcs  # noqa: E402
 
-from tests.harness import cluster_fixture  # noqa: E402
+from cairn import Client  # noqa: E402
+from tests.harness import Cluster  # noqa: E402
+from transport.messages import PERM_READWRITE  # noqa: E402
 
 # The smallest values Patroni's configuration accepts (patroni/config.py
 # _validate_and_adjust_timeouts and the bootstrap.dcs schema in validator.py):
@@ -116,7 +125,45 @@ def stop_patroni_threads(dcs) -> list[threading.Thread]:
     return threads
 
 
-cluster = cluster_fixture("gateway_patroni", members=3, http=True)
+ROOT_PASSWORD = "root-secret"
+PATRONI_USER, PATRONI_PASSWORD = "patroni", "patroni-secret"
+
+
+@pytest.fixture(scope="module", params=["plaintext", "https-auth"])
+def cluster(request, tmp_path_factory):
+    """Three members with gateways: plaintext, or secured (CURVE, HTTPS with
+    client certificates, and auth: root, and a patroni user whose role has
+    readwrite on Patroni's namespace and nothing else)."""
+    secure = request.param == "https-auth"
+    with Cluster(tmp_path_factory.mktemp("gateway_patroni"), members=3, http=True, secure=secure) as started:
+        if secure:
+            with started.client() as admin:
+                admin.user_add("root", ROOT_PASSWORD)
+                admin.role_add("root")
+                admin.user_grant_role("root", "root")
+                admin.role_add("patroni")
+                admin.role_grant_permission("patroni", PERM_READWRITE, NAMESPACE, prefix=True)
+                admin.user_add(PATRONI_USER, PATRONI_PASSWORD)
+                admin.user_grant_role(PATRONI_USER, "patroni")
+                admin.auth_enable()
+        yield started
+
+
+def native_client(cluster, endpoints=None) -> Client:
+    """cairn's own client (as root where auth is enabled), to cross-check Patroni."""
+    credentials = {"user": "root", "password": ROOT_PASSWORD} if cluster.config.security.curve else {}
+    return Client(endpoints or cluster.endpoints, timeout=10.0, **cluster.client_options(), **credentials)
+
+
+def patroni_etcd3_config(cluster) -> dict:
+    """Patroni's etcd3 section for this cluster's gateways."""
+    hosts = [urllib.parse.urlsplit(m.http_url).netloc for m in cluster.members.values()]
+    if not cluster.config.security.curve:
+        return {"hosts": hosts}
+    tls = os.path.join(cluster.directory, "tls")
+    return {"hosts": hosts, "protocol": "https", "cacert": os.path.join(tls, "server.crt"),
+            "cert": os.path.join(tls, "client.crt"), "key": os.path.join(tls, "client.key"),
+            "username": PATRONI_USER, "password": PATRONI_PASSWORD}
 
 
 @pytest.fixture
@@ -126,7 +173,6 @@ def patroni_members(cluster):
     config); their threads are stopped and urllib3 restored afterwards."""
     original_create_connection = urllib3.util.connection.create_connection
     created = []
-    hosts = [urllib.parse.urlsplit(m.http_url).netloc for m in cluster.members.values()]
 
     def make(name: str, scope: str):
         config = {
@@ -136,7 +182,7 @@ def patroni_members(cluster):
             "ttl": TTL,
             "loop_wait": LOOP_WAIT,
             "retry_timeout": RETRY_TIMEOUT,
-            "etcd3": {"hosts": list(hosts)},
+            "etcd3": patroni_etcd3_config(cluster),
         }
         dcs = run_with_deadline(lambda: get_dcs(config), CONSTRUCT_TIMEOUT_S, f"patroni get_dcs({name})")
         created.append(dcs)
@@ -192,6 +238,8 @@ def test_patroni_discovers_every_gateway_and_uses_v3(cluster, patroni_members):
     assert client._cluster_version >= (3, 4)
     assert sorted(client.machines_cache) == sorted(m.http_url for m in cluster.members.values())
     assert pg0._lease, "Patroni got no lease from /v3/lease/grant"
+    if cluster.config.security.curve:  # it logged in over HTTPS and sends its token
+        assert client._token and client._base_uri.startswith("https://")
     # an empty scope reads as an empty cluster
     empty = pg0.get_cluster()
     assert empty.initialize is None and empty.leader is None and list(empty.members) == []
@@ -205,7 +253,7 @@ def test_patroni_leader_lifecycle(cluster, patroni_members):
     leader_path = f"{NAMESPACE}{scope}/leader".replace("//", "/")
     assert pg0.leader_path == leader_path
 
-    with cluster.client() as native:
+    with native_client(cluster) as native:
 
         # --- initialize: one wins the race, both see the winner's system id
         sysid = "7412345678901234567"
@@ -360,7 +408,7 @@ def test_patroni_fails_over_to_another_gateway(cluster, patroni_members):
     victim = next(m for m in cluster.members.values() if m.http_url == pg0._client._base_uri)
     if cluster.leader() is victim:
         successor = next(m for m in cluster.members.values() if m is not victim)
-        with cluster.client() as native:
+        with native_client(cluster) as native:
             native.move_leader(successor.spec.id)
         assert cluster.leader() is successor
     victim.stop()
@@ -378,7 +426,7 @@ def test_patroni_fails_over_to_another_gateway(cluster, patroni_members):
             return view.leader is not None and view.leader.name == "pg0" and view.status.last_lsn == 0x5000000
 
         wait_until(leads, 15, message="pg0's view through another gateway")
-        with cluster.client([m.endpoint for m in cluster.members.values() if m is not victim]) as native:
+        with native_client(cluster, [m.endpoint for m in cluster.members.values() if m is not victim]) as native:
             kv = native.get(pg0.leader_path.encode()).kvs[0]
             assert kv.value == b"pg0" and kv.lease == int(pg0._lease)
     finally:

@@ -181,8 +181,10 @@ def test_lease_cluster_and_maintenance(cluster, stubs):
     assert cluster.leader() is target
     assert status_of(lambda: one.Auth.Authenticate(pb.AuthenticateRequest(name="root", password="secret"))) == (
         grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
-    defragment = one.channel.unary_unary("/etcdserverpb.Maintenance/Defragment")
-    assert status_of(lambda: defragment(b""))[0] == grpc.StatusCode.UNIMPLEMENTED
+    first = next(iter(cluster.members.values()))  # stubs are in the members' order
+    assert one.Maintenance.Defragment(pb.DefragmentRequest()).header.member_id == first.spec.id
+    downgrade = one.channel.unary_unary("/etcdserverpb.Maintenance/Downgrade")
+    assert status_of(lambda: downgrade(b""))[0] == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_lock_and_election_services(cluster, stubs):

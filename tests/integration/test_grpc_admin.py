@@ -1,6 +1,6 @@
 """etcd's etcdctl 3.5 against the gRPC door's administrative services on one
 real 3-member cluster: Cluster (member add --learner, list, update, promote,
-remove), Maintenance (snapshot save, endpoint hash/hashkv) and Auth (users,
+remove), Maintenance (snapshot save, endpoint hash/hashkv, defrag) and Auth (users,
 roles, permissions, auth enable/disable/status, a token on unary calls and on
 watch and keep-alive streams). The assertions are on what etcdctl prints, and
 cross-checked with cairn's own client and cairnctl.
@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from tests.harness import cluster_fixture, free_ports, wait_for
+from tests.harness import cluster_fixture, free_ports
 from tests.integration.test_grpc_clients import ETCDCTL, Lines, etcdctl  # noqa: F401 — skips without etcdctl
 
 CAIRNCTL = os.path.join(os.path.dirname(sys.executable), "cairnctl")
@@ -125,6 +125,27 @@ def test_etcdctl_endpoint_hash_and_hashkv(cluster):
     assert [row["HashKV"]["hash"] for row in rows if row["Endpoint"] == target] == [native.hash]
 
 
+def test_etcdctl_defrag_shrinks_every_members_file_and_loses_nothing(cluster):
+    with cluster.client() as c:
+        for i in range(150):
+            c.put(f"defrag/{i}", os.urandom(4096))
+        c.put("defrag/kept", "still here")
+        revision = c.delete("defrag/", range_end="defrag/kept").header.revision
+        c.compact(revision, physical=True)
+        before = {member.grpc_target: c.status(endpoint=member.endpoint).db_size for member in cluster.members.values()}
+    out = etcdctl(cluster, "defrag")
+    assert sorted(out.splitlines()) == sorted(f"Finished defragmenting etcd member[{target}]" for target in before)
+    with cluster.client() as c:
+        for member in cluster.members.values():
+            assert c.status(endpoint=member.endpoint).db_size < before[member.grpc_target]
+    for member in cluster.members.values():
+        with cluster.client(endpoints=[member.endpoint]) as c:
+            assert c.get("defrag/kept", serializable=True).kvs[0].value == b"still here"
+    # --cluster: every member from member list (its client URLs), through one endpoint
+    out = etcdctl(cluster, "defrag", "--cluster", members=one(cluster))
+    assert sorted(out.splitlines()) == sorted(f"Finished defragmenting etcd member[http://{target}]" for target in before)
+
+
 # ------------------------------------------------------------------ Auth (last: it turns auth on, then off)
 
 
@@ -184,15 +205,16 @@ def test_etcdctl_auth_users_roles_permissions_and_tokens(cluster):
         assert out == f"lease {lease} keepalived with TTL(30)\n"
         out = etcdctl(cluster, *root, "user", "passwd", "reader", "--interactive=false", input="newpw\n")
         assert out == "Password updated\n"
-        # Authenticate is served by the member asked, from its own applied state:
-        # the members that did not take the change apply it a moment later
+        # Authenticate waits for a read index, as a linearizable read: every
+        # member takes the new password and refuses the old one at once (the
+        # refusals last: a failure holds the user back for a moment)
         for member in cluster.members.values():
-            wait_for(lambda: "authentication failed" in etcdctl(cluster, *reader, "get", "ro/a", check=False, members=[member]),
-                     f"the old password to be refused by {member.name}", 10)
-            wait_for(lambda: etcdctl(cluster, "--user", "reader:newpw", "get", "ro/a", "--print-value-only", check=False,
-                                     members=[member]) == "1\n", f"the new password to be taken by {member.name}", 10)
+            assert etcdctl(cluster, "--user", "reader:newpw", "get", "ro/a", "--print-value-only", check=False,
+                           members=[member]) == "1\n", member.name
         etcdctl(cluster, *root, "role", "revoke-permission", "ro", "ro/", "--prefix=true")
         assert "permission denied" in etcdctl(cluster, "--user", "reader:newpw", "get", "ro/a", check=False)
+        for member in cluster.members.values():
+            assert "authentication failed" in etcdctl(cluster, *reader, "get", "ro/a", check=False, members=[member])
     finally:
         assert etcdctl(cluster, *root, "auth", "disable") == "Authentication Disabled\n"
     assert etcdctl(cluster, "auth", "status").splitlines()[0] == "Authentication Status: false"

@@ -68,6 +68,27 @@ def test_revoke_deletes_every_attached_key_in_one_revision(cluster):
         assert lease not in c.leases().leases
 
 
+def test_lease_reads_through_any_member_see_every_grant_and_revoke_before_them(cluster):
+    """TimeToLive and Leases wait for a read index (actors/frontend.py) and the
+    lease actor reads which leases exist from the store: a lease granted or
+    revoked through one member is seen at once through every other, keys
+    included, as etcd's leader waits for its applied index."""
+    n1, n2, n3 = cluster.endpoints
+    with cluster.client([n1]) as one, cluster.client([n2]) as two, cluster.client([n3]) as three:
+        for round_ in range(10):
+            lease = one.lease_grant(60).id
+            one.put(f"seen/{round_}", b"v", lease=lease)
+            for other in (two, three):
+                answer = other.lease_time_to_live(lease, keys=True)
+                assert answer.ttl > 0 and answer.granted_ttl == 60, f"round {round_}: grant not seen"
+                assert answer.keys == (f"seen/{round_}".encode(),)
+                assert lease in other.leases().leases
+            two.lease_revoke(lease)
+            for other in (one, three):
+                assert other.lease_time_to_live(lease).ttl == -1, f"round {round_}: revoke not seen"
+                assert lease not in other.leases().leases
+
+
 def test_put_without_lease_detaches_and_unknown_lease_is_refused(cluster):
     with cluster.client() as c:
         lease = c.lease_grant(60).id

@@ -162,6 +162,20 @@ def test_cairnctl_takes_the_keys_and_explains_a_refusal(cluster, capsys, tmp_pat
                      "endpoint", "health", "--cluster"]) == 0
 
 
+def test_bench_runs_against_a_curve_cluster_with_cairnctls_flags(cluster, capsys):
+    """`cairn bench` takes cairnctl's CURVE flags; every connection of the load
+    generator (its worker processes' too) uses them. Without them it gets the
+    clear refusal, never a hang."""
+    from cairn import bench
+
+    argv = ["put", "--total", "200", "--clients", "8", "--processes", "1", "--key-space-size", "16", "--json"]
+    assert bench.main(["--cluster-config", cluster.config_path, "--client-key", cluster.client_key, *argv]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["requests"] == 200 and not summary["errors"], summary
+    assert bench.main(["--client-key", cluster.client_key, *argv]) == 2  # a client key with no server keys
+    assert "needs --server-keys" in capsys.readouterr().err
+
+
 def test_keys_and_sockets_are_owner_only_and_secrets_never_logged(cluster):
     secrets = []
     for path in glob.glob(os.path.join(cluster.directory, "keys", "*.key")):

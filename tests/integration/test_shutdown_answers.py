@@ -125,3 +125,29 @@ def test_the_lease_actor_answers_a_lock_request_waiting_in_the_lock_service_with
         # the actor exits promptly (no worker left waiting on the lock) and is restarted
         wait_for(lambda: actor_pid(member, "lease") != lease_actor, "the lease actor's restart", timeout_s=5)
         holder.unlock(held.key)
+
+
+def test_the_frontend_answers_passwords_still_being_hashed_with_stopping(slow_member):
+    """A UserAdd's password is hashed (scrypt) on the frontend's worker thread
+    before it is proposed; the ones still queued there when the frontend
+    stops are answered Stopping, never left to their deadline."""
+    member = slow_member.members["n1"]
+    client = RawClient(member.endpoint)
+    request_ids = range(801, 841)  # 40 hashes of ~50-100 ms each, one at a time
+    try:
+        for request_id in request_ids:
+            client.send(m.AuthUserAddRequest(f"hashed-{request_id}", "a-password"), request_id)
+        answers = dict([client.answer(10000)])  # the first hash is done: the frontend holds the rest
+        frontend = actor_pid(member, "frontend")
+        os.kill(frontend, signal.SIGTERM)
+        while len(answers) < len(request_ids):
+            request_id, answer = client.answer()
+            answers[request_id] = answer
+        codes = {request_id: getattr(answer, "code", "OK") for request_id, answer in answers.items()}
+        assert set(codes) == set(request_ids)
+        assert set(codes.values()) <= {"OK", "Timeout", "Stopping"}, codes
+        assert "Stopping" in codes.values(), "every hash finished before the frontend stopped"
+    finally:
+        client.close()
+    wait_for(lambda: actor_pid(member, "frontend") != frontend, "the frontend's restart")
+    slow_member.wait_ready()

@@ -8,6 +8,7 @@ import pytest
 
 from actors.raft.core import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, ReadState
 from actors.raft.progress import PROBE, REPLICATE
+from actors.raft.retention import compaction_index
 from tests.raft.harness import Cluster, drain, drain_messages, ents, events_named, msg, new_core
 from tests.raft.test_core_paper import make_leader
 from transport.raft_messages import (
@@ -302,12 +303,18 @@ def test_transfer_to_an_up_to_date_follower_makes_it_leader():
     assert any(m.type == MSG_TIMEOUT_NOW and m.to == 2 for m in c.sent)
 
 
-def test_transfer_to_a_lagging_follower_catches_it_up_first():
+def lagging_cluster(proposals: int) -> Cluster:
+    """Three members, 1 leading, 3 isolated while 1 and 2 commit `proposals` entries."""
     c = Cluster(3)
     c.elect(1)
     c.isolate(3)
-    for i in range(5):
+    for i in range(proposals):
         c.propose(1, b"p%d" % i)
+    return c
+
+
+def test_transfer_to_a_lagging_follower_catches_it_up_first():
+    c = lagging_cluster(5)
     c.heal()
     c.sent.clear()
     c[1].transfer_leadership(3)
@@ -454,28 +461,27 @@ def test_a_node_without_a_leader_rejects_a_forwarded_proposal(role):
     assert core.last_index == 0
 
 
+def _assert_rejects_forwarded(leader, data: bytes, reason: str) -> None:
+    """A proposal forwarded by 2 is answered with a rejection naming it, and appended nowhere."""
+    drain(leader)
+    last = leader.last_index
+    leader.step(_prop(1, 2, data))
+    rds = drain(leader)
+    assert _rejections([m for rd in rds for m in rd.messages], 2) == [[data]]
+    assert events_named(rds, "dropped_proposal")[0]["reason"] == reason
+    assert leader.last_index == last
+
+
 def test_a_leader_at_its_uncommitted_limit_rejects_a_forwarded_proposal():
     leader = make_leader(new_core(1, term=1, max_uncommitted_bytes=10))
     assert leader.propose([b"12345678"])  # nobody acknowledges: stays uncommitted
-    drain(leader)
-    last = leader.last_index
-    leader.step(_prop(1, 2, b"12345678"))
-    rds = drain(leader)
-    assert _rejections([m for rd in rds for m in rd.messages], 2) == [[b"12345678"]]
-    assert events_named(rds, "dropped_proposal")[0]["reason"] == "too_many_uncommitted"
-    assert leader.last_index == last
+    _assert_rejects_forwarded(leader, b"12345678", "too_many_uncommitted")
 
 
 def test_a_leader_handing_over_rejects_a_forwarded_proposal():
     leader = make_leader(new_core(1, term=1))
     leader.transfer_leadership(3)  # 3 has not caught up: the transfer stays pending
-    drain(leader)
-    last = leader.last_index
-    leader.step(_prop(1, 2, b"x"))
-    rds = drain(leader)
-    assert _rejections([m for rd in rds for m in rd.messages], 2) == [[b"x"]]
-    assert events_named(rds, "dropped_proposal")[0]["reason"] == "leadership_transfer"
-    assert leader.last_index == last
+    _assert_rejects_forwarded(leader, b"x", "leadership_transfer")
 
 
 def test_a_leader_that_appends_a_forwarded_proposal_sends_no_rejection():
@@ -596,11 +602,7 @@ def test_a_stale_rejection_does_not_move_next_backwards():
 
 
 def test_compaction_then_a_lagging_follower_is_restored_from_a_snapshot():
-    c = Cluster(3)
-    c.elect(1)
-    c.isolate(3)
-    for i in range(6):
-        c.propose(1, b"v%d" % i)
+    c = lagging_cluster(6)
     leader = c[1]
     applied = leader.applied_index
     meta = leader.compact(applied - 1)
@@ -635,6 +637,80 @@ def test_a_failed_snapshot_is_retried():
     c.auto_report_snapshot = True
     c.tick_all(3)
     assert c[3].commit_index == c[1].commit_index
+
+
+def test_a_follower_installing_a_snapshot_while_writes_go_on_needs_no_second_one():
+    """Issue 15's restarted voter that stalled ~20 s: the leader's snapshot reached
+    it (report_snapshot ok) but took a while to install; meanwhile heartbeats
+    made the leader probe just after the snapshot, the follower (its log still the
+    old one) rejected the probe, and the actor's compaction, ignorant of the
+    follower, had dropped the entries after the snapshot anyway: another snapshot,
+    and another while writes went on. Here the actor holds back appends while it
+    installs, and compacts no further than catch_up_index(): one snapshot, then
+    the log."""
+    keep = 4
+    c = Cluster(3)
+    c.elect(1)
+    leader = c[1]
+
+    def compact():  # the raft actor's policy (actors/raft/retention.py)
+        index = compaction_index(leader.applied_index, keep, leader.first_index, leader.catch_up_index(), 0)
+        if index:
+            leader.compact(index)
+
+    installing = []  # the MSG_SNAP node 3 received, its data not yet installed
+
+    def network(m):
+        if m.type == MSG_SNAP:
+            installing.append(m)
+            return True
+        return bool(installing) and m.to == 3 and m.type == MSG_APP
+
+    def write(n):
+        for i in range(n):
+            leader.propose([b"w%d" % i])
+            c.deliver(drop=network)
+            compact()
+            c.tick(1, leader._cfg.heartbeat_ticks)  # heartbeats: node 3 answers them while installing
+            c.deliver(drop=network)
+
+    c.isolate(3)
+    write(20)
+    assert leader.first_index > c[3].last_index + 1  # node 3 needs a snapshot
+    c.heal()
+    write(2)
+    assert len(installing) == 1
+    snapshot = installing[0].snapshot
+    leader.report_snapshot(3, True)  # streamed; node 3 now installs it
+    write(3 * keep)
+    assert leader.first_index <= snapshot.index + 1, "the entries after the snapshot were compacted away"
+    c.step(installing.pop())  # installed: the actor steps it
+    c.deliver(drop=network)
+    write(2 * keep)
+    assert [m.snapshot.index for m in c.sent if m.type == MSG_SNAP] == [snapshot.index]
+    assert c[3].commit_index == leader.commit_index and c.applied_data(3)[-1] == c.applied_data(1)[-1]
+    assert leader.status()["progress"][3]["state"] == "replicate"
+
+
+def test_catch_up_index_ignores_followers_not_heard_from_and_entries_compacted_away():
+    c = Cluster(3, check_quorum=True)
+    c.elect(1)
+    leader = c[1]
+    for i in range(5):
+        c.propose(1, b"v%d" % i)
+    assert leader.catch_up_index() == leader.last_index  # both followers replicate everything
+    c.isolate(3)
+    c.propose(1, b"x")
+    c.propose(1, b"y")
+    assert leader.catch_up_index() == leader.last_index - 2  # node 3 is two behind
+    leader.compact(leader.last_index - 1)
+    assert leader.catch_up_index() == leader.last_index  # it needs a snapshot now: the log cannot help
+    c.propose(1, b"z")
+    for _ in range(leader._cfg.election_ticks + 1):
+        c.tick(1)
+        c.deliver()
+    assert leader.catch_up_index() == leader.last_index  # node 3 silent for an election timeout
+    assert c[2].catch_up_index() is None  # a follower keeps nothing for anyone
 
 
 def test_a_snapshot_not_newer_than_the_commit_index_is_ignored():

@@ -52,6 +52,22 @@ def remove(node: int) -> ConfChange:
     return ConfChange(CONF_REMOVE, node)
 
 
+def assert_leader_commits_only_with_a_quorum(c: Cluster, cut_without_quorum, cut_with_quorum) -> None:
+    """Leader 1 cut off from `cut_without_quorum` cannot commit a proposal;
+    once cut off only from `cut_with_quorum`, it commits it."""
+    for peer in cut_without_quorum:
+        c.cut(1, peer)
+    c[1].propose([b"q"])
+    c.deliver()
+    assert c[1].commit_index < c[1].last_index
+    c.heal()
+    for peer in cut_with_quorum:
+        c.cut(1, peer)
+    c.tick(1)
+    c.deliver()
+    assert c[1].commit_index == c[1].last_index
+
+
 def settled_cluster(n: int = 3, spare: int = 1, **config) -> Cluster:
     """n voters with 1 elected and its no-op committed everywhere."""
     c = Cluster(n, spare=spare, **config)
@@ -369,18 +385,8 @@ def test_a_promoted_learner_counts_from_the_promotion_on():
     c = learner_cluster()
     assert change(c, 1, promote(4))
     assert c[1].voters == (1, 2, 3, 4) and c[1].learners == ()
-    # Quorum is now 3 of 4: the leader and 4 alone do not commit ...
-    c.cut(1, 2)
-    c.cut(1, 3)
-    c[1].propose([b"a"])
-    c.deliver()
-    assert c[1].commit_index < c[1].last_index
-    # ... the leader, 2 and 4 do.
-    c.heal()
-    c.cut(1, 3)
-    c.tick(1)
-    c.deliver()
-    assert c[1].commit_index == c[1].last_index
+    # Quorum is now 3 of 4: the leader and 4 alone do not commit; the leader, 2 and 4 do.
+    assert_leader_commits_only_with_a_quorum(c, cut_without_quorum=(2, 3), cut_with_quorum=(3,))
 
 
 def test_learner_ready_follows_etcds_ninety_percent_rule():
@@ -399,16 +405,7 @@ def test_4_2_a_removed_voter_no_longer_counts():
     c.tick_all(1)
     assert c[1].voters == (1, 2, 3, 4) and 5 not in c[1].status()["progress"]
     # 3 of 4 now: 1, 2, 3 commit without 4 and 5; 1 and 2 alone do not.
-    c.cut(1, 4)
-    c.cut(1, 3)
-    c[1].propose([b"x"])
-    c.deliver()
-    assert c[1].commit_index < c[1].last_index
-    c.heal()
-    c.cut(1, 4)
-    c.tick(1)
-    c.deliver()
-    assert c[1].commit_index == c[1].last_index
+    assert_leader_commits_only_with_a_quorum(c, cut_without_quorum=(3, 4), cut_with_quorum=(4,))
 
 
 def test_4_2_2_a_leader_removing_itself_leads_without_counting_itself_then_steps_down():

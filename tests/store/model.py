@@ -10,40 +10,7 @@ responses, events, errors, and every range at every readable revision.
 from __future__ import annotations
 
 from transport import errors
-from transport.messages import (
-    COMPARE_EQUAL,
-    COMPARE_GREATER,
-    COMPARE_LESS,
-    COMPARE_NOT_EQUAL,
-    EVENT_DELETE,
-    EVENT_PUT,
-    SORT_ASCEND,
-    SORT_BY_CREATE,
-    SORT_BY_KEY,
-    SORT_BY_MOD,
-    SORT_BY_VALUE,
-    SORT_BY_VERSION,
-    SORT_DESCEND,
-    SORT_NONE,
-    TARGET_CREATE,
-    TARGET_LEASE,
-    TARGET_MOD,
-    TARGET_VALUE,
-    TARGET_VERSION,
-    CompactionRequest,
-    CompactionResponse,
-    DeleteRangeRequest,
-    DeleteRangeResponse,
-    Event,
-    KeyValue,
-    PutRequest,
-    PutResponse,
-    RangeRequest,
-    RangeResponse,
-    ResponseHeader,
-    TxnRequest,
-    TxnResponse,
-)
+from transport import messages as m
 
 MAX_KEY = 511
 
@@ -57,31 +24,31 @@ def in_range(key: bytes, start: bytes, range_end: bytes) -> bool:
 
 
 class Model:
-    def __init__(self, header: ResponseHeader, max_txn_ops: int = 128):
+    def __init__(self, header: m.ResponseHeader, max_txn_ops: int = 128):
         self.header = header
         self.max_txn_ops = max_txn_ops
         self.revision = 1
         self.compacted = 0
-        self.states: dict[int, dict[bytes, KeyValue]] = {1: {}}
-        self.history: list[tuple[int, int, bytes, KeyValue | None]] = []  # (main, sub, key, kv or None=deleted)
+        self.states: dict[int, dict[bytes, m.KeyValue]] = {1: {}}
+        self.history: list[tuple[int, int, bytes, m.KeyValue | None]] = []  # (main, sub, key, kv or None=deleted)
         self.leases: dict[int, int] = {}
         self.lease_of: dict[bytes, int] = {}
 
-    def hdr(self, revision: int) -> ResponseHeader:
-        return ResponseHeader(self.header.cluster_id, self.header.member_id, revision, self.header.raft_term)
+    def hdr(self, revision: int) -> m.ResponseHeader:
+        return m.ResponseHeader(self.header.cluster_id, self.header.member_id, revision, self.header.raft_term)
 
     # ------------------------------------------------------------------ writes
 
     def execute(self, request):
-        if isinstance(request, PutRequest):
+        if isinstance(request, m.PutRequest):
             return self._write(lambda work: self._checked_put(work, request))
-        if isinstance(request, DeleteRangeRequest):
+        if isinstance(request, m.DeleteRangeRequest):
             return self._write(lambda work: self._checked_delete(work, request))
-        if isinstance(request, TxnRequest):
+        if isinstance(request, m.TxnRequest):
             return self._write(lambda work: self._checked_txn(work, request))
-        if isinstance(request, CompactionRequest):
+        if isinstance(request, m.CompactionRequest):
             return self.compact(request.revision), []
-        if isinstance(request, RangeRequest):
+        if isinstance(request, m.RangeRequest):
             return self.range(request), []
         raise AssertionError(request)
 
@@ -96,7 +63,7 @@ class Model:
             self.lease_of = work.lease_of
         return response, work.events
 
-    def _checked_put(self, work, request: PutRequest):
+    def _checked_put(self, work, request: m.PutRequest):
         self._check_put(request)
         if request.lease and request.lease not in self.leases:
             raise errors.LeaseNotFoundError()
@@ -104,12 +71,12 @@ class Model:
             raise errors.KeyNotFoundError()
         return work.put(request)
 
-    def _checked_delete(self, work, request: DeleteRangeRequest):
+    def _checked_delete(self, work, request: m.DeleteRangeRequest):
         if not request.key:
             raise errors.EmptyKeyError()
         return work.delete(request)
 
-    def _checked_txn(self, work, request: TxnRequest):
+    def _checked_txn(self, work, request: m.TxnRequest):
         self._check_txn(request, self.max_txn_ops)
         _dup_check(request.success)
         _dup_check(request.failure)
@@ -119,10 +86,10 @@ class Model:
         self._path_range_checks(path)
         responses = work.run(path)
         rev = self.revision + (1 if work.changes else 0)
-        return TxnResponse(self.hdr(rev), path[0], responses)
+        return m.TxnResponse(self.hdr(rev), path[0], responses)
 
     @staticmethod
-    def _check_put(request: PutRequest):
+    def _check_put(request: m.PutRequest):
         if not request.key:
             raise errors.EmptyKeyError()
         if len(request.key) > MAX_KEY:
@@ -132,7 +99,7 @@ class Model:
         if request.ignore_lease and request.lease:
             raise errors.LeaseProvidedError()
 
-    def _check_txn(self, request: TxnRequest, budget: int):
+    def _check_txn(self, request: m.TxnRequest, budget: int):
         opc = max(len(request.compare), len(request.success), len(request.failure))
         if opc > budget:
             raise errors.TooManyOpsError()
@@ -140,26 +107,26 @@ class Model:
             if not c.key:
                 raise errors.EmptyKeyError()
         for op in request.success + request.failure:
-            if isinstance(op, RangeRequest) or isinstance(op, DeleteRangeRequest):
+            if isinstance(op, m.RangeRequest) or isinstance(op, m.DeleteRangeRequest):
                 if not op.key:
                     raise errors.EmptyKeyError()
-            elif isinstance(op, PutRequest):
+            elif isinstance(op, m.PutRequest):
                 self._check_put(op)
             else:
                 self._check_txn(op, budget - opc)
 
-    def _path(self, request: TxnRequest, before):
+    def _path(self, request: m.TxnRequest, before):
         """(succeeded, ops, [nested paths]) with every compare on `before`."""
         ok = all(_compare(c, before) for c in request.compare)
         ops = request.success if ok else request.failure
-        return (ok, ops, [self._path(op, before) for op in ops if isinstance(op, TxnRequest)])
+        return (ok, ops, [self._path(op, before) for op in ops if isinstance(op, m.TxnRequest)])
 
     def _path_put_checks(self, path, before):
         nested = iter(path[2])
         for op in path[1]:
-            if isinstance(op, TxnRequest):
+            if isinstance(op, m.TxnRequest):
                 self._path_put_checks(next(nested), before)
-            elif isinstance(op, PutRequest):
+            elif isinstance(op, m.PutRequest):
                 if (op.ignore_value or op.ignore_lease) and op.key not in before:
                     raise errors.KeyNotFoundError()
                 if op.lease and op.lease not in self.leases:
@@ -168,21 +135,21 @@ class Model:
     def _path_range_checks(self, path):
         nested = iter(path[2])
         for op in path[1]:
-            if isinstance(op, TxnRequest):
+            if isinstance(op, m.TxnRequest):
                 self._path_range_checks(next(nested))
-            elif isinstance(op, RangeRequest) and op.revision != 0:
+            elif isinstance(op, m.RangeRequest) and op.revision != 0:
                 if op.revision > self.revision:
                     raise errors.FutureRevisionError()
                 if op.revision < (self.compacted or -1):
                     raise errors.CompactedError(compact_revision=self.compacted)
 
-    def compact(self, revision: int) -> CompactionResponse:
+    def compact(self, revision: int) -> m.CompactionResponse:
         if revision <= self.compacted:
             raise errors.CompactedError(compact_revision=self.compacted)
         if revision > self.revision:
             raise errors.FutureRevisionError()
         self.compacted = revision
-        return CompactionResponse(self.hdr(self.revision))
+        return m.CompactionResponse(self.hdr(self.revision))
 
     # ------------------------------------------------------------------ leases
 
@@ -200,7 +167,7 @@ class Model:
 
         def body(work):
             for key in keys:
-                work.delete(DeleteRangeRequest(key))
+                work.delete(m.DeleteRangeRequest(key))
             return None
 
         _, events = self._write(body)
@@ -212,7 +179,8 @@ class Model:
 
     # ------------------------------------------------------------------ reads
 
-    def range(self, request: RangeRequest, latest=None, latest_revision=None, header_revision=None) -> RangeResponse:
+    def range(self, request: m.RangeRequest, latest=None, latest_revision=None,
+              header_revision=None) -> m.RangeResponse:
         if not request.key:
             raise errors.EmptyKeyError()
         latest_revision = self.revision if latest_revision is None else latest_revision
@@ -228,35 +196,35 @@ class Model:
         kvs = [state[k] for k in sorted(state) if in_range(k, request.key, request.range_end)]
         count = len(kvs)
         if request.count_only:
-            return RangeResponse(header, (), False, count)
-        if request.limit > 0 and request.sort_order == SORT_NONE and not _filtered(request):
+            return m.RangeResponse(header, (), False, count)
+        if request.limit > 0 and request.sort_order == m.SORT_NONE and not _filtered(request):
             kvs = kvs[: request.limit + 1]
         kvs = [kv for kv in kvs if _keep(request, kv)]
         order = request.sort_order
-        if request.sort_target != SORT_BY_KEY and order == SORT_NONE:
-            order = SORT_ASCEND
-        if order != SORT_NONE:
+        if request.sort_target != m.SORT_BY_KEY and order == m.SORT_NONE:
+            order = m.SORT_ASCEND
+        if order != m.SORT_NONE:
             field = {
-                SORT_BY_KEY: lambda kv: kv.key,
-                SORT_BY_VERSION: lambda kv: kv.version,
-                SORT_BY_CREATE: lambda kv: kv.create_revision,
-                SORT_BY_MOD: lambda kv: kv.mod_revision,
-                SORT_BY_VALUE: lambda kv: kv.value,
+                m.SORT_BY_KEY: lambda kv: kv.key,
+                m.SORT_BY_VERSION: lambda kv: kv.version,
+                m.SORT_BY_CREATE: lambda kv: kv.create_revision,
+                m.SORT_BY_MOD: lambda kv: kv.mod_revision,
+                m.SORT_BY_VALUE: lambda kv: kv.value,
             }[request.sort_target]
-            kvs.sort(key=field, reverse=order == SORT_DESCEND)  # input in key order: ties stay in key order
+            kvs.sort(key=field, reverse=order == m.SORT_DESCEND)  # input in key order: ties stay in key order
         more = False
         if request.limit > 0 and len(kvs) > request.limit:
             kvs, more = kvs[: request.limit], True
         if request.keys_only:
-            kvs = [KeyValue(kv.key, kv.create_revision, kv.mod_revision, kv.version, b"", kv.lease) for kv in kvs]
-        return RangeResponse(header, tuple(kvs), more, count)
+            kvs = [m.KeyValue(kv.key, kv.create_revision, kv.mod_revision, kv.version, b"", kv.lease) for kv in kvs]
+        return m.RangeResponse(header, tuple(kvs), more, count)
 
-    def events_since(self, start: int, key: bytes, range_end: bytes, prev_kv: bool) -> list[Event]:
+    def events_since(self, start: int, key: bytes, range_end: bytes, prev_kv: bool) -> list[m.Event]:
         start = max(start, 1)
         if self.compacted and start < self.compacted:
             raise errors.CompactedError(compact_revision=self.compacted)
         result = []
-        last: dict[bytes, tuple[int, KeyValue | None]] = {}
+        last: dict[bytes, tuple[int, m.KeyValue | None]] = {}
         for main, sub, k, kv in self.history:
             previous = last.get(k)
             last[k] = (main, kv)
@@ -268,9 +236,9 @@ class Model:
                 if not (main == self.compacted and previous[0] < main):
                     prev = previous[1]
             if kv is None:
-                result.append(Event(EVENT_DELETE, KeyValue(k, 0, main, 0, b"", 0), prev))
+                result.append(m.Event(m.EVENT_DELETE, m.KeyValue(k, 0, main, 0, b"", 0), prev))
             else:
-                result.append(Event(EVENT_PUT, kv, prev))
+                result.append(m.Event(m.EVENT_PUT, kv, prev))
         return result
 
 
@@ -281,8 +249,8 @@ class _Work:
         self.model = model
         self.state = dict(model.states[model.revision])
         self.lease_of = dict(model.lease_of)
-        self.changes: list[tuple[bytes, KeyValue | None]] = []
-        self.events: list[Event] = []
+        self.changes: list[tuple[bytes, m.KeyValue | None]] = []
+        self.events: list[m.Event] = []
 
     @property
     def main(self):
@@ -291,23 +259,23 @@ class _Work:
     def now(self):
         return self.model.revision + (1 if self.changes else 0)
 
-    def put(self, request: PutRequest) -> PutResponse:
+    def put(self, request: m.PutRequest) -> m.PutResponse:
         old = self.state.get(request.key)
         value = old.value if request.ignore_value else request.value
         lease = old.lease if request.ignore_lease else request.lease
         if old is None:
-            kv = KeyValue(request.key, self.main, self.main, 1, value, lease)
+            kv = m.KeyValue(request.key, self.main, self.main, 1, value, lease)
         else:
-            kv = KeyValue(request.key, old.create_revision, self.main, old.version + 1, value, lease)
+            kv = m.KeyValue(request.key, old.create_revision, self.main, old.version + 1, value, lease)
         self.state[request.key] = kv
         self.lease_of.pop(request.key, None)
         if lease:
             self.lease_of[request.key] = lease
         self.changes.append((request.key, kv))
-        self.events.append(Event(EVENT_PUT, kv, old))
-        return PutResponse(self.model.hdr(self.main), old if request.prev_kv else None)
+        self.events.append(m.Event(m.EVENT_PUT, kv, old))
+        return m.PutResponse(self.model.hdr(self.main), old if request.prev_kv else None)
 
-    def delete(self, request: DeleteRangeRequest) -> DeleteRangeResponse:
+    def delete(self, request: m.DeleteRangeRequest) -> m.DeleteRangeResponse:
         keys = sorted(k for k in self.state if in_range(k, request.key, request.range_end))
         prevs = []
         for k in keys:
@@ -315,62 +283,62 @@ class _Work:
             self.lease_of.pop(k, None)
             prevs.append(old)
             self.changes.append((k, None))
-            self.events.append(Event(EVENT_DELETE, KeyValue(k, 0, self.main, 0, b"", 0), old))
-        return DeleteRangeResponse(self.model.hdr(self.now()), len(keys), tuple(prevs) if request.prev_kv else ())
+            self.events.append(m.Event(m.EVENT_DELETE, m.KeyValue(k, 0, self.main, 0, b"", 0), old))
+        return m.DeleteRangeResponse(self.model.hdr(self.now()), len(keys), tuple(prevs) if request.prev_kv else ())
 
     def run(self, path):
         ok, ops, nested_paths = path
         nested = iter(nested_paths)
         out = []
         for op in ops:
-            if isinstance(op, PutRequest):
+            if isinstance(op, m.PutRequest):
                 out.append(self.put(op))
-            elif isinstance(op, DeleteRangeRequest):
+            elif isinstance(op, m.DeleteRangeRequest):
                 out.append(self.delete(op))
-            elif isinstance(op, RangeRequest):
-                out.append(self.model.range(op, latest=self.state, latest_revision=self.now(), header_revision=self.now()))
+            elif isinstance(op, m.RangeRequest):
+                now = self.now()
+                out.append(self.model.range(op, latest=self.state, latest_revision=now, header_revision=now))
             else:
                 inner = next(nested)
-                out.append(TxnResponse(self.model.hdr(0), inner[0], self.run(inner)))
+                out.append(m.TxnResponse(self.model.hdr(0), inner[0], self.run(inner)))
         return tuple(out)
 
 
-def _filtered(request: RangeRequest) -> bool:
-    return any((request.min_mod_revision, request.max_mod_revision, request.min_create_revision, request.max_create_revision))
+def _filtered(request: m.RangeRequest) -> bool:
+    return any((request.min_mod_revision, request.max_mod_revision,
+                request.min_create_revision, request.max_create_revision))
 
 
-def _keep(request: RangeRequest, kv: KeyValue) -> bool:
-    if request.max_mod_revision and kv.mod_revision > request.max_mod_revision:
-        return False
-    if request.min_mod_revision and kv.mod_revision < request.min_mod_revision:
-        return False
-    if request.max_create_revision and kv.create_revision > request.max_create_revision:
-        return False
-    if request.min_create_revision and kv.create_revision < request.min_create_revision:
-        return False
-    return True
+def _keep(request: m.RangeRequest, kv: m.KeyValue) -> bool:
+    """etcd's pruneKVs, written as the interval each revision must lie in (a
+    bound of 0 is no bound), not as store/ranges.py's early returns: the model
+    stays an independent reading of etcd."""
+    never = 1 << 63
+    mod_low, mod_high = request.min_mod_revision, request.max_mod_revision or never
+    create_low, create_high = request.min_create_revision, request.max_create_revision or never
+    return mod_low <= kv.mod_revision <= mod_high and create_low <= kv.create_revision <= create_high
 
 
 def _compare(c, state) -> bool:
     kvs = [state[k] for k in sorted(state) if in_range(k, c.key, c.range_end)]
     if not kvs:
-        if c.target == TARGET_VALUE:
+        if c.target == m.TARGET_VALUE:
             return False
-        kvs = [KeyValue(b"", 0, 0, 0, b"", 0)]
+        kvs = [m.KeyValue(b"", 0, 0, 0, b"", 0)]
     for kv in kvs:
         left = {
-            TARGET_VALUE: kv.value,
-            TARGET_VERSION: kv.version,
-            TARGET_CREATE: kv.create_revision,
-            TARGET_MOD: kv.mod_revision,
-            TARGET_LEASE: kv.lease,
+            m.TARGET_VALUE: kv.value,
+            m.TARGET_VERSION: kv.version,
+            m.TARGET_CREATE: kv.create_revision,
+            m.TARGET_MOD: kv.mod_revision,
+            m.TARGET_LEASE: kv.lease,
         }[c.target]
         right = c.operand
         ok = {
-            COMPARE_EQUAL: left == right,
-            COMPARE_NOT_EQUAL: left != right,
-            COMPARE_GREATER: left > right,
-            COMPARE_LESS: left < right,
+            m.COMPARE_EQUAL: left == right,
+            m.COMPARE_NOT_EQUAL: left != right,
+            m.COMPARE_GREATER: left > right,
+            m.COMPARE_LESS: left < right,
         }[c.result]
         if not ok:
             return False
@@ -379,14 +347,14 @@ def _compare(c, state) -> bool:
 
 def _dup_check(ops):
     """etcd checkIntervals, written as a plain recursion over sets."""
-    dels = [(op.key, op.range_end) for op in ops if isinstance(op, DeleteRangeRequest)]
+    dels = [(op.key, op.range_end) for op in ops if isinstance(op, m.DeleteRangeRequest)]
 
     def deleted(key):
         return any(in_range(key, k, e) for k, e in dels)
 
     puts: set[bytes] = set()
     for op in ops:
-        if not isinstance(op, TxnRequest):
+        if not isinstance(op, m.TxnRequest):
             continue
         then_puts, then_dels = _dup_check(op.success)
         else_puts, else_dels = _dup_check(op.failure)
@@ -400,7 +368,7 @@ def _dup_check(ops):
             puts.add(key)
         dels += then_dels + else_dels
     for op in ops:
-        if isinstance(op, PutRequest):
+        if isinstance(op, m.PutRequest):
             if op.key in puts or deleted(op.key):
                 raise errors.DuplicateKeyError()
             puts.add(op.key)

@@ -119,6 +119,20 @@ def test_an_entry_that_raises_is_answered_invalid_argument_and_has_no_effect_on_
     assert dump(member) == dump(other)
 
 
+def test_an_alarm_raised_or_cleared_within_one_batch_takes_effect_at_the_next_entry(tmp_path):
+    """The state machine reads the raised alarms once per batch (store/apply.py);
+    an AlarmRequest of the batch makes the entries after it read them again."""
+    state = open_state(tmp_path, MEMBER)
+    requests = [m.PutRequest(b"k", b"1"), m.AlarmRequest(m.ALARM_ACTIVATE, MEMBER, m.ALARM_NOSPACE),
+                m.PutRequest(b"k", b"2"), m.AlarmRequest(m.ALARM_DEACTIVATE, MEMBER, m.ALARM_NOSPACE),
+                m.PutRequest(b"k", b"3"), m.AlarmRequest(m.ALARM_ACTIVATE, MEMBER, m.ALARM_CORRUPT),
+                m.RangeRequest(b"k")]
+    answers = dict(state.apply_committed(entries_for(requests)).answers)
+    assert [type(answers[1000 + i]).__name__ for i in (0, 2, 4)] == ["PutResponse", "ErrorResponse", "PutResponse"]
+    assert answers[1002].code == "NoSpace"
+    assert answers[1006].code == "Corrupt"
+
+
 def test_an_undecodable_entry_is_answered_malformed_on_its_member_and_skipped_everywhere(tmp_path):
     state = open_state(tmp_path, MEMBER)
     entries = entries_for([m.PutRequest(b"k", b"v")]) + [Entry(2, 1, make_payload(MEMBER, b"\x83\x01\x19\x03\xe7\x82gNoSuchX\x01"))]

@@ -101,6 +101,10 @@ def test_the_throttle_doubles_and_a_success_clears_it():
     assert throttle.allowed(keys, 64.0)  # capped at 64x
     throttle.busy.add(("user", "u"))
     assert not throttle.allowed(keys, 100.0)
+    # being verified is not being throttled: such an attempt waits, it is not refused
+    assert throttle.verifying(keys) and not throttle.throttled(keys, 100.0)
+    assert throttle.verifying((("user", "u"), ("connection", b"other")))
+    assert throttle.throttled(keys, 1.0) and not throttle.verifying((("user", "v"), ("connection", b"d")))
 
 
 def test_lock_and_election_calls_need_their_keys():
@@ -120,3 +124,17 @@ def test_the_password_is_in_no_repr():
 
 if __name__ == "__main__":
     pytest.main([__file__])
+
+
+def test_auth_enabled_and_disabled_within_one_batch_takes_effect_at_the_next_entry(tmp_path):
+    """The state machine reads whether auth is on once per batch (store/apply.py);
+    an Auth* entry of the batch makes the entries after it read it again."""
+    member = Member(tmp_path)
+    setup_users(member)
+    requests = [("", m.PutRequest(b"x", b"1")), ("root", m.AuthDisableRequest()), ("", m.PutRequest(b"x", b"2")),
+                ("root", m.AuthEnableRequest()), ("", m.PutRequest(b"x", b"3"))]
+    entries = [Entry(member.index + i + 1, 1, make_payload(1, codec.encode(request, i), user))
+               for i, (user, request) in enumerate(requests)]
+    answers = dict(member.state.apply_committed(entries).answers)
+    assert answers[0].code == "PermissionDenied" and answers[4].code == "PermissionDenied"
+    assert isinstance(answers[2], m.PutResponse)

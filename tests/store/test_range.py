@@ -5,17 +5,8 @@ from __future__ import annotations
 import pytest
 
 from transport.errors import CompactedError, EmptyKeyError, FutureRevisionError, InvalidArgumentError
-from transport.messages import (
-    SORT_ASCEND,
-    SORT_BY_CREATE,
-    SORT_BY_KEY,
-    SORT_BY_MOD,
-    SORT_BY_VALUE,
-    SORT_BY_VERSION,
-    SORT_DESCEND,
-    SORT_NONE,
-    RangeRequest,
-)
+from transport import messages as m
+from transport.messages import RangeRequest
 
 
 def keys(response):
@@ -80,18 +71,18 @@ def test_count_only_whole_keyspace_and_at_history(filled):
 @pytest.mark.parametrize(
     ("order", "target", "expected"),
     [
-        (SORT_NONE, SORT_BY_KEY, [b"a", b"b", b"c", b"d", b"e"]),
-        (SORT_ASCEND, SORT_BY_KEY, [b"a", b"b", b"c", b"d", b"e"]),
-        (SORT_DESCEND, SORT_BY_KEY, [b"e", b"d", b"c", b"b", b"a"]),
-        (SORT_ASCEND, SORT_BY_VALUE, [b"d", b"c", b"a", b"e", b"b"]),
-        (SORT_DESCEND, SORT_BY_VALUE, [b"b", b"e", b"a", b"c", b"d"]),
-        (SORT_ASCEND, SORT_BY_MOD, [b"a", b"c", b"d", b"b", b"e"]),
-        (SORT_DESCEND, SORT_BY_CREATE, [b"e", b"d", b"c", b"b", b"a"]),
+        (m.SORT_NONE, m.SORT_BY_KEY, [b"a", b"b", b"c", b"d", b"e"]),
+        (m.SORT_ASCEND, m.SORT_BY_KEY, [b"a", b"b", b"c", b"d", b"e"]),
+        (m.SORT_DESCEND, m.SORT_BY_KEY, [b"e", b"d", b"c", b"b", b"a"]),
+        (m.SORT_ASCEND, m.SORT_BY_VALUE, [b"d", b"c", b"a", b"e", b"b"]),
+        (m.SORT_DESCEND, m.SORT_BY_VALUE, [b"b", b"e", b"a", b"c", b"d"]),
+        (m.SORT_ASCEND, m.SORT_BY_MOD, [b"a", b"c", b"d", b"b", b"e"]),
+        (m.SORT_DESCEND, m.SORT_BY_CREATE, [b"e", b"d", b"c", b"b", b"a"]),
         # ties keep key order, ascending or descending
-        (SORT_DESCEND, SORT_BY_VERSION, [b"b", b"a", b"c", b"d", b"e"]),
-        (SORT_ASCEND, SORT_BY_VERSION, [b"a", b"c", b"d", b"e", b"b"]),
+        (m.SORT_DESCEND, m.SORT_BY_VERSION, [b"b", b"a", b"c", b"d", b"e"]),
+        (m.SORT_ASCEND, m.SORT_BY_VERSION, [b"a", b"c", b"d", b"e", b"b"]),
         # etcd: order NONE with a target other than KEY sorts ascending
-        (SORT_NONE, SORT_BY_VALUE, [b"d", b"c", b"a", b"e", b"b"]),
+        (m.SORT_NONE, m.SORT_BY_VALUE, [b"d", b"c", b"a", b"e", b"b"]),
     ],
 )
 def test_sort(filled, order, target, expected):
@@ -99,13 +90,13 @@ def test_sort(filled, order, target, expected):
 
 
 def test_sorted_limit_sorts_everything_first(filled):
-    response = filled.range(b"a", b"\0", sort_order=SORT_DESCEND, sort_target=SORT_BY_VALUE, limit=2)
+    response = filled.range(b"a", b"\0", sort_order=m.SORT_DESCEND, sort_target=m.SORT_BY_VALUE, limit=2)
     assert (keys(response), response.more, response.count) == ([b"b", b"e"], True, 5)
 
 
 def test_order_none_with_other_target_sorts_only_the_fetched_keys(filled):
     # etcd fetches limit + 1 keys (sort_order is NONE), then sorts those by value
-    response = filled.range(b"a", b"\0", sort_order=SORT_NONE, sort_target=SORT_BY_VALUE, limit=2)
+    response = filled.range(b"a", b"\0", sort_order=m.SORT_NONE, sort_target=m.SORT_BY_VALUE, limit=2)
     assert (keys(response), response.more) == ([b"c", b"a"], True)  # from a=3, b=9, c=2
 
 

@@ -16,23 +16,8 @@ from transport.errors import (
     TooManyOpsError,
     ValueProvidedError,
 )
-from transport.messages import (
-    COMPARE_EQUAL,
-    COMPARE_GREATER,
-    COMPARE_LESS,
-    COMPARE_NOT_EQUAL,
-    TARGET_CREATE,
-    TARGET_LEASE,
-    TARGET_MOD,
-    TARGET_VALUE,
-    TARGET_VERSION,
-    Compare,
-    DeleteRangeRequest,
-    PutRequest,
-    RangeRequest,
-    RangeResponse,
-    TxnRequest,
-)
+from transport import messages as m
+from transport.messages import Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, TxnRequest
 
 from tests.store.conftest import header
 
@@ -55,55 +40,55 @@ def abc(store):
     ("target", "operand", "results"),
     [
         # (EQUAL, NOT_EQUAL, GREATER, LESS) against key a
-        (TARGET_VALUE, b"11", (True, False, False, False)),
-        (TARGET_VALUE, b"100", (False, True, True, False)),  # bytes order: b"11" > b"100"
-        (TARGET_VERSION, 2, (True, False, False, False)),
-        (TARGET_VERSION, 3, (False, True, False, True)),
-        (TARGET_CREATE, 2, (True, False, False, False)),
-        (TARGET_CREATE, 1, (False, True, True, False)),
-        (TARGET_MOD, 4, (True, False, False, False)),
-        (TARGET_MOD, 5, (False, True, False, True)),
-        (TARGET_LEASE, 0, (True, False, False, False)),
+        (m.TARGET_VALUE, b"11", (True, False, False, False)),
+        (m.TARGET_VALUE, b"100", (False, True, True, False)),  # bytes order: b"11" > b"100"
+        (m.TARGET_VERSION, 2, (True, False, False, False)),
+        (m.TARGET_VERSION, 3, (False, True, False, True)),
+        (m.TARGET_CREATE, 2, (True, False, False, False)),
+        (m.TARGET_CREATE, 1, (False, True, True, False)),
+        (m.TARGET_MOD, 4, (True, False, False, False)),
+        (m.TARGET_MOD, 5, (False, True, False, True)),
+        (m.TARGET_LEASE, 0, (True, False, False, False)),
     ],
 )
 def test_compare_targets_and_results(abc, target, operand, results):
-    for result, expected in zip((COMPARE_EQUAL, COMPARE_NOT_EQUAL, COMPARE_GREATER, COMPARE_LESS), results):
+    for result, expected in zip((m.COMPARE_EQUAL, m.COMPARE_NOT_EQUAL, m.COMPARE_GREATER, m.COMPARE_LESS), results):
         assert holds(abc, Compare(result, target, b"a", operand)) is expected
 
 
 def test_compare_lease(abc):
-    assert holds(abc, Compare(COMPARE_EQUAL, TARGET_LEASE, b"b", 9))
-    assert holds(abc, Compare(COMPARE_GREATER, TARGET_LEASE, b"b", 8))
+    assert holds(abc, Compare(m.COMPARE_EQUAL, m.TARGET_LEASE, b"b", 9))
+    assert holds(abc, Compare(m.COMPARE_GREATER, m.TARGET_LEASE, b"b", 8))
 
 
 def test_compare_missing_key_is_the_zero_kv(abc):
-    for target in (TARGET_VERSION, TARGET_CREATE, TARGET_MOD, TARGET_LEASE):
-        assert holds(abc, Compare(COMPARE_EQUAL, target, b"zz", 0))
-        assert not holds(abc, Compare(COMPARE_GREATER, target, b"zz", 0))
-        assert holds(abc, Compare(COMPARE_LESS, target, b"zz", 1))
+    for target in (m.TARGET_VERSION, m.TARGET_CREATE, m.TARGET_MOD, m.TARGET_LEASE):
+        assert holds(abc, Compare(m.COMPARE_EQUAL, target, b"zz", 0))
+        assert not holds(abc, Compare(m.COMPARE_GREATER, target, b"zz", 0))
+        assert holds(abc, Compare(m.COMPARE_LESS, target, b"zz", 1))
 
 
 def test_value_compare_on_missing_key_is_false(abc):
-    for result in (COMPARE_EQUAL, COMPARE_NOT_EQUAL, COMPARE_GREATER, COMPARE_LESS):
-        assert not holds(abc, Compare(result, TARGET_VALUE, b"zz", b""))
-        assert not holds(abc, Compare(result, TARGET_VALUE, b"x", b"", range_end=b"y"))
+    for result in (m.COMPARE_EQUAL, m.COMPARE_NOT_EQUAL, m.COMPARE_GREATER, m.COMPARE_LESS):
+        assert not holds(abc, Compare(result, m.TARGET_VALUE, b"zz", b""))
+        assert not holds(abc, Compare(result, m.TARGET_VALUE, b"x", b"", range_end=b"y"))
 
 
 def test_compare_over_a_range_needs_every_key(abc):
-    assert holds(abc, Compare(COMPARE_GREATER, TARGET_MOD, b"a", 2, range_end=b"c"))  # a=4, b=3
-    assert not holds(abc, Compare(COMPARE_GREATER, TARGET_MOD, b"a", 3, range_end=b"c"))
-    assert holds(abc, Compare(COMPARE_EQUAL, TARGET_VERSION, b"x", 0, range_end=b"\0"))  # empty range: zero kv
+    assert holds(abc, Compare(m.COMPARE_GREATER, m.TARGET_MOD, b"a", 2, range_end=b"c"))  # a=4, b=3
+    assert not holds(abc, Compare(m.COMPARE_GREATER, m.TARGET_MOD, b"a", 3, range_end=b"c"))
+    assert holds(abc, Compare(m.COMPARE_EQUAL, m.TARGET_VERSION, b"x", 0, range_end=b"\0"))  # empty range: zero kv
 
 
 def test_all_compares_must_hold(abc):
-    yes = Compare(COMPARE_EQUAL, TARGET_VERSION, b"a", 2)
-    no = Compare(COMPARE_EQUAL, TARGET_VERSION, b"b", 2)
+    yes = Compare(m.COMPARE_EQUAL, m.TARGET_VERSION, b"a", 2)
+    no = Compare(m.COMPARE_EQUAL, m.TARGET_VERSION, b"b", 2)
     assert holds(abc, yes) and not holds(abc, yes, no)
 
 
 def test_branches(abc):
     txn = TxnRequest(
-        compare=(Compare(COMPARE_EQUAL, TARGET_VALUE, b"a", b"nope"),),
+        compare=(Compare(m.COMPARE_EQUAL, m.TARGET_VALUE, b"a", b"nope"),),
         success=(PutRequest(b"s", b"1"),),
         failure=(PutRequest(b"f", b"1"), RangeRequest(b"a")),
     )
@@ -145,7 +130,7 @@ def test_whole_txn_is_one_revision(abc):
 
 def test_nested_txn(abc):
     inner = TxnRequest(
-        compare=(Compare(COMPARE_EQUAL, TARGET_VERSION, b"n", 0),),
+        compare=(Compare(m.COMPARE_EQUAL, m.TARGET_VERSION, b"n", 0),),
         success=(PutRequest(b"n", b"inner"),),
         failure=(PutRequest(b"m", b"inner"),),
     )
@@ -159,7 +144,7 @@ def test_nested_txn(abc):
 def test_nested_compares_see_the_state_before_the_txn(abc):
     # etcd compareToPath evaluates every compare before any op runs
     inner = TxnRequest(
-        compare=(Compare(COMPARE_EQUAL, TARGET_VERSION, b"p", 0),),
+        compare=(Compare(m.COMPARE_EQUAL, m.TARGET_VERSION, b"p", 0),),
         success=(PutRequest(b"q", b"seen-before"),),
     )
     response, _ = abc.execute(TxnRequest(success=(PutRequest(b"p"), inner)))
@@ -259,11 +244,11 @@ def test_too_many_ops(store):
     with pytest.raises(TooManyOpsError):
         store.execute(TxnRequest(success=tuple(PutRequest(b"x%d" % i) for i in range(4))))
     with pytest.raises(TooManyOpsError):
-        store.execute(TxnRequest(compare=tuple(Compare(COMPARE_EQUAL, TARGET_VERSION, b"a", 0) for _ in range(4))))
+        store.execute(TxnRequest(compare=tuple(Compare(m.COMPARE_EQUAL, m.TARGET_VERSION, b"a", 0) for _ in range(4))))
     # etcd counts the longest list, not the total...
     store.execute(
         TxnRequest(
-            compare=(Compare(COMPARE_EQUAL, TARGET_VERSION, b"a", 0),) * 3,
+            compare=(Compare(m.COMPARE_EQUAL, m.TARGET_VERSION, b"a", 0),) * 3,
             success=(PutRequest(b"p"), PutRequest(b"q"), PutRequest(b"r")),
             failure=(PutRequest(b"s"),) * 1,
         )
@@ -277,7 +262,7 @@ def test_too_many_ops(store):
 
 def test_static_checks_inside_txn(abc):
     with pytest.raises(EmptyKeyError):
-        abc.execute(TxnRequest(compare=(Compare(COMPARE_EQUAL, TARGET_VERSION, b"", 0),)))
+        abc.execute(TxnRequest(compare=(Compare(m.COMPARE_EQUAL, m.TARGET_VERSION, b"", 0),)))
     with pytest.raises(EmptyKeyError):
         abc.execute(TxnRequest(failure=(TxnRequest(success=(RangeRequest(b""),)),)))
     with pytest.raises(ValueProvidedError):
@@ -285,9 +270,9 @@ def test_static_checks_inside_txn(abc):
     with pytest.raises(KeyTooLongError):
         abc.execute(TxnRequest(success=(PutRequest(b"a" * 512),)))
     with pytest.raises(InvalidArgumentError):
-        abc.execute(TxnRequest(compare=(Compare(COMPARE_EQUAL, TARGET_VALUE, b"a", 3),)))
+        abc.execute(TxnRequest(compare=(Compare(m.COMPARE_EQUAL, m.TARGET_VALUE, b"a", 3),)))
     with pytest.raises(InvalidArgumentError):
-        abc.execute(TxnRequest(compare=(Compare(COMPARE_EQUAL, TARGET_VERSION, b"a", b"3"),)))
+        abc.execute(TxnRequest(compare=(Compare(m.COMPARE_EQUAL, m.TARGET_VERSION, b"a", b"3"),)))
 
 
 def test_failed_txn_leaves_the_batch_unchanged(abc):

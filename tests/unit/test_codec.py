@@ -35,6 +35,7 @@ HEADER = m.ResponseHeader(1, 2, 3, 4)
         m.WatchInterest(False),  # one field
         m.ProposeBatch((1, 2), (b"a", b"b")),
         m.Applied(3, 4, (5,), (b"frame",)),
+        m.Applied(3, 4, durable_index=2),
     ],
 )
 def test_round_trip(message):

@@ -60,6 +60,7 @@ def test_member_ids_are_stable():
         ("cluster: {name: t, members: [{name: a, peer: 'tcp://127.0.0.1:1', client: 'tcp://127.0.0.1:2'}]}\nmember: {election_ticks: 2}", "member.election_ticks: must be more than 2 * heartbeat_ticks"),
         ("cluster: {name: t, members: [{name: a, peer: 'tcp://127.0.0.1:1', client: 'tcp://127.0.0.1:2'}]}\nmember: {limits: {bogus: 1}}", "member.limits.bogus: unknown key"),
         ("cluster: {name: t, members: [{name: a, peer: 'tcp://127.0.0.1:1', client: 'tcp://127.0.0.1:2'}]}\nmember: {log_level: loud}", "member.log_level"),
+        ("cluster: {name: t, members: [{name: a, peer: 'tcp://127.0.0.1:1', client: 'tcp://127.0.0.1:2'}]}\nmember: {keyspace_sync_ms: -1}", "member.keyspace_sync_ms: must not be negative"),
     ],
 )
 def test_bad_configs_name_file_and_field(tmp_path, text, expected):

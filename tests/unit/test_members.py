@@ -38,6 +38,24 @@ def test_after_change_add_promote_update_remove():
     assert records.after_change(updated, ConfChange(CONF_REMOVE, 1)) == (N2, updated[-1])
 
 
+def test_public_keys_of_members_added_at_run_time_follow_the_membership(tmp_path):
+    from store.mvcc import KeySpace
+
+    env = open_kv(str(tmp_path), 1 << 26)
+    meta_db = KeySpace(env).meta_db
+    key = "k" * 40
+    with env.begin(write=True) as txn:
+        records.apply_change(txn, meta_db, (N1, N2), ConfChange(
+            CONF_ADD_LEARNER, 3, records.encode_context("n3", ["tcp://h:5"], [], public_key=key)))
+        records.apply_change(txn, meta_db, (N1, N2), ConfChange(CONF_PROMOTE, 3))
+        assert records.public_keys(txn, meta_db) == {3: key}
+        assert [m.id for m in records.load(txn, meta_db)] == [1, 2, 3]
+        records.apply_change(txn, meta_db, (N1, N2), ConfChange(CONF_REMOVE, 3))
+        assert records.public_keys(txn, meta_db) == {}  # a removed member's key is let go with it
+        assert records.removed(txn, meta_db) == {3}
+    env.close()
+
+
 def test_an_unreadable_context_keeps_the_change():
     assert records.decode_context(b"\xff\x00") == {}
     assert records.after_change((N1,), ConfChange(CONF_ADD_LEARNER, 2, b"\xff"))[-1].id == 2
@@ -78,6 +96,8 @@ def test_config_state_and_id():
 def test_gateway_member_requests_and_response():
     add = gj.member_add_request({"peerURLs": ["tcp://h:5"], "isLearner": True, "name": "n3"})
     assert add == m.MemberAddRequest(("tcp://h:5",), True, "n3", ())
+    keyed = gj.member_add_request({"peerURLs": ["tcp://h:5"], "name": "n3", "curveKey": "k" * 40})
+    assert keyed.public_key == "k" * 40
     assert gj.member_remove_request({"ID": "12"}) == m.MemberRemoveRequest(12)
     assert gj.member_update_request({"ID": 3, "peerURLs": ["tcp://h:9"]}) == m.MemberUpdateRequest(3, ("tcp://h:9",))
     assert gj.member_promote_request({"ID": "3"}) == m.MemberPromoteRequest(3)

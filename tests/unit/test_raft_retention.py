@@ -1,6 +1,6 @@
 """The raft actor's byte bound on applied entries kept in memory (actors/raft/retention.py)."""
 
-from actors.raft.retention import RetainedBytes
+from actors.raft.retention import RetainedBytes, compaction_index
 from transport.raft_messages import Entry
 
 
@@ -38,3 +38,23 @@ def test_entries_sent_again_are_counted_once():
     assert retained.bytes == 80
     retained.drop_through(8)
     assert retained.bytes == 0
+
+
+def test_compaction_keeps_snapshot_entries_and_what_a_follower_catching_up_needs():
+    assert compaction_index(durable=100, keep_entries=40, first_index=1, catch_up=None, by_bytes=0) == 60
+    # a follower installing the snapshot at 30 goes on from 31: kept
+    assert compaction_index(durable=100, keep_entries=40, first_index=1, catch_up=30, by_bytes=0) == 30
+    # compactions come in steps of a quarter of keep_entries, not one per batch
+    assert compaction_index(durable=100, keep_entries=40, first_index=25, catch_up=30, by_bytes=0) == 0
+    assert compaction_index(durable=100, keep_entries=40, first_index=55, catch_up=None, by_bytes=0) == 0
+    assert compaction_index(durable=30, keep_entries=40, first_index=1, catch_up=None, by_bytes=0) == 0
+    # the bytes limit wins: memory is bounded first
+    assert compaction_index(durable=100, keep_entries=40, first_index=1, catch_up=30, by_bytes=90) == 90
+
+
+def test_the_byte_bound_never_compacts_past_the_durable_index():
+    # apply acknowledged far more than it synced: the entries in between may
+    # have to be applied again after an OS crash, so they stay
+    assert compaction_index(durable=100, keep_entries=10000, first_index=1, catch_up=None, by_bytes=500) == 100
+    assert compaction_index(durable=100, keep_entries=10000, first_index=1, catch_up=None, by_bytes=80) == 80
+    assert compaction_index(durable=100, keep_entries=10000, first_index=101, catch_up=None, by_bytes=500) == 0
