@@ -35,6 +35,7 @@ from actors import logs
 from actors.base import CLOSE_LINGER_MS, set_process_title
 from actors.raft.actor import REMOVED_EXIT_CODE
 from actors.crash_reports import CrashLoops, take_crash, write_member_errors
+from store.wal_format import CorruptLog
 from transport.limits import holds, limit, limits, positive
 from transport.sockets import make_run_dir, remove_stale_ipc
 
@@ -52,6 +53,9 @@ ACTOR_CLASSES = {
 }
 # The actors a member runs only when its config gives it the address they serve.
 OPTIONAL_ACTORS = {"gateway": "http", "grpc": "grpc"}
+# A member whose Raft log is damaged (not merely a torn last write) does not
+# start: it could forget entries it promised a quorum it holds. (sysexits' EX_DATAERR)
+CORRUPT_LOG_EXIT_CODE = 65
 
 # What the forkserver imports once, so every actor forked from it starts warm.
 FORKSERVER_PRELOAD = [
@@ -160,6 +164,7 @@ class Supervisor:
         self.crash_loops = CrashLoops()
         self.stopping = False
         self.exit_code = 0
+        self.refusal = ""  # why the member did not start, for `cairn node` to print
 
     def prepare(self) -> None:
         remove_stale_ipc(self.data_dir)
@@ -167,7 +172,8 @@ class Supervisor:
         write_member_errors(self.data_dir, {})
         from store.environment import prepare_member_store
 
-        prepare_member_store(self.config, self.member_name)
+        for repair in prepare_member_store(self.config, self.member_name):
+            self.log.warning("raft_log_repaired", repair=repair)
 
     def spawn(self, name: str) -> None:
         process = self.context.Process(
@@ -185,7 +191,13 @@ class Supervisor:
         set_process_title(f"cairn[{self.member_name}] supervisor")
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        self.prepare()
+        try:
+            self.prepare()
+        except CorruptLog as error:
+            self.log.error("raft_log_corrupt", error=str(error))
+            self.refusal = f"the Raft log is damaged, refusing to start: {error}"
+            self.lock.close()
+            return CORRUPT_LOG_EXIT_CODE
         self.log.info("member_starting", member_id=self.config.member(self.member_name).id, data_dir=self.data_dir)
         for name in self.actor_names:
             self.spawn(name)

@@ -142,8 +142,10 @@ class MemberSettings:
     keyspace_sync_ms: int = 100
     # Applied entries kept in the Raft log before it is compacted behind a snapshot.
     snapshot_entries: int = 10000
-    # LMDB map sizes: address space reserved, not disk used.
+    # The keyspace's LMDB map size: address space reserved, not disk used.
     kv_map_bytes: int = 8 * 1024 * 1024 * 1024
+    # Unused since the Raft log became a write-ahead log (store/raftlog.py) rather
+    # than an LMDB environment; still accepted, so existing configs load.
     raft_map_bytes: int = 4 * 1024 * 1024 * 1024
     # Corruption checks (etcd's --experimental-corrupt-check-time and
     # --experimental-initial-corrupt-check): the leader compares every member's

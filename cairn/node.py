@@ -151,6 +151,8 @@ def run_node(cluster_config, name: str, rejoin: bool = False) -> int:
     http += f" and {member.grpc} (etcd's gRPC API)" if member.grpc else ""
     print(f"cairn member {name} ({member.id:x}) serving clients on {member.client}{http}, data in {supervisor.data_dir}", flush=True)
     status = supervisor.run()
+    if supervisor.refusal:
+        print(f"cairn: member {name} ({member.id:x}): {supervisor.refusal}", file=sys.stderr, flush=True)
     if status == REMOVED_EXIT_CODE:
         print(f"cairn: member {name} ({member.id:x}) was removed from the cluster; stopped", file=sys.stderr, flush=True)
     return status

@@ -1,13 +1,14 @@
-"""Opening a member's two LMDB environments.
+"""Opening a member's stores: the Raft log and the keyspace's LMDB environment.
 
-<data_dir>/raft  the Raft log and hard state, written only by the raft actor.
+<data_dir>/wal   the Raft log and hard state, an append-only write-ahead log
+                 (store/raftlog.py), written only by the raft actor.
 <data_dir>/kv    the MVCC keyspace and lease table, written only by the apply actor
                  and read concurrently by frontend and watch (LMDB readers never
                  block the single writer, so reads need not hop through apply).
 
-Every writer commits once per batch, so there is at most one sync per batch,
-never one per request. The Raft log syncs fully (data and meta page): an entry a
-member acknowledged must survive any crash, and the log is what makes a write
+Every writer writes once per batch, so there is at most one sync per batch,
+never one per request. The Raft log's one fdatasync per Ready makes an entry a
+member acknowledged survive any crash, and the log is what makes a write
 durable on a majority.
 
 The keyspace does not sync on commit (LMDB's MDB_NOSYNC, as etcd's backend
@@ -62,15 +63,14 @@ import shutil
 
 import lmdb
 
-RAFT_MAX_DBS = 4
-
+from store.raftlog import fsync_path
 
 def kv_path(data_dir: str) -> str:
     return os.path.join(data_dir, "kv")
 
 
-def raft_path(data_dir: str) -> str:
-    return os.path.join(data_dir, "raft")
+def wal_path(data_dir: str) -> str:
+    return os.path.join(data_dir, "wal")
 
 
 def replicated_databases() -> dict:
@@ -129,11 +129,11 @@ def defragment_kv(env: lmdb.Environment, data_dir: str, map_bytes: int, sync_on_
     except BaseException:
         shutil.rmtree(copy_dir, ignore_errors=True)
         raise
-    _fsync_file(os.path.join(copy_dir, "data.mdb"))
+    fsync_path(os.path.join(copy_dir, "data.mdb"))
     env.close()
     os.rename(directory, old_dir)
     os.rename(copy_dir, directory)
-    _fsync_file(os.path.dirname(directory))
+    fsync_path(os.path.dirname(directory))
     # The old data file goes now (its readers keep it until they reopen); its lock
     # file stays until the next defragment: LMDB refuses to open, in a process
     # that still has the old environment open, a lock file whose inode is the
@@ -143,14 +143,6 @@ def defragment_kv(env: lmdb.Environment, data_dir: str, map_bytes: int, sync_on_
     except FileNotFoundError:
         pass
     return open_kv(data_dir, map_bytes, sync_on_commit=sync_on_commit)
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def recover_defragment(data_dir: str) -> None:
@@ -166,20 +158,42 @@ def recover_defragment(data_dir: str) -> None:
     shutil.rmtree(old_dir, ignore_errors=True)
 
 
-def open_raft(data_dir: str, map_bytes: int) -> lmdb.Environment:
-    os.makedirs(raft_path(data_dir), exist_ok=True)
-    env = lmdb.open(raft_path(data_dir), map_size=map_bytes, max_dbs=RAFT_MAX_DBS, sync=True, metasync=True, readahead=False)
-    env.reader_check()
-    return env
+def open_raft_log(data_dir: str):
+    """The member's Raft log (store/raftlog.py), moved first from the LMDB
+    environment that held it before the WAL, if the data dir still has one.
+    Its `repairs` say what opening it did (migrated, torn tail cut off), for
+    the caller to log; CorruptLog means the member must not start."""
+    from store.raftlog import RaftLogStore
+    from store.raftlog_lmdb import migrate_legacy
+
+    os.makedirs(data_dir, exist_ok=True)
+    notes = migrate_legacy(data_dir, wal_path(data_dir))
+    store = RaftLogStore(wal_path(data_dir))
+    store.repairs[:0] = notes
+    return store
 
 
-def prepare_member_store(config, member_name: str) -> None:
-    """Create both environments and their databases before any actor starts, so
-    readers in other processes never race the creation of a named database."""
+def check_raft_log(data_dir: str) -> list[str]:
+    """Migrate the Raft log from LMDB if needed, verify the checksum of every
+    frame and cut off a torn tail, without decoding the records (the raft
+    actor does that when it opens the log): what was done, for the caller to
+    log. Raises CorruptLog on damage."""
+    from store.raftlog import check_segments
+    from store.raftlog_lmdb import migrate_legacy
+
+    os.makedirs(data_dir, exist_ok=True)
+    return migrate_legacy(data_dir, wal_path(data_dir)) + check_segments(wal_path(data_dir))
+
+
+def prepare_member_store(config, member_name: str) -> list[str]:
+    """Create the keyspace's databases before any actor starts, so readers in
+    other processes never race the creation of a named database; migrate,
+    verify and repair the Raft log (check_raft_log), so a damaged log stops
+    the member here (CorruptLog) rather than in a crash-looping raft actor.
+    Returns the Raft log's repairs, for the caller to log."""
     from store.alarms import Alarms
     from store.auth import AuthStore
     from store.mvcc import KeySpace
-    from store.raftlog import RaftLogStore
 
     data_dir = config.data_dir(member_name)
     settings = config.settings
@@ -191,6 +205,4 @@ def prepare_member_store(config, member_name: str) -> None:
     AuthStore(kv)
     kv.sync(True)  # the keyspace does not sync on commit (see the module docstring)
     kv.close()
-    raft = open_raft(data_dir, settings.raft_map_bytes)
-    RaftLogStore(raft)
-    raft.close()
+    return check_raft_log(data_dir)

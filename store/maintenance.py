@@ -148,8 +148,7 @@ def restore_member(path: str, config, name: str, bump_revision: int = DEFAULT_BU
                    mark_compacted: bool = True) -> dict:
     """Create member `name`'s data dir (from config) holding the snapshot at
     path; see the module docstring. Returns what was restored."""
-    from store.environment import open_kv, open_raft, prepare_member_store
-    from store.raftlog import RaftLogStore
+    from store.environment import open_kv, open_raft_log, prepare_member_store
     from store.snapshot_install import replace_keyspace
     from transport.raft_messages import HardState, SnapshotMeta
 
@@ -182,12 +181,12 @@ def restore_member(path: str, config, name: str, bump_revision: int = DEFAULT_BU
             kv.sync(True)  # the keyspace does not sync on commit (store/environment.py)
         finally:
             kv.close()
-        raft = open_raft(data_dir, config.settings.raft_map_bytes)
+        raft_log = open_raft_log(data_dir)
         try:
             voters = tuple(m.id for m in config.members)
-            RaftLogStore(raft).save(HardState(term=1, vote=0, commit=index), (), SnapshotMeta(index, 1, voters))
+            raft_log.save(HardState(term=1, vote=0, commit=index), (), SnapshotMeta(index, 1, voters))
         finally:
-            raft.close()
+            raft_log.close()
     except BaseException:
         if created:
             shutil.rmtree(data_dir, ignore_errors=True)

@@ -11,6 +11,7 @@ import queue
 import signal
 import socket
 import subprocess
+import threading
 import sys
 import threading
 import time
@@ -470,3 +471,37 @@ def wait_for(condition, what: str, timeout_s: float = 10.0):
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+class Writer:
+    """A client writing keys under `prefix` continuously, counting the acknowledged
+    ones and noting when each was acknowledged."""
+
+    def __init__(self, endpoints, prefix: bytes):
+        self.acked: list[bytes] = []
+        self.acked_at: list[float] = []  # time.monotonic() of each acknowledgement
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, args=(endpoints, prefix), daemon=True)
+        self.thread.start()
+
+    def run(self, endpoints, prefix: bytes) -> None:
+        with Client(endpoints, timeout=10) as c:
+            i = 0
+            while not self.stop.is_set():
+                key = prefix + b"%06d" % i
+                try:
+                    c.put(key, b"v")
+                    self.acked.append(key)
+                    self.acked_at.append(time.monotonic())
+                except CairnError:
+                    pass  # a write whose outcome is unknown is not counted
+                i += 1
+
+    def finish(self) -> list[bytes]:
+        self.stop.set()
+        self.thread.join(30)
+        return self.acked
+
+    def longest_gap_s(self) -> float:
+        """The longest time between two consecutive acknowledgements."""
+        return max(b - a for a, b in zip(self.acked_at, self.acked_at[1:]))

@@ -7,7 +7,8 @@ is due, step every message, propose every queued proposal as one batch, ask for
 one ReadIndex for every read round queued, then drain the core's Ready under the
 contract of etcd's raft (doc.go):
 
-  1. persist hard state, entries and snapshot in ONE LMDB transaction (one fsync)
+  1. persist hard state, entries and snapshot as ONE append to the write-ahead
+     log (store/raftlog.py: one write, one fdatasync)
   2. send messages (one frame per peer)
   3. hand committed entries to the apply actor
   4. advance
@@ -15,7 +16,7 @@ contract of etcd's raft (doc.go):
 Apply flow: committed entries are sent to the apply actor in order, with at most
 max_apply_inflight_entries unacknowledged; apply answers Applied(index). If apply
 restarts (or a message is lost) it asks for ApplyNeed(next_index) and the entries
-are re-read from the LMDB log, which is only compacted behind what apply has
+are re-read from the log, which is only compacted behind what apply has
 made durable (Applied.durable_index): the keyspace commits without a sync, so
 after an OS crash apply may need entries it had already acknowledged
 (store/environment.py); nor past what a recently active follower still needs
@@ -75,9 +76,8 @@ from actors.raft.metrics import RaftMetrics
 from actors.raft.peers import Peers
 from actors.raft.retention import RetainedBytes, compaction_index
 from actors.raft.snapshots import SnapshotReceiver, SnapshotSender
-from store.environment import open_kv, open_raft
+from store.environment import open_kv, open_raft_log
 from store.mvcc import KeySpace
-from store.raftlog import RaftLogStore
 from transport import codec, curve
 from transport.entries import make_payload
 from actors.raft.membership import reconfig_problem
@@ -155,8 +155,9 @@ class RaftActor(Actor):
 
     def __init__(self, config, member_name: str):
         super().__init__(config, member_name)
-        self.env = open_raft(self.data_dir, self.settings.raft_map_bytes)
-        self.store = RaftLogStore(self.env)
+        self.store = open_raft_log(self.data_dir)
+        for repair in self.store.repairs:
+            self.log.warning("raft_log_repaired", repair=repair)
         hard_state, snapshot, entries = self.store.load()
         self.kv_env = open_kv(self.data_dir, self.settings.kv_map_bytes)
         applied = self._applied_index_on_disk()
@@ -824,7 +825,7 @@ class RaftActor(Actor):
     def _feed_apply(self, fresh_entries=()) -> None:
         """Send committed entries to apply in order, at most max_apply_inflight_entries
         unacknowledged; fresh entries from a Ready go out as they are when they
-        follow what was sent, anything else is re-read from the LMDB log."""
+        follow what was sent, anything else is re-read from the log."""
         limit = self.limits.max_apply_inflight_entries
         while self.sent_to_apply < self.committed_for_apply and self.sent_to_apply - self.apply_acked < limit:
             first = self.sent_to_apply + 1
@@ -906,7 +907,7 @@ class RaftActor(Actor):
 
     def release(self) -> None:
         self.snapshot_sender.close()
-        self.env.close()
+        self.store.close()
         self.kv_env.close()
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 
 import pytest
@@ -20,7 +19,7 @@ import pytest
 from cairn import Client
 from cairn.aio import Client as AsyncClient
 from cairn.config import member_id_for
-from tests.harness import cluster_fixture, election_timeout_s, value_or_none, wait_for
+from tests.harness import Writer, cluster_fixture, election_timeout_s, value_or_none, wait_for
 from transport.errors import (
     CairnError,
     LearnerNotReadyError,
@@ -41,40 +40,6 @@ REMOVED_EXIT_CODE = 78
 
 def _ids(response) -> dict[int, bool]:
     return {m.id: m.is_learner for m in response.members}
-
-
-class Writer:
-    """A client writing keys under `prefix` continuously, counting the acknowledged
-    ones and noting when each was acknowledged."""
-
-    def __init__(self, endpoints, prefix: bytes):
-        self.acked: list[bytes] = []
-        self.acked_at: list[float] = []  # time.monotonic() of each acknowledgement
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, args=(endpoints, prefix), daemon=True)
-        self.thread.start()
-
-    def run(self, endpoints, prefix: bytes) -> None:
-        with Client(endpoints, timeout=10) as c:
-            i = 0
-            while not self.stop.is_set():
-                key = prefix + b"%06d" % i
-                try:
-                    c.put(key, b"v")
-                    self.acked.append(key)
-                    self.acked_at.append(time.monotonic())
-                except CairnError:
-                    pass  # a write whose outcome is unknown is not counted
-                i += 1
-
-    def finish(self) -> list[bytes]:
-        self.stop.set()
-        self.thread.join(30)
-        return self.acked
-
-    def longest_gap_s(self) -> float:
-        """The longest time between two consecutive acknowledgements."""
-        return max(b - a for a, b in zip(self.acked_at, self.acked_at[1:]))
 
 
 def test_grow_through_a_learner_while_writing(cluster):
