@@ -25,14 +25,17 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # The long runs: many more Raft schedules (see tests/raft/test_simulation.py),
-# and many more fuzzing seeds against a live cluster and the apply path
-# (tests/integration/test_fuzz.py, tests/store/test_apply_edges.py).
+# many more fuzzing seeds against a live cluster and the apply path
+# (tests/integration/test_fuzz.py, tests/store/test_apply_edges.py), and many
+# more kill -9 rounds under write load (tests/integration/test_wal_crash.py).
 CAIRN_FUZZ_SEEDS   ?= 10
 CAIRN_FUZZ_SECONDS ?= 60
+CAIRN_CRASH_ROUNDS ?= 40
 test-long: $(STAMP)
 	CAIRN_SIM_SCHEDULES=100000 $(BIN)/python -m pytest -q tests/raft -k simulation
 	CAIRN_FUZZ_SEEDS=$(CAIRN_FUZZ_SEEDS) CAIRN_FUZZ_SECONDS=$(CAIRN_FUZZ_SECONDS) \
 		$(BIN)/python -m pytest -q tests/integration/test_fuzz.py tests/store/test_apply_edges.py
+	CAIRN_CRASH_ROUNDS=$(CAIRN_CRASH_ROUNDS) $(BIN)/python -m pytest -q tests/integration/test_wal_crash.py
 
 tox: $(STAMP)
 	$(BIN)/tox

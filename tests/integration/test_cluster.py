@@ -90,11 +90,22 @@ def test_follower_down_past_compaction_catches_up_by_snapshot(cluster):
     follower.stop()
     others = [m.endpoint for m in cluster.members.values() if m is not follower]
     with Client(others) as c:
-        for i in range(300):  # well past snapshot_entries=40
-            c.put(f"snap/{i}".encode(), b"x" * 100)
+        stopped_at = c.status().raft_index  # the follower has at most this much of the log
+        written = 0
+
+        def compacted_past_the_follower() -> bool:
+            # Writes go on until the leader's log starts after the follower's:
+            # the leader compacts behind what its keyspace made durable, and keeps
+            # what a follower it heard from lately still needs (catch_up_index),
+            # so the first compactions may stop short of it.
+            nonlocal written
+            for _ in range(50):  # snapshot_entries=40
+                c.put(f"snap/{written}".encode(), b"x" * 100)
+                written += 1
+            return any(r["event"] == "log_compacted" and r["index"] > stopped_at for r in leader.log_records("raft"))
+
+        wait_for(compacted_past_the_follower, "the leader's log to be compacted past the stopped follower's", 30)
         expected = c.get(b"snap/", prefix=True, count_only=True).count
-    # the leader compacts behind what its keyspace made durable, synced within ~100 ms
-    wait_for(lambda: any(r["event"] == "log_compacted" for r in leader.log_records("raft")), "the leader's compaction", 10)
     follower.start()
     cluster.wait_ready([follower])
     with Client([follower.endpoint]) as c:

@@ -25,7 +25,8 @@ from tests.harness import REPO, Cluster, Writer, wait_for
 from tests.wal_files import flip_bit, frame_offsets, write_legacy_raft_log
 
 SEED = int(os.environ.get("CAIRN_CRASH_SEED", random.randrange(1 << 30)))
-ROUNDS = 5
+# kill rounds per run: a few in `make test`, many more in `make test-long`
+ROUNDS = int(os.environ.get("CAIRN_CRASH_ROUNDS", 3))
 WRITERS = 2
 
 
