@@ -39,8 +39,7 @@ from actors.auth_door import internal_token
 from actors.base import Actor
 from actors.lease_table import LeaseTable
 from actors.lock_service import SERVICE_REQUESTS, LockService
-from cairn.config import MemberSpec
-from store import members as member_records
+from actors.member_specs import member_spec
 from store.environment import open_kv
 from store.mvcc import KeySpace
 from transport import codec
@@ -283,19 +282,9 @@ class LeaseActor(Actor):
 
     def _leader_spec(self):
         """The leader's client address and key: the YAML's member, else one added
-        at run time, from the membership the log keeps (store/members.py)."""
-        leader_id = self.raft.leader_id
-        leader = self.config.member_by_id(leader_id)
-        if leader is not None or not leader_id:
-            return leader
+        at run time (actors/member_specs.py)."""
         with self.env.begin() as txn:
-            records = member_records.load(txn, self.keyspace.meta_db) or ()
-            keys = member_records.public_keys(txn, self.keyspace.meta_db)
-        for record in records:
-            if record.id == leader_id and record.client_urls:
-                return MemberSpec(record.name, record.peer_urls[0] if record.peer_urls else "", record.client_urls[0],
-                                  record.id, public_key=keys.get(record.id, ""))
-        return None
+            return member_spec(self.config, txn, self.keyspace.meta_db, self.raft.leader_id)
 
     def _connect_leader(self, leader) -> None:
         if self.leader_link is not None:

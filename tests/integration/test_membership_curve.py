@@ -20,7 +20,8 @@ from transport.errors import AuthenticationFailed, InvalidArgumentError, Learner
 
 # Clients restricted to the harness's key, as configs/secure-3node.yaml: the new
 # member's --join and lease actor reach the others' client doors as a member.
-cluster = cluster_fixture("membership-curve", members=3, secure=True, restrict_clients=True, snapshot_entries=40)
+cluster = cluster_fixture("membership-curve", members=3, secure=True, restrict_clients=True, snapshot_entries=40,
+                          corruption_check_interval_s=1)
 
 
 
@@ -75,6 +76,11 @@ def test_a_learner_added_with_its_key_catches_up_is_promoted_and_takes_writes(cl
         voter.put(b"curve/by-n4", b"x")  # through the new member, committed with its vote
         assert voter.get(b"curve/by-n4").kvs[0].value == b"x"
     assert any(r.get("event") == "snapshot_installed" for r in new.log_records("raft"))
+    # The leader's corruption check compares it too, reached with its key from the
+    # log's membership (the YAML the others started with does not list it).
+    wait_for(lambda: any(r.get("event") == "corruption_check_passed" and r.get("members") == 4
+                         for m in cluster.running() if m is not new for r in m.log_records("frontend")),
+             "a check of all four members by one of the others", 20)
     # The others' client doors (restricted to client_keys) admit it as a member.
     assert _client_door_admits(cluster, key_file)
 
