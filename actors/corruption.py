@@ -121,17 +121,15 @@ class CorruptionChecker:
         front = self.front
         self.last_check = time.monotonic()
         targets = []
-        members = front.member_service.members()
-        with front.env.begin() as txn:
-            for member in members:
-                if member.is_learner or not member.client_urls:
-                    continue
-                # a member added at run time: its record and key from the log's membership
-                spec = member_spec(front.config, txn, front.keyspace.meta_db, member.id)
-                if front.config.security.curve and not (spec and spec.public_key):
-                    continue  # added without a public key: it cannot be reached in curve mode
-                security = front.client_security(spec) if spec is not None else {}
-                targets.append((member.id, member.client_urls[0], security))
+        for member in front.member_service.members():
+            if member.is_learner or not member.client_urls:
+                continue
+            # a member added at run time: its record and key from the log's membership
+            spec = member_spec(front.config, front.env, front.keyspace.meta_db, member.id)
+            if front.config.security.curve and not (spec and spec.public_key):
+                continue  # added without a public key: it cannot be reached in curve mode
+            security = front.client_security(spec) if spec is not None else {}
+            targets.append((member.id, member.client_urls[0], security))
         if not any(member_id == front.member.id for member_id, _, _ in targets):
             return  # a learner (or a member not yet in the records) compares nothing: its own hash fixes the revision
         self.worker = threading.Thread(target=self._run, args=(targets,), name="corruption-check", daemon=True)

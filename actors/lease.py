@@ -283,8 +283,7 @@ class LeaseActor(Actor):
     def _leader_spec(self):
         """The leader's client address and key: the YAML's member, else one added
         at run time (actors/member_specs.py)."""
-        with self.env.begin() as txn:
-            return member_spec(self.config, txn, self.keyspace.meta_db, self.raft.leader_id)
+        return member_spec(self.config, self.env, self.keyspace.meta_db, self.raft.leader_id)
 
     def _connect_leader(self, leader) -> None:
         if self.leader_link is not None:
