@@ -129,6 +129,7 @@ async def _call(method, request):
 
 
 def free_ports(count: int) -> list[int]:
+    """Loopback ports nobody listens on now (the test harness uses this too)."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:

@@ -11,7 +11,6 @@ import queue
 import signal
 import socket
 import subprocess
-import threading
 import sys
 import threading
 import time
@@ -23,24 +22,13 @@ import yaml
 
 from cairn import Client
 from cairn import config as config_module
+from cairn.bench_compare import free_ports
 from cairn.procfs import process_tree
 from transport import curve
 from transport.errors import CairnError, PermissionDeniedError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT_S = 30.0
-
-
-def free_ports(count: int) -> list[int]:
-    sockets, ports = [], []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-        ports.append(s.getsockname()[1])
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def write_config(directory, members: int = 1, http: bool = False, grpc: bool = False, secure: bool = False,
