@@ -94,17 +94,19 @@ def test_follower_down_past_compaction_catches_up_by_snapshot(cluster):
         written = 0
 
         def compacted_past_the_follower() -> bool:
-            # Writes go on until the leader's log starts after the follower's:
-            # the leader compacts behind what its keyspace made durable, and keeps
-            # what a follower it heard from lately still needs (catch_up_index),
-            # so the first compactions may stop short of it.
+            # Writes go on until every running member's log starts after the
+            # follower's (whichever leads when it comes back must send a
+            # snapshot): each compacts behind what its keyspace made durable,
+            # and a leader keeps what a follower it heard from lately still
+            # needs (catch_up_index), so the first compactions may stop short.
             nonlocal written
             for _ in range(50):  # snapshot_entries=40
                 c.put(f"snap/{written}".encode(), b"x" * 100)
                 written += 1
-            return any(r["event"] == "log_compacted" and r["index"] > stopped_at for r in leader.log_records("raft"))
+            return all(any(r["event"] == "log_compacted" and r["index"] > stopped_at for r in m.log_records("raft"))
+                       for m in cluster.members.values() if m is not follower)
 
-        wait_for(compacted_past_the_follower, "the leader's log to be compacted past the stopped follower's", 30)
+        wait_for(compacted_past_the_follower, "every running member's log to be compacted past the stopped follower's", 30)
         expected = c.get(b"snap/", prefix=True, count_only=True).count
     follower.start()
     cluster.wait_ready([follower])
