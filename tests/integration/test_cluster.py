@@ -112,7 +112,10 @@ def test_follower_down_past_compaction_catches_up_by_snapshot(cluster):
     cluster.wait_ready([follower])
     with Client([follower.endpoint]) as c:
         assert c.get(b"snap/", prefix=True, count_only=True, serializable=True).count == expected
-    assert any(r["event"] == "snapshot_installed" for r in follower.log_records("raft"))
+    # The keyspace is readable as soon as apply commits the snapshot; raft logs
+    # the install when apply's answer reaches it, a moment later.
+    wait_for(lambda: any(r["event"] == "snapshot_installed" for r in follower.log_records("raft")),
+             "the follower's raft to log the snapshot it installed", 10)
     # sent by the leader of the time (leadership may have moved since)
     assert any(r["event"] == "snapshot_sent" for m in cluster.members.values() for r in m.log_records("raft"))
 
