@@ -39,7 +39,7 @@ import threading
 import time
 from collections import deque
 
-from cairn.cli import UsageError, security_flags, security_options
+from cairn.cli import ArgumentParser, UsageError, security_flags, security_options
 from cairn.procfs import process_tree
 from transport import codec
 from transport import messages as m
@@ -567,7 +567,7 @@ def run_standard(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cairn bench", description="load generator for cairn")
+    parser = ArgumentParser(prog="cairn bench", description="load generator for cairn")
     parser.add_argument("--endpoints", default=DEFAULT_ENDPOINTS)
     security_flags(parser)  # cairnctl's CURVE flags
     commands = parser.add_subparsers(dest="command", required=True)

@@ -1198,8 +1198,33 @@ class _Subcommands:
         return _Subcommands(parser.add_subparsers(**options), self.common)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, except that the value after a key or password flag is always its
+    value: a Z85 public key (or a password) may begin with '-', which argparse
+    would otherwise take for an option ("expected one argument")."""
+
+    VALUE_FLAGS = frozenset({"--server-keys", "--client-key", "--curve-key", "--user", "--password",
+                             "--new-password"})
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        fused, index = [], 0
+        while index < len(args):
+            word = args[index]
+            if word == "--":
+                fused.extend(args[index:])
+                break
+            if word in self.VALUE_FLAGS and index + 1 < len(args):
+                fused.append(f"{word}={args[index + 1]}")
+                index += 2
+                continue
+            fused.append(word)
+            index += 1
+        return super().parse_known_args(fused, namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cairnctl", description="cairnctl: a command-line client for cairn (etcdctl v3 style)")
+    parser = ArgumentParser(prog="cairnctl", description="cairnctl: a command-line client for cairn (etcdctl v3 style)")
     _global_flags(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
     _global_flags(common, suppress=True)
