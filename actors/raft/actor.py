@@ -727,6 +727,14 @@ class RaftActor(Actor):
             # while it writes them itself; its own entries count toward a commit
             # only once persisted (advance). Others persist first, then answer.
             leading = self.core.role == ROLE_LEADER
+            # A Ready that writes nothing durable (the commit index moved, the
+            # followers' answers arrived) hands its committed entries to apply
+            # before its messages go out: they were durable on this member and a
+            # quorum before this Ready, and apply is on the client's path, while
+            # the messages (the new commit index for the followers) are not.
+            apply_first = bool(ready.committed_entries) and not self._must_sync(ready)
+            if apply_first:
+                self._hand_to_apply(ready.committed_entries)
             if leading:
                 self._send_to_peers(messages)
             started = time.perf_counter()
@@ -746,15 +754,8 @@ class RaftActor(Actor):
                 self._send_to_peers(messages)
             if ready.dropped_proposals:
                 self._forwarded_dropped(ready.dropped_proposals, "rejected_by_peer")
-            if ready.committed_entries:
-                self._conf_committed(ready.committed_entries)
-                self.committed_for_apply = max(self.committed_for_apply, ready.committed_entries[-1].index)
-                self._feed_apply(ready.committed_entries)
-                if self.forwarded:
-                    own = self.own_payload_prefix  # skip hashing other members' entries
-                    for entry in ready.committed_entries:
-                        if entry.data.startswith(own):
-                            self.forwarded.pop(entry.data, None)
+            if ready.committed_entries and not apply_first:
+                self._hand_to_apply(ready.committed_entries)
             for read_state in ready.read_states:
                 if read_state.context == REJOIN_CONTEXT:
                     self.rejoin_target = read_state.index
@@ -774,6 +775,23 @@ class RaftActor(Actor):
                 self.log.info(name, **{"term": self.core.term, **_printable(fields)})
             self.core.advance(ready)
             self._follow_config()
+
+    def _hand_to_apply(self, committed_entries) -> None:
+        """Committed entries of a Ready: answer conf changes, feed apply, and
+        forget the forwarded proposals among them."""
+        self._conf_committed(committed_entries)
+        self.committed_for_apply = max(self.committed_for_apply, committed_entries[-1].index)
+        self._feed_apply(committed_entries)
+        if self.forwarded:
+            own = self.own_payload_prefix  # skip hashing other members' entries
+            for entry in committed_entries:
+                if entry.data.startswith(own):
+                    self.forwarded.pop(entry.data, None)
+
+    def _must_sync(self, ready) -> bool:
+        """Whether this Ready writes anything durable (see _persist)."""
+        hard_state = ready.hard_state if ready.hard_state is not None else self.hard_state
+        return must_sync(ready, hard_state, self.saved_hard_state)
 
     def _persist(self, ready) -> None:
         """Write a Ready durably, except a change of the commit index alone: as in
