@@ -87,25 +87,33 @@ def outbox(context: zmq.Context, data_dir: str, actor: str, hwm: int) -> zmq.Soc
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 def drain(socket: zmq.Socket, limit: int, multipart: bool = False) -> list:
     """Everything queued on socket, up to limit messages (each a list of its
-    parts when multipart), without blocking."""
+    parts when multipart), without blocking. It stops when ZMQ_EVENTS says
+    nothing more is queued rather than on zmq.Again: a turn usually drains one
+    message, and raising Again cost more than the receive (~3.5 us of ~8)."""
     received = []
     receive = socket.recv
+    option = socket.get
     try:
         if multipart:
-            more = socket.get
             while len(received) < limit:
                 parts = [receive(_NOBLOCK)]
-                while more(_RCVMORE):
+                while option(_RCVMORE):
                     parts.append(receive(_NOBLOCK))
                 received.append(parts)
+                if not option(_EVENTS) & _POLLIN:
+                    break
         else:
             while len(received) < limit:
                 received.append(receive(_NOBLOCK))
-    except zmq.Again:
+                if not option(_EVENTS) & _POLLIN:
+                    break
+    except zmq.Again:  # nothing was queued (a drain without a poll first)
         pass
     return received
 
