@@ -115,6 +115,7 @@ class TransportThread:
         self.new_endpoints: deque[str] = deque(self.endpoints)  # the I/O thread connects these
         self.thread = threading.Thread(target=self._run, name="cairn-client-io", daemon=True)
         self.thread.start()
+        self.thread_id = self.thread.ident
 
     def add_endpoint(self, address: str) -> int:
         """Connect to one more endpoint (endpoint discovery); returns its index."""
@@ -141,6 +142,11 @@ class TransportThread:
         with self.lock:
             self.pending[key] = future
         self.submissions.append((endpoint, frame, key, time.monotonic() + self.dial_timeout))
+        if threading.get_ident() == self.thread_id and not self.closed:
+            # A callback of a reply (a closed-loop caller issuing its next request)
+            # runs on the I/O thread, which sends what was submitted before it
+            # polls again: no wake-up through the pipe to itself.
+            return future
         if not self._wake():
             with self.lock:
                 ours = self.pending.pop(key, None) is not None  # else close() already failed it
@@ -228,6 +234,10 @@ class TransportThread:
                 for socket in dealers:
                     if socket in events:
                         self._receive_all(socket)
+                while self.submissions:  # submitted by callbacks of replies, on this thread
+                    while self.submissions:
+                        unsent.append(self.submissions.popleft())
+                    unsent = self._send_all(dealers, unsent)
         finally:
             for monitor in monitors:
                 monitor.close(linger=0)
