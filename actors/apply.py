@@ -13,9 +13,13 @@ skipped; an entry past applied + 1 means a message was lost, so the batch stops
 there and apply asks raft to resend (ApplyNeed). Applying never raises for a
 property of an entry (see store/apply.py, "Totality"); an entry that failed is
 logged with its index. After the commit, apply answers its own member's
-requests through the frontend, tells raft how far it got (flow control), and
-hands the batch's events to the watch hub, or, while the hub reports no
-watchers (WatchInterest), only the new revision (the events stay in the store).
+requests through the frontend, hands the batch's events to the watch hub, or,
+while the hub reports no watchers (WatchInterest), only the new revision (the
+events stay in the store), and tells raft how far it got. Raft needs that only
+for flow control (max_apply_inflight_entries) and log compaction, so it goes
+once a tick, or at once when a quarter of the window is unacknowledged: one
+message per batch woke every member's raft actor once more per write, and on
+the leader's member right when the frontend answers the client.
 
 The commit does not wait for the disk (etcd's backend does the same behind its
 WAL): readers in other processes see it at once, and the Raft log, synced on
@@ -111,6 +115,11 @@ class ApplyActor(Actor):
         self.env.sync(True)
         self.syncer = KeyspaceSyncer(self.env, self.applied, self.settings.keyspace_sync_ms / 1000)
         self.reported_durable = self.applied
+        self.reported_applied = self.applied
+        self.raft_report_due = 0.0
+        # Unacknowledged entries past which raft hears at once rather than at the
+        # next tick: a quarter of its window, so it never stalls waiting for us.
+        self.raft_report_entries = max(1, self.limits.max_apply_inflight_entries // 4)
         hwm = self.limits.socket_hwm
         self.inbox = inbox(self.context, self.data_dir, "apply", hwm)
         self.to_raft = outbox(self.context, self.data_dir, "raft", hwm)
@@ -174,8 +183,6 @@ class ApplyActor(Actor):
         )
         frames = tuple(codec.encode(response, request_id) for request_id, response in batch.answers)
         self.send(self.to_frontend, Applied(self.applied, self.revision, request_ids, frames))
-        self.reported_durable = self.syncer.durable
-        self.send(self.to_raft, Applied(self.applied, self.revision, durable_index=self.reported_durable))
         if batch.events:
             # With no watchers the hub only needs to know the revision moved; a
             # watcher created meanwhile reads the elided revisions from the store.
@@ -185,6 +192,8 @@ class ApplyActor(Actor):
                 self.send(self.to_watch, AppliedEvents(self.revision, (), elided=True))
         if batch.lease_changes:
             self.send(self.to_lease, batch.lease_changes.message())
+        if self.applied - self.reported_applied >= self.raft_report_entries:
+            self._report_to_raft()
 
     def install_snapshot(self, message: InstallSnapshot) -> None:
         """Replace the keyspace with the leader's snapshot (one transaction), then
@@ -204,7 +213,7 @@ class ApplyActor(Actor):
             self.revision = self.keyspace.current_revision(txn)
         self.applied = applied
         self.log.info("snapshot_installed", index=message.index, applied=applied, revision=self.revision)
-        self.reported_durable = applied
+        self.reported_durable = self.reported_applied = applied  # SnapshotInstalled tells raft both
         self.send(self.to_raft, SnapshotInstalled(message.index, applied))
         self.send(self.to_frontend, Applied(self.applied, self.revision))
 
@@ -253,19 +262,20 @@ class ApplyActor(Actor):
         if self.compaction_pending and not self.pending_entries:
             self._compaction_step()
         self._check_quota(now)
-        self._report_durable()
+        if self.syncer.error is not None:
+            raise self.syncer.error
+        if now >= self.raft_report_due and (self.applied > self.reported_applied or self.syncer.durable > self.reported_durable):
+            self._report_to_raft()
         if self.retired_file is not None and now >= self.retired_file[1]:
             self._close_retired_file()
 
-    def _report_durable(self) -> None:
-        """Tell raft how far the keyspace is synced, once the syncer moved it
-        (raft compacts its log only behind it)."""
-        if self.syncer.error is not None:
-            raise self.syncer.error
-        durable = self.syncer.durable
-        if durable > self.reported_durable:
-            self.reported_durable = durable
-            self.send(self.to_raft, Applied(self.applied, self.revision, durable_index=durable))
+    def _report_to_raft(self) -> None:
+        """Tell raft how far apply got (its flow control) and how far the
+        keyspace is synced (raft compacts its log only behind it)."""
+        self.reported_applied = self.applied
+        self.reported_durable = max(self.reported_durable, self.syncer.durable)
+        self.raft_report_due = time.monotonic() + self.settings.tick_ms / 1000
+        self.send(self.to_raft, Applied(self.applied, self.revision, durable_index=self.reported_durable))
 
     def _close_retired_file(self) -> None:
         """The last close of a replaced keyspace file, off this loop (os.close
