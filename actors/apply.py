@@ -14,8 +14,8 @@ there and apply asks raft to resend (ApplyNeed). Applying never raises for a
 property of an entry (see store/apply.py, "Totality"); an entry that failed is
 logged with its index. After the commit, apply answers its own member's
 requests through the frontend, hands the batch's events to the watch hub, or,
-while the hub reports no watchers (WatchInterest), only the new revision (the
-events stay in the store), and tells raft how far it got. Raft needs that only
+while the hub reports no watchers (WatchInterest), only the new revision, once
+a tick (the events stay in the store), and tells raft how far it got. Raft needs that only
 for flow control (max_apply_inflight_entries) and log compaction, so it goes
 once a tick, or at once when a quarter of the window is unacknowledged: one
 message per batch woke every member's raft actor once more per write, and on
@@ -138,12 +138,16 @@ class ApplyActor(Actor):
         # Until the watch hub says otherwise, assume it has watchers: sending
         # events it does not need is only a cost, eliding ones it needs is a gap.
         self.hub_watching = True
+        self.elided_revision = 0  # the revision of elided batches the hub has not been told of
+        self.elided_report_due = 0.0
         self.log.info("apply_recovered", index=self.applied, revision=self.revision)
         self.send(self.to_raft, ApplyNeed(self.applied + 1))
         self.send(self.to_raft, Applied(self.applied, self.revision, durable_index=self.applied))
 
     def on_watch_interest(self, message: WatchInterest) -> None:
         self.hub_watching = message.watching
+        if self.hub_watching:
+            self._report_elided()  # in revision order, before the next batch's events
 
     def on_batch_end(self) -> None:
         if self.syncer.error is not None:
@@ -184,12 +188,15 @@ class ApplyActor(Actor):
         frames = tuple(codec.encode(response, request_id) for request_id, response in batch.answers)
         self.send(self.to_frontend, Applied(self.applied, self.revision, request_ids, frames))
         if batch.events:
-            # With no watchers the hub only needs to know the revision moved; a
-            # watcher created meanwhile reads the elided revisions from the store.
+            # With no watchers the hub only needs to know the revision moved, and
+            # not at once (once a tick: a message per batch woke every member's
+            # watch actor once per write); a watcher created meanwhile starts at
+            # the store's revision and reads the elided ones from the store.
             if self.hub_watching:
+                self._report_elided()
                 self.send(self.to_watch, AppliedEvents(self.revision, tuple(batch.events)))
             else:
-                self.send(self.to_watch, AppliedEvents(self.revision, (), elided=True))
+                self.elided_revision = self.revision
         if batch.lease_changes:
             self.send(self.to_lease, batch.lease_changes.message())
         if self.applied - self.reported_applied >= self.raft_report_entries:
@@ -266,6 +273,8 @@ class ApplyActor(Actor):
             raise self.syncer.error
         if now >= self.raft_report_due and (self.applied > self.reported_applied or self.syncer.durable > self.reported_durable):
             self._report_to_raft()
+        if self.elided_revision and now >= self.elided_report_due:
+            self._report_elided()
         if self.retired_file is not None and now >= self.retired_file[1]:
             self._close_retired_file()
 
@@ -276,6 +285,13 @@ class ApplyActor(Actor):
         self.reported_durable = max(self.reported_durable, self.syncer.durable)
         self.raft_report_due = time.monotonic() + self.settings.tick_ms / 1000
         self.send(self.to_raft, Applied(self.applied, self.revision, durable_index=self.reported_durable))
+
+    def _report_elided(self) -> None:
+        """The revision of the batches whose events were elided, to the watch hub."""
+        if self.elided_revision:
+            self.send(self.to_watch, AppliedEvents(self.elided_revision, (), elided=True))
+            self.elided_revision = 0
+            self.elided_report_due = time.monotonic() + self.settings.tick_ms / 1000
 
     def _close_retired_file(self) -> None:
         """The last close of a replaced keyspace file, off this loop (os.close
