@@ -13,8 +13,12 @@ contract of etcd's raft (doc.go):
   3. hand committed entries to the apply actor
   4. advance
 
+except that a Ready with nothing to persist hands its committed entries to apply
+before step 2: they were durable before it, and apply is on the client's path.
+
 Apply flow: committed entries are sent to the apply actor in order, with at most
-max_apply_inflight_entries unacknowledged; apply answers Applied(index). If apply
+max_apply_inflight_entries unacknowledged; apply answers Applied(index), once a
+tick or when a quarter of that window is unacknowledged. If apply
 restarts (or a message is lost) it asks for ApplyNeed(next_index) and the entries
 are re-read from the log, which is only compacted behind what apply has
 made durable (Applied.durable_index): the keyspace commits without a sync, so
