@@ -116,3 +116,44 @@ def test_a_request_on_a_connection_that_drops_fails_at_once_with_connection_lost
     finally:
         transport.close()
         context.term()
+
+
+def test_a_request_submitted_by_a_replys_callback_goes_out_without_a_wake_up():
+    """A closed-loop caller (cairn bench) issues its next request from the
+    reply's callback, on the I/O thread: the thread sends it before it polls
+    again, rather than waking itself through its inproc pipe."""
+    import zmq
+
+    from transport.messages import RangeResponse, ResponseHeader
+
+    port = free_ports(1)[0]
+    context = zmq.Context()
+    server = context.socket(zmq.ROUTER)
+    server.bind(f"tcp://127.0.0.1:{port}")
+    transport = TransportThread([f"tcp://127.0.0.1:{port}"], dial_timeout=5.0, max_receive_bytes=1 << 20)
+    wakes = []
+    wake = transport._wake
+    transport._wake = lambda closing=False: wakes.append(threading.get_ident()) or wake(closing)
+    chained = []
+
+    def submit_next(future):
+        request_id = transport.next_request_id()
+        chained.append(transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id))
+
+    try:
+        request_id = transport.next_request_id()
+        first = transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id)
+        first.add_done_callback(submit_next)
+        reply = RangeResponse(ResponseHeader(1, 2, 3, 4), ())
+        for _ in range(2):  # the first request, then the one its callback submitted
+            assert server.poll(5000)
+            identity, frame = server.recv_multipart()
+            server.send_multipart([identity, codec.encode(reply, codec.peek_request_id(frame))])
+        assert first.result(timeout=5) == reply
+        assert chained[0].result(timeout=5) == reply
+        assert transport.thread_id not in wakes  # only the caller's own submit woke the thread
+        assert len(wakes) == 1
+    finally:
+        transport.close()
+        server.close(linger=0)
+        context.term()
