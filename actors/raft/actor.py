@@ -215,10 +215,7 @@ class RaftActor(Actor):
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
-        connect_curve = None
-        if config.security.curve:
-            def connect_curve(socket, public_key: str) -> None:
-                curve.make_client(socket, self.keys, public_key.encode())
+        connect_curve = self._connect_curve if config.security.curve else None
         self.metrics_outbox = self.to_frontend
         self.raft_metrics = RaftMetrics(self.metrics)
         self.peers = Peers(self.context, self.member, config.members, self.log, self.serve_curve, connect_curve,
@@ -516,6 +513,10 @@ class RaftActor(Actor):
             self.snapshot_to_step = message
             self.pending_install = install
             self.send(self.to_apply, install)
+
+    def _connect_curve(self, socket, public_key: str) -> None:
+        """A peer socket as a CURVE client of the member with `public_key`."""
+        curve.make_client(socket, self.keys, public_key.encode())
 
     def _register_handlers(self) -> None:
         self.on_message(ProposeBatch, self._on_propose)
