@@ -48,7 +48,7 @@ OPERATION_TIMEOUT_S = 5.0
 # How long the cluster may take to serve again after the last fault, for the final reads.
 RECOVERY_TIMEOUT_S = 60.0
 # How long the injector looks for the leader before it kills the schedule's member instead.
-LEADER_SEARCH_S = 3.0
+LEADER_SEARCH_S = 1.0
 KEY_PREFIX = b"fault-mix/"
 
 
