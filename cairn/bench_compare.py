@@ -4,6 +4,11 @@ when an etcd binary is found, a fresh local etcd, side by side with the ratios.
     cairn bench compare [--config configs/local-3node.yaml] [--etcd PATH]
                         [--sequential 2000] [--concurrent 30000] [--gets 30000]
                         [--clients 256] [--restarts 3] [--output FILE.json]
+    cairn bench compare --fault-mix [--fault-seconds 60] [--fault-seed 1]
+
+`--fault-mix` measures one figure instead of the standard ones: ops/s of six
+clients while members are killed and stopped (cairn/bench_fault_mix.py), each
+system's history checked linearizable; the exit status is 1 if one is not.
 
 Theory of operation
 -------------------

@@ -12,7 +12,9 @@ makes several calls is a plan of plans (`yield from planner.call(...)`).
 The rules, as cairn/client.py's docstring states them: a request that never
 left this process or that a member refused before its Raft log is retried on
 the next endpoint with back-off; a read that timed out is retried on the next
-endpoint; a write sent without an answer raises IndeterminateError.
+endpoint; a write sent without an answer raises IndeterminateError. A call
+that fails because its endpoint did not answer leaves the next call
+preferring another endpoint (cairn.retry's move_on).
 """
 
 from __future__ import annotations
