@@ -352,9 +352,15 @@ def fault_mix(members, seconds: float, seed: int, clients: int = WORKERS) -> dic
     in_run = [op for op in ops if op.ok and op.returned <= stopped]
     windows = bf.fault_windows(_relative_events(injector.events, started), _relative_ops(ops, started), run_s, clients)
     failed_requests = sum((worker.failed_requests for worker in workers), Counter())
+    # before the first fault the cluster is whole: the same clients' rate without faults, to tell the
+    # cost of the faults (ops_per_s / steady) from the cost of each operation
+    steady_s = schedule[0].at_s if schedule else run_s
+    steady = sum(1 for op in in_run if op.returned - started < steady_s) / steady_s
     return {
         "seconds": round(run_s, 3), "seed": seed, "clients": clients,
         "ops_per_s": round(len(in_run) / run_s, 1),
+        "ops_per_s_before_faults": round(steady, 1),
+        "kept_under_faults": round(len(in_run) / run_s / steady, 3) if steady else None,
         "acknowledged": len(in_run),
         "acknowledged_by_kind": dict(Counter(op.kind for op in in_run)),
         "failed_operations": sum(not op.ok for op in ops),
@@ -420,6 +426,8 @@ def render(results: dict) -> str:
     seconds = next(iter(results.values()))["seconds"]
     row(f"ops/s of {next(iter(results.values()))['clients']} clients over {seconds:.0f} s", lambda r: f"{r['ops_per_s']:,.1f}/s",
         ratio=True)
+    row("ops/s before the first fault", lambda r: f"{r['ops_per_s_before_faults']:,.1f}/s")
+    row("share of that kept under the faults", lambda r: f"{r['kept_under_faults'] or 0:.0%}")
     row("failed requests: timeouts / errors", lambda r: f"{r['timeouts']} / {r['errors']}")
     row("operations failed (after retries)", lambda r: str(r["failed_operations"]))
     row("linearizable, nothing acknowledged lost", lambda r: "yes" if r["linearizable"] else

@@ -42,8 +42,9 @@ READ, WRITE, CAS = "read", "write", "cas"
 HOLD_S_MIN, HOLD_S_MAX = 0.5, 2.0
 # Quiet time after a fault heals, before the next one: the cluster is meant to recover in it.
 GAP_S_MIN, GAP_S_MAX = 2.0, 4.0
-# The first fault waits this long (or a fifth of a short run), so the run starts on a healthy cluster.
-FIRST_FAULT_S = 2.0
+# The first fault waits this long (or a fifth of a short run): the run starts on a healthy cluster,
+# and its rate before the first fault is the same clients' rate without faults.
+FIRST_FAULT_S = 5.0
 VALUE_DIGITS = 12
 
 
