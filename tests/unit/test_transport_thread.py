@@ -116,3 +116,18 @@ def test_a_request_on_a_connection_that_drops_fails_at_once_with_connection_lost
     finally:
         transport.close()
         context.term()
+
+
+def test_a_request_to_an_endpoint_that_refuses_connections_fails_at_once_not_after_dial_timeout():
+    """A killed member's port refuses connections: once the I/O thread has seen
+    one refused, a request for it fails with Unavailable (never sent, so the
+    caller may go elsewhere) well before dial_timeout, every time."""
+    transport = TransportThread([f"tcp://127.0.0.1:{free_ports(1)[0]}"], dial_timeout=30.0, max_receive_bytes=1 << 20)
+    try:
+        for _ in range(3):
+            request_id = transport.next_request_id()
+            future = transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id)
+            assert isinstance(future.exception(timeout=10), Unavailable)
+            assert transport.forget(request_id) is False
+    finally:
+        transport.close()
