@@ -442,5 +442,5 @@ def _window_cell(summary: dict | None) -> str:
     if not summary:
         return "-"
     first_write = summary["to_first_write_s"]
-    return (f"{summary['no_ack_s']:.2f} / {first_write:.2f} / {summary['worker_stall_s']:.2f} ×{summary['count']}"
-            if first_write is not None else f"{summary['no_ack_s']:.2f} / - / {summary['worker_stall_s']:.2f} ×{summary['count']}")
+    first = f"{first_write:.2f}" if first_write is not None else "-"
+    return f"{summary['no_ack_s']:.2f} / {first} / {summary['worker_stall_s']:.2f} ×{summary['count']}"
