@@ -11,12 +11,14 @@ request id, so many requests are in flight at once over one connection.
 DEALER sockets use ZMQ_IMMEDIATE: a frame is only queued to a completed
 connection. A request for an endpoint that does not connect within
 dial_timeout fails with Unavailable, and it provably never left this process,
-so the caller may send it elsewhere. An endpoint known to be down (its last
-connection attempt was refused, or its connection dropped, and none has
-succeeded since: the socket monitor's events) fails such a request at once
-instead: a killed member would otherwise cost every request that lands on it
-its whole dial_timeout (or its call's whole timeout, when that is shorter),
-when the next member could answer in a millisecond.
+so the caller may send it elsewhere. In a client of several endpoints, an
+endpoint known to be down (its last connection attempt was refused, or its
+connection dropped, and none has succeeded since: the socket monitor's
+events) fails such a request at once instead: a killed member would otherwise
+cost every request that lands on it its whole dial_timeout (or its call's
+whole timeout, when that is shorter), when the next member could answer in a
+millisecond. A client of one endpoint has nowhere else to go, so its request
+still waits for the connection and leaves the moment it is made.
 
 A request that did leave, on a connection that then drops (the member died or
 restarted its frontend), will never be answered: a socket monitor sees the
@@ -308,7 +310,7 @@ class TransportThread:
                         self.sent.add(request_id)
                         self.sent_on[request_id] = endpoint
                     continue
-            if now < deadline and endpoint not in self.down:
+            if now < deadline and not (endpoint in self.down and len(self.endpoints) > 1):
                 still_unsent.append(item)
             else:
                 address = self.endpoints[endpoint]
