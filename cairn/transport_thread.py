@@ -11,7 +11,14 @@ request id, so many requests are in flight at once over one connection.
 DEALER sockets use ZMQ_IMMEDIATE: a frame is only queued to a completed
 connection. A request for an endpoint that does not connect within
 dial_timeout fails with Unavailable, and it provably never left this process,
-so the caller may send it elsewhere.
+so the caller may send it elsewhere. In a client of several endpoints, an
+endpoint known to be down (its last connection attempt was refused, or its
+connection dropped, and none has succeeded since: the socket monitor's
+events) fails such a request at once instead: a killed member would otherwise
+cost every request that lands on it its whole dial_timeout (or its call's
+whole timeout, when that is shorter), when the next member could answer in a
+millisecond. A client of one endpoint has nowhere else to go, so its request
+still waits for the connection and leaves the moment it is made.
 
 A request that did leave, on a connection that then drops (the member died or
 restarted its frontend), will never be answered: a socket monitor sees the
@@ -82,7 +89,8 @@ class TransportLimits:
 
 
 MONITOR_EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-                  | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+                  | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                  | zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED)
 
 
 class TransportThread:
@@ -94,6 +102,7 @@ class TransportThread:
         # endpoint index -> (AuthenticationFailed, when; None: for good); I/O thread only
         self.refused: dict[int, tuple[AuthenticationFailed, float | None]] = {}
         self.cut_off: dict[int, int] = {}  # endpoint index -> handshakes cut off in a row
+        self.down: set[int] = set()  # endpoints refused or dropped since their last connection; I/O thread only
         self.dial_timeout = dial_timeout
         self.max_receive_bytes = max_receive_bytes
         self.context = zmq.Context()
@@ -250,6 +259,7 @@ class TransportThread:
                     monitor.close(linger=0)
             self.poller.unregister(old)
             old.close(linger=0)
+        self.down.discard(index)  # a new socket: its own events will tell
         socket = self.dealers[index] = self._dealer(address, index)
         self.poller.register(socket, zmq.POLLIN)
         monitor = socket.get_monitor_socket(MONITOR_EVENTS, addr=f"inproc://cairn-client-monitor-{id(self)}-{id(socket)}")
@@ -300,7 +310,7 @@ class TransportThread:
                         self.sent.add(request_id)
                         self.sent_on[request_id] = endpoint
                     continue
-            if now < deadline:
+            if now < deadline and not (endpoint in self.down and len(self.endpoints) > 1):
                 still_unsent.append(item)
             else:
                 address = self.endpoints[endpoint]
@@ -353,6 +363,11 @@ class TransportThread:
                 event, value = self._event(monitor.recv_multipart(zmq.NOBLOCK))
                 if event == zmq.EVENT_DISCONNECTED:
                     disconnected = True
+                    self.down.add(endpoint)
+                elif event == zmq.EVENT_CONNECT_RETRIED:
+                    self.down.add(endpoint)
+                elif event == zmq.EVENT_CONNECTED:
+                    self.down.discard(endpoint)
                 elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self.cut_off.pop(endpoint, None)
                 elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:

@@ -3,7 +3,11 @@ those threads, and every submitted Future ends, failed with Unavailable. (The ra
 this guards — a send on the wake socket after the I/O thread tore it down — has a
 window too small to hit on demand; the lock discipline in _wake is what fixes it.)"""
 
+import concurrent.futures
 import threading
+
+import pytest
+import zmq
 
 from cairn.transport_thread import TransportThread
 from tests.harness import free_ports
@@ -62,8 +66,6 @@ def test_a_grouped_watch_response_reaches_each_watch_as_its_own():
     subscribes to (a canceled watch) is skipped."""
     import queue
 
-    import zmq
-
     from transport.messages import ResponseHeader, WatchResponse, WatchResponses, WatchProgressRequest
 
     port = free_ports(1)[0]
@@ -93,8 +95,6 @@ def test_a_request_on_a_connection_that_drops_fails_at_once_with_connection_lost
     fails when the connection drops, not at its deadline."""
     import time
 
-    import zmq
-
     from transport.errors import ConnectionLostError
 
     port = free_ports(1)[0]
@@ -113,6 +113,44 @@ def test_a_request_on_a_connection_that_drops_fails_at_once_with_connection_lost
         assert isinstance(error, ConnectionLostError)
         assert time.monotonic() - started < 5  # far sooner than any request timeout
         assert transport.forget(request_id) is False  # nothing left pending for it
+    finally:
+        transport.close()
+        context.term()
+
+
+
+def test_a_request_to_an_endpoint_that_refuses_connections_fails_at_once_not_after_dial_timeout():
+    """A killed member's port refuses connections: once the I/O thread has seen
+    one refused, a request for it fails with Unavailable (never sent, so the
+    caller may go to its other endpoint) well before dial_timeout, every time."""
+    dead, other = free_ports(2)
+    transport = TransportThread([f"tcp://127.0.0.1:{dead}", f"tcp://127.0.0.1:{other}"], dial_timeout=30.0,
+                                max_receive_bytes=1 << 20)
+    try:
+        for _ in range(3):
+            request_id = transport.next_request_id()
+            future = transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id)
+            assert isinstance(future.exception(timeout=10), Unavailable)
+            assert transport.forget(request_id) is False
+    finally:
+        transport.close()
+
+
+def test_a_client_of_one_endpoint_waits_for_its_connection_rather_than_failing_at_once():
+    """Nowhere else to go: the request waits (up to dial_timeout) and leaves
+    as soon as the member listens again."""
+    port = free_ports(1)[0]
+    transport = TransportThread([f"tcp://127.0.0.1:{port}"], dial_timeout=30.0, max_receive_bytes=1 << 20)
+    context = zmq.Context()
+    try:
+        request_id = transport.next_request_id()
+        future = transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            future.exception(timeout=0.5)  # refused all this while, and still waiting
+        router = context.socket(zmq.ROUTER)
+        router.bind(f"tcp://127.0.0.1:{port}")
+        assert router.poll(10_000), "the waiting request never arrived"
+        router.close(linger=0)
     finally:
         transport.close()
         context.term()
