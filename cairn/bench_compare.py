@@ -61,6 +61,9 @@ def add_compare_parser(commands) -> None:
     compare.add_argument("--clients", type=int, default=256, help="requests in flight in the concurrent figures")
     compare.add_argument("--restarts", type=int, default=3, help="rounds of each restart figure (the median is shown)")
     compare.add_argument("--output", default="", help="also write the figures here as JSON")
+    compare.add_argument("--only", action="append", default=[], metavar="WORDS",
+                         help="only the figures whose name contains WORDS (repeatable), e.g. --only restart "
+                              "--only 'of all'")
 
 
 # ---------------------------------------------------------------------------- etcd's wire for the load generator
@@ -407,6 +410,11 @@ def figures(args) -> list:
     ]
 
 
+def selected(args) -> list:
+    """The figures --only asks for (all without it)."""
+    return [row for row in figures(args) if not args.only or any(words in row[0] for words in args.only)]
+
+
 def _throughput(summary: dict):
     """Throughput, with the p99 beside it (the figure a table shows)."""
     return (summary["throughput_per_s"], summary["latency_ms"]["p99"])
@@ -416,7 +424,7 @@ def measure(members: Members, args) -> dict:
     found = {}
     members.start()
     try:
-        for name, _, _, run in figures(args):
+        for name, _, _, run in selected(args):
             found[name] = run(members)
             print(f"  {members.name}: {name}: {found[name]}", flush=True)
     finally:
@@ -470,7 +478,7 @@ def run_compare(args) -> int:
             os.makedirs(os.path.join(directory, "etcd"))
             results["etcd"] = measure(EtcdMembers(os.path.join(directory, "etcd"), binary), args)
             results = {"etcd": results["etcd"], "cairn": results["cairn"]}
-    rows = figures(args)
+    rows = selected(args)
     print(render_table(rows, results))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
