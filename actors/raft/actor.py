@@ -72,6 +72,7 @@ from actors.base import Actor
 from actors.raft.auto_compaction import AutoCompactor
 from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore
 from actors.raft.limits import RaftLimits
+from actors.raft.markers import REJOIN_MARKER, REMOVED_EXIT_CODE, REMOVED_MARKER
 from actors.raft.metrics import RaftMetrics
 from actors.raft.peers import Peers
 from actors.raft.retention import RetainedBytes, compaction_index
@@ -138,15 +139,7 @@ from transport.raft_messages import (
 from transport.sockets import inbox, outbox
 
 _CONTEXT = struct.Struct(">Q")
-# `cairn node --rejoin` leaves this file in the data dir until the member has
-# caught up, so a restart in between stays in rejoin mode.
-REJOIN_MARKER = "rejoin"
 REJOIN_CONTEXT = b"rejoin"
-# A member that learns it was removed leaves this file in its data dir and exits
-# with REMOVED_EXIT_CODE; the supervisor then stops the member, and refuses to
-# start it again with this data dir.
-REMOVED_MARKER = "removed"
-REMOVED_EXIT_CODE = 78
 
 
 class RaftActor(Actor):
