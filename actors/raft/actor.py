@@ -262,6 +262,7 @@ class RaftActor(Actor):
         self.stop_removed_at = 0.0
         self.stop_removed_reason = ""
         self.peer_conf = None
+        self.campaign_soon_pending = False  # a start's campaign, once a peer is reachable (_campaign_soon)
         self._follow_config()
         if self.member.id not in (*self.core.voters, *self.core.learners) and self.core.commit_index >= self.core.pending_conf_index:
             self._stop_removed("this member's removal is in its own log")
@@ -273,11 +274,11 @@ class RaftActor(Actor):
             # etcd's advanceTicksForElection: a member that starts has heard from
             # no leader, so it need not wait out a whole election timeout before
             # its first (pre-)vote; after a whole-cluster restart that timeout
-            # was most of the time to the first write. One tick short of it, so
-            # a live leader's first heartbeat still arrives first, and the
-            # core's randomized timeout keeps the members' elections apart.
-            for _ in range(self.settings.election_ticks - 1):
-                self.core.tick()
+            # was most of the time to the first write. As etcd does, it waits
+            # until a peer is reachable (a campaign sent to nobody is lost, and
+            # the next one is a whole timeout later), then campaigns within a
+            # few ticks unless a leader is heard from first (_campaign_soon).
+            self.campaign_soon_pending = True
 
     # ------------------------------------------------------------------ membership
 
@@ -578,6 +579,8 @@ class RaftActor(Actor):
 
     def on_batch_end(self) -> None:
         now = time.monotonic()
+        if self.campaign_soon_pending:
+            self._campaign_soon()
         while now >= self.next_tick:
             if not self.rejoining:  # a rejoining member must not campaign
                 self.core.tick()
@@ -616,6 +619,21 @@ class RaftActor(Actor):
         self._publish_status(now)
         if self.stop_removed_at and now >= self.stop_removed_at:
             self._stop_removed(self.stop_removed_reason)
+
+    def _campaign_soon(self) -> None:
+        """After a start, once a peer is reachable and while no leader is known:
+        campaign within a few ticks (RaftCore.campaign_soon). At least two
+        ticks, so a live leader's heartbeat (every tick) comes first when only
+        this member restarted; a random spread up to half an election timeout
+        keeps the members of a whole-cluster restart from campaigning at once
+        (a split vote costs a whole randomized timeout more)."""
+        if self.core.leader_id:
+            self.campaign_soon_pending = False
+        elif self.peers.reachable():
+            self.campaign_soon_pending = False
+            election_ticks = self.settings.election_ticks
+            self.core.campaign_soon(min(2, election_ticks), max(2, election_ticks // 2))
+            self.log.info("campaign_soon", peers_reachable=True, term=self.core.term)
 
     def _propose(self, now: float) -> None:
         wait_s = self.settings.no_leader_wait_ms / 1000

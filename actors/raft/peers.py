@@ -201,6 +201,12 @@ class Peers:
                 return "snapshot chunk outside its declared size"
         return ""
 
+    def reachable(self) -> bool:
+        """Whether some peer's connection is up now: with ZMQ_IMMEDIATE a PUSH
+        socket can send (POLLOUT) only over a completed connection."""
+        return any(socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT for peer, socket in self.outboxes.items()
+                   if peer not in self.drop_peers)
+
     def send(self, messages) -> list[int]:
         """Send messages grouped per peer; returns peers that could not be reached."""
         by_peer: dict[int, list] = {}
