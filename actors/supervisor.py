@@ -20,7 +20,9 @@ exits is logged and restarted after a back-off that doubles while it keeps dying
 and resets once it stays up. SIGTERM or SIGINT stops the actors in reverse start
 order (the gateways and frontend first, so no new requests arrive while the
 rest wind down), waits
-for them, kills stragglers, and removes the ipc sockets. The actors also ask the
+for them, kills stragglers, and removes the ipc sockets. The doors (gateway,
+grpc) start last, once the raft actor and the frontend have bound their inboxes
+(SupervisorLimits.doors_wait_s). The actors also ask the
 kernel to SIGTERM them if the supervisor itself dies (PR_SET_PDEATHSIG).
 """
 
@@ -40,7 +42,7 @@ from actors.forkserver import context as forkserver_context
 from actors.process import CLOSE_LINGER_MS, set_process_title
 from actors.raft.markers import REMOVED_EXIT_CODE
 from transport.limits import holds, limit, limits, positive
-from transport.sockets import make_run_dir, remove_stale_ipc
+from transport.sockets import ipc_path, make_run_dir, remove_stale_ipc
 
 # Start order: the log owner first, the client-facing door last.
 ACTOR_CLASSES = {
@@ -83,6 +85,11 @@ class SupervisorLimits:
     stop_grace_s: float = limit(
         5.0,
         "How long stopping waits for the actors to answer what they hold and exit before it kills them.")
+    doors_wait_s: float = limit(
+        2.0,
+        "The doors (HTTP, gRPC) start once the raft actor and the frontend have bound their inboxes, or after this "
+        "long if they have not: the doors are clients of the frontend and serve nothing before it, and their imports "
+        "(aiohttp, grpc: ~0.3 s of CPU) would otherwise compete with the core actors' start on a small machine.")
 
 
 LIMITS = SupervisorLimits()
@@ -172,6 +179,8 @@ class Supervisor:
         self.backoff_s: dict[str, float] = {name: LIMITS.restart_backoff_s_min for name in self.actor_names}
         self.restart_at: dict[str, float] = {}
         self.crash_loops = CrashLoops()
+        self.doors_pending: list[str] = []  # the doors to start once the core actors listen (doors_wait_s)
+        self.doors_due = 0.0
         self.stopping = False
         self.exit_code = 0
         self.refusal = ""  # why the member did not start, for `cairn node` to print
@@ -223,7 +232,11 @@ class Supervisor:
             self.log.warning("raft_log_repaired", repair=repair)
         self.log.info("member_starting", member_id=self.config.member(self.member_name).id, data_dir=self.data_dir)
         for name in self.actor_names:
-            self.spawn(name)
+            if name in OPTIONAL_ACTORS:
+                self.doors_pending.append(name)
+            else:
+                self.spawn(name)
+        self.doors_due = time.monotonic() + LIMITS.doors_wait_s
         while not self.stopping:
             self._watch_children()
         self.stop_all()
@@ -232,8 +245,17 @@ class Supervisor:
     def _on_signal(self, signum, frame) -> None:
         self.stopping = True
 
+    def _core_actors_listening(self) -> bool:
+        """Whether the raft actor and the frontend have bound their inboxes
+        (prepare removed any a killed member left)."""
+        return all(os.path.exists(ipc_path(self.data_dir, name)) for name in ("raft", "frontend"))
+
     def _watch_children(self) -> None:
         now = time.monotonic()
+        if self.doors_pending and (now >= self.doors_due or self._core_actors_listening()):
+            for name in self.doors_pending:
+                self.spawn(name)
+            self.doors_pending = []
         for name in list(self.crash_loops.errors):
             if name not in self.restart_at and now - self.started_at[name] >= LIMITS.healthy_after_s and self.crash_loops.healthy(name):
                 self.log.info("actor_recovered", actor_name=name)
@@ -243,7 +265,7 @@ class Supervisor:
                 del self.restart_at[name]
                 self.spawn(name)
         alive = {p.sentinel: name for name, p in self.processes.items() if name not in self.restart_at}
-        ready = multiprocessing.connection.wait(list(alive), timeout=0.2)
+        ready = multiprocessing.connection.wait(list(alive), timeout=0.01 if self.doors_pending else 0.2)
         for sentinel in ready:
             name = alive[sentinel]
             process = self.processes[name]
