@@ -17,9 +17,9 @@ import multiprocessing.forkserver
 # A forked actor also imports the module of its target (actors.supervisor) and,
 # as multiprocessing does for every child, runs the parent's main module again
 # as __mp_main__ (cairn/node.py, or the `cairn` script that imports it), whose
-# imports (argparse) are here too, so a child imports nothing.
+# top-level imports are here too, so a child imports nothing.
 FORKSERVER_PRELOAD = [
-    "zmq", "lmdb", "cbor2", "structlog", "yaml", "argparse",
+    "zmq", "lmdb", "cbor2", "structlog", "yaml",
     "transport.codec", "store.mvcc", "store.apply", "store.environment", "store.raftlog_lmdb", "actors.base",
     "actors.raft.actor", "actors.apply", "actors.frontend", "actors.lease", "actors.watch", "actors.supervisor",
 ]

@@ -13,7 +13,6 @@ was started.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import signal
@@ -31,6 +30,10 @@ def main(argv=None) -> int:
         from cairn.bench import main as bench_main
 
         return bench_main(argv[1:])
+    # Here, not at the top: every actor runs this module again as multiprocessing's
+    # __mp_main__, and should import nothing it does not use (actors/forkserver.py).
+    import argparse
+
     parser = argparse.ArgumentParser(prog="cairn", description="cairn: an etcd-v3-compatible key-value store")
     commands = parser.add_subparsers(dest="command", required=True)
 
