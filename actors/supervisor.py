@@ -42,7 +42,7 @@ from actors.forkserver import context as forkserver_context
 from actors.process import CLOSE_LINGER_MS, set_process_title
 from actors.raft.markers import REMOVED_EXIT_CODE
 from transport.limits import holds, limit, limits, positive
-from transport.sockets import ipc_path, make_run_dir, remove_stale_ipc
+from transport.run_dir import ipc_path, make_run_dir, remove_stale_ipc
 
 # Start order: the log owner first, the client-facing door last.
 ACTOR_CLASSES = {
