@@ -20,7 +20,10 @@ API (`--protocol etcd-grpc`: grpcio with the protobuf modules of
 etcd-sdk-python, a test extra), each with its own client library as a user
 would. The restart figures are times from the member's process start: to the
 first serializable get a killed follower answers, and, after every member was
-killed with kill -9 and started again, to the first acknowledged put. A
+killed with kill -9 and started again, to the first acknowledged put. cairn's
+modules are byte-compiled first (`compile_bytecode`), as an installed cairn's
+are, so a start is not measured compiling source where PYTHONDONTWRITEBYTECODE
+is set. A
 figure's poll opens a new connection per attempt, so neither client's
 reconnect backoff is measured.
 
@@ -218,6 +221,20 @@ class Members:
         return next(index for index in range(3) if not self.leads(index))
 
 
+def compile_bytecode() -> None:
+    """Byte-compile cairn's own modules, as installing it does (pip writes the
+    bytecode; an editable install's first import does), so a member starts as
+    deployed even where PYTHONDONTWRITEBYTECODE is set: otherwise every start
+    compiles cairn's source again, ~0.1 s of CPU in each of a member's two
+    interpreters (docs/PERFORMANCE.md). Where the files cannot be written
+    (a read-only install, which has its bytecode), nothing happens."""
+    import compileall
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for package in ("actors", "cairn", "store", "transport"):
+        compileall.compile_dir(os.path.join(root, package), quiet=2)
+
+
 class CairnMembers(Members):
     name = "cairn"
     protocol = "cairn"
@@ -226,6 +243,7 @@ class CairnMembers(Members):
     def __init__(self, directory: str, config_path: str):
         import yaml
 
+        compile_bytecode()
         super().__init__(directory)
         with open(config_path) as handle:
             document = yaml.safe_load(handle)
