@@ -158,6 +158,21 @@ def wait_port(port: int, deadline: float) -> None:
             time.sleep(0.002)
 
 
+def wait_port_closed(port: int, deadline: float) -> None:
+    """Until nothing accepts connections on 127.0.0.1:port: a killed member's
+    processes die a few ms after its first one is reaped (up to 40 ms seen),
+    and a restart timed while the old frontend still accepts would measure
+    the client's dial timeout against a dying socket, not the new member."""
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+        except OSError:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"127.0.0.1:{port} still accepts connections after its member was killed")
+        time.sleep(0.002)
+
+
 def poll(attempt, deadline: float, what: str):
     """attempt()'s first value that does not raise, before the deadline."""
     while True:
@@ -193,6 +208,7 @@ class Members:
         except ProcessLookupError:
             pass
         process.wait()
+        wait_port_closed(self.port(index), time.monotonic() + START_TIMEOUT_S)
 
     def stop(self) -> None:
         for index in list(self.processes):
