@@ -263,6 +263,7 @@ class RaftActor(Actor):
         self.stop_removed_reason = ""
         self.peer_conf = None
         self.campaign_soon_pending = False  # a start's campaign, once a peer is reachable (_campaign_soon)
+        self.campaign_soon_fast_until = time.monotonic() + 2 * self.settings.election_ticks * self.settings.tick_ms / 1000
         self._follow_config()
         if self.member.id not in (*self.core.voters, *self.core.learners) and self.core.commit_index >= self.core.pending_conf_index:
             self._stop_removed("this member's removal is in its own log")
@@ -619,6 +620,15 @@ class RaftActor(Actor):
         self._publish_status(now)
         if self.stop_removed_at and now >= self.stop_removed_at:
             self._stop_removed(self.stop_removed_reason)
+
+    def timeout_ms(self) -> int:
+        # Until a peer is reachable after a start, look every 10 ms rather than
+        # once a tick (the first election waits for it: _campaign_soon), for
+        # two election timeouts at most: a member whose peers are all down
+        # goes back to a turn per tick.
+        if self.campaign_soon_pending and time.monotonic() < self.campaign_soon_fast_until:
+            return 10
+        return self.settings.tick_ms
 
     def _campaign_soon(self) -> None:
         """After a start, once a peer is reachable and while no leader is known:
