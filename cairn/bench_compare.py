@@ -25,7 +25,10 @@ API (`--protocol etcd-grpc`: grpcio with the protobuf modules of
 etcd-sdk-python, a test extra), each with its own client library as a user
 would. The restart figures are times from the member's process start: to the
 first serializable get a killed follower answers, and, after every member was
-killed with kill -9 and started again, to the first acknowledged put. A
+killed with kill -9 and started again, to the first acknowledged put. cairn's
+modules are byte-compiled first (`compile_bytecode`), as an installed cairn's
+are, so a start is not measured compiling source where PYTHONDONTWRITEBYTECODE
+is set. A
 figure's poll opens a new connection per attempt, so neither client's
 reconnect backoff is measured.
 
@@ -71,6 +74,9 @@ def add_compare_parser(commands) -> None:
                               "and kill-all, checked linearizable (cairn/bench_fault_mix.py)")
     compare.add_argument("--fault-seconds", type=float, default=60.0, help="length of each system's fault-mix run")
     compare.add_argument("--fault-seed", type=int, default=1, help="the fault schedule's seed (the same for both systems)")
+    compare.add_argument("--only", action="append", default=[], metavar="WORDS",
+                         help="only the figures whose name contains WORDS (repeatable), e.g. --only restart "
+                              "--only 'of all'")
 
 
 # ---------------------------------------------------------------------------- etcd's wire for the load generator
@@ -162,6 +168,21 @@ def wait_port(port: int, deadline: float) -> None:
             time.sleep(0.002)
 
 
+def wait_port_closed(port: int, deadline: float) -> None:
+    """Until nothing accepts connections on 127.0.0.1:port: a killed member's
+    processes die a few ms after its first one is reaped (up to 40 ms seen),
+    and a restart timed while the old frontend still accepts would measure
+    the client's dial timeout against a dying socket, not the new member."""
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+        except OSError:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"127.0.0.1:{port} still accepts connections after its member was killed")
+        time.sleep(0.002)
+
+
 def poll(attempt, deadline: float, what: str):
     """attempt()'s first value that does not raise, before the deadline."""
     while True:
@@ -197,6 +218,7 @@ class Members:
         except ProcessLookupError:
             pass
         process.wait()
+        wait_port_closed(self.port(index), time.monotonic() + START_TIMEOUT_S)
 
     def stop(self) -> None:
         for index in list(self.processes):
@@ -225,6 +247,20 @@ class Members:
         return next(index for index in range(3) if not self.leads(index))
 
 
+def compile_bytecode() -> None:
+    """Byte-compile cairn's own modules, as installing it does (pip writes the
+    bytecode; an editable install's first import does), so a member starts as
+    deployed even where PYTHONDONTWRITEBYTECODE is set: otherwise every start
+    compiles cairn's source again, ~0.1 s of CPU in each of a member's two
+    interpreters (docs/PERFORMANCE.md). Where the files cannot be written
+    (a read-only install, which has its bytecode), nothing happens."""
+    import compileall
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for package in ("actors", "cairn", "store", "transport"):
+        compileall.compile_dir(os.path.join(root, package), quiet=2)
+
+
 class CairnMembers(Members):
     name = "cairn"
     protocol = "cairn"
@@ -233,6 +269,7 @@ class CairnMembers(Members):
     def __init__(self, directory: str, config_path: str):
         import yaml
 
+        compile_bytecode()
         super().__init__(directory)
         with open(config_path) as handle:
             document = yaml.safe_load(handle)
@@ -417,6 +454,11 @@ def figures(args) -> list:
     ]
 
 
+def selected(args) -> list:
+    """The figures --only asks for (all without it)."""
+    return [row for row in figures(args) if not args.only or any(words in row[0] for words in args.only)]
+
+
 def _throughput(summary: dict):
     """Throughput, with the p99 beside it (the figure a table shows)."""
     return (summary["throughput_per_s"], summary["latency_ms"]["p99"])
@@ -426,7 +468,7 @@ def measure(members: Members, args) -> dict:
     found = {}
     members.start()
     try:
-        for name, _, _, run in figures(args):
+        for name, _, _, run in selected(args):
             found[name] = run(members)
             print(f"  {members.name}: {name}: {found[name]}", flush=True)
     finally:
@@ -486,7 +528,7 @@ def run_compare(args) -> int:
 
         print(render(results))
     else:
-        print(render_table(figures(args), results))
+        print(render_table(selected(args), results))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as handle:
