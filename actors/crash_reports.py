@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 
-from transport.sockets import run_dir
+from transport.run_dir import run_dir
 
 ERRORS_FILE = "member_errors.json"
 

@@ -78,6 +78,10 @@ class GatewayActor(etcd_api.Door):
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/livez", self.livez)
         app.router.add_get("/metrics", self.serve_metrics)
+
+        def member_change(response):
+            return gj.member_change_response(response, self.door_urls)
+
         unary = {
             "/kv/range": (gj.range_request, gj.range_response),
             "/kv/put": (gj.put_request, gj.put_response),
@@ -90,10 +94,10 @@ class GatewayActor(etcd_api.Door):
             "/lease/leases": (gj.empty_request(m.LeaseLeasesRequest()), gj.lease_leases_response),
             "/cluster/member/list": (gj.empty_request(m.MemberListRequest()),
                                      lambda response: gj.member_list_response(response, self.door_urls)),
-            "/cluster/member/add": (gj.member_add_request, lambda r: gj.member_change_response(r, self.door_urls)),
-            "/cluster/member/remove": (gj.member_remove_request, lambda r: gj.member_change_response(r, self.door_urls)),
-            "/cluster/member/update": (gj.member_update_request, lambda r: gj.member_change_response(r, self.door_urls)),
-            "/cluster/member/promote": (gj.member_promote_request, lambda r: gj.member_change_response(r, self.door_urls)),
+            "/cluster/member/add": (gj.member_add_request, member_change),
+            "/cluster/member/remove": (gj.member_remove_request, member_change),
+            "/cluster/member/update": (gj.member_update_request, member_change),
+            "/cluster/member/promote": (gj.member_promote_request, member_change),
             "/maintenance/status": (gj.empty_request(m.StatusRequest()),
                                     lambda response: gj.status_response(response, ETCD_API_VERSION)),
             "/maintenance/alarm": (gj.alarm_request, gj.alarm_response),

@@ -15,7 +15,10 @@ leader's keeps deadlines (actors/lease_table.py) and acts on them:
   revoke acknowledged before they were asked. A forwarded TimeToLive asks
   the leader without keys, and this member adds them from its own store
   (the leader's frontend would check them against no user; this member's
-  checked them against the caller).
+  checked them against the caller). A leader whose apply is behind this
+  member's may not know a lease yet that this member granted and answered:
+  its "not found" is asked again on the next timer turn, until the forward's
+  deadline (etcd's leader waits for its applied index before a renew).
 * each tick, expired leases are revoked by proposing LeaseExpireRequest
   entries, many leases per entry — but only while the leader has heard from a
   quorum within an election timeout (RaftStatus.quorum_active): a leader cut off
@@ -95,6 +98,17 @@ class LeaseLimits:
         "client can turn to another member well within a lease's life instead of waiting out its own timeout.")
 
 
+@dataclasses.dataclass(slots=True)
+class Forwarded:
+    """A lease request sent on to the leader, until its answer is relayed."""
+
+    identity: bytes
+    deadline: float
+    keys_wanted: bool
+    frame: bytes  # sent again while the leader has not applied a lease this member has
+    answer: bytes | None = None  # the leader's last answer, relayed at the deadline
+
+
 class LeaseActor(Actor):
     name = "lease"
     lease_limits = LeaseLimits()
@@ -125,7 +139,8 @@ class LeaseActor(Actor):
         self.replies: list[tuple[bytes, bytes]] = []
         self.leader_link: zmq.Socket | None = None
         self.leader_link_to = 0
-        self.forwarded: dict[int, tuple[bytes, float, bool]] = {}  # request id -> (identity, deadline, keys wanted)
+        self.forwarded: dict[int, Forwarded] = {}  # request id -> what its answer needs
+        self.ask_again: list[int] = []  # forwarded requests the leader answered before applying their lease
         self.next_checkpoint = time.monotonic() + self.lease_limits.checkpoint_interval_s
         # Lock and Election services: worker threads hand results back through
         # this deque and wake the loop through an inproc pair.
@@ -193,8 +208,11 @@ class LeaseActor(Actor):
 
     def _fail_forwarded(self, request_ids: list[int], error) -> None:
         for request_id in request_ids:
-            identity = self.forwarded.pop(request_id)[0]
-            self.reply(identity, request_id, error.to_response())
+            pending = self.forwarded.pop(request_id)
+            if pending.answer is not None:  # the leader's answer stands: it never applied the lease in time
+                self.replies.append((pending.identity, pending.answer))
+            else:
+                self.reply(pending.identity, request_id, error.to_response())
 
     def on_client(self, identity: bytes, frame: bytes, now: float) -> None:
         try:
@@ -278,7 +296,7 @@ class LeaseActor(Actor):
         # the link's queue is full: the leader is far behind or gone (retryable)
         unreachable = NoLeaderError("etcdserver: leader unreachable").to_response()
         if self.send(self.leader_link, frame, on_full=lambda: self.reply(identity, request_id, unreachable)):
-            self.forwarded[request_id] = (identity, now + self.lease_limits.forward_timeout_s, keys_wanted)
+            self.forwarded[request_id] = Forwarded(identity, now + self.lease_limits.forward_timeout_s, keys_wanted, frame)
 
     def _leader_spec(self):
         """The leader's client address and key: the YAML's member, else one added
@@ -301,20 +319,37 @@ class LeaseActor(Actor):
 
     def on_leader_replies(self, frames: list[bytes]) -> None:
         for frame in frames:
-            request_id = codec.peek_request_id(frame)
-            pending = self.forwarded.pop(request_id, None)
-            if pending is not None:
-                self.replies.append((pending[0], self._as_own_answer(frame, pending[2])))
+            try:
+                request_id, message = codec.decode(frame)
+            except CairnError:
+                request_id, message = codec.peek_request_id(frame), None
+            pending = self.forwarded.get(request_id)
+            if pending is None:
+                continue
+            answer = frame if message is None else self._as_own_answer(frame, request_id, message, pending.keys_wanted)
+            if message is not None and self._leader_behind(message):
+                pending.answer = answer  # relayed if the leader still has not applied it by the deadline
+                self.ask_again.append(request_id)
+                continue
+            del self.forwarded[request_id]
+            self.replies.append((pending.identity, answer))
 
-    def _as_own_answer(self, frame: bytes, keys_wanted: bool) -> bytes:
+    def _leader_behind(self, message) -> bool:
+        """The leader says a lease does not exist that this member's store has:
+        its apply has not reached the grant this member applied (and answered
+        the client for) yet, as etcd's leader waits for its applied index
+        before a renew. Asked again on the next timer turn, until the deadline."""
+        if isinstance(message, LeaseKeepAliveResponse) and message.ttl == 0:
+            return self._stored(message.id)
+        if isinstance(message, LeaseTimeToLiveResponse) and message.ttl == -1:
+            return self._stored(message.id)
+        return False
+
+    def _as_own_answer(self, frame: bytes, request_id: int, message, keys_wanted: bool) -> bytes:
         """The leader's answer with this member's id in its header: the member a
         client asked is the one that answers, as in etcd, where a follower fills
         the header of a keep-alive it forwarded; a TimeToLive's keys from this
         member's store (see the module docstring)."""
-        try:
-            request_id, message = codec.decode(frame)
-        except CairnError:
-            return frame
         if keys_wanted and isinstance(message, LeaseTimeToLiveResponse) and message.ttl >= 0:
             message = dataclasses.replace(message, keys=tuple(self._reader().lease_keys(message.id)))
         elif getattr(message, "header", None) is None or message.header.member_id == self.member.id:
@@ -358,9 +393,14 @@ class LeaseActor(Actor):
 
     def on_timer(self, now: float) -> None:
         if self.forwarded:
-            late = [request_id for request_id, (_, deadline, _) in self.forwarded.items() if deadline <= now]
+            late = [request_id for request_id, pending in self.forwarded.items() if pending.deadline <= now]
             if late:
                 self._fail_forwarded(late, NoLeaderError("etcdserver: leader unreachable (no answer in time)"))
+            for request_id in self.ask_again:
+                pending = self.forwarded.get(request_id)
+                if pending is not None:
+                    self.send(self.leader_link, pending.frame, on_full=lambda: None)  # the deadline covers a loss
+        self.ask_again = []
         if not self.table.leading:
             return
         if self.raft.quorum_active:

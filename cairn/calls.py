@@ -12,7 +12,9 @@ makes several calls is a plan of plans (`yield from planner.call(...)`).
 The rules, as cairn/client.py's docstring states them: a request that never
 left this process or that a member refused before its Raft log is retried on
 the next endpoint with back-off; a read that timed out is retried on the next
-endpoint; a write sent without an answer raises IndeterminateError.
+endpoint; a write sent without an answer raises IndeterminateError. A call
+that fails because its endpoint did not answer leaves the next call
+preferring another endpoint (cairn.retry's move_on).
 """
 
 from __future__ import annotations
@@ -156,6 +158,8 @@ class CallPlanner:
             if step.action == retry.RETURN:
                 return step.value
             if step.action == retry.RAISE:
+                if step.move_on and call.fixed is None:
+                    self._move_on_from(index)
                 raise step.value
             yield Pause(self._prepare_retry(call, step, index))
 
@@ -252,16 +256,21 @@ class CallPlanner:
             raise retry.out_of_time(call.last_error)
         return index, self.endpoints[index], remaining
 
+    def _move_on_from(self, index: int) -> None:
+        """Prefer the endpoint after `index`, unless another call has moved on already."""
+        if len(self.endpoints) > 1:
+            with self._lock:
+                if self._preferred == index:
+                    self._preferred = (index + 1) % len(self.endpoints)
+
     def _prepare_retry(self, call: _Call, step: retry.Step, index: int) -> float:
         """Record the failure, move to the next endpoint; the pause before retrying."""
         if not (isinstance(step.value, TimeoutError_) and call.last_error is not None):
             # an attempt cut short by the deadline says less than the error before it
             # (NoLeader, say), which is what the caller gets when time runs out
             call.last_error = step.value
-        if call.fixed is None and len(self.endpoints) > 1:
-            with self._lock:
-                if self._preferred == index:
-                    self._preferred = (index + 1) % len(self.endpoints)
+        if call.fixed is None:
+            self._move_on_from(index)
         if step.new_request_id:
             self._new_request_id(call)
         return call.backoff.next_pause(call.deadline - time.monotonic()) if step.backoff else 0.0

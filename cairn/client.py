@@ -16,6 +16,10 @@ uncertain write:
 * A write that was sent and got no answer (timeout, or the member's own Timeout)
   raises IndeterminateError: it may or may not have been applied, and only the
   caller can decide what to do.
+* A call that fails because its member did not answer (no connection, no
+  answer in time, the connection lost) leaves the client preferring the next
+  endpoint, so the caller's next call does not wait out the same dead or
+  stopped member.
 
 The rules are cairn.retry's decisions, applied by cairn.calls.CallPlanner,
 which both this client and the asyncio one (cairn/aio.py) run: every request

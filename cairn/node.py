@@ -13,7 +13,6 @@ was started.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import signal
@@ -31,6 +30,10 @@ def main(argv=None) -> int:
         from cairn.bench import main as bench_main
 
         return bench_main(argv[1:])
+    # Here, not at the top: every actor runs this module again as multiprocessing's
+    # __mp_main__, and should import nothing it does not use (actors/forkserver.py).
+    import argparse
+
     parser = argparse.ArgumentParser(prog="cairn", description="cairn: an etcd-v3-compatible key-value store")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -120,12 +123,10 @@ DIE_WITH_PARENT_ENV = "CAIRN_DIE_WITH_PARENT"
 
 
 def run_node(cluster_config, name: str, rejoin: bool = False) -> int:
-    from actors.raft.actor import REJOIN_MARKER, REMOVED_EXIT_CODE, REMOVED_MARKER
-    from actors.supervisor import DataDirLocked, Supervisor
+    from actors.process import die_with_parent
+    from actors.raft.markers import REJOIN_MARKER, REMOVED_EXIT_CODE, REMOVED_MARKER
 
     if os.environ.get(DIE_WITH_PARENT_ENV):
-        from actors.base import die_with_parent
-
         die_with_parent(os.getppid())
     member = cluster_config.member(name)
     removed = os.path.join(cluster_config.data_dir(name), REMOVED_MARKER)
@@ -139,6 +140,11 @@ def run_node(cluster_config, name: str, rejoin: bool = False) -> int:
         if problem:
             print(f"cairn: {problem}", file=sys.stderr)
             return EXIT_CONFIG_ERROR
+    from actors.forkserver import start_forkserver
+
+    start_forkserver()  # its imports, most of a member's start, run while the supervisor starts
+    from actors.supervisor import DataDirLocked, Supervisor
+
     try:
         supervisor = Supervisor(cluster_config, name)
     except DataDirLocked as error:

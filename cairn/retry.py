@@ -10,6 +10,11 @@ hide member failures the same way and neither ever hides an uncertain write:
 * no answer in time: a read moves to the next endpoint (reads are safe to
   repeat); a write that was sent raises IndeterminateError; a frame that was
   never sent raises Unavailable.
+
+An error raised because the endpoint did not answer (no connection, no
+answer in time, the connection lost) also moves the client's preference on
+(`move_on`): the caller's next call, whatever it is, starts with another
+member rather than waiting out a dead or stopped one again.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Step:
     value: object = None  # the reply (RETURN) or the error (RAISE, RETRY)
     new_request_id: bool = False  # the member saw this id: a retry needs a fresh one
     backoff: bool = False
+    move_on: bool = False  # RAISE: the endpoint did not answer; the next call prefers another
 
 
 def after_reply(reply, write: bool, endpoint: str, may_fail_over: bool) -> Step:
@@ -41,7 +47,8 @@ def after_reply(reply, write: bool, endpoint: str, may_fail_over: bool) -> Step:
         return Step(RETURN, reply)
     error = from_response(reply)
     if isinstance(error, TimeoutError_) and write:
-        return Step(RAISE, IndeterminateError(f"write outcome unknown: {error.message}", endpoint=endpoint))
+        return Step(RAISE, IndeterminateError(f"write outcome unknown: {error.message}", endpoint=endpoint),
+                    move_on=True)
     if error.retryable and may_fail_over:
         return Step(RETRY, error, new_request_id=True, backoff=True)
     return Step(RAISE, error)
@@ -53,7 +60,8 @@ def after_error(error: CairnError, may_fail_over: bool, write: bool = False) -> 
     if isinstance(error, ConnectionLostError):
         endpoint = error.details.get("endpoint", "")
         if write:
-            return Step(RAISE, IndeterminateError(f"write outcome unknown: {error.message}", endpoint=endpoint))
+            return Step(RAISE, IndeterminateError(f"write outcome unknown: {error.message}", endpoint=endpoint),
+                        move_on=True)
         return Step(RETRY, error, new_request_id=True, backoff=True)
     if may_fail_over and error.retryable:
         return Step(RETRY, error, backoff=True)
@@ -62,9 +70,10 @@ def after_error(error: CairnError, may_fail_over: bool, write: bool = False) -> 
 
 def after_timeout(write: bool, was_sent: bool, endpoint: str) -> Step:
     if not was_sent:
-        return Step(RAISE, Unavailable(f"cannot connect to {endpoint}", endpoint=endpoint))
+        return Step(RAISE, Unavailable(f"cannot connect to {endpoint}", endpoint=endpoint), move_on=True)
     if write:
-        return Step(RAISE, IndeterminateError("write outcome unknown: sent, but no answer before the timeout", endpoint=endpoint))
+        return Step(RAISE, IndeterminateError("write outcome unknown: sent, but no answer before the timeout",
+                                              endpoint=endpoint), move_on=True)
     return Step(RETRY, TimeoutError_("read timed out", endpoint=endpoint), new_request_id=True)
 
 

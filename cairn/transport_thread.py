@@ -11,7 +11,14 @@ request id, so many requests are in flight at once over one connection.
 DEALER sockets use ZMQ_IMMEDIATE: a frame is only queued to a completed
 connection. A request for an endpoint that does not connect within
 dial_timeout fails with Unavailable, and it provably never left this process,
-so the caller may send it elsewhere.
+so the caller may send it elsewhere. In a client of several endpoints, an
+endpoint known to be down (its last connection attempt was refused, or its
+connection dropped, and none has succeeded since: the socket monitor's
+events) fails such a request at once instead: a killed member would otherwise
+cost every request that lands on it its whole dial_timeout (or its call's
+whole timeout, when that is shorter), when the next member could answer in a
+millisecond. A client of one endpoint has nowhere else to go, so its request
+still waits for the connection and leaves the moment it is made.
 
 A request that did leave, on a connection that then drops (the member died or
 restarted its frontend), will never be answered: a socket monitor sees the
@@ -82,7 +89,8 @@ class TransportLimits:
 
 
 MONITOR_EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-                  | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+                  | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                  | zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED)
 
 
 class TransportThread:
@@ -94,6 +102,7 @@ class TransportThread:
         # endpoint index -> (AuthenticationFailed, when; None: for good); I/O thread only
         self.refused: dict[int, tuple[AuthenticationFailed, float | None]] = {}
         self.cut_off: dict[int, int] = {}  # endpoint index -> handshakes cut off in a row
+        self.down: set[int] = set()  # endpoints refused or dropped since their last connection; I/O thread only
         self.dial_timeout = dial_timeout
         self.max_receive_bytes = max_receive_bytes
         self.context = zmq.Context()
@@ -234,7 +243,7 @@ class TransportThread:
                 for socket in dealers:
                     if socket in events:
                         self._receive_all(socket)
-                while self.submissions:  # submitted by callbacks of replies, on this thread
+                while self.submissions:  # submitted meanwhile; a reply's callback on this thread did not wake it
                     while self.submissions:
                         unsent.append(self.submissions.popleft())
                     unsent = self._send_all(dealers, unsent)
@@ -260,6 +269,7 @@ class TransportThread:
                     monitor.close(linger=0)
             self.poller.unregister(old)
             old.close(linger=0)
+        self.down.discard(index)  # a new socket: its own events will tell
         socket = self.dealers[index] = self._dealer(address, index)
         self.poller.register(socket, zmq.POLLIN)
         monitor = socket.get_monitor_socket(MONITOR_EVENTS, addr=f"inproc://cairn-client-monitor-{id(self)}-{id(socket)}")
@@ -310,7 +320,7 @@ class TransportThread:
                         self.sent.add(request_id)
                         self.sent_on[request_id] = endpoint
                     continue
-            if now < deadline:
+            if now < deadline and not (endpoint in self.down and len(self.endpoints) > 1):
                 still_unsent.append(item)
             else:
                 address = self.endpoints[endpoint]
@@ -318,31 +328,43 @@ class TransportThread:
         return still_unsent
 
     def _receive_all(self, socket) -> None:
+        """Read what socket holds, but leave as soon as something waits to be
+        sent: the loop sends it and comes back (poll finds the rest at once).
+        A watch's keep-alive returns the credit its member needs to send more;
+        queued behind a burst of watch responses it made the member hold
+        events for the length of the burst (round 3 of the fan-out work in
+        docs/PERFORMANCE.md: keep-alives waited up to ~1 s here)."""
         while True:
             try:
                 frame = socket.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            try:
-                request_id, message = codec.decode(frame, self.max_receive_bytes)
-            except CairnError as error:
-                request_id = codec.peek_request_id(frame)
-                self._resolve(request_id, error=MalformedRequestError(f"bad reply from server: {error.message}"))
-                continue
-            if type(message) is WatchResponses:
-                self._split(message)
-                continue
+            self._on_frame(frame)
+            if self.submissions:
+                return
+
+    def _on_frame(self, frame: bytes) -> None:
+        """One reply: to its Future, its stream, or a large range's chunks."""
+        try:
+            request_id, message = codec.decode(frame, self.max_receive_bytes)
+        except CairnError as error:
+            request_id = codec.peek_request_id(frame)
+            self._resolve(request_id, error=MalformedRequestError(f"bad reply from server: {error.message}"))
+            return
+        if type(message) is WatchResponses:
+            self._split(message)
+            return
+        with self.lock:
+            stream = self.streams.get(request_id)
+        if stream is not None:
+            stream(message)
+            return
+        if type(message) is RangeChunk:
             with self.lock:
-                stream = self.streams.get(request_id)
-            if stream is not None:
-                stream(message)
-                continue
-            if type(message) is RangeChunk:
-                with self.lock:
-                    if request_id in self.pending:
-                        self.chunks.setdefault(request_id, []).extend(message.kvs)
-                continue
-            self._resolve(request_id, result=message)
+                if request_id in self.pending:
+                    self.chunks.setdefault(request_id, []).extend(message.kvs)
+            return
+        self._resolve(request_id, result=message)
 
     def _split(self, message: WatchResponses) -> None:
         """One response several watches are due: each gets it as if it had
@@ -363,6 +385,11 @@ class TransportThread:
                 event, value = self._event(monitor.recv_multipart(zmq.NOBLOCK))
                 if event == zmq.EVENT_DISCONNECTED:
                     disconnected = True
+                    self.down.add(endpoint)
+                elif event == zmq.EVENT_CONNECT_RETRIED:
+                    self.down.add(endpoint)
+                elif event == zmq.EVENT_CONNECTED:
+                    self.down.discard(endpoint)
                 elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self.cut_off.pop(endpoint, None)
                 elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:

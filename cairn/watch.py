@@ -123,6 +123,8 @@ class _Responses:
     def get(self, timeout: float | None):
         """The oldest item; None if there is none within `timeout` seconds
         (0: do not wait; None: wait as long as it takes)."""
+        if timeout == 0 and not self.items:
+            return None  # a poll of an empty queue: no exception raised and caught per call
         try:
             return self.items.popleft()
         except IndexError:

@@ -138,6 +138,19 @@ def group_members(pgid: int) -> list[int]:
     return found
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Processes whose command line holds `text` (a run's temporary directory, say)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if text.encode() in handle.read():
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 # Every member process a test started, so the session can stop leftovers.
 STARTED: list["Member"] = []
 

@@ -19,14 +19,12 @@ class CairnError(Exception):
 
     code = "Unknown"
     retryable = False
+    default_text = ""  # etcd's wording where etcd has one; the code otherwise
 
     def __init__(self, message: str = "", **details):
-        super().__init__(message or self.default_message())
-        self.message = message or self.default_message()
+        self.message = message or self.default_text or self.code
+        super().__init__(self.message)
         self.details = details
-
-    def default_message(self) -> str:
-        return self.code
 
     def to_response(self) -> ErrorResponse:
         return ErrorResponse(code=self.code, message=self.message, details=self.details or None)
@@ -52,9 +50,7 @@ class InvalidArgumentError(CairnError):
 
 class EmptyKeyError(InvalidArgumentError):
     code = "EmptyKey"
-
-    def default_message(self):
-        return "etcdserver: key is not provided"
+    default_text = "etcdserver: key is not provided"
 
 
 class KeyTooLongError(InvalidArgumentError):
@@ -63,84 +59,62 @@ class KeyTooLongError(InvalidArgumentError):
 
 class DuplicateKeyError(InvalidArgumentError):
     code = "DuplicateKey"
-
-    def default_message(self):
-        return "etcdserver: duplicate key given in txn request"
+    default_text = "etcdserver: duplicate key given in txn request"
 
 
 class TooManyOpsError(InvalidArgumentError):
     code = "TooManyOps"
-
-    def default_message(self):
-        return "etcdserver: too many operations in txn request"
+    default_text = "etcdserver: too many operations in txn request"
 
 
 class ValueProvidedError(InvalidArgumentError):
     code = "ValueProvided"
-
-    def default_message(self):
-        return "etcdserver: value is provided"
+    default_text = "etcdserver: value is provided"
 
 
 class LeaseProvidedError(InvalidArgumentError):
     code = "LeaseProvided"
-
-    def default_message(self):
-        return "etcdserver: lease is provided"
+    default_text = "etcdserver: lease is provided"
 
 
 class KeyNotFoundError(CairnError):
     """ignore_value / ignore_lease on a key that does not exist."""
 
     code = "KeyNotFound"
-
-    def default_message(self):
-        return "etcdserver: key not found"
+    default_text = "etcdserver: key not found"
 
 
 class CompactedError(CairnError):
     """details: compact_revision."""
 
     code = "Compacted"
-
-    def default_message(self):
-        return "etcdserver: mvcc: required revision has been compacted"
+    default_text = "etcdserver: mvcc: required revision has been compacted"
 
 
 class FutureRevisionError(CairnError):
     code = "FutureRevision"
-
-    def default_message(self):
-        return "etcdserver: mvcc: required revision is a future revision"
+    default_text = "etcdserver: mvcc: required revision is a future revision"
 
 
 class LeaseNotFoundError(CairnError):
     code = "LeaseNotFound"
-
-    def default_message(self):
-        return "etcdserver: requested lease not found"
+    default_text = "etcdserver: requested lease not found"
 
 
 class LeaseExistsError(CairnError):
     code = "LeaseExists"
-
-    def default_message(self):
-        return "etcdserver: lease already exists"
+    default_text = "etcdserver: lease already exists"
 
 
 class LeaseTTLTooLargeError(CairnError):
     code = "LeaseTTLTooLarge"
-
-    def default_message(self):
-        return "etcdserver: too large lease TTL"
+    default_text = "etcdserver: too large lease TTL"
 
 
 class RequestTooLargeError(CairnError):
     code = "RequestTooLarge"
     retryable = False
-
-    def default_message(self):
-        return "etcdserver: request is too large"
+    default_text = "etcdserver: request is too large"
 
 
 class MalformedRequestError(InvalidArgumentError):
@@ -156,9 +130,7 @@ class UnsupportedVersionError(MalformedRequestError):
 
 class NoSpaceError(CairnError):
     code = "NoSpace"
-
-    def default_message(self):
-        return "etcdserver: mvcc: database space exceeded"
+    default_text = "etcdserver: mvcc: database space exceeded"
 
 
 class CorruptError(CairnError):
@@ -167,9 +139,7 @@ class CorruptError(CairnError):
     requests until `cairnctl alarm disarm`."""
 
     code = "Corrupt"
-
-    def default_message(self):
-        return "etcdserver: corrupt cluster"
+    default_text = "etcdserver: corrupt cluster"
 
 
 class NoLeaderError(CairnError):
@@ -177,17 +147,13 @@ class NoLeaderError(CairnError):
 
     code = "NoLeader"
     retryable = True
-
-    def default_message(self):
-        return "etcdserver: no leader"
+    default_text = "etcdserver: no leader"
 
 
 class NotLeaderError(CairnError):
     code = "NotLeader"
     retryable = True
-
-    def default_message(self):
-        return "etcdserver: not leader"
+    default_text = "etcdserver: not leader"
 
 
 class TooManyRequestsError(CairnError):
@@ -195,9 +161,7 @@ class TooManyRequestsError(CairnError):
 
     code = "TooManyRequests"
     retryable = True
-
-    def default_message(self):
-        return "etcdserver: too many requests"
+    default_text = "etcdserver: too many requests"
 
 
 class TimeoutError_(CairnError):
@@ -205,9 +169,7 @@ class TimeoutError_(CairnError):
     write is unknown (see IndeterminateError in the client)."""
 
     code = "Timeout"
-
-    def default_message(self):
-        return "etcdserver: request timed out"
+    default_text = "etcdserver: request timed out"
 
 
 class Unavailable(CairnError):
@@ -245,9 +207,7 @@ class IndeterminateError(CairnError):
 class StoppingError(CairnError):
     code = "Stopping"
     retryable = True
-
-    def default_message(self):
-        return "etcdserver: server stopped"
+    default_text = "etcdserver: server stopped"
 
 
 class LockLostError(CairnError):
@@ -269,46 +229,36 @@ class AuthError(CairnError):
 
 
 def _auth_error(name: str, code: str, message: str, base=AuthError) -> type:
-    return type(name, (base,), {"code": code, "default_message": lambda self: message, "__doc__": message})
+    return type(name, (base,), {"code": code, "default_text": message, "__doc__": message})
 
 
 class InvalidAuthManagementError(InvalidArgumentError):
     code = "InvalidAuthManagement"
-
-    def default_message(self):
-        return "etcdserver: invalid auth management"
+    default_text = "etcdserver: invalid auth management"
 
 
 class PermissionDeniedError(AuthError):
     code = "PermissionDenied"
-
-    def default_message(self):
-        return "etcdserver: permission denied"
+    default_text = "etcdserver: permission denied"
 
 
 class AuthFailedError(AuthError):
     """Wrong user or password; also what a rate-limited attempt gets."""
 
     code = "AuthFailed"
-
-    def default_message(self):
-        return "etcdserver: authentication failed, invalid user ID or password"
+    default_text = "etcdserver: authentication failed, invalid user ID or password"
 
 
 class InvalidAuthTokenError(AuthError):
     """Unknown or expired token: the client authenticates again and retries once."""
 
     code = "InvalidAuthToken"
-
-    def default_message(self):
-        return "etcdserver: invalid auth token"
+    default_text = "etcdserver: invalid auth token"
 
 
 class AuthNotEnabledError(AuthError):
     code = "AuthNotEnabled"
-
-    def default_message(self):
-        return "etcdserver: authentication is not enabled"
+    default_text = "etcdserver: authentication is not enabled"
 
 
 # etcd's remaining auth errors (rpctypes), by code and message.
@@ -333,44 +283,32 @@ class MemberError(CairnError):
 
 class MemberIDExistsError(MemberError):
     code = "MemberIDExists"
-
-    def default_message(self):
-        return "etcdserver: member ID already exist"
+    default_text = "etcdserver: member ID already exist"
 
 
 class PeerURLExistsError(MemberError):
     code = "PeerURLExists"
-
-    def default_message(self):
-        return "etcdserver: Peer URLs already exists"
+    default_text = "etcdserver: Peer URLs already exists"
 
 
 class MemberNotFoundError(MemberError):
     code = "MemberNotFound"
-
-    def default_message(self):
-        return "etcdserver: member not found"
+    default_text = "etcdserver: member not found"
 
 
 class NotEnoughStartedMembersError(MemberError):
     code = "NotEnoughStartedMembers"
-
-    def default_message(self):
-        return "etcdserver: re-configuration failed due to not enough started members"
+    default_text = "etcdserver: re-configuration failed due to not enough started members"
 
 
 class LearnerNotReadyError(MemberError):
     code = "LearnerNotReady"
-
-    def default_message(self):
-        return "etcdserver: can only promote a learner member which is in sync with leader"
+    default_text = "etcdserver: can only promote a learner member which is in sync with leader"
 
 
 class MemberNotLearnerError(MemberError):
     code = "MemberNotLearner"
-
-    def default_message(self):
-        return "etcdserver: can only promote a learner member"
+    default_text = "etcdserver: can only promote a learner member"
 
 
 class ConfChangePendingError(MemberError):
@@ -379,16 +317,12 @@ class ConfChangePendingError(MemberError):
 
     code = "ConfChangePending"
     retryable = True  # never reached a log
-
-    def default_message(self):
-        return "etcdserver: a membership change is already in progress"
+    default_text = "etcdserver: a membership change is already in progress"
 
 
 class UnhealthyClusterError(MemberError):
     code = "UnhealthyCluster"
-
-    def default_message(self):
-        return "etcdserver: unhealthy cluster"
+    default_text = "etcdserver: unhealthy cluster"
 
 
 class LearnerNotSupportedError(CairnError):
@@ -398,9 +332,7 @@ class LearnerNotSupportedError(CairnError):
 
     code = "NotSupportedForLearner"
     retryable = True
-
-    def default_message(self):
-        return "etcdserver: rpc not supported for learner"
+    default_text = "etcdserver: rpc not supported for learner"
 
 
 def _all_subclasses(cls):

@@ -76,6 +76,7 @@ from actors.base import Actor
 from actors.raft.auto_compaction import AutoCompactor
 from actors.raft.core import LEADER, PersistedState, RaftConfig, RaftCore
 from actors.raft.limits import RaftLimits
+from actors.raft.markers import REJOIN_MARKER, REMOVED_EXIT_CODE, REMOVED_MARKER
 from actors.raft.metrics import RaftMetrics
 from actors.raft.peers import Peers
 from actors.raft.retention import RetainedBytes, compaction_index
@@ -142,15 +143,7 @@ from transport.raft_messages import (
 from transport.sockets import inbox, outbox
 
 _CONTEXT = struct.Struct(">Q")
-# `cairn node --rejoin` leaves this file in the data dir until the member has
-# caught up, so a restart in between stays in rejoin mode.
-REJOIN_MARKER = "rejoin"
 REJOIN_CONTEXT = b"rejoin"
-# A member that learns it was removed leaves this file in its data dir and exits
-# with REMOVED_EXIT_CODE; the supervisor then stops the member, and refuses to
-# start it again with this data dir.
-REMOVED_MARKER = "removed"
-REMOVED_EXIT_CODE = 78
 
 
 class RaftActor(Actor):
@@ -219,10 +212,7 @@ class RaftActor(Actor):
         self.to_frontend = outbox(self.context, self.data_dir, "frontend", hwm)
         self.to_lease = outbox(self.context, self.data_dir, "lease", hwm)
         self.to_watch = outbox(self.context, self.data_dir, "watch", hwm)
-        connect_curve = None
-        if config.security.curve:
-            def connect_curve(socket, public_key: str) -> None:
-                curve.make_client(socket, self.keys, public_key.encode())
+        connect_curve = self._connect_curve if config.security.curve else None
         self.metrics_outbox = self.to_frontend
         self.raft_metrics = RaftMetrics(self.metrics)
         self.peers = Peers(self.context, self.member, config.members, self.log, self.serve_curve, connect_curve,
@@ -273,6 +263,8 @@ class RaftActor(Actor):
         self.stop_removed_at = 0.0
         self.stop_removed_reason = ""
         self.peer_conf = None
+        self.campaign_soon_pending = False  # a start's campaign, once a peer is reachable (_campaign_soon)
+        self.campaign_soon_fast_until = time.monotonic() + 2 * self.settings.election_ticks * self.settings.tick_ms / 1000
         self._follow_config()
         if self.member.id not in (*self.core.voters, *self.core.learners) and self.core.commit_index >= self.core.pending_conf_index:
             self._stop_removed("this member's removal is in its own log")
@@ -284,11 +276,11 @@ class RaftActor(Actor):
             # etcd's advanceTicksForElection: a member that starts has heard from
             # no leader, so it need not wait out a whole election timeout before
             # its first (pre-)vote; after a whole-cluster restart that timeout
-            # was most of the time to the first write. One tick short of it, so
-            # a live leader's first heartbeat still arrives first, and the
-            # core's randomized timeout keeps the members' elections apart.
-            for _ in range(self.settings.election_ticks - 1):
-                self.core.tick()
+            # was most of the time to the first write. As etcd does, it waits
+            # until a peer is reachable (a campaign sent to nobody is lost, and
+            # the next one is a whole timeout later), then campaigns within a
+            # few ticks unless a leader is heard from first (_campaign_soon).
+            self.campaign_soon_pending = True
 
     # ------------------------------------------------------------------ membership
 
@@ -521,6 +513,10 @@ class RaftActor(Actor):
             self.pending_install = install
             self.send(self.to_apply, install)
 
+    def _connect_curve(self, socket, public_key: str) -> None:
+        """A peer socket as a CURVE client of the member with `public_key`."""
+        curve.make_client(socket, self.keys, public_key.encode())
+
     def _register_handlers(self) -> None:
         self.on_message(ProposeBatch, self._on_propose)
         self.on_message(ReadIndexRequest, lambda message: self.read_contexts.append(message.context))
@@ -589,6 +585,8 @@ class RaftActor(Actor):
 
     def on_batch_end(self) -> None:
         now = time.monotonic()
+        if self.campaign_soon_pending:
+            self._campaign_soon()
         while now >= self.next_tick:
             if not self.rejoining:  # a rejoining member must not campaign
                 self.core.tick()
@@ -627,6 +625,30 @@ class RaftActor(Actor):
         self._publish_status(now)
         if self.stop_removed_at and now >= self.stop_removed_at:
             self._stop_removed(self.stop_removed_reason)
+
+    def timeout_ms(self) -> int:
+        # Until a peer is reachable after a start, look every 10 ms rather than
+        # once a tick (the first election waits for it: _campaign_soon), for
+        # two election timeouts at most: a member whose peers are all down
+        # goes back to a turn per tick.
+        if self.campaign_soon_pending and time.monotonic() < self.campaign_soon_fast_until:
+            return 10
+        return self.settings.tick_ms
+
+    def _campaign_soon(self) -> None:
+        """After a start, once a peer is reachable and while no leader is known:
+        campaign within a few ticks (RaftCore.campaign_soon). At least two
+        ticks, so a live leader's heartbeat (every tick) comes first when only
+        this member restarted; a random spread up to half an election timeout
+        keeps the members of a whole-cluster restart from campaigning at once
+        (a split vote costs a whole randomized timeout more)."""
+        if self.core.leader_id:
+            self.campaign_soon_pending = False
+        elif self.peers.reachable():
+            self.campaign_soon_pending = False
+            election_ticks = self.settings.election_ticks
+            self.core.campaign_soon(min(2, election_ticks), max(2, election_ticks // 2))
+            self.log.info("campaign_soon", peers_reachable=True, term=self.core.term)
 
     def _propose(self, now: float) -> None:
         wait_s = self.settings.no_leader_wait_ms / 1000

@@ -10,7 +10,7 @@ pre-vote), shaped after etcd-io/raft. It owns no network, disk or clock:
   randomized timeout in [election_ticks, 2*election_ticks) ticks (§5.2); a leader
   heartbeats every heartbeat_ticks ticks.
 * Input is ``step(message)`` (from peers) and the local requests ``propose``,
-  ``read_index``, ``propose_conf_change``, ``transfer_leadership``, ``campaign``, ``compact``,
+  ``read_index``, ``propose_conf_change``, ``transfer_leadership``, ``campaign``, ``campaign_soon``, ``compact``,
   ``report_snapshot``, ``report_unreachable``.
 * Output is collected and handed out as one ``Ready`` at a time. The actor loop is::
 
@@ -526,6 +526,22 @@ class RaftCore:
 
     def campaign(self) -> None:
         self._hup(transfer=False)
+
+    def campaign_soon(self, min_ticks: int, max_ticks: int) -> None:
+        """Campaign after a random min_ticks..max_ticks more ticks instead of a
+        whole randomized election timeout, unless a leader is heard from first
+        (etcd's advanceTicksForElection). For a member that has just started
+        and heard from no leader: after a whole-cluster restart nobody would
+        otherwise campaign for a whole timeout. The random spread keeps the
+        members' elections apart; min_ticks lets a live leader's heartbeat
+        arrive first. Only the timer moves, so every rule still holds: with
+        pre-vote a campaign changes no term unless a quorum would vote for it,
+        and members in a leader's lease refuse it. Nothing changes for a
+        leader, or a member that knows one."""
+        if self._role == LEADER or self._lead != 0:
+            return
+        ticks = self._rng.randint(max(1, min_ticks), max(1, min_ticks, max_ticks))
+        self._election_elapsed = max(self._election_elapsed, self._randomized_election_timeout - ticks)
 
     def propose(self, data: Sequence[bytes]) -> bool:
         batch = tuple(data)

@@ -36,6 +36,22 @@ from transport.raft_messages import MSG_SNAP
 from transport.sockets import configure
 
 
+# ZeroMQ retries a connection to a peer that is not listening yet after 10 ms,
+# doubling up to 100 ms (its default is 100 ms flat): after a whole-cluster
+# restart the members come up within a few hundred ms of each other, and the
+# first election waits for a peer's connection (RaftActor._campaign_soon).
+RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 10, 100
+
+
+def peer_socket(context: zmq.Context, hwm: int) -> zmq.Socket:
+    """A PUSH socket to one peer: ZMQ_IMMEDIATE (see the module docstring)."""
+    socket = configure(context.socket(zmq.PUSH), hwm)
+    socket.setsockopt(zmq.IMMEDIATE, 1)
+    socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+    socket.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+    return socket
+
+
 class Peers:
     def __init__(self, context: zmq.Context, member, members, log, serve_curve=None, connect_curve=None,
                  limits: RaftLimits = RaftLimits()):
@@ -51,8 +67,7 @@ class Peers:
         for peer in members:
             if peer.id == member.id:
                 continue
-            socket = configure(context.socket(zmq.PUSH), self.peer_hwm)
-            socket.setsockopt(zmq.IMMEDIATE, 1)
+            socket = peer_socket(context, self.peer_hwm)
             if connect_curve is not None:
                 connect_curve(socket, peer.public_key)
             socket.connect(peer.peer)
@@ -84,8 +99,7 @@ class Peers:
             old = self.outboxes.pop(peer, None)
             if old is not None:
                 old.close(0)
-            socket = configure(self.context.socket(zmq.PUSH), self.peer_hwm)
-            socket.setsockopt(zmq.IMMEDIATE, 1)
+            socket = peer_socket(self.context, self.peer_hwm)
             if not self._connect(socket, peer, url):
                 continue
             self.outboxes[peer] = socket
@@ -200,6 +214,12 @@ class Peers:
             if not 0 <= frame.offset <= frame.offset + len(frame.data) <= frame.total_bytes:
                 return "snapshot chunk outside its declared size"
         return ""
+
+    def reachable(self) -> bool:
+        """Whether some peer's connection is up now: with ZMQ_IMMEDIATE a PUSH
+        socket can send (POLLOUT) only over a completed connection."""
+        return any(socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT for peer, socket in self.outboxes.items()
+                   if peer not in self.drop_peers)
 
     def send(self, messages) -> list[int]:
         """Send messages grouped per peer; returns peers that could not be reached."""

@@ -42,6 +42,8 @@ The parts, one job each, and where the rest of the theory is told:
 * output.py:    control frames first, then one unit per ready watcher in turn;
                 WatchResponses groups; requeue.
 * limits.py:    HubLimits, every bound with its reason.
+* pacing.py:    how often the shell hands the hub the live stream while it
+                flows fast (the shell keeps the clock).
 
 The frames themselves are spliced from events encoded once
 (transport/watch_wire.py).

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.harness import REPO
+from tests.harness import REPO, processes_mentioning
 
 pytest.importorskip("pyetcd", reason="etcd's gRPC modules come from etcd-sdk-python: pip install '.[etcd-clients]'")
 ETCD = shutil.which("etcd", path=os.path.dirname(sys.executable)) or shutil.which("etcd")
@@ -48,14 +48,3 @@ def test_compare_runs_both_and_prints_the_ratios(tmp_path):
     assert "cairn-compare-" in temp and not os.path.exists(temp)
     assert not processes_mentioning(temp)
 
-
-def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                if text.encode() in handle.read():
-                    found.append(int(entry))
-        except (OSError, ValueError):
-            continue
-    return found

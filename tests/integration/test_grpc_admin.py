@@ -13,11 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-
-import pytest
 
 from tests.harness import cluster_fixture, free_ports
 from tests.integration.test_grpc_clients import ETCDCTL, Lines, etcdctl  # noqa: F401 — skips without etcdctl

@@ -3,6 +3,8 @@ any member, failover without early expiry, many leases expiring at once."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -116,6 +118,33 @@ def test_keepalive_through_a_follower_is_forwarded_to_the_leader(cluster):
         assert c.get(b"kept").count == 1
         assert c.lease_time_to_live(lease).ttl >= 1
         c.lease_revoke(lease)
+
+
+def test_a_follower_asks_again_while_the_leader_has_not_applied_the_grant(cluster):
+    """The follower's apply answers a grant; the leader's may still be behind
+    (here: stopped), and its "not found" to a keep-alive the follower forwards
+    would be wrong. The follower asks again until the leader has applied the
+    grant, as etcd's leader waits for its applied index before a renew."""
+    from transport.messages import LeaseKeepAliveRequest
+
+    leader = cluster.leader()
+    follower = next(m for m in cluster.members.values() if m is not leader)
+    apply_pid = leader.actor_pids()["apply"]
+    answers = []
+    with Client([follower.endpoint]) as c, Client([leader.endpoint]) as on_leader:
+        os.kill(apply_pid, signal.SIGSTOP)
+        try:
+            lease = c.lease_grant(30).id
+            # the leader itself has not applied it: asked directly, it does not know the lease
+            assert on_leader.call(LeaseKeepAliveRequest(lease), write=False, endpoint=leader.endpoint).ttl == 0
+            asking = threading.Thread(target=lambda: answers.append(c.lease_keepalive_once(lease).ttl))
+            asking.start()
+            asking.join(0.5)
+            assert asking.is_alive(), f"the follower answered {answers} before the leader applied the grant"
+        finally:
+            os.kill(apply_pid, signal.SIGCONT)
+        asking.join(10)
+    assert answers == [30]
 
 
 def test_the_first_keepalive_a_follower_forwards_is_answered(tmp_path):

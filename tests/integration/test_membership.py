@@ -21,7 +21,6 @@ from cairn.aio import Client as AsyncClient
 from cairn.config import member_id_for
 from tests.harness import Writer, cluster_fixture, election_timeout_s, value_or_none, wait_for
 from transport.errors import (
-    CairnError,
     LearnerNotReadyError,
     LearnerNotSupportedError,
     MemberIDExistsError,

@@ -303,32 +303,50 @@ def test_a_watch_survives_a_restart_of_its_members_watch_actor(cluster):
 
 
 def test_slow_consumer_memory_is_bounded_while_a_fast_one_keeps_up(cluster):
+    """A watcher that never reads fills its window and its hub buffer, then is
+    moved to the store; one that reads keeps up. The watch actor packs quick
+    puts into few, large responses (actors/watch_hub/pacing.py), so how many
+    puts fill a window depends on timing: the writer goes on, in rounds, until
+    the slow watcher has spilled (bounded: a window of 1 MiB responses plus a
+    buffer is under 2,500 puts of 16 KiB)."""
     from actors.watch_hub import HubLimits
 
     limits = HubLimits()
     serving = cluster.members["n1"]
-    count, value = 300, b"s" * (16 * 1024)  # 4.8 MB: far more than a watcher's buffer
+    round_puts, max_rounds, value = 100, 25, b"s" * (16 * 1024)
     with Client([serving.endpoint]) as slow_client, Client([serving.endpoint]) as fast_client, \
             cluster.client() as writer:
         slow = slow_client.watch(b"slow/", prefix=True)
         fast = fast_client.watch(b"slow/", prefix=True)
+        slow_id = slow.request_id
         fast_events = []
+        last_written = []  # the last revision, once the writer is done
         fast_done = threading.Event()
 
         def consume_fast():
-            fast_events.extend(collect(fast, count)[0])
-            fast_done.set()
-
-        consumer = threading.Thread(target=consume_fast, daemon=True)
-        consumer.start()
-        revisions = [writer.put(f"slow/{i % 10}".encode(), value).header.revision for i in range(count)]
-        assert fast_done.wait(DEADLINE_S), f"fast consumer got {len(fast_events)} of {count}"
-        assert [e.kv.mod_revision for e in fast_events] == revisions
-        slow_id = slow.request_id
+            deadline = time.monotonic() + 3 * DEADLINE_S
+            while time.monotonic() < deadline:
+                response = fast.get(timeout=0.1)  # bounded, so it sees the writer finish
+                if response is not None:
+                    fast_events.extend(response.events)
+                if last_written and fast_events and fast_events[-1].kv.mod_revision >= last_written[0]:
+                    fast_done.set()
+                    return
 
         def unsynced():
             return [r for r in serving.log_records("watch") if r["event"] == "watcher_unsynced" and r["request_id"] == slow_id]
 
+        consumer = threading.Thread(target=consume_fast, daemon=True)
+        consumer.start()
+        revisions = []
+        for _ in range(max_rounds):
+            revisions += [writer.put(f"slow/{i % 10}".encode(), value).header.revision for i in range(round_puts)]
+            if unsynced():
+                break
+        last_written.append(revisions[-1])
+        count = len(revisions)
+        assert fast_done.wait(3 * DEADLINE_S), f"fast consumer got {len(fast_events)} of {count}"
+        assert [e.kv.mod_revision for e in fast_events] == revisions
         spills = wait_for(unsynced, "the slow watcher to be moved off the live stream")
         assert all(r["reason"] == "buffer_full" for r in spills)
         assert all(r["buffer_bytes"] <= limits.buffer_bytes_max and r["buffer_events"] <= limits.buffer_events_max for r in spills)

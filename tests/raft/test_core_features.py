@@ -751,6 +751,120 @@ def test_a_restarted_cluster_keeps_its_log_term_and_commit():
         assert c.applied_data(i) == [b"a", b"b", b"c"]  # nothing applied twice
 
 
+# Campaigning soon after a start (RaftCore.campaign_soon)
+
+
+def _ticks_to_campaign(core, limit: int = 100) -> int:
+    """Ticks until core starts a (pre-)campaign."""
+    for ticks in range(1, limit + 1):
+        core.tick()
+        if core.role in (PRE_CANDIDATE, CANDIDATE):
+            return ticks
+    raise AssertionError("no campaign")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_campaign_soon_campaigns_within_its_window_not_before(seed):
+    core = new_core(1, term=3, entries=ents(1, 2, 3), commit=3, seed=seed, pre_vote=True, check_quorum=True,
+                    election_ticks=10)
+    core.tick()  # time already spent counts for nothing against the window
+    core.campaign_soon(2, 5)
+    assert 2 <= _ticks_to_campaign(core) <= 5
+    assert core.role == PRE_CANDIDATE and core.term == 3  # a pre-vote: no term changes yet
+
+
+def test_campaign_soon_spreads_the_members_campaigns():
+    seen = set()
+    for seed in range(50):
+        core = new_core(1, seed=seed, pre_vote=True, election_ticks=10)
+        core.campaign_soon(2, 5)
+        seen.add(_ticks_to_campaign(core))
+    assert seen == {2, 3, 4, 5}
+
+
+def test_without_campaign_soon_a_start_waits_a_whole_election_timeout():
+    core = new_core(1, pre_vote=True, election_ticks=10)
+    assert 10 <= _ticks_to_campaign(core) < 20
+
+
+def test_campaign_soon_changes_nothing_for_a_member_that_knows_a_leader():
+    c = Cluster(3, pre_vote=True, check_quorum=True, election_ticks=10)
+    c.elect(1)
+    c[2].campaign_soon(1, 1)
+    c.tick(2, 9)
+    assert c[2].role == FOLLOWER and c[2].leader_id == 1
+    c[1].campaign_soon(1, 1)  # nor for the leader
+    c.tick(1, 3)
+    assert c[1].role == LEADER
+
+
+def test_a_member_restarted_into_a_live_cluster_hears_the_leader_before_it_campaigns():
+    c = Cluster(3, pre_vote=True, check_quorum=True, election_ticks=10)
+    c.elect(1)
+    term = c[1].term
+    c.start(3)
+    c[3].campaign_soon(2, 5)
+    c.tick_all(1)  # the leader's heartbeat (heartbeat_ticks=1) arrives within the first tick
+    assert c[3].leader_id == 1
+    c.tick_all(10)
+    assert c[1].role == LEADER and c[1].term == term
+    assert not c.events_of(3, "became_pre_candidate")
+
+
+def test_a_premature_pre_vote_into_a_live_cluster_is_refused_and_disturbs_nobody():
+    c = Cluster(3, pre_vote=True, check_quorum=True, election_ticks=10)
+    c.elect(1)
+    term = c[1].term
+    c.start(3)
+    c[3].campaign()  # before any heartbeat reached it
+    c.deliver()
+    assert c[1].role == LEADER and c[1].term == term
+    assert c.events_of(2, "rejected")[-1]["reason"] == "leader_lease"
+    c.tick_all(2)
+    assert c[3].role == FOLLOWER and c[3].leader_id == 1 and c[3].term == term
+
+
+def test_freshly_restarted_members_vote_at_once_without_waiting_out_a_lease():
+    # After a whole-cluster restart no member has heard from a leader, so none
+    # is in a lease: the first campaign is granted at once.
+    c = Cluster(3, pre_vote=True, check_quorum=True, election_ticks=10)
+    c.elect(1)
+    c.propose(1, b"a")
+    term = c[1].term
+    for i in c.ids:
+        c.start(i)
+    c[2].campaign()
+    c.deliver()
+    assert c[2].role == LEADER and c[2].term == term + 1
+    assert not [e for i in c.ids for e in c.events_of(i, "rejected") if e["reason"] == "leader_lease"]
+
+
+def test_a_whole_cluster_restart_elects_a_leader_within_the_campaign_soon_window():
+    # The harness ticks every member in lockstep, the worst case: members whose
+    # draws are equal campaign in the same instant (real members' ticks are out of
+    # phase). A split vote then costs one more randomized timeout; otherwise the
+    # first campaign wins, within the window.
+    within_window = 0
+    for seed in range(40):
+        c = Cluster(3, seed=seed, pre_vote=True, check_quorum=True, election_ticks=10)
+        c.elect(1)
+        c.propose(1, b"a")
+        for i in c.ids:
+            c.start(i)
+            c[i].campaign_soon(2, 5)
+        for ticks in range(1, 5 + 2 * 10 + 1):
+            c.tick_all(1)
+            if c.leader():
+                break
+        leader = c.leader()
+        assert leader, f"seed {seed}: no leader after a split vote's retry"
+        within_window += ticks <= 5
+        assert all(c[i].leader_id == leader for i in c.ids)
+        c.propose(leader, b"b")
+        assert all(c.applied_data(i)[-2:] == [b"a", b"b"] for i in c.ids)
+    assert within_window >= 36, within_window
+
+
 def test_a_restart_reapplies_entries_committed_but_not_applied():
     core = new_core(1, term=1, entries=ents(1, 1, 1), commit=3, applied=1)
     [rd] = drain(core)

@@ -27,6 +27,7 @@ class FakeTransport:
         self.script = list(script)  # one outcome a submission: a reply, a CairnError or NO_ANSWER
         self.submitted = []  # (endpoint index, request id, message)
         self.forgotten = []
+        self.was_sent = True  # what forget says of a request given up on
 
     def next_request_id(self):
         return next(self.ids)
@@ -43,7 +44,7 @@ class FakeTransport:
 
     def forget(self, request_id):
         self.forgotten.append(request_id)
-        return True  # it was sent
+        return self.was_sent
 
     def add_endpoint(self, address):
         self.endpoints.append(address)
@@ -111,6 +112,32 @@ def test_a_read_without_an_answer_times_out_and_a_lost_write_is_never_retried(ru
     with pytest.raises(IndeterminateError):
         run(planner(transport).call(m.PutRequest(b"k", b"v"), write=True))
     assert len(transport.submitted) == 1
+
+
+@pytest.mark.parametrize("was_sent", [True, False], ids=["sent", "never-sent"])
+def test_an_endpoint_that_did_not_answer_in_time_is_not_preferred_by_the_next_call(run, was_sent):
+    """A member killed or stopped: the call that found out fails (its time is
+    spent), and the caller's next call starts with another member rather than
+    waiting out the same one again."""
+    transport = FakeTransport(NO_ANSWER, m.PutResponse(HEADER), NO_ANSWER)
+    transport.was_sent = was_sent
+    calls = planner(transport, timeout=0.2)
+    with pytest.raises(IndeterminateError if was_sent else Unavailable):
+        run(calls.call(m.PutRequest(b"k", b"v"), write=True))
+    run(calls.call(m.PutRequest(b"k", b"w"), write=True))
+    assert [endpoint for endpoint, _, _ in transport.submitted] == [0, 1] and calls.preferred() == 1
+    with pytest.raises(IndeterminateError if was_sent else Unavailable):
+        run(calls.call(m.PutRequest(b"k", b"x"), write=True, endpoint=transport.endpoints[1]))
+    assert calls.preferred() == 1  # a call to one endpoint leaves the preference alone
+
+
+def test_a_write_lost_with_its_connection_moves_the_next_call_on(run):
+    transport = FakeTransport(ConnectionLostError("connection lost", endpoint="tcp://127.0.0.1:2379"), m.PutResponse(HEADER))
+    calls = planner(transport)
+    with pytest.raises(IndeterminateError):
+        run(calls.call(m.PutRequest(b"k", b"v"), write=True))
+    run(calls.call(m.PutRequest(b"k", b"w"), write=True))
+    assert [endpoint for endpoint, _, _ in transport.submitted] == [0, 1]
 
 
 def test_a_call_to_one_endpoint_is_not_retried_elsewhere(run):

@@ -69,8 +69,9 @@ OPEN_TO_EVERY_ACTOR = {"cairn.config": "the cluster and member config (and its a
 CAIRN_USE_OF_ACTORS = {
     "cairn/node.py": {
         "actors.supervisor": "`cairn node` starts the member's supervisor",
-        "actors.raft.actor": "`--rejoin` leaves the raft actor's rejoin marker (REJOIN_MARKER)",
-        "actors.base": "a member started by a test dies with its parent (die_with_parent)",
+        "actors.forkserver": "`cairn node` starts the member's forkserver first thing, so its imports overlap the rest",
+        "actors.raft.markers": "`--rejoin` leaves the raft actor's rejoin marker (REJOIN_MARKER)",
+        "actors.process": "a member started by a test dies with its parent (die_with_parent)",
     },
 }
 

@@ -3,7 +3,11 @@ those threads, and every submitted Future ends, failed with Unavailable. (The ra
 this guards — a send on the wake socket after the I/O thread tore it down — has a
 window too small to hit on demand; the lock discipline in _wake is what fixes it.)"""
 
+import concurrent.futures
 import threading
+
+import pytest
+import zmq
 
 from cairn.transport_thread import TransportThread
 from tests.harness import free_ports
@@ -62,8 +66,6 @@ def test_a_grouped_watch_response_reaches_each_watch_as_its_own():
     subscribes to (a canceled watch) is skipped."""
     import queue
 
-    import zmq
-
     from transport.messages import ResponseHeader, WatchResponse, WatchResponses, WatchProgressRequest
 
     port = free_ports(1)[0]
@@ -92,8 +94,6 @@ def test_a_request_on_a_connection_that_drops_fails_at_once_with_connection_lost
     """A member that dies after taking a request never answers it: the request
     fails when the connection drops, not at its deadline."""
     import time
-
-    import zmq
 
     from transport.errors import ConnectionLostError
 
@@ -156,4 +156,85 @@ def test_a_request_submitted_by_a_replys_callback_goes_out_without_a_wake_up():
     finally:
         transport.close()
         server.close(linger=0)
+
+
+def test_a_request_to_an_endpoint_that_refuses_connections_fails_at_once_not_after_dial_timeout():
+    """A killed member's port refuses connections: once the I/O thread has seen
+    one refused, a request for it fails with Unavailable (never sent, so the
+    caller may go to its other endpoint) well before dial_timeout, every time."""
+    dead, other = free_ports(2)
+    transport = TransportThread([f"tcp://127.0.0.1:{dead}", f"tcp://127.0.0.1:{other}"], dial_timeout=30.0,
+                                max_receive_bytes=1 << 20)
+    try:
+        for _ in range(3):
+            request_id = transport.next_request_id()
+            future = transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id)
+            assert isinstance(future.exception(timeout=10), Unavailable)
+            assert transport.forget(request_id) is False
+    finally:
+        transport.close()
+
+
+def test_a_client_of_one_endpoint_waits_for_its_connection_rather_than_failing_at_once():
+    """Nowhere else to go: the request waits (up to dial_timeout) and leaves
+    as soon as the member listens again."""
+    port = free_ports(1)[0]
+    transport = TransportThread([f"tcp://127.0.0.1:{port}"], dial_timeout=30.0, max_receive_bytes=1 << 20)
+    context = zmq.Context()
+    try:
+        request_id = transport.next_request_id()
+        future = transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            future.exception(timeout=0.5)  # refused all this while, and still waiting
+        router = context.socket(zmq.ROUTER)
+        router.bind(f"tcp://127.0.0.1:{port}")
+        assert router.poll(10_000), "the waiting request never arrived"
+        router.close(linger=0)
+    finally:
+        transport.close()
+
+
+def test_a_frame_submitted_during_a_burst_of_replies_goes_before_the_rest_of_the_burst():
+    """A watch's keep-alive returns the credit the member needs to send more:
+    submitted while the I/O thread works through a burst of watch responses,
+    it leaves before the next response is handled, not after the burst (it
+    used to wait behind the whole burst, up to ~1 s in the fan-out bench)."""
+    import zmq
+
+    from transport.messages import ResponseHeader, WatchProgressRequest, WatchResponse
+
+    port = free_ports(1)[0]
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    transport = TransportThread([f"tcp://127.0.0.1:{port}"], dial_timeout=5.0, max_receive_bytes=1 << 20)
+    burst_sent = threading.Event()
+    submitted = []  # the keep-alive's Future
+    sent_before_next = []  # whether it had left when the next response was handled
+    next_handled = threading.Event()
+
+    def on_response(message) -> None:
+        if not submitted:
+            assert burst_sent.wait(5)  # the whole burst is on its way while this one is handled
+            submitted.append(transport.send(0, codec.encode(WatchProgressRequest(), 12), 12))
+        elif not sent_before_next:
+            sent_before_next.append(submitted[0].done())
+            next_handled.set()
+
+    try:
+        transport.subscribe(11, on_response)
+        transport.send(0, codec.encode(WatchProgressRequest(), 11), 11)
+        assert router.poll(5000)
+        identity, _ = router.recv_multipart()
+        response = codec.encode(WatchResponse(ResponseHeader(1, 2, 3, 4), 0), 11)
+        for _ in range(200):
+            router.send_multipart([identity, response])
+        burst_sent.set()
+        assert router.poll(5000)  # the keep-alive arrived
+        assert codec.decode(router.recv_multipart()[1])[0] == 12
+        assert next_handled.wait(5)
+        assert sent_before_next == [True]
+    finally:
+        transport.close()
+        router.close(linger=0)
         context.term()
