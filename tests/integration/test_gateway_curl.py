@@ -329,7 +329,10 @@ def test_watch_range_with_prev_kv_and_delete(cluster, streams):
     assert len(received) == len(expected_events), received
     for (revision, event), (expected_revision, expected_event) in zip(received, expected_events):
         assert_like(event, expected_event)
-        assert revision == expected_revision, (revision, event)
+        # etcd sends one message per revision here; cairn's watch actor may join quick
+        # successive revisions into one (actors/watch_hub/pacing.py), whose header then
+        # carries the latest: never older than its events, never past the last write
+        assert expected_revision <= revision <= deleted, (revision, event)
 
 
 def test_watch_from_a_compacted_revision_is_canceled(cluster, streams):
