@@ -15,8 +15,6 @@ zmq.Again, which the caller turns into backpressure or an error reply.
 
 from __future__ import annotations
 
-import os
-
 import zmq
 
 # Where each actor listens: in transport/run_dir.py, which needs no ZeroMQ (the
