@@ -17,7 +17,7 @@ leader's keeps deadlines (actors/lease_table.py) and acts on them:
   (the leader's frontend would check them against no user; this member's
   checked them against the caller). A leader whose apply is behind this
   member's may not know a lease yet that this member granted and answered:
-  its "not found" is asked again on the next timer turn, until the forward's
+  its "not found" is asked again a tick later, until the forward's
   deadline (etcd's leader waits for its applied index before a renew).
 * each tick, expired leases are revoked by proposing LeaseExpireRequest
   entries, many leases per entry — but only while the leader has heard from a
@@ -141,6 +141,7 @@ class LeaseActor(Actor):
         self.leader_link_to = 0
         self.forwarded: dict[int, Forwarded] = {}  # request id -> what its answer needs
         self.ask_again: list[int] = []  # forwarded requests the leader answered before applying their lease
+        self.ask_again_at = 0.0  # when they go to the leader again: a tick after the first answer
         self.next_checkpoint = time.monotonic() + self.lease_limits.checkpoint_interval_s
         # Lock and Election services: worker threads hand results back through
         # this deque and wake the loop through an inproc pair.
@@ -329,6 +330,8 @@ class LeaseActor(Actor):
             answer = frame if message is None else self._as_own_answer(frame, request_id, message, pending.keys_wanted)
             if message is not None and self._leader_behind(message):
                 pending.answer = answer  # relayed if the leader still has not applied it by the deadline
+                if not self.ask_again:
+                    self.ask_again_at = time.monotonic() + self.settings.tick_ms / 1000
                 self.ask_again.append(request_id)
                 continue
             del self.forwarded[request_id]
@@ -338,12 +341,10 @@ class LeaseActor(Actor):
         """The leader says a lease does not exist that this member's store has:
         its apply has not reached the grant this member applied (and answered
         the client for) yet, as etcd's leader waits for its applied index
-        before a renew. Asked again on the next timer turn, until the deadline."""
-        if isinstance(message, LeaseKeepAliveResponse) and message.ttl == 0:
-            return self._stored(message.id)
-        if isinstance(message, LeaseTimeToLiveResponse) and message.ttl == -1:
-            return self._stored(message.id)
-        return False
+        before a renew. Asked again a tick later, until the deadline."""
+        unknown = ((isinstance(message, LeaseKeepAliveResponse) and message.ttl == 0)
+                   or (isinstance(message, LeaseTimeToLiveResponse) and message.ttl == -1))
+        return unknown and self._stored(message.id)
 
     def _as_own_answer(self, frame: bytes, request_id: int, message, keys_wanted: bool) -> bytes:
         """The leader's answer with this member's id in its header: the member a
@@ -396,11 +397,12 @@ class LeaseActor(Actor):
             late = [request_id for request_id, pending in self.forwarded.items() if pending.deadline <= now]
             if late:
                 self._fail_forwarded(late, NoLeaderError("etcdserver: leader unreachable (no answer in time)"))
+        if self.ask_again and now >= self.ask_again_at:
             for request_id in self.ask_again:
                 pending = self.forwarded.get(request_id)
                 if pending is not None:
                     self.send(self.leader_link, pending.frame, on_full=lambda: None)  # the deadline covers a loss
-        self.ask_again = []
+            self.ask_again = []
         if not self.table.leading:
             return
         if self.raft.quorum_active:
