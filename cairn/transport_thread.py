@@ -237,16 +237,12 @@ class TransportThread:
                 for monitor, endpoint in list(monitors.items()):
                     if monitor in events:
                         self._on_monitor(monitor, endpoint)
-                while self.submissions:
-                    unsent.append(self.submissions.popleft())
-                unsent = self._send_all(dealers, unsent)
+                unsent = self._send_submitted(dealers, unsent)
                 for socket in dealers:
                     if socket in events:
                         self._receive_all(socket)
-                while self.submissions:  # submitted meanwhile; a reply's callback on this thread did not wake it
-                    while self.submissions:
-                        unsent.append(self.submissions.popleft())
-                    unsent = self._send_all(dealers, unsent)
+                if self.submissions:  # submitted meanwhile; a reply's callback on this thread did not wake it
+                    unsent = self._send_submitted(dealers, unsent)
         finally:
             for monitor in monitors:
                 monitor.close(linger=0)
@@ -326,6 +322,12 @@ class TransportThread:
                 address = self.endpoints[endpoint]
                 self._resolve(request_id, error=Unavailable(f"cannot connect to {address}", endpoint=address))
         return still_unsent
+
+    def _send_submitted(self, dealers, unsent: deque) -> deque:
+        """Send what was submitted, after what still waits; returns what waits on."""
+        while self.submissions:
+            unsent.append(self.submissions.popleft())
+        return self._send_all(dealers, unsent)
 
     def _receive_all(self, socket) -> None:
         """Read what socket holds, but after a stream's message (a watch's)
