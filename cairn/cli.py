@@ -1204,7 +1204,7 @@ class ArgumentParser(argparse.ArgumentParser):
     would otherwise take for an option ("expected one argument")."""
 
     VALUE_FLAGS = frozenset({"--server-keys", "--client-key", "--curve-key", "--user", "--password",
-                             "--new-password"})
+                             "--new-user-password"})
 
     def parse_known_args(self, args=None, namespace=None):
         args = list(sys.argv[1:] if args is None else args)

@@ -30,3 +30,8 @@ def test_after_a_double_dash_words_are_left_alone():
 def test_a_flag_without_its_value_is_still_a_usage_error():
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["get", "k", "--server-keys"])
+
+
+def test_a_new_users_password_beginning_with_a_dash():
+    args = cli.build_parser().parse_args(["user", "add", "alice", "--new-user-password", "-secret"])
+    assert args.new_user_password == "-secret"
