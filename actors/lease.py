@@ -209,11 +209,7 @@ class LeaseActor(Actor):
 
     def _fail_forwarded(self, request_ids: list[int], error) -> None:
         for request_id in request_ids:
-            pending = self.forwarded.pop(request_id)
-            if pending.answer is not None:  # the leader's answer stands: it never applied the lease in time
-                self.replies.append((pending.identity, pending.answer))
-            else:
-                self.reply(pending.identity, request_id, error.to_response())
+            self.reply(self.forwarded.pop(request_id).identity, request_id, error.to_response())
 
     def on_client(self, identity: bytes, frame: bytes, now: float) -> None:
         try:
@@ -395,8 +391,15 @@ class LeaseActor(Actor):
     def on_timer(self, now: float) -> None:
         if self.forwarded:
             late = [request_id for request_id, pending in self.forwarded.items() if pending.deadline <= now]
-            if late:
-                self._fail_forwarded(late, NoLeaderError("etcdserver: leader unreachable (no answer in time)"))
+            unanswered = []
+            for request_id in late:
+                if self.forwarded[request_id].answer is None:
+                    unanswered.append(request_id)
+                else:  # the leader's answer stands: it did not apply the lease in time
+                    pending = self.forwarded.pop(request_id)
+                    self.replies.append((pending.identity, pending.answer))
+            if unanswered:
+                self._fail_forwarded(unanswered, NoLeaderError("etcdserver: leader unreachable (no answer in time)"))
         if self.ask_again and now >= self.ask_again_at:
             for request_id in self.ask_again:
                 pending = self.forwarded.get(request_id)
