@@ -65,6 +65,7 @@ YAML's other members and learns the real configuration from the leader.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 import struct
@@ -197,6 +198,7 @@ class RaftActor(Actor):
                 max_bytes_per_message=limits.max_bytes_per_message,
                 max_inflight_messages=limits.max_inflight_messages,
                 max_uncommitted_bytes=limits.max_uncommitted_bytes,
+                defer_commit_notice=True,
             ),
             PersistedState(hard_state=hard_state, snapshot=snapshot, entries=entries, applied=applied),
             random.Random(int.from_bytes(os.urandom(8), "big")),
@@ -263,6 +265,7 @@ class RaftActor(Actor):
         self.stop_removed_at = 0.0
         self.stop_removed_reason = ""
         self.peer_conf = None
+        self.commit_notice_at = 0.0  # when a deferred commit notice goes out (_commit_notice); 0: none due
         self.campaign_soon_pending = False  # a start's campaign, once a peer is reachable (_campaign_soon)
         self.campaign_soon_fast_until = time.monotonic() + 2 * self.settings.election_ticks * self.settings.tick_ms / 1000
         self._follow_config()
@@ -617,6 +620,7 @@ class RaftActor(Actor):
             self._retry_deferred_conf(now)
         self._read_index()
         self._drain_ready()
+        self._commit_notice(now)
         for peer, ok in self.snapshot_sender.pump(self.peers.send_frame, codec.encode):
             self.core.report_snapshot(peer, ok)
         self._feed_apply()
@@ -626,6 +630,19 @@ class RaftActor(Actor):
         if self.stop_removed_at and now >= self.stop_removed_at:
             self._stop_removed(self.stop_removed_reason)
 
+    def _commit_notice(self, now: float) -> None:
+        """A deferred commit notice (RaftConfig.defer_commit_notice) goes out
+        commit_notice_ms after it became due, unless an append or heartbeat
+        carried it meanwhile."""
+        if not self.core.commit_unsent():
+            self.commit_notice_at = 0.0
+        elif not self.commit_notice_at:
+            self.commit_notice_at = now + self.raft_limits.commit_notice_ms / 1000
+        elif now >= self.commit_notice_at:
+            self.commit_notice_at = 0.0
+            self.core.send_commit()
+            self._drain_ready()
+
     def timeout_ms(self) -> int:
         # Until a peer is reachable after a start, look every 10 ms rather than
         # once a tick (the first election waits for it: _campaign_soon), for
@@ -633,6 +650,8 @@ class RaftActor(Actor):
         # goes back to a turn per tick.
         if self.campaign_soon_pending and time.monotonic() < self.campaign_soon_fast_until:
             return 10
+        if self.commit_notice_at:
+            return max(1, min(self.settings.tick_ms, math.ceil((self.commit_notice_at - time.monotonic()) * 1000)))
         return self.settings.tick_ms
 
     def _campaign_soon(self) -> None:

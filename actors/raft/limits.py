@@ -10,7 +10,7 @@ from transport.limits import holds, limit, limits, positive
 
 @limits(
     positive("apply_chunk_entries", "peer_hwm", "snapshot_chunk_bytes", "snapshot_window_chunks",
-             "auto_compaction_check_s", "starved_ticks"),
+             "auto_compaction_check_s", "starved_ticks", "commit_notice_ms"),
     holds(lambda l: l.snapshot_resend_after_s < l.snapshot_stall_s,
           "a transfer is resent from its last ack several times before it is given up"),
     holds(lambda l: l.snapshot_window_chunks < l.peer_hwm, "a window of chunks fits a peer's queue"),
@@ -46,3 +46,9 @@ class RaftLimits:
         10,
         "A loop turn this many ticks late (the process was starved of CPU) does not replay the missed ticks in a "
         "burst, which would start an election at once; it resumes ticking from now.")
+    commit_notice_ms: int = limit(
+        5,
+        "A leader tells a follower nobody waits on that an entry committed with its next append or heartbeat, or this "
+        "much later at most (RaftConfig.defer_commit_notice): under a stream of writes the next append comes first and "
+        "the follower handles one message per write, not two; a lone write reaches the followers' keyspaces (their "
+        "serializable reads and watches) at most this much later.")

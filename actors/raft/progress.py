@@ -17,6 +17,13 @@ flow-control state:
   at or past it.
 
 ``last_heard`` (in core ticks) backs check-quorum and ``quorum_active``.
+
+``commit_sent`` is the highest commit index the follower has been told and can
+act on (a message lets it commit at most what the message shows it holds);
+``commit_wanted`` is the highest index whose commit it waits for: an entry it
+forwarded (its client waits for the answer) or a read index it asked for. A core
+that defers commit notices (RaftConfig.defer_commit_notice) tells at once only
+the followers whose ``commit_wanted`` is newly committed; see core.py.
 """
 
 from __future__ import annotations
@@ -65,7 +72,8 @@ class Inflights:
 
 
 class Progress:
-    __slots__ = ("match", "next", "state", "pending_snapshot", "probe_sent", "inflights", "last_heard")
+    __slots__ = ("match", "next", "state", "pending_snapshot", "probe_sent", "inflights", "last_heard", "commit_sent",
+                 "commit_wanted")
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
         self.match = 0
@@ -75,8 +83,13 @@ class Progress:
         self.probe_sent = False
         self.inflights = Inflights(max_inflight)
         self.last_heard = NEVER
+        self.commit_sent = 0
+        self.commit_wanted = 0
 
     def _reset_state(self, state: int) -> None:
+        # What the follower was told may not have reached it (a rejection, a
+        # lost connection, a snapshot): assume nothing.
+        self.commit_sent = 0
         self.probe_sent = False
         self.pending_snapshot = 0
         self.state = state
