@@ -13,7 +13,11 @@ skipped; an entry past applied + 1 means a message was lost, so the batch stops
 there and apply asks raft to resend (ApplyNeed). Applying never raises for a
 property of an entry (see store/apply.py, "Totality"); an entry that failed is
 logged with its index. After the commit, apply answers its own member's
-requests through the frontend, hands the batch's events to the watch hub, or,
+requests through the frontend (a batch that answers none is told to the
+frontend once a tick, or at once when the frontend waits for its index:
+AppliedWanted; a message per write woke every member's frontend once per
+write for nothing: its reads find the applied index in the keyspace),
+hands the batch's events to the watch hub, or,
 while the hub reports no watchers (WatchInterest), only the new revision, once
 a tick (the events stay in the store), and tells raft how far it got. Raft needs that only
 for flow control (max_apply_inflight_entries) and log compaction, so it goes
@@ -55,6 +59,7 @@ from transport.messages import (
     AlarmRequest,
     Applied,
     AppliedEvents,
+    AppliedWanted,
     ApplyNeed,
     CommittedEntries,
     Defragment,
@@ -117,6 +122,9 @@ class ApplyActor(Actor):
         self.reported_durable = self.applied
         self.reported_applied = self.applied
         self.raft_report_due = 0.0
+        self.frontend_told = self.applied  # the last index sent to the frontend
+        self.frontend_wants = 0  # the index the frontend waits for (AppliedWanted); 0: none
+        self.frontend_due = 0.0  # when a batch that answers nothing is told at the latest
         # Unacknowledged entries past which raft hears at once rather than at the
         # next tick: a quarter of its window, so it never stalls waiting for us.
         self.raft_report_entries = max(1, self.limits.max_apply_inflight_entries // 4)
@@ -132,6 +140,7 @@ class ApplyActor(Actor):
         self.on_message(CommittedEntries, lambda message: self.pending_entries.extend(message.entries))
         self.on_message(InstallSnapshot, self.install_snapshot)
         self.on_message(WatchInterest, self.on_watch_interest)
+        self.on_message(AppliedWanted, self.on_applied_wanted)
         self.on_message(Defragment, self.defragment)
         self.pending_entries = []
         self.retired_file: tuple[int, float] | None = None  # (fd, close at) of a file a defragment replaced
@@ -143,6 +152,7 @@ class ApplyActor(Actor):
         self.log.info("apply_recovered", index=self.applied, revision=self.revision)
         self.send(self.to_raft, ApplyNeed(self.applied + 1))
         self.send(self.to_raft, Applied(self.applied, self.revision, durable_index=self.applied))
+        self._tell_frontend()  # waits the frontend asked a predecessor about are answered too
 
     def on_watch_interest(self, message: WatchInterest) -> None:
         self.hub_watching = message.watching
@@ -185,8 +195,11 @@ class ApplyActor(Actor):
         self.log.info(
             "applied", index=self.applied, entries=len(entries), revision=self.revision, request_ids=request_ids or None
         )
-        frames = tuple(codec.encode(response, request_id) for request_id, response in batch.answers)
-        self.send(self.to_frontend, Applied(self.applied, self.revision, request_ids, frames))
+        if request_ids:
+            frames = tuple(codec.encode(response, request_id) for request_id, response in batch.answers)
+            self._tell_frontend(request_ids, frames)
+        elif self.frontend_wants and self.applied >= self.frontend_wants:
+            self._tell_frontend()
         if batch.events:
             # With no watchers the hub only needs to know the revision moved, and
             # not at once (once a tick: a message per batch woke every member's
@@ -222,7 +235,7 @@ class ApplyActor(Actor):
         self.log.info("snapshot_installed", index=message.index, applied=applied, revision=self.revision)
         self.reported_durable = self.reported_applied = applied  # SnapshotInstalled tells raft both
         self.send(self.to_raft, SnapshotInstalled(message.index, applied))
-        self.send(self.to_frontend, Applied(self.applied, self.revision))
+        self._tell_frontend()
 
     def defragment(self, message: Defragment) -> None:
         """etcd's Defragment on this member: the keyspace file is replaced by its
@@ -273,6 +286,8 @@ class ApplyActor(Actor):
             raise self.syncer.error
         if now >= self.raft_report_due and (self.applied > self.reported_applied or self.syncer.durable > self.reported_durable):
             self._report_to_raft()
+        if self.applied > self.frontend_told and now >= self.frontend_due:
+            self._tell_frontend()
         if self.elided_revision and now >= self.elided_report_due:
             self._report_elided()
         if self.retired_file is not None and now >= self.retired_file[1]:
@@ -285,6 +300,20 @@ class ApplyActor(Actor):
         self.reported_durable = max(self.reported_durable, self.syncer.durable)
         self.raft_report_due = time.monotonic() + self.settings.tick_ms / 1000
         self.send(self.to_raft, Applied(self.applied, self.revision, durable_index=self.reported_durable))
+
+    def on_applied_wanted(self, message: AppliedWanted) -> None:
+        if self.applied >= message.index:
+            self._tell_frontend()
+        elif not self.frontend_wants or message.index < self.frontend_wants:
+            self.frontend_wants = message.index  # the earliest wait first; the frontend asks again for the next
+
+    def _tell_frontend(self, request_ids: tuple = (), frames: tuple = ()) -> None:
+        """Applied to the frontend: the answers of a batch, or how far apply got."""
+        self.frontend_told = self.applied
+        if self.applied >= self.frontend_wants:
+            self.frontend_wants = 0
+        self.frontend_due = time.monotonic() + self.settings.tick_ms / 1000
+        self.send(self.to_frontend, Applied(self.applied, self.revision, request_ids, frames))
 
     def _report_elided(self) -> None:
         """The revision of the batches whose events were elided, to the watch hub."""

@@ -68,6 +68,7 @@ from transport.messages import (
     AlarmRequest,
     AlarmResponse,
     Applied,
+    AppliedWanted,
     ClientReplies,
     ClientRequests,
     CompactionRequest,
@@ -191,7 +192,8 @@ class FrontendActor(Actor):
         self.alarms = Alarms(self.env)
         with self.env.begin() as txn:
             self.applied_index = self.keyspace.applied_index(txn)
-            self.revision = self.keyspace.current_revision(txn)
+        self.applied_wanted = 0  # the index apply was asked to tell of (AppliedWanted); 0: none
+        self.applied_wanted_again = 0.0  # when to ask again (apply may have restarted meanwhile)
         # A member joining a cluster starts as a learner: refuse writes until raft says otherwise.
         self.raft = RaftStatus(self.member.id, 0, 0, ROLE_FOLLOWER, 0, 0, 0, is_learner=config.state == "existing")
         # request id -> (client identity, deadline)
@@ -424,9 +426,40 @@ class FrontendActor(Actor):
         self.raft = message
         self.answer_leader_moves()
 
+    @property
+    def revision(self) -> int:
+        """The keyspace's revision, read now: for the headers of answers that
+        read nothing else (apply tells this frontend of batches that answer
+        none of its requests only once a tick)."""
+        with self.env.begin() as txn:
+            return self.keyspace.current_revision(txn)
+
+    def refresh_applied(self) -> None:
+        """The applied index as the keyspace has it now (apply commits it with
+        each batch), ahead of apply's Applied."""
+        with self.env.begin() as txn:
+            self.applied_index = max(self.applied_index, self.keyspace.applied_index(txn))
+
+    def await_applied(self, now: float) -> None:
+        """Reads and member changes that wait for this member's apply: first
+        the keyspace's own applied index; if they must still wait, apply is
+        asked to say when it gets there (AppliedWanted), the earliest index
+        first, and again a tick later (an apply that restarted forgot it)."""
+        waiting = [index for index, _, _ in self.reads_at_index if index > self.applied_index]
+        waiting += [index for index, _ in self.member_service.at_index if index > self.applied_index]
+        if not waiting:
+            return
+        self.refresh_applied()
+        first = min((index for index in waiting if index > self.applied_index), default=0)
+        if not first:
+            return
+        if self.applied_wanted <= self.applied_index or first < self.applied_wanted or now >= self.applied_wanted_again:
+            self.applied_wanted = first
+            self.applied_wanted_again = now + self.settings.tick_ms / 1000
+            self.send(self.to_apply, AppliedWanted(first))
+
     def on_applied(self, message: Applied) -> None:
         self.applied_index = max(self.applied_index, message.index)
-        self.revision = max(self.revision, message.revision)
         answered = []
         for request_id, frame in zip(message.request_ids, message.frames):
             pending = self.pending_writes.pop(request_id, None)
@@ -473,6 +506,8 @@ class FrontendActor(Actor):
             self.read_indexes.value += 1
             self.awaiting_read_index = []
             self.send_to_raft(ReadIndexRequest(context), ())
+        if self.reads_at_index or self.member_service.at_index:
+            self.await_applied(time.monotonic())
         ready = [reads for index, _, reads in self.reads_at_index if index <= self.applied_index]
         if ready:
             self.reads_at_index = [waiting for waiting in self.reads_at_index if waiting[0] > self.applied_index]
@@ -662,6 +697,7 @@ class FrontendActor(Actor):
             return db_size, bytes_in_use(self.env, txn, replicated_databases())
 
     def status(self) -> StatusResponse:
+        self.refresh_applied()
         db_size, db_size_in_use = self.db_sizes()
         header = ResponseHeader(self.config.id, self.member.id, self.revision, self.raft.term)
         errors = () if self.raft.leader_id else ("etcdserver: no leader",)
@@ -699,6 +735,7 @@ class FrontendActor(Actor):
         state as the frontend knows it (a tick old at most), the file's sizes and
         the number of keys (an LMDB stat, O(1))."""
         self.report_metrics(time.monotonic())
+        self.refresh_applied()
         db_size, db_size_in_use = self.db_sizes()
         with self.env.begin() as txn:
             keys = txn.stat(self.keyspace.live_db)["entries"]

@@ -667,6 +667,16 @@ class AppliedEvents:
 
 
 @dataclass(frozen=True, slots=True)
+class AppliedWanted:
+    """frontend -> apply: answer with Applied as soon as index is applied (at
+    once if it is). Apply tells its frontend of batches that answer none of
+    its requests only once a tick; a frontend whose linearizable reads (or
+    member changes) wait for an index asks with this."""
+
+    index: Uint64
+
+
+@dataclass(frozen=True, slots=True)
 class WatchInterest:
     """watch -> apply: whether the hub has watchers, so whether apply should send
     each batch's events (encoding them was a quarter of apply's CPU under load

@@ -38,6 +38,16 @@ def test_write_through_one_member_read_through_another(cluster):
         assert c2.get(b"message").kvs[0].value == b"World"
         headers = {client.get(b"message").header.member_id for client in (c1, c2, c3)}
         assert headers == {m.spec.id for m in (n1, n2, n3)}
+        # A lone write's commit reaches a member that waits on nothing a few ms
+        # later (the leader defers that notice), and its apply tells its
+        # frontend only once a tick: a linearizable read there must still see
+        # each write at once, and status its revision.
+        for n in range(30):
+            writer, reader = (c1, c2, c3)[n % 3], (c1, c2, c3)[(n + 1) % 3]
+            put = writer.put(b"alternating", b"%d" % n)
+            got = reader.get(b"alternating")
+            assert got.kvs[0].value == b"%d" % n and got.header.revision >= put.header.revision
+            assert reader.status().header.revision >= put.header.revision
 
 
 def test_leader_killed_new_leader_elected_writes_continue_and_it_catches_up(cluster):
