@@ -55,7 +55,7 @@ def outbox(context: zmq.Context, data_dir: str, actor: str, hwm: int) -> zmq.Soc
 # pyzmq's flags are enum members, and its send_multipart/recv_multipart combine
 # them in Python for every part (an enum operation costs more than the send);
 # the hot paths below pass plain ints instead: a routed reply costs ~1 us, not ~3.
-_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK = NOBLOCK = int(zmq.NOBLOCK)  # NOBLOCK: for the other modules' hot sends
 _SNDMORE = int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
 _EVENTS = int(zmq.EVENTS)

@@ -33,7 +33,7 @@ from actors.raft.limits import RaftLimits
 from transport import codec
 from transport.messages import ConfChangeProposal, ConfChangeResult, MemberRemoved, RaftBatch, SnapshotChunk, SnapshotChunkAck
 from transport.raft_messages import MSG_SNAP
-from transport.sockets import configure
+from transport.sockets import NOBLOCK, configure
 
 
 # ZeroMQ retries a connection to a peer that is not listening yet after 10 ms,
@@ -253,7 +253,7 @@ class Peers:
             self.log.warning("unknown_peer", peer=peer)
             return False
         try:
-            socket.send(frame, zmq.NOBLOCK)
+            socket.send(frame, NOBLOCK)  # an int flag (transport/sockets.py)
             return True
         except zmq.Again:
             return False
