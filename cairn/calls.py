@@ -67,8 +67,18 @@ def run_blocking(plan: Plan):
         if type(instruction) is Pause:
             time.sleep(instruction.seconds)
         else:
-            futures.wait((instruction.future,), instruction.seconds)
+            _wait(instruction.future, instruction.seconds)
     return steps.result
+
+
+def _wait(future: futures.Future, seconds: float) -> None:
+    """Block until future is done or seconds have passed. On the future's own
+    condition: concurrent.futures.wait makes and installs a waiter (an Event
+    and its locks) on every call, a cost each blocking call paid."""
+    try:
+        future.exception(seconds)
+    except (futures.TimeoutError, futures.CancelledError):
+        pass  # the plan sees no answer
 
 
 async def run_async(plan: Plan):
