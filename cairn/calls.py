@@ -28,7 +28,7 @@ from typing import Any, Generator
 
 from cairn import retry
 from transport import messages as m
-from transport.codec import check, encode
+from transport.codec import encode, encode_checked
 from transport.errors import AuthNotEnabledError, CairnError, InvalidAuthTokenError, PermissionDeniedError, RequestTooLargeError, TimeoutError_
 
 
@@ -246,10 +246,11 @@ class CallPlanner:
     def _start(self, request, write: bool, timeout: float | None, endpoint: str | None) -> _Call:
         if endpoint is not None and endpoint not in self.endpoints:
             raise ValueError(f"unknown endpoint {endpoint}")
-        check(request)  # a value outside its etcd type (an int64 lease id ...) is refused here, unsent
         call = _Call(request, write, time.monotonic() + (self.timeout if timeout is None else timeout),
                      self.endpoints.index(endpoint) if endpoint is not None else None)
-        self._new_request_id(call)
+        call.request_id = self.transport.next_request_id()
+        # a value outside its etcd type (an int64 lease id ...) is refused here, unsent
+        call.frame = encode_checked(request, call.request_id, self.options)
         if len(call.frame) > self.max_send_bytes:
             raise RequestTooLargeError(f"request is {len(call.frame)} bytes, more than max_send_bytes {self.max_send_bytes}")
         return call

@@ -13,8 +13,8 @@ import pytest
 from cairn.calls import CallPlanner, run_async, run_blocking
 from transport import codec
 from transport import messages as m
-from transport.errors import (ConnectionLostError, IndeterminateError, NoLeaderError, RequestTooLargeError, TimeoutError_,
-                              Unavailable)
+from transport.errors import (ConnectionLostError, IndeterminateError, InvalidArgumentError, NoLeaderError,
+                              RequestTooLargeError, TimeoutError_, Unavailable)
 
 HEADER = m.ResponseHeader(1, 2, 10, 3)
 NO_ANSWER = object()  # the frame is sent and never answered
@@ -150,6 +150,13 @@ def test_a_call_to_one_endpoint_is_not_retried_elsewhere(run):
         run(calls.call(m.StatusRequest(), write=False, endpoint="tcp://elsewhere:1"))
     with pytest.raises(RequestTooLargeError):
         run(planner(transport, max_send_bytes=100).call(m.PutRequest(b"k", b"v" * 200), write=True))
+
+
+def test_a_value_outside_its_etcd_type_is_refused_unsent(run):
+    transport = FakeTransport(m.PutResponse(HEADER))
+    with pytest.raises(InvalidArgumentError, match="lease"):
+        run(planner(transport).call(m.PutRequest(b"k", b"v", lease=1 << 63), write=True))
+    assert transport.submitted == []
 
 
 def test_sync_endpoints_adds_every_member_and_prefers_the_leader(run):
