@@ -1,6 +1,6 @@
 """The client's I/O thread: closing while other threads submit raises nothing in
 those threads, and every submitted Future ends, failed with Unavailable. (The race
-this guards — a send on the wake socket after the I/O thread tore it down — has a
+this guards — a wake-up written after the I/O thread closed its fd — has a
 window too small to hit on demand; the lock discipline in _wake is what fixes it.)"""
 
 import concurrent.futures
@@ -44,16 +44,16 @@ def test_close_while_threads_submit_raises_nothing_unexpected():
             assert isinstance(future.exception(timeout=0), Unavailable)
 
 
-def test_a_full_wake_pipe_does_not_fail_a_submission():
+def test_many_wake_ups_pending_do_not_fail_a_submission():
     """1,000 watches on one client submit acks faster than a busy I/O thread
-    reads its wake pipe: a full pipe means a wake-up is pending, not an error.
-    The I/O thread is held on the client's lock while the pipe overflows."""
+    reads its wake-ups: many pending are one wake-up, not an error. The I/O
+    thread is held on the client's lock while they pile up."""
     transport = TransportThread([f"tcp://127.0.0.1:{free_ports(1)[0]}"], dial_timeout=5.0, max_receive_bytes=1 << 20)
     try:
         with transport.lock:  # the I/O thread blocks here as soon as it has something to send
             transport.submissions.append((0, b"frame", 1, float("inf")))
             transport.pending[1] = None
-            woken = [transport._wake() for _ in range(5000)]  # more than the pipe's two high-water marks
+            woken = [transport._wake() for _ in range(5000)]  # more than a pipe of ZeroMQ's default high-water marks
             transport.pending.pop(1)
         assert all(woken)
     finally:
@@ -121,7 +121,7 @@ def test_a_request_on_a_connection_that_drops_fails_at_once_with_connection_lost
 def test_a_request_submitted_by_a_replys_callback_goes_out_without_a_wake_up():
     """A closed-loop caller (cairn bench) issues its next request from the
     reply's callback, on the I/O thread: the thread sends it before it polls
-    again, rather than waking itself through its inproc pipe."""
+    again, rather than waking itself through its eventfd."""
     import zmq
 
     from transport.messages import RangeResponse, ResponseHeader
