@@ -319,6 +319,8 @@ class TransportThread:
         """Send what was submitted, after what still waits; returns what waits on."""
         while self.submissions:
             unsent.append(self.submissions.popleft())
+        if not unsent:
+            return unsent  # a turn that only brought replies: nothing to look at
         return self._send_all(dealers, unsent)
 
     def _receive_all(self, socket) -> None:
