@@ -90,6 +90,12 @@ class TransportLimits:
         "holds (one may be a member stopping).")
 
 
+# Plain ints for the hot paths, as transport/sockets.py has them: pyzmq's enum
+# flags cost an enum operation per call.
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
 MONITOR_EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                   | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                   | zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED)
@@ -298,7 +304,7 @@ class TransportThread:
                 if request_id not in self.pending:
                     continue  # the caller gave up
                 try:
-                    dealers[endpoint].send(frame, zmq.NOBLOCK)
+                    dealers[endpoint].send(frame, _NOBLOCK)
                 except zmq.Again:
                     pass
                 else:
@@ -333,13 +339,19 @@ class TransportThread:
         waited up to ~1 s here). Replies to calls are all read first: each
         frees a caller who sends again at once, and leaving after each one
         sent those one at a time (256 concurrent linearizable gets fell from
-        ~14,000/s to ~6,000/s, the frontend seeing one request per turn)."""
+        ~14,000/s to ~6,000/s, the frontend seeing one request per turn).
+        It stops when ZMQ_EVENTS says nothing more is queued, as
+        transport/sockets.py's drain does: raising zmq.Again to end a turn of
+        one reply cost more than the check, on the caller's path."""
+        receive, option = socket.recv, socket.get
         while True:
             try:
-                frame = socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
+                frame = receive(_NOBLOCK)
+            except zmq.Again:  # nothing was queued (poll's readiness was stale)
                 return
             if self._on_frame(frame) and self.submissions:
+                return
+            if not option(_EVENTS) & _POLLIN:
                 return
 
     def _on_frame(self, frame: bytes) -> bool:
