@@ -83,17 +83,44 @@ def _wait(future: futures.Future, seconds: float) -> None:
 
 async def run_async(plan: Plan):
     """Run a plan on the running event loop, which never blocks: waiting for a
-    reply wraps the transport's Future."""
+    reply is waiting for the transport's Future to call back."""
     steps = _Steps(plan)
     for instruction in steps:
         if type(instruction) is Pause:
             await asyncio.sleep(instruction.seconds)
-            continue
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(instruction.future), instruction.seconds)
-        except Exception:  # noqa: BLE001 - the plan reads from the future how it ended
-            pass  # (on a timeout wait_for cancelled it: the plan sees no answer)
+        else:
+            await _wait_async(instruction.future, instruction.seconds)
     return steps.result
+
+
+async def _wait_async(future: futures.Future, seconds: float) -> None:
+    """Until future is done or seconds have passed, on the running loop. A
+    waiter of our own and one timer: asyncio.wait_for(asyncio.wrap_future(...))
+    made two futures, their chained callbacks and a timeout handle per call.
+    When the awaiting task is cancelled, so is the future (as wrap_future did)."""
+    if future.done():
+        return
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def on_done(_):  # on the transport's I/O thread
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_end_wait, waiter)
+
+    timer = loop.call_later(seconds, _end_wait, waiter)
+    future.add_done_callback(on_done)
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    finally:
+        timer.cancel()
+
+
+def _end_wait(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class CallPlanner:

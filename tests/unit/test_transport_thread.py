@@ -238,3 +238,60 @@ def test_a_frame_submitted_during_a_burst_of_replies_goes_before_the_rest_of_the
         transport.close()
         router.close(linger=0)
         context.term()
+
+
+def test_a_reply_after_the_timeout_is_dropped_and_the_next_call_gets_its_own():
+    """A write sent and not answered in time is indeterminate; its reply, when
+    it comes, goes nowhere, and the next call is answered with its own."""
+    from cairn import Client
+    from transport.errors import IndeterminateError
+    from transport.messages import PutResponse, ResponseHeader, StatusResponse
+
+    port = free_ports(1)[0]
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    client = Client([f"tcp://127.0.0.1:{port}"], timeout=0.3)
+    header = ResponseHeader(1, 2, 3, 4)
+    try:
+        with pytest.raises(IndeterminateError):
+            client.put(b"k", b"v")
+        assert router.poll(5000)
+        identity, late = router.recv_multipart()
+        router.send_multipart([identity, codec.encode(PutResponse(header), codec.peek_request_id(late))])
+        status = StatusResponse(header, "3.5", 1, 2, 3, 4, 5)
+        caller = concurrent.futures.ThreadPoolExecutor(1)
+        answer = caller.submit(client.status, timeout=10)
+        assert router.poll(10_000)
+        identity, frame = router.recv_multipart()
+        router.send_multipart([identity, codec.encode(status, codec.peek_request_id(frame))])
+        assert answer.result(timeout=10) == status
+        caller.shutdown()
+    finally:
+        client.close()
+        router.close(linger=0)
+        context.term()
+
+
+def test_close_ends_a_call_waiting_for_its_reply_with_unavailable():
+    """close() fails every pending Future: a caller blocked on a reply that
+    will never come gets a definite answer, Unavailable (nothing was applied
+    that the caller does not know of: it was a read)."""
+    from cairn import Client
+
+    port = free_ports(1)[0]
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    client = Client([f"tcp://127.0.0.1:{port}"], timeout=1.0)
+    caller = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        call = caller.submit(client.get, b"k")
+        assert router.poll(5000)  # the request left: the caller waits for its reply
+        client.close()
+        assert isinstance(call.exception(timeout=10), Unavailable)
+    finally:
+        caller.shutdown()
+        client.close()
+        router.close(linger=0)
+        context.term()
