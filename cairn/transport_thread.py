@@ -5,9 +5,9 @@ Theory of operation
 ZeroMQ sockets must not be shared between threads, and a Client must be usable
 from many. So callers never touch a socket: `submit` puts (endpoint, frame) on a
 queue, wakes the I/O thread through an eventfd (cairn/wakeup.py), and returns
-a Future. The
-thread sends on one DEALER per endpoint and routes each reply to its Future by
-request id, so many requests are in flight at once over one connection.
+a Future. The thread sends on one DEALER per endpoint and routes each reply to
+its Future by request id, so many requests are in flight at once over one
+connection.
 
 DEALER sockets use ZMQ_IMMEDIATE: a frame is only queued to a completed
 connection. A request for an endpoint that does not connect within

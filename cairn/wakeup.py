@@ -4,9 +4,10 @@ there is none), registered in the I/O thread's zmq.Poller as a plain fd.
 The client's callers wake its I/O thread once per request. It was an inproc
 PAIR of ZeroMQ sockets, which cost a message and a zmq.Again (raised to end
 each drain) per wake-up, and could refuse a send with zmq.Again while nothing
-was pending: the writer sees the reader's returned credit only when ZeroMQ
-next processes its commands, which it throttles, so after ~3,000 wake-ups a
-send could fail and the I/O thread then slept out its poll period. An eventfd
+was pending: after ~3,000 wake-ups in quick succession, each drained at once,
+a send failed now and then (as we read libzmq, the writer sees the credit the
+reader returned only when it next processes its commands, which it
+throttles), and the I/O thread then slept out its poll period. An eventfd
 is a counter: a write never fails while anything is unread (it would need
 2**64 - 2 pending wake-ups), and one read takes every pending wake-up.
 
