@@ -28,7 +28,7 @@ from typing import Any, Generator
 
 from cairn import retry
 from transport import messages as m
-from transport.codec import check, encode
+from transport.codec import encode, encode_checked
 from transport.errors import AuthNotEnabledError, CairnError, InvalidAuthTokenError, PermissionDeniedError, RequestTooLargeError, TimeoutError_
 
 
@@ -67,23 +67,60 @@ def run_blocking(plan: Plan):
         if type(instruction) is Pause:
             time.sleep(instruction.seconds)
         else:
-            futures.wait((instruction.future,), instruction.seconds)
+            _wait(instruction.future, instruction.seconds)
     return steps.result
+
+
+def _wait(future: futures.Future, seconds: float) -> None:
+    """Block until future is done or seconds have passed. On the future's own
+    condition: concurrent.futures.wait makes and installs a waiter (an Event
+    and its locks) on every call, a cost each blocking call paid."""
+    try:
+        future.exception(seconds)
+    except (futures.TimeoutError, futures.CancelledError):
+        pass  # the plan sees no answer
 
 
 async def run_async(plan: Plan):
     """Run a plan on the running event loop, which never blocks: waiting for a
-    reply wraps the transport's Future."""
+    reply is waiting for the transport's Future to call back."""
     steps = _Steps(plan)
     for instruction in steps:
         if type(instruction) is Pause:
             await asyncio.sleep(instruction.seconds)
-            continue
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(instruction.future), instruction.seconds)
-        except Exception:  # noqa: BLE001 - the plan reads from the future how it ended
-            pass  # (on a timeout wait_for cancelled it: the plan sees no answer)
+        else:
+            await _wait_async(instruction.future, instruction.seconds)
     return steps.result
+
+
+async def _wait_async(future: futures.Future, seconds: float) -> None:
+    """Until future is done or seconds have passed, on the running loop. A
+    waiter of our own and one timer: asyncio.wait_for(asyncio.wrap_future(...))
+    made two futures, their chained callbacks and a timeout handle per call.
+    When the awaiting task is cancelled, so is the future (as wrap_future did)."""
+    if future.done():
+        return
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def on_done(_):  # on the transport's I/O thread
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_end_wait, waiter)
+
+    timer = loop.call_later(seconds, _end_wait, waiter)
+    future.add_done_callback(on_done)
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    finally:
+        timer.cancel()
+
+
+def _end_wait(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class CallPlanner:
@@ -236,10 +273,11 @@ class CallPlanner:
     def _start(self, request, write: bool, timeout: float | None, endpoint: str | None) -> _Call:
         if endpoint is not None and endpoint not in self.endpoints:
             raise ValueError(f"unknown endpoint {endpoint}")
-        check(request)  # a value outside its etcd type (an int64 lease id ...) is refused here, unsent
         call = _Call(request, write, time.monotonic() + (self.timeout if timeout is None else timeout),
                      self.endpoints.index(endpoint) if endpoint is not None else None)
-        self._new_request_id(call)
+        call.request_id = self.transport.next_request_id()
+        # a value outside its etcd type (an int64 lease id ...) is refused here, unsent
+        call.frame = encode_checked(request, call.request_id, self.options)
         if len(call.frame) > self.max_send_bytes:
             raise RequestTooLargeError(f"request is {len(call.frame)} bytes, more than max_send_bytes {self.max_send_bytes}")
         return call

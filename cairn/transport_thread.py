@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 ZeroMQ sockets must not be shared between threads, and a Client must be usable
 from many. So callers never touch a socket: `submit` puts (endpoint, frame) on a
-queue, wakes the I/O thread through an inproc pair, and returns a Future. The
-thread sends on one DEALER per endpoint and routes each reply to its Future by
-request id, so many requests are in flight at once over one connection.
+queue, wakes the I/O thread through an eventfd (cairn/wakeup.py), and returns
+a Future. The thread sends on one DEALER per endpoint and routes each reply to
+its Future by request id, so many requests are in flight at once over one
+connection.
 
 DEALER sockets use ZMQ_IMMEDIATE: a frame is only queued to a completed
 connection. A request for an endpoint that does not connect within
@@ -51,6 +52,7 @@ from concurrent.futures import Future
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from cairn.wakeup import Wakeup
 from transport import codec
 from transport.curve import ClientCurve, handshake_error_text, make_client
 from transport.errors import AuthenticationFailed, CairnError, ConnectionLostError, MalformedRequestError, Unavailable
@@ -88,6 +90,12 @@ class TransportLimits:
         "holds (one may be a member stopping).")
 
 
+# Plain ints for the hot paths, as transport/sockets.py has them: pyzmq's enum
+# flags cost an enum operation per call.
+_NOBLOCK = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
 MONITOR_EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                   | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                   | zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED)
@@ -114,11 +122,7 @@ class TransportThread:
         self.streams: dict[int, object] = {}  # request id -> callback(message) for streamed replies
         self.lock = threading.Lock()
         self.request_ids = itertools.count(int.from_bytes(os.urandom(6), "big") << 12)
-        wake_address = f"inproc://cairn-client-wake-{id(self)}"
-        self.wake_receiver = self.context.socket(zmq.PAIR)
-        self.wake_receiver.bind(wake_address)
-        self.wake_sender = self.context.socket(zmq.PAIR)
-        self.wake_sender.connect(wake_address)
+        self.wakeup = Wakeup()
         self.wake_lock = threading.Lock()
         self.closed = False
         self.new_endpoints: deque[str] = deque(self.endpoints)  # the I/O thread connects these
@@ -154,7 +158,7 @@ class TransportThread:
         if threading.get_ident() == self.thread_id and not self.closed:
             # A callback of a reply (a closed-loop caller issuing its next request)
             # runs on the I/O thread, which sends what was submitted before it
-            # polls again: no wake-up through the pipe to itself.
+            # polls again: no wake-up through the eventfd to itself.
             return future
         if not self._wake():
             with self.lock:
@@ -165,16 +169,14 @@ class TransportThread:
 
     def _wake(self, closing: bool = False) -> bool:
         """Wake the I/O thread; False if the client is closed. The closed flag,
-        the wake-up and the I/O thread's teardown of the wake socket all happen
-        under wake_lock, so no thread ever sends on a socket that is gone."""
+        the wake-up and the I/O thread's teardown of the wakeup all happen under
+        wake_lock, so no thread ever writes to an fd that is closed (its number
+        may belong to another file by then)."""
         with self.wake_lock:
             if self.closed:
                 return False
             self.closed = closing
-            try:
-                self.wake_sender.send(b"", zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # the wake pipe is full: the I/O thread has wake-ups pending, and drains every submission on each
+            self.wakeup.wake()
             return True
 
     def subscribe(self, request_id: int, callback) -> None:
@@ -220,17 +222,14 @@ class TransportThread:
         dealers = self.dealers = []
         monitors = self.monitors = {}  # monitor socket -> endpoint index
         poller = self.poller = zmq.Poller()
-        poller.register(self.wake_receiver, zmq.POLLIN)
+        wake_fd = self.wakeup.fileno()
+        poller.register(wake_fd, zmq.POLLIN)
         unsent: deque = deque()
         try:
             while not self.closed:
                 events = dict(poller.poll(self.limits.poll_ms))
-                if self.wake_receiver in events:
-                    try:
-                        while True:
-                            self.wake_receiver.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        pass
+                if wake_fd in events:
+                    self.wakeup.drain()
                 while self.new_endpoints:
                     dealers.append(None)
                     self._open(len(dealers) - 1, self.new_endpoints.popleft())
@@ -250,8 +249,7 @@ class TransportThread:
                 socket.close(linger=0)
             with self.wake_lock:
                 self.closed = True  # also when the loop died of an error: submits fail, not crash
-                self.wake_sender.close(linger=0)
-            self.wake_receiver.close(linger=0)
+                self.wakeup.close()
             self.context.term()
 
     def _open(self, index: int, address: str) -> None:
@@ -306,7 +304,7 @@ class TransportThread:
                 if request_id not in self.pending:
                     continue  # the caller gave up
                 try:
-                    dealers[endpoint].send(frame, zmq.NOBLOCK)
+                    dealers[endpoint].send(frame, _NOBLOCK)
                 except zmq.Again:
                     pass
                 else:
@@ -327,6 +325,8 @@ class TransportThread:
         """Send what was submitted, after what still waits; returns what waits on."""
         while self.submissions:
             unsent.append(self.submissions.popleft())
+        if not unsent:
+            return unsent  # a turn that only brought replies: nothing to look at
         return self._send_all(dealers, unsent)
 
     def _receive_all(self, socket) -> None:
@@ -339,13 +339,19 @@ class TransportThread:
         waited up to ~1 s here). Replies to calls are all read first: each
         frees a caller who sends again at once, and leaving after each one
         sent those one at a time (256 concurrent linearizable gets fell from
-        ~14,000/s to ~6,000/s, the frontend seeing one request per turn)."""
+        ~14,000/s to ~6,000/s, the frontend seeing one request per turn).
+        It stops when ZMQ_EVENTS says nothing more is queued, as
+        transport/sockets.py's drain does: raising zmq.Again to end a turn of
+        one reply cost more than the check, on the caller's path."""
+        receive, option = socket.recv, socket.get
         while True:
             try:
-                frame = socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
+                frame = receive(_NOBLOCK)
+            except zmq.Again:  # nothing was queued (poll's readiness was stale)
                 return
             if self._on_frame(frame) and self.submissions:
+                return
+            if not option(_EVENTS) & _POLLIN:
                 return
 
     def _on_frame(self, frame: bytes) -> bool:

@@ -349,6 +349,16 @@ def check(message) -> None:
     _decode_body(type(message), to_wire(message), 0)
 
 
+def encode_checked(message, request_id: int = 0, options: dict | None = None) -> bytes:
+    """encode(message, request_id, options), after raising what check(message)
+    raises; one to_wire serves both (a client checks every request it sends)."""
+    body = to_wire(message)
+    _decode_body(type(message), body, 0)
+    if options:
+        return cbor2.dumps([PROTOCOL_VERSION, request_id, body, options])
+    return cbor2.dumps([PROTOCOL_VERSION, request_id, body])
+
+
 def encode(message, request_id: int = 0, options: dict | None = None) -> bytes:
     """One frame: [version, request_id, body], plus an options map when given
     (per-request flags such as require_leader, like gRPC metadata in etcd)."""

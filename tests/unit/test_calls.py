@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 from concurrent.futures import Future
 
 import pytest
@@ -13,8 +14,8 @@ import pytest
 from cairn.calls import CallPlanner, run_async, run_blocking
 from transport import codec
 from transport import messages as m
-from transport.errors import (ConnectionLostError, IndeterminateError, NoLeaderError, RequestTooLargeError, TimeoutError_,
-                              Unavailable)
+from transport.errors import (ConnectionLostError, IndeterminateError, InvalidArgumentError, NoLeaderError,
+                              RequestTooLargeError, TimeoutError_, Unavailable)
 
 HEADER = m.ResponseHeader(1, 2, 10, 3)
 NO_ANSWER = object()  # the frame is sent and never answered
@@ -28,6 +29,7 @@ class FakeTransport:
         self.submitted = []  # (endpoint index, request id, message)
         self.forgotten = []
         self.was_sent = True  # what forget says of a request given up on
+        self.futures = []  # every submission's Future
 
     def next_request_id(self):
         return next(self.ids)
@@ -35,6 +37,7 @@ class FakeTransport:
     def submit(self, endpoint, frame, request_id):
         self.submitted.append((endpoint, *codec.decode(frame)))
         future = Future()
+        self.futures.append(future)
         outcome = self.script.pop(0)
         if isinstance(outcome, Exception):
             future.set_exception(outcome)
@@ -152,6 +155,13 @@ def test_a_call_to_one_endpoint_is_not_retried_elsewhere(run):
         run(planner(transport, max_send_bytes=100).call(m.PutRequest(b"k", b"v" * 200), write=True))
 
 
+def test_a_value_outside_its_etcd_type_is_refused_unsent(run):
+    transport = FakeTransport(m.PutResponse(HEADER))
+    with pytest.raises(InvalidArgumentError, match="lease"):
+        run(planner(transport).call(m.PutRequest(b"k", b"v", lease=1 << 63), write=True))
+    assert transport.submitted == []
+
+
 def test_sync_endpoints_adds_every_member_and_prefers_the_leader(run):
     members = tuple(m.Member(i + 1, f"n{i + 1}", (), (f"tcp://10.0.0.{i + 1}:2379",)) for i in range(3))
     status = m.StatusResponse(HEADER, "3.5.0", 0, leader=3, raft_index=1, raft_term=1, raft_applied_index=1)
@@ -161,3 +171,46 @@ def test_sync_endpoints_adds_every_member_and_prefers_the_leader(run):
     assert run(calls.sync_endpoints()) == [member.client_urls[0] for member in members]
     assert calls.preferred() == 2
     assert [type(message) for _, _, message in transport.submitted] == [m.MemberListRequest, m.StatusRequest]
+
+
+def test_a_reply_set_from_another_thread_ends_the_wait(run):
+    """The transport resolves a Future on its I/O thread: the blocking wait
+    (the Future's own condition) and the asyncio one (a call back onto the
+    loop) both end with the reply, well inside the call's timeout."""
+    transport = FakeTransport(NO_ANSWER)
+    submit = transport.submit
+
+    def submit_and_answer_later(endpoint, frame, request_id):
+        future = submit(endpoint, frame, request_id)
+        threading.Timer(0.05, future.set_result, (m.PutResponse(HEADER),)).start()
+        return future
+
+    transport.submit = submit_and_answer_later
+    assert run(planner(transport, timeout=30).call(m.PutRequest(b"k", b"v"), write=True)) == m.PutResponse(HEADER)
+    assert transport.forgotten == []
+
+
+def test_a_reply_after_the_timeout_is_not_taken(run):
+    transport = FakeTransport(NO_ANSWER)
+    with pytest.raises(IndeterminateError):
+        run(planner(transport, timeout=0.1).call(m.PutRequest(b"k", b"v"), write=True))
+    assert transport.forgotten == [transport.submitted[0][1]]  # the transport drops its reply
+    transport.futures[0].set_result(m.PutResponse(HEADER))  # comes late: no one waits, nothing breaks
+
+
+def test_an_async_call_cancelled_by_its_caller_cancels_its_reply_future():
+    transport = FakeTransport(NO_ANSWER)
+
+    async def cancel_while_waiting():
+        task = asyncio.ensure_future(run_async(planner(transport, timeout=30).call(m.RangeRequest(b"k"), write=False)))
+        for _ in range(100):  # the plan submits at its first step
+            if transport.futures:
+                break
+            await asyncio.sleep(0)
+        assert transport.futures
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_while_waiting())
+    assert transport.futures[0].cancelled()

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from transport import codec
 from transport import messages as m
-from transport.errors import MalformedRequestError, RequestTooLargeError, UnsupportedVersionError
+from transport.errors import InvalidArgumentError, MalformedRequestError, RequestTooLargeError, UnsupportedVersionError
 from transport.raft_messages import Entry, RaftMessage, SnapshotMeta
 
 HEADER = m.ResponseHeader(1, 2, 3, 4)
@@ -119,3 +119,17 @@ def test_random_bytes_never_raise_anything_but_operating_errors(data):
 def test_put_round_trip_property(key, value, lease, flags):
     message = m.PutRequest(key, value, lease, *flags)
     assert codec.decode(codec.encode(message, 3))[1] == message
+
+
+@pytest.mark.parametrize("options", [None, {"require_leader": True}])
+def test_encode_checked_is_encode_after_check(options):
+    message = m.TxnRequest(compare=(m.Compare(m.COMPARE_EQUAL, m.TARGET_VALUE, b"k", b"v"),),
+                           success=(m.PutRequest(b"a", b"b", lease=7),))
+    assert codec.encode_checked(message, 99, options) == codec.encode(message, 99, options)
+    out_of_range = m.TxnRequest(success=(m.PutRequest(b"a", b"b", lease=1 << 63),))
+    with pytest.raises(InvalidArgumentError) as checked:
+        codec.check(out_of_range)
+    with pytest.raises(InvalidArgumentError) as encoded:
+        codec.encode_checked(out_of_range, 99, options)
+    assert encoded.value.message == checked.value.message
+    assert "lease" in encoded.value.message

@@ -1,6 +1,6 @@
 """The client's I/O thread: closing while other threads submit raises nothing in
 those threads, and every submitted Future ends, failed with Unavailable. (The race
-this guards — a send on the wake socket after the I/O thread tore it down — has a
+this guards — a wake-up written after the I/O thread closed its fd — has a
 window too small to hit on demand; the lock discipline in _wake is what fixes it.)"""
 
 import concurrent.futures
@@ -44,16 +44,16 @@ def test_close_while_threads_submit_raises_nothing_unexpected():
             assert isinstance(future.exception(timeout=0), Unavailable)
 
 
-def test_a_full_wake_pipe_does_not_fail_a_submission():
+def test_many_wake_ups_pending_do_not_fail_a_submission():
     """1,000 watches on one client submit acks faster than a busy I/O thread
-    reads its wake pipe: a full pipe means a wake-up is pending, not an error.
-    The I/O thread is held on the client's lock while the pipe overflows."""
+    reads its wake-ups: many pending are one wake-up, not an error. The I/O
+    thread is held on the client's lock while they pile up."""
     transport = TransportThread([f"tcp://127.0.0.1:{free_ports(1)[0]}"], dial_timeout=5.0, max_receive_bytes=1 << 20)
     try:
         with transport.lock:  # the I/O thread blocks here as soon as it has something to send
             transport.submissions.append((0, b"frame", 1, float("inf")))
             transport.pending[1] = None
-            woken = [transport._wake() for _ in range(5000)]  # more than the pipe's two high-water marks
+            woken = [transport._wake() for _ in range(5000)]  # more than a pipe of ZeroMQ's default high-water marks
             transport.pending.pop(1)
         assert all(woken)
     finally:
@@ -121,7 +121,7 @@ def test_a_request_on_a_connection_that_drops_fails_at_once_with_connection_lost
 def test_a_request_submitted_by_a_replys_callback_goes_out_without_a_wake_up():
     """A closed-loop caller (cairn bench) issues its next request from the
     reply's callback, on the I/O thread: the thread sends it before it polls
-    again, rather than waking itself through its inproc pipe."""
+    again, rather than waking itself through its eventfd."""
     import zmq
 
     from transport.messages import RangeResponse, ResponseHeader
@@ -236,5 +236,62 @@ def test_a_frame_submitted_during_a_burst_of_replies_goes_before_the_rest_of_the
         assert sent_before_next == [True]
     finally:
         transport.close()
+        router.close(linger=0)
+        context.term()
+
+
+def test_a_reply_after_the_timeout_is_dropped_and_the_next_call_gets_its_own():
+    """A write sent and not answered in time is indeterminate; its reply, when
+    it comes, goes nowhere, and the next call is answered with its own."""
+    from cairn import Client
+    from transport.errors import IndeterminateError
+    from transport.messages import PutResponse, ResponseHeader, StatusResponse
+
+    port = free_ports(1)[0]
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    client = Client([f"tcp://127.0.0.1:{port}"], timeout=0.3)
+    header = ResponseHeader(1, 2, 3, 4)
+    try:
+        with pytest.raises(IndeterminateError):
+            client.put(b"k", b"v")
+        assert router.poll(5000)
+        identity, late = router.recv_multipart()
+        router.send_multipart([identity, codec.encode(PutResponse(header), codec.peek_request_id(late))])
+        status = StatusResponse(header, "3.5", 1, 2, 3, 4, 5)
+        caller = concurrent.futures.ThreadPoolExecutor(1)
+        answer = caller.submit(client.status, timeout=10)
+        assert router.poll(10_000)
+        identity, frame = router.recv_multipart()
+        router.send_multipart([identity, codec.encode(status, codec.peek_request_id(frame))])
+        assert answer.result(timeout=10) == status
+        caller.shutdown()
+    finally:
+        client.close()
+        router.close(linger=0)
+        context.term()
+
+
+def test_close_ends_a_call_waiting_for_its_reply_with_unavailable():
+    """close() fails every pending Future: a caller blocked on a reply that
+    will never come gets a definite answer, Unavailable (nothing was applied
+    that the caller does not know of: it was a read)."""
+    from cairn import Client
+
+    port = free_ports(1)[0]
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    client = Client([f"tcp://127.0.0.1:{port}"], timeout=1.0)
+    caller = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        call = caller.submit(client.get, b"k")
+        assert router.poll(5000)  # the request left: the caller waits for its reply
+        client.close()
+        assert isinstance(call.exception(timeout=10), Unavailable)
+    finally:
+        caller.shutdown()
+        client.close()
         router.close(linger=0)
         context.term()
