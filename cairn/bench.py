@@ -605,9 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
     standard = commands.add_parser("standard", help="the standard set against a fresh local cluster")
     standard.add_argument("--config", default="configs/local-3node.yaml")
     standard.add_argument("--output", default="bench-results/latest.json")
+    from cairn.bench_codec import add_codec_parser
     from cairn.bench_compare import add_compare_parser
 
     add_compare_parser(commands)
+    add_codec_parser(commands)
     return parser
 
 
@@ -632,6 +634,10 @@ def main(argv=None) -> int:
         from cairn.bench_compare import run_compare
 
         return run_compare(args)
+    if args.command == "codec":
+        from cairn.bench_codec import run_codec
+
+        return run_codec(args)
     try:
         endpoints, args.security = security_options(args, args.endpoints.split(","), DEFAULT_ENDPOINTS)
     except UsageError as error:
