@@ -9,20 +9,23 @@ order. Nested messages (a KeyValue inside a RangeResponse, an Entry inside a
 RaftMessage) are bodies too, so a union field (`PutRequest | RangeRequest`) is
 decoded by its tag.
 
-Each class's wire schema is compiled once from its type annotations into a tuple
-of per-field converters. Decoding checks every field's type, and every integer's
-range or enumeration (transport/wire_types.py: a plain `int` is etcd's int64),
-so a malformed frame raises MalformedRequestError, and a value outside its
-field's etcd type InvalidArgumentError, here — it never reaches an actor's
-logic, and never the Raft log. Trailing
-fields that have defaults may be omitted, which keeps frames small and lets a
-newer peer add defaulted fields without breaking an older one.
+Each class's decoder and encoder are compiled once, on first use, from its type
+annotations into a small Python function (see _compile_decoder: plain fields are
+checked inline, messages, unions and maps through per-field converters).
+Decoding checks every field's type, and every integer's range or enumeration
+(transport/wire_types.py: a plain `int` is etcd's int64), so a malformed frame
+raises MalformedRequestError, and a value outside its field's etcd type
+InvalidArgumentError, here — it never reaches an actor's logic, and never the
+Raft log. An error met inside a field names it, outermost first
+("TxnRequest.compare: Compare.operand: ..."). Trailing fields that have
+defaults may be omitted, which keeps frames small and lets a newer peer add
+defaulted fields without breaking an older one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import operator
+import sys
 import types
 import typing
 
@@ -37,7 +40,6 @@ from transport.wire_types import INT64, IntRange, OneOf
 MAX_NESTING = 64
 
 _REGISTRY: dict[str, type] = {}
-_SCHEMAS: dict[type, tuple] = {}
 
 
 def register(cls: type) -> type:
@@ -56,15 +58,12 @@ def _register_module(module) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Decoding: converters compiled from annotations
+# Decoding: one function per class, compiled from its annotations
 # ---------------------------------------------------------------------------
 
 
 def _fail(expected: str, value) -> typing.NoReturn:
     raise MalformedRequestError(f"expected {expected}, got {type(value).__name__}")
-
-
-_INT64_LOW, _INT64_HIGH = INT64.low, INT64.high
 
 
 def _out_of_range(value: int, allowed) -> typing.NoReturn:
@@ -74,64 +73,50 @@ def _out_of_range(value: int, allowed) -> typing.NoReturn:
     raise InvalidArgumentError(f"{shown} is out of range for {allowed.describe()}")
 
 
-def _convert_int(value, depth):
-    if type(value) is not int:
-        _fail("int", value)
-    if not _INT64_LOW <= value <= _INT64_HIGH:
-        _out_of_range(value, INT64)
-    return value
+def _in_field(where: str, error: InvalidArgumentError) -> typing.NoReturn:
+    """Re-raise an error met inside field `where` ("TxnRequest.compare") with the
+    field named, so a nested one reads outermost first: "TxnRequest.compare:
+    Compare.operand: ..."; etcd's own wording is kept as etcd says it."""
+    if error.message.startswith("etcdserver:"):
+        raise error
+    raise type(error)(f"{where}: {error.message}") from None
 
 
-def _bounded_int_converter(allowed: IntRange | OneOf):
-    """An int field with its etcd type (uint64) or enumeration."""
-
-    def convert(value, depth):
-        if type(value) is not int:
-            _fail("int", value)
-        if not allowed.allows(value):
-            _out_of_range(value, allowed)
-        return value
-
-    return convert
+def _wrong_type(where: str, expected: str, value) -> typing.NoReturn:
+    raise MalformedRequestError(f"{where}: expected {expected}, got {type(value).__name__}")
 
 
-def _exactly(expected: type):
-    """The converter of a plain type: the value as it is, if it is exactly that
-    type (no bool for int, no bytearray for bytes)."""
-    name = expected.__name__
-
-    def convert(value, depth):
-        if type(value) is not expected:
-            _fail(name, value)
-        return value
-
-    return convert
+def _int_out_of_range(where: str, value: int, allowed) -> typing.NoReturn:
+    try:
+        _out_of_range(value, allowed)
+    except InvalidArgumentError as error:
+        _in_field(where, error)
 
 
-_convert_bool = _exactly(bool)
-_convert_bytes = _exactly(bytes)
-_convert_str = _exactly(str)
+def _int_check(annotation):
+    """(plain type, IntRange | OneOf | None) for a field checked inline, or None."""
+    if annotation in _PLAIN:
+        return annotation, INT64 if annotation is int else None
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *markers = typing.get_args(annotation)
+        assert base is int and len(markers) == 1 and isinstance(markers[0], (IntRange, OneOf)), annotation
+        return int, markers[0]
+    return None
 
 
-def _convert_none(value, depth):
-    if value is not None:
-        _fail("null", value)
-    return value
-
-
-_SIMPLE = {int: _convert_int, bool: _convert_bool, bytes: _convert_bytes, str: _convert_str, type(None): _convert_none}
 _PLAIN = frozenset((int, bool, bytes, str))
 
 
 def _converter_for(annotation):
-    """A function(value, depth) -> value that validates one field's wire value."""
-    if annotation in _SIMPLE:
-        return _SIMPLE[annotation]
+    """A function(value, depth) -> value that validates one wire value: for the
+    fields a class's decoder does not check inline (messages, unions, maps)."""
+    inline = _int_check(annotation)
+    if inline is not None:
+        expected, allowed = inline
+        return _plain_converter(expected, allowed)
+    if annotation is type(None):
+        return _convert_none
     origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        base, *markers = typing.get_args(annotation)
-        assert base is int and len(markers) == 1 and isinstance(markers[0], (IntRange, OneOf)), annotation
-        return _bounded_int_converter(markers[0])
     if origin in (typing.Union, types.UnionType):
         return _union_converter(typing.get_args(annotation))
     if origin is tuple:
@@ -143,9 +128,30 @@ def _converter_for(annotation):
     raise TypeError(f"codec cannot carry fields of type {annotation!r}")
 
 
+def _plain_converter(expected: type, allowed):
+    """Exactly that type (no bool for int, no bytearray for bytes), and for an
+    int, within its etcd type or enumeration."""
+    name = expected.__name__
+
+    def convert(value, depth):
+        if type(value) is not expected:
+            _fail(name, value)
+        if allowed is not None and not allowed.allows(value):
+            _out_of_range(value, allowed)
+        return value
+
+    return convert
+
+
+def _convert_none(value, depth):
+    if value is not None:
+        _fail("null", value)
+    return value
+
+
 def _union_converter(options):
     """Dispatch on the wire type: a CBOR array is a message (or a tuple), a map a
-    dict, anything else must be one of the simple types listed."""
+    dict, anything else must be one of the plain types listed."""
     by_wire_type = {}
     message_options = tuple(o for o in options if dataclasses.is_dataclass(o))
     if message_options:
@@ -160,7 +166,8 @@ def _union_converter(options):
         elif origin is dict:
             by_wire_type[dict] = _dict_converter(typing.get_args(option))
         else:
-            by_wire_type[option] = _SIMPLE[option]
+            assert option in _PLAIN or option is type(None), option
+            by_wire_type[option] = _converter_for(option)
     names = " | ".join(getattr(o, "__name__", str(o)) for o in options)
 
     def convert(value, depth):
@@ -174,32 +181,10 @@ def _union_converter(options):
 
 def _tuple_converter(args):
     assert len(args) == 2 and args[1] is Ellipsis, f"only tuple[X, ...] is supported, got {args}"
-    item_type = args[0]
-    if item_type is int:
-        # tuple[int, ...]: int64 items, checked inline
-        def convert_int64s(value, depth):
-            if type(value) is not list:
-                _fail("array", value)
-            for v in value:
-                if type(v) is not int:
-                    _fail("int", v)
-                if not _INT64_LOW <= v <= _INT64_HIGH:
-                    _out_of_range(v, INT64)
-            return tuple(value)
-
-        return convert_int64s
-    if item_type in _SIMPLE and item_type is not type(None):
-        # tuple[int, ...], tuple[bytes, ...]: one type check per item, no call
-        def convert_simple(value, depth):
-            if type(value) is not list:
-                _fail("array", value)
-            for v in value:
-                if type(v) is not item_type:
-                    _fail(item_type.__name__, v)
-            return tuple(value)
-
-        return convert_simple
-    item = _lazy(item_type)
+    options = typing.get_args(args[0]) if typing.get_origin(args[0]) in (typing.Union, types.UnionType) else args[:1]
+    if all(dataclasses.is_dataclass(option) for option in options):
+        return _messages_converter(options)
+    item = _converter_for(args[0])
 
     def convert(value, depth):
         if type(value) is not list:
@@ -211,7 +196,7 @@ def _tuple_converter(args):
 
 
 def _dict_converter(args):
-    key_convert, value_convert = _lazy(args[0]), _lazy(args[1])
+    key_convert, value_convert = _converter_for(args[0]), _converter_for(args[1])
 
     def convert(value, depth):
         if type(value) is not dict:
@@ -221,83 +206,160 @@ def _dict_converter(args):
     return convert
 
 
-def _lazy(annotation):
-    """Resolve converters on first use so classes can refer to each other (a
-    TxnRequest holds TxnRequests)."""
-    resolved = None
-
-    def convert(value, depth):
-        nonlocal resolved
-        if resolved is None:
-            resolved = _converter_for(annotation)
-        return resolved(value, depth)
-
-    return convert
-
-
 def _message_converter(allowed: tuple[type, ...]):
-    allowed_set = frozenset(allowed)
+    """A body whose tag names one of the allowed classes, decoded by that class's
+    decoder (looked up when met, so a TxnRequest may hold TxnRequests)."""
     names = " | ".join(c.__name__ for c in allowed)
+    by_tag = {c.__name__: c for c in allowed if _REGISTRY.get(c.__name__) is c}
 
     def convert(value, depth):
         if type(value) is not list or not value:
             _fail(names, value)
-        cls = _REGISTRY.get(value[0]) if type(value[0]) is str else None
-        if cls not in allowed_set:
-            raise MalformedRequestError(f"expected {names}, got tag {value[0]!r}")
-        return _decode_body(cls, value, depth + 1)
+        tag = value[0]
+        cls = by_tag.get(tag) if type(tag) is str else None
+        if cls is None:
+            raise MalformedRequestError(f"expected {names}, got tag {tag!r}")
+        return _DECODERS[cls](value, depth + 1)
 
     return convert
 
 
-def _schema(cls):
-    schema = _SCHEMAS.get(cls)
-    if schema is None:
-        hints = typing.get_type_hints(cls, vars(_module_of(cls)), include_extras=True)
-        fields = dataclasses.fields(cls)
-        required = sum(
-            1 for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        )
-        # Resolved now: a field's converter only looks message types up when it
-        # meets one, so a message that holds its own type (TxnRequest) resolves too.
-        converters = tuple(_converter_for(hints[f.name]) for f in fields)
-        # Fields of one plain type (most of them) are checked inline, without a call.
-        plain = tuple(hints[f.name] if hints[f.name] in _PLAIN else None for f in fields)
-        schema = (required, converters, tuple(f.name for f in fields), plain)
-        _SCHEMAS[cls] = schema
-    return schema
+def _messages_converter(allowed: tuple[type, ...]):
+    """tuple[Message, ...] (or of a union of messages): _message_converter's
+    checks, inline in the loop over the items (Raft's entries and messages)."""
+    names = " | ".join(c.__name__ for c in allowed)
+    by_tag = {c.__name__: c for c in allowed if _REGISTRY.get(c.__name__) is c}
+
+    def convert(value, depth):
+        if type(value) is not list:
+            _fail("array", value)
+        depth += 2  # the tuple's level, then the message's
+        decoded = []
+        for item in value:
+            if type(item) is not list or not item:
+                _fail(names, item)
+            tag = item[0]
+            cls = by_tag.get(tag) if type(tag) is str else None
+            if cls is None:
+                raise MalformedRequestError(f"expected {names}, got tag {tag!r}")
+            decoded.append(_DECODERS[cls](item, depth))
+        return tuple(decoded)
+
+    return convert
 
 
-def _module_of(cls):
-    import sys
+class _Decoders(dict):
+    """class -> its decoder, compiled on first use."""
 
-    return sys.modules[cls.__module__]
+    def __missing__(self, cls):
+        decoder = self[cls] = _compile_decoder(cls)
+        return decoder
 
 
-def _decode_body(cls, body: list, depth: int):
-    if depth > MAX_NESTING:
-        raise MalformedRequestError("message nested too deeply")
-    required, converters, names, plain = _schema(cls)
-    count = len(body) - 1
-    if count < required or count > len(converters):
-        raise MalformedRequestError(f"{cls.__name__}: expected {required}..{len(converters)} fields, got {count}")
-    values = body[1:]
-    index = 0
-    try:
-        for index, value in enumerate(values):
-            expected = plain[index]
-            if expected is None:
-                values[index] = converters[index](value, depth)
-            elif type(value) is not expected:
-                _fail(expected.__name__, value)
-            elif expected is int and not _INT64_LOW <= value <= _INT64_HIGH:
-                _out_of_range(value, INT64)
-    except InvalidArgumentError as error:
-        if error.message.startswith("etcdserver:"):
-            raise  # etcd's own wording, kept as etcd says it
-        # name the field, outermost first: "TxnRequest.compare: Compare.operand: ..."
-        raise type(error)(f"{cls.__name__}.{names[index]}: {error.message}") from None
-    return cls(*values)
+_DECODERS = _Decoders()
+
+
+def _compile_decoder(cls):
+    """A function(body, depth) -> message for one class, written out from its
+    annotations and exec'd once (as dataclasses writes __init__).
+
+    Why: a put's frames are decoded several times on its way through a member,
+    and a generic loop that called a converter per field, then the frozen
+    dataclass's __init__ (an object.__setattr__ per field), was the largest part
+    of the raft actor's CPU (issue 18). The generated code checks each plain
+    field (int64, uint64, enumerations, bool, bytes, str, and tuples of those)
+    inline, calls a converter only for messages, unions and maps, and fills the
+    new object's slots directly (omitted trailing fields get their defaults, as
+    __init__ would give them). It raises what the checks above describe; the
+    reference decoder in tests/unit/test_codec_compiled.py keeps it honest."""
+    hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]), include_extras=True)
+    fields = dataclasses.fields(cls)
+    assert "__slots__" in vars(cls) and not hasattr(cls, "__post_init__"), f"{cls.__name__}: a frozen, slotted message"
+    assert all(f.init and f.default_factory is dataclasses.MISSING for f in fields), cls
+    required = sum(1 for f in fields if f.default is dataclasses.MISSING)
+    name = cls.__name__
+    namespace = {
+        "new": object.__new__,
+        "cls": cls,
+        "MAX_NESTING": MAX_NESTING,
+        "MalformedRequestError": MalformedRequestError,
+        "InvalidArgumentError": InvalidArgumentError,
+        "_wrong_type": _wrong_type,
+        "_int_out_of_range": _int_out_of_range,
+        "_in_field": _in_field,
+    }
+    lines = [
+        "def decode(body, depth):",
+        "    if depth > MAX_NESTING:",
+        "        raise MalformedRequestError('message nested too deeply')",
+        "    count = len(body) - 1",
+        f"    if count < {required} or count > {len(fields)}:",
+        f"        raise MalformedRequestError(f'{name}: expected {required}..{len(fields)} fields, got {{count}}')",
+        "    message = new(cls)",
+    ]
+    for index, field in enumerate(fields):
+        lines.append(f"    # {field.name}")
+        check = [f"value = body[{index + 1}]", *_field_check(hints[field.name], index, f"{name}.{field.name}", namespace)]
+        if index < required:
+            lines.extend("    " + line for line in check)
+        else:
+            namespace[f"default{index}"] = field.default
+            lines.append(f"    if count > {index}:")
+            lines.extend("        " + line for line in check)
+            lines.extend(["    else:", f"        value = default{index}"])
+        slot = getattr(cls, field.name)  # a slot's descriptor (a base class's, for a subclass's inherited field)
+        assert isinstance(slot, types.MemberDescriptorType), (cls, field.name)
+        namespace[f"set{index}"] = slot.__set__  # what object.__setattr__ in a frozen __init__ reaches
+        lines.append(f"    set{index}(message, value)")
+    lines.append("    return message")
+    source = "\n".join(lines)
+    exec(compile(source, f"<codec decoder of {name}>", "exec"), namespace)
+    decoder = namespace["decode"]
+    decoder.source = source
+    return decoder
+
+
+def _field_check(annotation, index: int, where: str, namespace: dict) -> list[str]:
+    """The lines that check `value`, field `index` of the class, and leave in
+    `value` what the message holds."""
+    inline = _int_check(annotation)
+    if inline is not None:
+        return _plain_check(inline, "value", where, f"allowed{index}", namespace)
+    if typing.get_origin(annotation) is tuple:
+        item, ellipsis = typing.get_args(annotation)
+        inline = _int_check(item) if ellipsis is Ellipsis else None
+        if inline is not None:
+            return [
+                "if type(value) is not list:",
+                f"    _wrong_type({where!r}, 'array', value)",
+                "for item in value:",
+                *("    " + line for line in _plain_check(inline, "item", where, f"allowed{index}", namespace)),
+                "value = tuple(value)",
+            ]
+    namespace[f"convert{index}"] = _converter_for(annotation)
+    return [
+        "try:",
+        f"    value = convert{index}(value, depth)",
+        "except InvalidArgumentError as error:",
+        f"    _in_field({where!r}, error)",
+    ]
+
+
+def _plain_check(inline, variable: str, where: str, allowed_name: str, namespace: dict) -> list[str]:
+    """The lines that check one plain value: its exact type, and an int's range
+    (bounds written in) or enumeration (a frozenset in the namespace)."""
+    expected, allowed = inline
+    lines = [f"if type({variable}) is not {expected.__name__}:", f"    _wrong_type({where!r}, {expected.__name__!r}, {variable})"]
+    if allowed is None:
+        return lines
+    namespace[allowed_name] = allowed
+    if isinstance(allowed, IntRange):
+        lines.append(f"if not {allowed.low} <= {variable} <= {allowed.high}:")
+    else:
+        namespace[allowed_name + "_values"] = allowed.values
+        lines.append(f"if {variable} not in {allowed_name}_values:")
+    lines.append(f"    _int_out_of_range({where!r}, {variable}, {allowed_name})")
+    return lines
 
 
 # ---------------------------------------------------------------------------
@@ -317,43 +379,45 @@ def to_wire(obj):
         return [item if type(item) in _SCALARS else to_wire(item) for item in obj]
     if cls is dict:
         return {key: to_wire(value) for key, value in obj.items()}
-    fields = _FIELDS.get(cls)
-    if fields is None:
-        fields = _fields_of(cls)
-    # A scalar field (most are) is taken as it is, without a call per field.
-    return [cls.__name__, *[value if type(value) in _SCALARS else to_wire(value) for value in fields(obj)]]
+    return _ENCODERS[cls](obj)
 
 
-_FIELDS: dict[type, object] = {}
+class _Encoders(dict):
+    """class -> its encoder, compiled on first use."""
+
+    def __missing__(self, cls):
+        encoder = self[cls] = _compile_encoder(cls)
+        return encoder
 
 
-def _fields_of(cls):
-    """A function(message) -> tuple of its field values, in wire order."""
+_ENCODERS = _Encoders()
+
+
+def _compile_encoder(cls):
+    """A function(message) -> body that builds the list in one expression: a
+    scalar field (most are) is taken as it is, anything else through to_wire."""
     assert _REGISTRY.get(cls.__name__) is cls, f"{cls.__name__} is not a registered message"
-    names = tuple(f.name for f in dataclasses.fields(cls))
-    if not names:
-        fields = lambda obj: ()  # noqa: E731
-    elif len(names) == 1:
-        getter = operator.attrgetter(names[0])
-        fields = lambda obj: (getter(obj),)  # noqa: E731
-    else:
-        fields = operator.attrgetter(*names)
-    _FIELDS[cls] = fields
-    return fields
+    items = "".join(
+        f", v if type(v := obj.{f.name}) in _SCALARS else to_wire(v)" for f in dataclasses.fields(cls)
+    )
+    source = f"def encode(obj):\n    return [{cls.__name__!r}{items}]"
+    namespace = {"_SCALARS": _SCALARS, "to_wire": to_wire}
+    exec(compile(source, f"<codec encoder of {cls.__name__}>", "exec"), namespace)
+    return namespace["encode"]
 
 
 def check(message) -> None:
     """Raise what decoding the message's frame would raise (InvalidArgumentError
     for a value outside its field's etcd type), without encoding it: a client
     refuses a request the member would refuse, before sending it."""
-    _decode_body(type(message), to_wire(message), 0)
+    _DECODERS[type(message)](to_wire(message), 0)
 
 
 def encode_checked(message, request_id: int = 0, options: dict | None = None) -> bytes:
     """encode(message, request_id, options), after raising what check(message)
     raises; one to_wire serves both (a client checks every request it sends)."""
     body = to_wire(message)
-    _decode_body(type(message), body, 0)
+    _DECODERS[type(message)](body, 0)
     if options:
         return cbor2.dumps([PROTOCOL_VERSION, request_id, body, options])
     return cbor2.dumps([PROTOCOL_VERSION, request_id, body])
@@ -410,7 +474,7 @@ def decode_body(body):
     cls = _REGISTRY.get(body[0])
     if cls is None:
         raise MalformedRequestError(f"unknown message type {body[0]!r}")
-    return _decode_body(cls, body, 0)
+    return _DECODERS[cls](body, 0)
 
 
 def peek_request_id(frame: bytes) -> int:
