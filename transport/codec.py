@@ -206,57 +206,61 @@ def _dict_converter(args):
     return convert
 
 
-def _message_converter(allowed: tuple[type, ...]):
-    """A body whose tag names one of the allowed classes, decoded by that class's
-    decoder (looked up when met, so a TxnRequest may hold TxnRequests)."""
+def _decoder_by_tag(allowed: tuple[type, ...]):
+    """A function(body) -> the decoder of the allowed class its tag names
+    (looked up when met, so a TxnRequest may hold TxnRequests), or raise."""
     names = " | ".join(c.__name__ for c in allowed)
     by_tag = {c.__name__: c for c in allowed if _REGISTRY.get(c.__name__) is c}
 
-    def convert(value, depth):
-        if type(value) is not list or not value:
-            _fail(names, value)
-        tag = value[0]
+    def decoder_of(body):
+        if type(body) is not list or not body:
+            _fail(names, body)
+        tag = body[0]
         cls = by_tag.get(tag) if type(tag) is str else None
         if cls is None:
             raise MalformedRequestError(f"expected {names}, got tag {tag!r}")
-        return _DECODERS[cls](value, depth + 1)
+        return _DECODERS[cls]
+
+    return decoder_of
+
+
+def _message_converter(allowed: tuple[type, ...]):
+    decoder_of = _decoder_by_tag(allowed)
+
+    def convert(value, depth):
+        return decoder_of(value)(value, depth + 1)
 
     return convert
 
 
 def _messages_converter(allowed: tuple[type, ...]):
-    """tuple[Message, ...] (or of a union of messages): _message_converter's
-    checks, inline in the loop over the items (Raft's entries and messages)."""
-    names = " | ".join(c.__name__ for c in allowed)
-    by_tag = {c.__name__: c for c in allowed if _REGISTRY.get(c.__name__) is c}
+    """tuple[Message, ...] (or of a union of messages), without a converter
+    call per item (Raft's entries and messages)."""
+    decoder_of = _decoder_by_tag(allowed)
 
     def convert(value, depth):
         if type(value) is not list:
             _fail("array", value)
         depth += 2  # the tuple's level, then the message's
-        decoded = []
-        for item in value:
-            if type(item) is not list or not item:
-                _fail(names, item)
-            tag = item[0]
-            cls = by_tag.get(tag) if type(tag) is str else None
-            if cls is None:
-                raise MalformedRequestError(f"expected {names}, got tag {tag!r}")
-            decoded.append(_DECODERS[cls](item, depth))
-        return tuple(decoded)
+        return tuple([decoder_of(item)(item, depth) for item in value])
 
     return convert
 
 
-class _Decoders(dict):
-    """class -> its decoder, compiled on first use."""
+class _CompiledOnUse(dict):
+    """class -> the function compile(class) makes for it, made on first use
+    (after every module's classes are registered, whatever the import order)."""
+
+    def __init__(self, compile):
+        super().__init__()
+        self.compile = compile
 
     def __missing__(self, cls):
-        decoder = self[cls] = _compile_decoder(cls)
-        return decoder
+        function = self[cls] = self.compile(cls)
+        return function
 
 
-_DECODERS = _Decoders()
+_DECODERS = _CompiledOnUse(lambda cls: _compile_decoder(cls))
 
 
 def _compile_decoder(cls):
@@ -382,15 +386,7 @@ def to_wire(obj):
     return _ENCODERS[cls](obj)
 
 
-class _Encoders(dict):
-    """class -> its encoder, compiled on first use."""
-
-    def __missing__(self, cls):
-        encoder = self[cls] = _compile_encoder(cls)
-        return encoder
-
-
-_ENCODERS = _Encoders()
+_ENCODERS = _CompiledOnUse(lambda cls: _compile_encoder(cls))
 
 
 def _compile_encoder(cls):
