@@ -41,21 +41,23 @@ def copied(value):
 
 
 def outcome(decode, body):
-    """('ok', type, repr) or ('raise', type, message): what a decoder made of a
-    body (a copy, so neither sees what the other may have done to it)."""
+    """('ok', type, repr, message) or ('raise', type, message): what a decoder
+    made of a body."""
     try:
-        message = decode(copied(body))
+        message = decode(body)
     except Exception as error:  # noqa: BLE001 - any exception must match the reference's
         return ("raise", type(error), str(error))
     return ("ok", type(message), repr(message), message)
 
 
 def assert_same(body):
-    expected = outcome(reference.decode_body, body)
+    """The compiled decoder does what the reference does with the body, and
+    leaves the body as it was (a caller may forward it)."""
+    expected = outcome(reference.decode_body, copied(body))
     before = copied(body)
     got = outcome(codec.decode_body, body)
     assert got == expected, f"body {body!r:.300}"
-    assert body == before or body != body  # a NaN is never equal to itself
+    assert body == before
 
 
 def wire(body):
@@ -131,7 +133,7 @@ def test_nesting_is_limited_where_it_was(levels):
 def test_a_nested_out_of_range_int_names_every_field_on_its_way():
     body = ["TxnRequest", [], [["TxnRequest", [["Compare", 0, 0, b"k", 2**64]]]]]
     assert_same(body)
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(InvalidArgumentError) as caught:
         codec.decode_body(body)
     assert str(caught.value) == "TxnRequest.success: TxnRequest.compare: Compare.operand: 18446744073709551616 is out of range for int64"
 
