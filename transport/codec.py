@@ -93,8 +93,9 @@ def _int_out_of_range(where: str, value: int, allowed) -> typing.NoReturn:
         _in_field(where, error)
 
 
-def _int_check(annotation):
-    """(plain type, IntRange | OneOf | None) for a field checked inline, or None."""
+def _inline_check(annotation):
+    """(plain type, IntRange | OneOf | None) for a value of that annotation checked
+    inline (int, bool, bytes, str, Uint64, enumerations), or None."""
     if annotation in _PLAIN:
         return annotation, INT64 if annotation is int else None
     if typing.get_origin(annotation) is typing.Annotated:
@@ -110,7 +111,7 @@ _PLAIN = frozenset((int, bool, bytes, str))
 def _converter_for(annotation):
     """A function(value, depth) -> value that validates one wire value: for the
     fields a class's decoder does not check inline (messages, unions, maps)."""
-    inline = _int_check(annotation)
+    inline = _inline_check(annotation)
     if inline is not None:
         expected, allowed = inline
         return _plain_converter(expected, allowed)
@@ -326,18 +327,18 @@ def _compile_decoder(cls):
 def _field_check(annotation, index: int, where: str, namespace: dict) -> list[str]:
     """The lines that check `value`, field `index` of the class, and leave in
     `value` what the message holds."""
-    inline = _int_check(annotation)
+    inline = _inline_check(annotation)
     if inline is not None:
-        return _plain_check(inline, "value", where, f"allowed{index}", namespace)
+        return _plain_check_lines(inline, "value", where, f"allowed{index}", namespace)
     if typing.get_origin(annotation) is tuple:
         item, ellipsis = typing.get_args(annotation)
-        inline = _int_check(item) if ellipsis is Ellipsis else None
+        inline = _inline_check(item) if ellipsis is Ellipsis else None
         if inline is not None:
             return [
                 "if type(value) is not list:",
                 f"    _wrong_type({where!r}, 'array', value)",
                 "for item in value:",
-                *("    " + line for line in _plain_check(inline, "item", where, f"allowed{index}", namespace)),
+                *("    " + line for line in _plain_check_lines(inline, "item", where, f"allowed{index}", namespace)),
                 "value = tuple(value)",
             ]
     namespace[f"convert{index}"] = _converter_for(annotation)
@@ -349,7 +350,7 @@ def _field_check(annotation, index: int, where: str, namespace: dict) -> list[st
     ]
 
 
-def _plain_check(inline, variable: str, where: str, allowed_name: str, namespace: dict) -> list[str]:
+def _plain_check_lines(inline, variable: str, where: str, allowed_name: str, namespace: dict) -> list[str]:
     """The lines that check one plain value: its exact type, and an int's range
     (bounds written in) or enumeration (a frozenset in the namespace)."""
     expected, allowed = inline
