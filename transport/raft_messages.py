@@ -307,6 +307,7 @@ def quicker_init(cls: type) -> type:
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__module__ = cls.__module__
     init.__doc__ = cls.__init__.__doc__
+    init.__annotations__ = dict(cls.__init__.__annotations__)  # what inspection of the signature finds
     cls.__init__ = init
     return cls
 

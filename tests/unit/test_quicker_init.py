@@ -29,9 +29,9 @@ def test_the_signature_is_the_fields_with_their_defaults(cls):
         return  # kept the generated __init__
     assert "__create_fn__" not in cls.__init__.__code__.co_qualname, cls
     parameters = list(inspect.signature(cls).parameters.values())
-    assert [(p.name, p.default, p.kind) for p in parameters] == [
+    assert [(p.name, p.default, p.kind, p.annotation) for p in parameters] == [
         (f.name, inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default,
-         inspect.Parameter.POSITIONAL_OR_KEYWORD) for f in fields]
+         inspect.Parameter.POSITIONAL_OR_KEYWORD, f.type) for f in fields]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
