@@ -48,7 +48,6 @@ from store.alarms import bytes_in_use
 from store.apply import ApplyRules, StateMachine
 from store.apply_leases import min_lease_ttl_s
 from store.environment import defragment_kv, kv_file, open_kv, recover_defragment, replicated_databases
-from store.snapshot_install import replace_keyspace
 from transport import codec
 from transport.entries import make_payload
 from transport.limits import holds, limit, limits, positive
@@ -221,7 +220,7 @@ class ApplyActor(Actor):
         self.pending_entries = []  # entries queued before the snapshot are superseded by it
         try:
             with self.syncer.paused():
-                applied = replace_keyspace(self.env, self.keyspace, message.path)
+                applied = self.state.install_snapshot(message.path)
                 # durable before raft drops its log for the snapshot
                 self.env.sync(True)
                 self.syncer.replaced(self.env, applied)

@@ -49,6 +49,7 @@ from store.auth_rules import ROOT
 from store.apply_leases import LEASE_WRITES, LeaseChanges, apply_lease_request
 from store import members as member_records
 from store.mvcc import KeySpace
+from store.snapshot_install import replace_keyspace
 from transport import codec
 from transport import messages as m
 from transport.entries import split_payload, split_payload_user
@@ -162,10 +163,13 @@ class StateMachine:
         self.keyspace = KeySpace(env)
         self.alarms = Alarms(env)
         self.auth = AuthStore(env)
-        # What every entry of a batch checks, read once per batch rather than
-        # per entry (two cursors and a get per put): the alarms raised and
+        # What every entry checks, read once and kept across batches rather
+        # than read per entry or per batch (a cursor over the alarms and a get;
+        # at low concurrency a batch is one entry): the alarms raised and
         # whether auth is enabled. Only AlarmRequest and Auth* entries change
-        # them, and each sets them back to None (read again when next needed).
+        # them, and each sets them back to None (read again when next needed);
+        # so do an aborted batch (what it read may be rolled back) and a
+        # keyspace replaced under this object (forget_cached: a snapshot install).
         self._alarms_raised: frozenset[int] | None = None
         self._auth_enabled: bool | None = None
 
@@ -183,13 +187,29 @@ class StateMachine:
             except EntryFailed as error:
                 assert error.failure.index not in failed, error.failure
                 failed[error.failure.index] = error.failure
+            except BaseException:
+                self.forget_cached()  # the transaction did not commit (its commit may have failed)
+                raise
+
+    def forget_cached(self) -> None:
+        """Read the alarms and whether auth is enabled again when next needed:
+        for a caller whose transaction did not commit, or that replaced the
+        keyspace under this object."""
+        self._alarms_raised = self._auth_enabled = None
 
     def apply_entries(self, txn, entries, failed: dict[int, EntryFailure]) -> AppliedBatch:
         """The batch over a caller's write transaction. An entry in `failed` is
         answered with its failure and not executed; another entry that fails
-        raises EntryFailed (the caller aborts and calls again)."""
+        raises EntryFailed (the caller aborts and calls again). A caller that
+        does not commit the transaction calls forget_cached()."""
+        try:
+            return self._apply_batch(txn, entries, failed)
+        except BaseException:
+            self.forget_cached()  # read in a transaction about to be aborted
+            raise
+
+    def _apply_batch(self, txn, entries, failed: dict[int, EntryFailure]) -> AppliedBatch:
         batch = AppliedBatch()
-        self._alarms_raised = self._auth_enabled = None  # this transaction's, read on first use
         for entry in entries:
             if entry.data and entry.kind == ENTRY_CONF_CHANGE:
                 self._apply_conf_change(txn, entry, batch)
@@ -322,6 +342,15 @@ class StateMachine:
         return AlarmResponse(header, self.alarms.list(txn, request.member_id))
 
     # ------------------------------------------------------------- between batches
+
+    def install_snapshot(self, snapshot_path: str) -> int:
+        """Replace the keyspace with a leader's snapshot (store/snapshot_install.py);
+        returns the applied index it carries. Its alarms and auth state are
+        read anew, whether or not the install committed."""
+        try:
+            return replace_keyspace(self.env, self.keyspace, snapshot_path)
+        finally:
+            self.forget_cached()
 
     def compact_step(self) -> bool:
         """One bounded step of a physical compaction in its own transaction;

@@ -107,6 +107,8 @@ class _Deletes:
         self.intervals.extend(other.intervals)
 
     def covers(self, key: bytes) -> bool:
+        if not self.intervals:
+            return False  # most txns delete nothing: no generator to build
         return any(start <= key and (end is None or key < end) for start, end in self.intervals)
 
 
@@ -118,6 +120,14 @@ def check_intervals(ops) -> tuple[set[bytes], _Deletes]:
     deletes gathered so far (then/else of one nested txn may put the same key:
     only one branch runs), then this level's puts against everything."""
     deletes = _Deletes()
+    if len(ops) == 1 and type(ops[0]) is not TxnRequest:
+        # One op cannot clash with itself (most txn branches): its key or range only.
+        op = ops[0]
+        if type(op) is PutRequest:
+            return {op.key}, deletes
+        if type(op) is DeleteRangeRequest:
+            deletes.add(op)
+        return set(), deletes
     for op in ops:
         if type(op) is DeleteRangeRequest:
             deletes.add(op)

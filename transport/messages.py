@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from transport import raft_messages
 from transport.wire_types import Uint64, enum_of
+from transport.raft_messages import quicken_module
 
 PROTOCOL_VERSION = 1
 
@@ -1210,3 +1211,6 @@ class AuthResponse:
     (etcd's AuthEnableResponse, AuthUserAddResponse, ...)."""
 
     header: ResponseHeader
+
+
+quicken_module(globals(), __name__)  # quicker_init (transport/raft_messages.py): built on every hot path

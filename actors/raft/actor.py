@@ -247,6 +247,7 @@ class RaftActor(Actor):
         self.sent_to_apply = applied
         self.apply_acked = applied
         self.apply_durable = applied  # synced above; moved by Applied.durable_index
+        self.compaction_seen_durable = -1  # apply_durable when _maybe_compact last looked
         self.retained = RetainedBytes()  # bytes of applied entries still in memory
         self.revision = 0  # the keyspace revision apply last reported
         auto = self.settings.auto_compaction
@@ -590,6 +591,7 @@ class RaftActor(Actor):
         now = time.monotonic()
         if self.campaign_soon_pending:
             self._campaign_soon()
+        ticked = now >= self.next_tick
         while now >= self.next_tick:
             if not self.rejoining:  # a rejoining member must not campaign
                 self.core.tick()
@@ -611,21 +613,34 @@ class RaftActor(Actor):
                     # lost message): the snapshot's answer resumes the leader.
                     continue
                 self.core.step(message)
+        # The steps below are skipped, by a cheap look at their input, in the
+        # turns that give them nothing to do (most turns, for most of them):
+        # their calls were a fixed cost of every turn (issue 18).
         if self.rejoining:
             self._rejoin_progress()
         self._auto_compact(now)
-        self._forget_forwarded(now)
+        if self.forwarded:
+            self._forget_forwarded(now)
         self._propose(now)
         if self.deferred_conf:
             self._retry_deferred_conf(now)
-        self._read_index()
+        if self.read_contexts:
+            self._read_index()
         self._drain_ready()
         self._commit_notice(now)
-        for peer, ok in self.snapshot_sender.pump(self.peers.send_frame, codec.encode):
-            self.core.report_snapshot(peer, ok)
-        self._feed_apply()
-        self._maybe_compact()
-        self.peers.flush_delayed(now)
+        if self.snapshot_sender.transfers:
+            for peer, ok in self.snapshot_sender.pump(self.peers.send_frame, codec.encode):
+                self.core.report_snapshot(peer, ok)
+        if self.sent_to_apply < self.committed_for_apply:
+            self._feed_apply()
+        # Compaction (below what apply made durable) has new room when that
+        # moved; what else bounds it (followers' progress, retained bytes) is
+        # looked at again at least once a tick.
+        if ticked or self.apply_durable != self.compaction_seen_durable:
+            self.compaction_seen_durable = self.apply_durable
+            self._maybe_compact()
+        if self.peers.delayed:
+            self.peers.flush_delayed(now)
         self._publish_status(now)
         if self.stop_removed_at and now >= self.stop_removed_at:
             self._stop_removed(self.stop_removed_reason)
@@ -670,11 +685,13 @@ class RaftActor(Actor):
             self.log.info("campaign_soon", peers_reachable=True, term=self.core.term)
 
     def _propose(self, now: float) -> None:
-        wait_s = self.settings.no_leader_wait_ms / 1000
         if self.core.leader_id:
             self.leaderless_since = None
+            if not self.proposal_ids and not self.waiting_for_leader:
+                return  # most turns
         elif self.leaderless_since is None:
             self.leaderless_since = now
+        wait_s = self.settings.no_leader_wait_ms / 1000
         if self.proposal_ids:
             # A member leaderless for a whole wait already answers at once: the
             # client backs off and retries, rather than every retry waiting again.

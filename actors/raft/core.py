@@ -144,6 +144,7 @@ from transport.raft_messages import (
     SnapshotMeta,
     decode_conf_change,
     encode_conf_change,
+    quicker_init,
 )
 
 if TYPE_CHECKING:  # the core only ever calls methods on the injected instance
@@ -216,18 +217,21 @@ class PersistedState:
     applied: int  # index the state machine has applied (>= snapshot index)
 
 
+@quicker_init  # built every turn (transport/raft_messages.py: quicker_init)
 @dataclass(frozen=True, slots=True)
 class ReadState:
     index: int
     context: bytes
 
 
+@quicker_init  # built every turn (transport/raft_messages.py: quicker_init)
 @dataclass(frozen=True, slots=True)
 class SoftState:
     leader_id: int
     role: str
 
 
+@quicker_init  # built every turn (transport/raft_messages.py: quicker_init)
 @dataclass(frozen=True, slots=True)
 class Ready:
     soft_state: SoftState | None  # set when leader or role changed since the last Ready
@@ -446,7 +450,14 @@ class RaftCore:
         election timeout. False on non-leaders."""
         if self._role != LEADER:
             return False
-        return len([v for v in self.recently_active() if v in self._voters]) >= self._quorum
+        # recently_active()'s voters counted without building it: the actor asks every turn.
+        horizon = self._now - self._cfg.election_ticks
+        me, progress = self._id, self._progress
+        active = 0
+        for v in self._voters:
+            if v == me or progress[v].last_heard > horizon:
+                active += 1
+        return active >= self._quorum
 
     def recently_active(self) -> tuple[int, ...]:
         """Leader only: the members (voters and learners) heard from within the last
@@ -475,19 +486,25 @@ class RaftCore:
             return True
         if log.has_next_committed():
             return True
-        if self._prev_hard != HardState(self._term, self._vote, log.committed):
-            return True
-        return self._prev_soft != SoftState(self._lead, self._role)
+        # The fields compared directly: has_ready runs at least twice a turn,
+        # and building the two states to compare them was a fixed cost of each.
+        hard, soft = self._prev_hard, self._prev_soft
+        return (hard.commit != log.committed or hard.term != self._term or hard.vote != self._vote
+                or soft.leader_id != self._lead or soft.role != self._role)
 
     def ready(self) -> Ready:
         assert self._outstanding is None, "advance() the previous Ready before asking for another"
         log = self._log
-        soft = SoftState(self._lead, self._role)
-        hard = HardState(self._term, self._vote, log.committed)
+        soft = hard = None  # built only when changed (see has_ready)
+        if self._prev_soft.leader_id != self._lead or self._prev_soft.role != self._role:
+            soft = self._prev_soft = SoftState(self._lead, self._role)
+        prev_hard = self._prev_hard
+        if prev_hard.commit != log.committed or prev_hard.term != self._term or prev_hard.vote != self._vote:
+            hard = self._prev_hard = HardState(self._term, self._vote, log.committed)
         committed_entries = log.next_committed_entries()
         rd = Ready(
-            soft_state=soft if soft != self._prev_soft else None,
-            hard_state=hard if hard != self._prev_hard else None,
+            soft_state=soft,
+            hard_state=hard,
             entries=log.unstable_entries(),
             snapshot=log.pending_snapshot,
             committed_entries=committed_entries,
@@ -496,8 +513,6 @@ class RaftCore:
             events=tuple(self._events),
             dropped_proposals=tuple(self._dropped_proposals),
         )
-        self._prev_soft = soft
-        self._prev_hard = hard
         self._msgs = []
         self._read_states = []
         self._events = []

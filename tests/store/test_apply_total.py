@@ -120,7 +120,7 @@ def test_an_entry_that_raises_is_answered_invalid_argument_and_has_no_effect_on_
 
 
 def test_an_alarm_raised_or_cleared_within_one_batch_takes_effect_at_the_next_entry(tmp_path):
-    """The state machine reads the raised alarms once per batch (store/apply.py);
+    """The state machine reads the raised alarms once and keeps them (store/apply.py);
     an AlarmRequest of the batch makes the entries after it read them again."""
     state = open_state(tmp_path, MEMBER)
     requests = [m.PutRequest(b"k", b"1"), m.AlarmRequest(m.ALARM_ACTIVATE, MEMBER, m.ALARM_NOSPACE),

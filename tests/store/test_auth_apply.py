@@ -127,7 +127,7 @@ if __name__ == "__main__":
 
 
 def test_auth_enabled_and_disabled_within_one_batch_takes_effect_at_the_next_entry(tmp_path):
-    """The state machine reads whether auth is on once per batch (store/apply.py);
+    """The state machine reads whether auth is on once and keeps it (store/apply.py);
     an Auth* entry of the batch makes the entries after it read it again."""
     member = Member(tmp_path)
     setup_users(member)
