@@ -890,10 +890,14 @@ class RaftCore:
             else:
                 self.become_follower(m.term, 0)
         elif m.term < self._term:
-            if (self._cfg.check_quorum or self._cfg.pre_vote) and (t == MSG_HEARTBEAT or t == MSG_APP):
+            if (self._cfg.check_quorum or self._cfg.pre_vote or not self._promotable()) and (
+                    t == MSG_HEARTBEAT or t == MSG_APP):
                 # A stale leader may be unable to win elections (its peers ignore it
                 # under check-quorum/pre-vote) yet never hear of the new term unless
-                # we tell it: answer with our term so it steps down.
+                # we tell it: answer with our term so it steps down. So do we when
+                # we may not campaign ourselves (not a voter in our own
+                # configuration): otherwise nobody raises the leader's term, and a
+                # leader that needs our acknowledgement waits forever (seed 23274).
                 self._send(MSG_APP_RESP, m.sender)
             elif t == MSG_PRE_VOTE:
                 # Tell the pre-candidate our term, or with pre-vote it could be stuck

@@ -87,6 +87,23 @@ def test_5_1_stale_leader_learns_the_new_term_from_a_follower_and_steps_down():
     assert (leader.role, leader.term) == (FOLLOWER, 5)
 
 
+def test_a_member_that_may_not_campaign_tells_a_stale_leader_its_term_even_without_check_quorum():
+    # Without check-quorum or pre-vote a member with a higher term raises the
+    # others' by campaigning; one that is not a voter in its own configuration
+    # may not, so it answers the stale leader with its term (simulation seed
+    # 23274: otherwise a leader that needs its acknowledgement waits forever).
+    learner = new_core(3, voters=(1, 2), learners=(3,), term=5)
+    drain(learner)
+    learner.step(msg(MSG_APP, 3, 1, 3, index=0, log_term=0))
+    [resp] = drain_messages(learner)
+    assert (resp.type, resp.to, resp.term) == (MSG_APP_RESP, 1, 5)
+    # A voter that may campaign stays silent in this mode (§5.1: rejected).
+    voter = new_core(2, term=5)
+    drain(voter)
+    voter.step(msg(MSG_APP, 2, 1, 3, index=0, log_term=0))
+    assert drain_messages(voter) == []
+
+
 def test_5_1_hard_state_travels_in_the_same_ready_as_the_vote_it_grants():
     core = new_core(1, term=1)
     drain(core)
