@@ -58,6 +58,7 @@ from transport.curve import ClientCurve, handshake_error_text, make_client
 from transport.errors import AuthenticationFailed, CairnError, ConnectionLostError, MalformedRequestError, Unavailable
 from transport.limits import holds, limit, limits, positive
 from transport.messages import RangeChunk, RangeResponse, WatchResponse, WatchResponses
+from transport.sockets import EVENTS, NOBLOCK, POLLIN
 
 
 @limits(
@@ -89,12 +90,6 @@ class TransportLimits:
         "Handshakes the member must cut off in a row before the client concludes its key is not the one the client "
         "holds (one may be a member stopping).")
 
-
-# Plain ints for the hot paths, as transport/sockets.py has them: pyzmq's enum
-# flags cost an enum operation per call.
-_NOBLOCK = int(zmq.NOBLOCK)
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
 
 MONITOR_EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                   | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -304,7 +299,7 @@ class TransportThread:
                 if request_id not in self.pending:
                     continue  # the caller gave up
                 try:
-                    dealers[endpoint].send(frame, _NOBLOCK)
+                    dealers[endpoint].send(frame, NOBLOCK)
                 except zmq.Again:
                     pass
                 else:
@@ -346,12 +341,12 @@ class TransportThread:
         receive, option = socket.recv, socket.get
         while True:
             try:
-                frame = receive(_NOBLOCK)
+                frame = receive(NOBLOCK)
             except zmq.Again:  # nothing was queued (poll's readiness was stale)
                 return
             if self._on_frame(frame) and self.submissions:
                 return
-            if not option(_EVENTS) & _POLLIN:
+            if not option(EVENTS) & POLLIN:
                 return
 
     def _on_frame(self, frame: bytes) -> bool:

@@ -54,12 +54,14 @@ def outbox(context: zmq.Context, data_dir: str, actor: str, hwm: int) -> zmq.Soc
 
 # pyzmq's flags are enum members, and its send_multipart/recv_multipart combine
 # them in Python for every part (an enum operation costs more than the send);
-# the hot paths below pass plain ints instead: a routed reply costs ~1 us, not ~3.
-_NOBLOCK = NOBLOCK = int(zmq.NOBLOCK)  # NOBLOCK: for the other modules' hot sends
-_SNDMORE = int(zmq.SNDMORE)
-_RCVMORE = int(zmq.RCVMORE)
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
+# the hot paths below (and the other modules' hot sends and receives: actors'
+# sends, raft's peer frames, the client's I/O thread) pass plain ints instead:
+# a routed reply costs ~1 us, not ~3.
+NOBLOCK = int(zmq.NOBLOCK)
+SNDMORE = int(zmq.SNDMORE)
+RCVMORE = int(zmq.RCVMORE)
+EVENTS = int(zmq.EVENTS)
+POLLIN = int(zmq.POLLIN)
 
 
 def drain(socket: zmq.Socket, limit: int, multipart: bool = False) -> list:
@@ -73,16 +75,16 @@ def drain(socket: zmq.Socket, limit: int, multipart: bool = False) -> list:
     try:
         if multipart:
             while len(received) < limit:
-                parts = [receive(_NOBLOCK)]
-                while option(_RCVMORE):
-                    parts.append(receive(_NOBLOCK))
+                parts = [receive(NOBLOCK)]
+                while option(RCVMORE):
+                    parts.append(receive(NOBLOCK))
                 received.append(parts)
-                if not option(_EVENTS) & _POLLIN:
+                if not option(EVENTS) & POLLIN:
                     break
         else:
             while len(received) < limit:
-                received.append(receive(_NOBLOCK))
-                if not option(_EVENTS) & _POLLIN:
+                received.append(receive(NOBLOCK))
+                if not option(EVENTS) & POLLIN:
                     break
     except zmq.Again:  # nothing was queued (a drain without a poll first)
         pass
@@ -92,5 +94,5 @@ def drain(socket: zmq.Socket, limit: int, multipart: bool = False) -> list:
 def send_routed(socket: zmq.Socket, identity: bytes, frame: bytes) -> None:
     """One frame to the peer `identity` of a ROUTER (which drops, never blocks,
     when that peer's pipe is full)."""
-    socket.send(identity, _SNDMORE)
+    socket.send(identity, SNDMORE)
     socket.send(frame)
