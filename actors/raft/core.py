@@ -1174,24 +1174,23 @@ class RaftCore:
                 self._send_append(v, send_if_empty=True)
 
     def commit_unsent(self) -> bool:
-        """Whether a follower we can send to has not been told the commit index
-        up to what it holds (a deferred commit notice is due)."""
-        if self._role != LEADER:
-            return False
-        committed = self._log.committed
-        for v, pr in self._progress.items():
-            if v != self._id and pr.commit_sent < min(committed, pr.next - 1) and not pr.is_paused():
-                return True
-        return False
+        """Whether a deferred commit notice is due (see _owed_commit)."""
+        return any(self._owed_commit())
 
     def send_commit(self) -> None:
-        """Tell every follower that commit_unsent() counts the commit index now."""
+        """Tell every follower _owed_commit names the commit index now."""
+        for v in list(self._owed_commit()):
+            self._send_append(v, send_if_empty=True)
+
+    def _owed_commit(self):
+        """Leader only: the followers we can send to that have not been told
+        the commit index up to what they hold."""
         if self._role != LEADER:
             return
         committed = self._log.committed
         for v, pr in self._progress.items():
             if v != self._id and pr.commit_sent < min(committed, pr.next - 1) and not pr.is_paused():
-                self._send_append(v, send_if_empty=True)
+                yield v
 
     def _send_append(self, to: int, send_if_empty: bool) -> bool:
         pr = self._progress[to]
