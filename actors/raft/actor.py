@@ -794,13 +794,14 @@ class RaftActor(Actor):
             # before its messages go out: they were durable on this member and a
             # quorum before this Ready, and apply is on the client's path, while
             # the messages (the new commit index for the followers) are not.
-            apply_first = bool(ready.committed_entries) and not self._must_sync(ready)
+            sync = self._must_sync(ready)
+            apply_first = bool(ready.committed_entries) and not sync
             if apply_first:
                 self._hand_to_apply(ready.committed_entries)
             if leading:
                 self._send_to_peers(messages)
             started = time.perf_counter()
-            self._persist(ready)
+            self._persist(ready, sync)
             if self.log_ready:  # its fields cost more than the filtered call; once per Ready
                 self.log.debug(
                     "ready", entries=len(ready.entries), messages=len(ready.messages),
@@ -855,18 +856,19 @@ class RaftActor(Actor):
         hard_state = ready.hard_state if ready.hard_state is not None else self.hard_state
         return must_sync(ready, hard_state, self.saved_hard_state)
 
-    def _persist(self, ready) -> None:
+    def _persist(self, ready, sync: bool) -> None:
         """Write a Ready durably, except a change of the commit index alone: as in
         etcd's WAL (raft.MustSync), that needs no fsync of its own. It rides with
         the next write that must be synced; a restart recovers a lagging commit
         index from what apply holds (applied entries were committed) and from the
         leader. Term and vote, and every entry a member acknowledges, are always
-        synced before the messages that depend on them go out."""
+        synced before the messages that depend on them go out. sync: whether the
+        Ready writes anything durable (_must_sync, which _drain_ready asked)."""
         if ready.hard_state is not None:
             self.hard_state = ready.hard_state
-        saved = self.saved_hard_state
-        if not must_sync(ready, self.hard_state, saved):
+        if not sync:
             return
+        saved = self.saved_hard_state
         started = time.perf_counter()
         self.store.save(self.hard_state if self.hard_state != saved else None, ready.entries, ready.snapshot)
         self.raft_metrics.fsync.observe(time.perf_counter() - started)
