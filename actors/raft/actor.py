@@ -268,6 +268,7 @@ class RaftActor(Actor):
         self.peer_conf = None
         self.commit_notice_at = 0.0  # when a deferred commit notice goes out (_commit_notice); 0: none due
         self.campaign_soon_pending = False  # a start's campaign, once a peer is reachable (_campaign_soon)
+        self.leader_link_up = 0  # the leader whose connection this member has seen up (_watch_leader_link)
         self.campaign_soon_fast_until = time.monotonic() + 2 * self.settings.election_ticks * self.settings.tick_ms / 1000
         self._follow_config()
         if self.member.id not in (*self.core.voters, *self.core.learners) and self.core.commit_index >= self.core.pending_conf_index:
@@ -592,6 +593,8 @@ class RaftActor(Actor):
         if self.campaign_soon_pending:
             self._campaign_soon()
         ticked = now >= self.next_tick
+        if ticked:
+            self._watch_leader_link()
         while now >= self.next_tick:
             if not self.rejoining:  # a rejoining member must not campaign
                 self.core.tick()
@@ -683,6 +686,21 @@ class RaftActor(Actor):
             election_ticks = self.settings.election_ticks
             self.core.campaign_soon(min(2, election_ticks), max(2, election_ticks // 2))
             self.log.info("campaign_soon", peers_reachable=True, term=self.core.term)
+
+    def _watch_leader_link(self) -> None:
+        """Once a tick. A follower whose connection to its leader was up and is
+        gone now (a killed leader's sockets close with its process) campaigns
+        within a few ticks rather than a whole election timeout after the last
+        heartbeat (RaftCore.leader_unreachable; pre-vote keeps a live leader
+        in office). A stopped leader keeps its connections: the timeout finds it."""
+        lead = self.core.leader_id
+        if not lead or lead == self.member.id or self.rejoining:
+            self.leader_link_up = 0
+        elif self.peers.connected(lead):
+            self.leader_link_up = lead
+        elif self.leader_link_up == lead:
+            self.leader_link_up = 0
+            self.core.leader_unreachable(1, max(1, self.settings.election_ticks // 2))  # logged as its event
 
     def _propose(self, now: float) -> None:
         if self.core.leader_id:

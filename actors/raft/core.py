@@ -576,6 +576,21 @@ class RaftCore:
         ticks = self._rng.randint(max(1, min_ticks), max(1, min_ticks, max_ticks))
         self._election_elapsed = max(self._election_elapsed, self._randomized_election_timeout - ticks)
 
+    def leader_unreachable(self, min_ticks: int, max_ticks: int) -> None:
+        """The actor saw its connection to the leader drop (the leader's process
+        died, or the network between them failed): forget the leader and
+        campaign within min_ticks..max_ticks (campaign_soon) instead of a whole
+        randomized election timeout after its last heartbeat. Only knowledge
+        and the timer change: with pre-vote the campaign raises no term unless
+        a quorum would vote for it, and a member still hearing the leader is
+        in its lease and refuses. A heartbeat or append from a live leader
+        makes it known again and resets the timer."""
+        if self._role != FOLLOWER or self._lead == 0:
+            return
+        self._event("leader_unreachable", leader=self._lead)
+        self._lead = 0
+        self.campaign_soon(min_ticks, max_ticks)
+
     def propose(self, data: Sequence[bytes]) -> bool:
         batch = tuple(data)
         assert batch, "empty proposal batch"

@@ -221,6 +221,12 @@ class Peers:
         return any(socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT for peer, socket in self.outboxes.items()
                    if peer not in self.drop_peers)
 
+    def connected(self, peer: int) -> bool:
+        """Whether the connection to `peer` is up now (ZMQ_IMMEDIATE: its PUSH
+        socket can send only over a completed connection)."""
+        socket = self.outboxes.get(peer)
+        return socket is not None and bool(socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT)
+
     def send(self, messages) -> list[int]:
         """Send messages grouped per peer; returns peers that could not be reached."""
         by_peer: dict[int, list] = {}

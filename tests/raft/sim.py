@@ -131,6 +131,7 @@ class SimParams:
     # Not drawn from the schedule's random stream (that would change every
     # seed's schedule): Simulation sets it for odd seeds.
     defer_commit_notice: bool = False
+    tell_leader_lost: bool = False  # a crash drops the connections to it: its followers call leader_unreachable
 
     @classmethod
     def draw(cls, rng: random.Random) -> SimParams:
@@ -214,7 +215,8 @@ class Simulation:
         self.seed = seed
         self.rng = random.Random(seed)
         if params is None:
-            params = dataclasses.replace(SimParams.draw(self.rng), defer_commit_notice=seed % 2 == 1)
+            params = dataclasses.replace(SimParams.draw(self.rng), defer_commit_notice=seed % 2 == 1,
+                                         tell_leader_lost=seed % 4 in (2, 3))
         self.p = params
         p = self.p
         self.voters = tuple(range(1, p.n + 1))  # the bootstrap configuration
@@ -496,6 +498,10 @@ class Simulation:
         node.incarnation += 1
         self.stats["crashes"] += 1
         self.trace.append((self.now, node.id, "crash", node.incarnation))
+        if self.p.tell_leader_lost:
+            for other in self.nodes.values():  # their actors see the connection to it drop
+                if other.core is not None and other.core.leader_id == node.id:
+                    other.core.leader_unreachable(1, 5)
 
     # ------------------------------------------------------------------
     # The actor's part

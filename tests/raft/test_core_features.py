@@ -865,6 +865,66 @@ def test_a_whole_cluster_restart_elects_a_leader_within_the_campaign_soon_window
     assert within_window >= 36, within_window
 
 
+def test_followers_that_lost_a_dead_leaders_connection_elect_a_new_one_within_the_window():
+    # The leader's process died: both followers' connections to it dropped, and
+    # each actor told its core. Without that they would wait at least a whole
+    # election timeout (10 ticks) after the last heartbeat. Lockstep ticks are
+    # the worst case for a split vote (see the whole-cluster restart above).
+    within_window = 0
+    for seed in range(40):
+        c = Cluster(3, seed=seed, pre_vote=True, check_quorum=True, election_ticks=10)
+        c.elect(1)
+        c.propose(1, b"a")
+        term = c[1].term
+        c.isolate(1)
+        for i in (2, 3):
+            c[i].leader_unreachable(1, 5)
+            c.process(i)
+            assert c[i].leader_id == 0 and c.events_of(i, "leader_unreachable")[-1]["leader"] == 1
+        for ticks in range(1, 5 + 4 * 20 + 1):  # a split vote costs a randomized timeout more
+            for i in (2, 3):
+                c.tick(i)
+            c.deliver()
+            if c.leader() in (2, 3):
+                break
+        leader = c.leader()
+        assert leader in (2, 3) and c[leader].term > term, f"seed {seed}: no new leader"
+        within_window += ticks <= 5
+        c.propose(leader, b"b")
+        assert all(c.applied_data(i)[-2:] == [b"a", b"b"] for i in (2, 3))
+    assert within_window >= 28, within_window
+
+
+def test_a_lost_connection_to_a_live_leader_disturbs_nobody():
+    # Only member 3's link to the leader dropped; member 2 still hears the leader
+    # and refuses 3's pre-vote (the leader's lease), so no term changes, and the
+    # leader's next heartbeat makes it known to 3 again.
+    c = Cluster(3, pre_vote=True, check_quorum=True, election_ticks=10)
+    c.elect(1)
+    term = c[1].term
+    c[3].leader_unreachable(1, 1)
+    assert c[3].leader_id == 0
+    c.tick(3, 1)  # campaigns (a pre-vote) at once
+    assert c[3].role == PRE_CANDIDATE
+    c.deliver()
+    assert c.events_of(2, "rejected")[-1]["reason"] == "leader_lease"
+    c.tick_all(1)  # the leader's heartbeat
+    assert c[1].role == LEADER and c[1].term == term
+    assert c[3].role == FOLLOWER and c[3].leader_id == 1 and c[3].term == term
+
+
+def test_leader_unreachable_changes_nothing_for_a_leader_or_a_member_without_one():
+    c = Cluster(3, pre_vote=True, check_quorum=True, election_ticks=10)
+    c.elect(1)
+    c[1].leader_unreachable(1, 1)
+    c.process(1)
+    c.tick(1, 3)
+    assert c[1].role == LEADER and not c.events_of(1, "leader_unreachable")
+    core = new_core(1, pre_vote=True, election_ticks=10)  # knows no leader: its own timer stands
+    core.leader_unreachable(1, 1)
+    assert 10 <= _ticks_to_campaign(core) < 20
+
+
 def test_a_restart_reapplies_entries_committed_but_not_applied():
     core = new_core(1, term=1, entries=ents(1, 1, 1), commit=3, applied=1)
     [rd] = drain(core)
