@@ -140,7 +140,7 @@ class CallPlanner:
     caller's on) that token is sent as it is."""
 
     def __init__(self, transport, timeout: float, max_send_bytes: int, options: dict | None = None,
-                 credentials: tuple[str, str] | None = None, token: str | None = None):
+                 credentials: tuple[str, str] | None = None, token: str | None = None, follow_leader: bool = False):
         self.transport = transport
         self.credentials = credentials
         self.fixed_token = token
@@ -151,6 +151,13 @@ class CallPlanner:
         self.options = options
         self._preferred = 0
         self._lock = threading.Lock()
+        # follow_leader: a reply whose header shows a Raft term newer than any
+        # seen so far sets leader_stale; whoever follows the leader (the
+        # Client's thread) then runs find_leader.
+        self.follow_leader = follow_leader
+        self.leader_stale = threading.Event()
+        self._term_seen = 0
+        self._member_endpoints: dict[int, int] = {}  # member id -> index of its client URL in endpoints
 
     def preferred(self) -> int:
         """The index of the endpoint calls (and new watches) go to first."""
@@ -193,6 +200,8 @@ class CallPlanner:
                 self._new_request_id(call)
                 continue
             if step.action == retry.RETURN:
+                if self.follow_leader:
+                    self._note_term(step.value)
                 return step.value
             if step.action == retry.RAISE:
                 if step.move_on and call.fixed is None:
@@ -261,12 +270,37 @@ class CallPlanner:
             for url in member.client_urls:
                 if url not in self.endpoints:
                     self.transport.add_endpoint(url)
-        leader = (yield from self.call(m.StatusRequest(), write=False, timeout=timeout)).leader
-        for member in members:
-            if member.id == leader and member.client_urls and member.client_urls[0] in self.endpoints:
-                with self._lock:
-                    self._preferred = self.endpoints.index(member.client_urls[0])
+        self._map_members(members)
+        yield from self.find_leader(timeout)
         return list(self.endpoints)
+
+    def _note_term(self, reply) -> None:
+        header = getattr(reply, "header", None)
+        if header is not None and header.raft_term > self._term_seen:
+            self._term_seen = header.raft_term  # a new term may have a new leader
+            self.leader_stale.set()
+
+    def find_leader(self, timeout: float | None = None) -> Plan:
+        """Prefer the leader's endpoint, when the leader's client URL is one of
+        this client's endpoints, so writes and linearizable reads skip the
+        forwarding hops a follower adds (raft to raft, and the commit back).
+        Returns False while there is no leader to find (an election is on),
+        else True. It adds no endpoint (sync_endpoints does)."""
+        status = yield from self.call(m.StatusRequest(), write=False, timeout=timeout)
+        if not status.leader:
+            return False  # an election is on
+        if status.leader not in self._member_endpoints:  # a member new to this client
+            self._map_members((yield from self.call(m.MemberListRequest(), write=False, timeout=timeout)).members)
+        index = self._member_endpoints.get(status.leader)
+        if index is None:
+            return True  # the leader's client URL is not one of ours: nothing to prefer
+        with self._lock:
+            self._preferred = index
+        return True
+
+    def _map_members(self, members) -> None:
+        self._member_endpoints = {member.id: self.endpoints.index(member.client_urls[0]) for member in members
+                                  if member.client_urls and member.client_urls[0] in self.endpoints}
 
     # ------------------------------------------------------------------ one call's attempts
 

@@ -44,6 +44,8 @@ from transport.curve import ClientCurve
 from transport.errors import AuthenticationFailed, CairnError, LeaseNotFoundError, Unavailable
 
 DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+LEADER_LOOKUPS = 5  # tries per new term to find the leader (none while an election is on)
+LEADER_LOOKUP_PAUSE_S = 0.2
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ class Client:
                  max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES, max_send_bytes: int = 1536 * 1024 + 4096,
                  require_leader: bool = False, auto_sync_interval: float = 0.0,
                  server_public_keys=None, client_key=None,
-                 user: str | None = None, password: str | None = None, token: str | None = None):
+                 user: str | None = None, password: str | None = None, token: str | None = None,
+                 follow_leader: bool = True):
         """endpoints: tcp:// client URLs of some members. timeout: the default per
         call (each method takes timeout= too). require_leader: fail with NoLeader
         rather than be served by a member that has lost its leader.
@@ -72,7 +75,13 @@ class Client:
         user, password: etcd v3 auth; the client authenticates on first use with
         each member it asks and sends the token with every request,
         authenticating again when a token expires (cairn/calls.py). token: a
-        token to send as it is instead."""
+        token to send as it is instead.
+
+        follow_leader: calls go first to the leader's member when its client URL
+        is among the endpoints (looked up with a status call and the member
+        list, again whenever a reply shows a new Raft term), so a write or
+        linearizable read skips the hops a follower adds forwarding to the
+        leader. False keeps the first endpoint preferred until it fails."""
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         if not endpoints:
@@ -86,13 +95,15 @@ class Client:
             raise ValueError("a password needs a user")
         credentials = (user, password or "") if user is not None else None
         self._calls = CallPlanner(self._transport, timeout, max_send_bytes, {"require_leader": True} if require_leader else None,
-                                  credentials=credentials, token=token)
+                                  credentials=credentials, token=token, follow_leader=follow_leader and len(endpoints) > 1)
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._watch_manager: WatchManager | None = None
         self.sync_error: Exception | None = None  # the last automatic discovery's failure; None once one succeeds
         if auto_sync_interval > 0:
             threading.Thread(target=self._auto_sync, args=(auto_sync_interval,), name="cairn-client-sync", daemon=True).start()
+        if self._calls.follow_leader:
+            threading.Thread(target=self._follow_leader, name="cairn-client-leader", daemon=True).start()
 
     @property
     def timeout(self) -> float:
@@ -111,6 +122,7 @@ class Client:
 
     def close(self) -> None:
         self._closing.set()
+        self._calls.leader_stale.set()  # wakes the follow_leader thread to end
         self._transport.close()
 
     def __enter__(self):
@@ -298,6 +310,25 @@ class Client:
                             exc_info=not isinstance(error, CairnError))
             else:
                 self.sync_error = None
+
+    def _follow_leader(self) -> None:
+        """The follow_leader thread: a lookup each time a reply shows a new term
+        (on its own thread, for the asyncio client too). During an election
+        there is no leader to find, and a lookup may fail: it looks again, a
+        few times, 0.2 s apart."""
+        stale = self._calls.leader_stale
+        while stale.wait() and not self._closing.is_set():
+            stale.clear()
+            for _ in range(LEADER_LOOKUPS):
+                try:
+                    if run_blocking(self._calls.find_leader(self.timeout)):
+                        break
+                except Exception as error:  # noqa: BLE001 - the calls go on without a preference of ours
+                    if self._closing.is_set():
+                        return
+                    log.debug("leader lookup failed: %s", error, exc_info=not isinstance(error, CairnError))
+                if self._closing.wait(LEADER_LOOKUP_PAUSE_S):
+                    return
 
     def move_leader(self, target_id: int, timeout=None) -> m.MoveLeaderResponse:
         """Hand leadership to member target_id; returns once it leads."""
