@@ -186,7 +186,7 @@ class CallPlanner:
                     yield Pause(self._prepare_retry(call, auth_step, index))
                     continue
             frame = self._frame(call, index, token)
-            future = self.transport.submit(index, frame, call.request_id)
+            future = self.transport.submit(index, frame, call.request_id, may_go_elsewhere=call.fixed is None)
             yield Wait(future, remaining)
             if not future.done() or future.cancelled():
                 step = retry.after_timeout(write, self.transport.forget(call.request_id), address)

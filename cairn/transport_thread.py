@@ -18,8 +18,9 @@ connection dropped, and none has succeeded since: the socket monitor's
 events) fails such a request at once instead: a killed member would otherwise
 cost every request that lands on it its whole dial_timeout (or its call's
 whole timeout, when that is shorter), when the next member could answer in a
-millisecond. A client of one endpoint has nowhere else to go, so its request
-still waits for the connection and leaves the moment it is made.
+millisecond. A client of one endpoint has nowhere else to go, nor has a call
+for one member (`endpoint=`), so such a request still waits for the
+connection and leaves the moment it is made.
 
 A request that did leave, on a connection that then drops (the member died or
 restarted its frontend), will never be answered: a socket monitor sees the
@@ -141,15 +142,19 @@ class TransportThread:
     def next_request_id(self) -> int:
         return next(self.request_ids) & ((1 << 64) - 1)
 
-    def submit(self, endpoint: int, frame: bytes, request_id: int, resolve_on_send: bool = False) -> Future:
+    def submit(self, endpoint: int, frame: bytes, request_id: int, resolve_on_send: bool = False,
+               may_go_elsewhere: bool = True) -> Future:
         """Queue a frame for the I/O thread. The Future resolves with the reply
         (or, with resolve_on_send, with None as soon as the frame is sent: its
-        replies go to a subscription)."""
+        replies go to a subscription). may_go_elsewhere=False: the caller will
+        not send it to another endpoint (a call for one member), so it waits
+        for a connection to an endpoint known to be down as a client of one
+        endpoint does, rather than failing at once."""
         future: Future = Future()
         key = (request_id, "send") if resolve_on_send else request_id
         with self.lock:
             self.pending[key] = future
-        self.submissions.append((endpoint, frame, key, time.monotonic() + self.dial_timeout))
+        self.submissions.append((endpoint, frame, key, time.monotonic() + self.dial_timeout, may_go_elsewhere))
         if threading.get_ident() == self.thread_id and not self.closed:
             # A callback of a reply (a closed-loop caller issuing its next request)
             # runs on the I/O thread, which sends what was submitted before it
@@ -287,7 +292,7 @@ class TransportThread:
         still_unsent = deque()
         now = time.monotonic()
         for item in unsent:
-            endpoint, frame, request_id, deadline = item
+            endpoint, frame, request_id, deadline, may_go_elsewhere = item
             if endpoint in self.refused:
                 error, when = self.refused[endpoint]
                 if when is None or now - when < self.limits.auth_retry_s:
@@ -309,7 +314,7 @@ class TransportThread:
                         self.sent.add(request_id)
                         self.sent_on[request_id] = endpoint
                     continue
-            if now < deadline and not (endpoint in self.down and len(self.endpoints) > 1):
+            if now < deadline and not (endpoint in self.down and may_go_elsewhere and len(self.endpoints) > 1):
                 still_unsent.append(item)
             else:
                 address = self.endpoints[endpoint]

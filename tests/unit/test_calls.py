@@ -30,12 +30,14 @@ class FakeTransport:
         self.forgotten = []
         self.was_sent = True  # what forget says of a request given up on
         self.futures = []  # every submission's Future
+        self.may_go_elsewhere = []  # every submission's flag
 
     def next_request_id(self):
         return next(self.ids)
 
-    def submit(self, endpoint, frame, request_id):
+    def submit(self, endpoint, frame, request_id, may_go_elsewhere=True):
         self.submitted.append((endpoint, *codec.decode(frame)))
+        self.may_go_elsewhere.append(may_go_elsewhere)
         future = Future()
         self.futures.append(future)
         outcome = self.script.pop(0)
@@ -180,7 +182,7 @@ def test_a_reply_set_from_another_thread_ends_the_wait(run):
     transport = FakeTransport(NO_ANSWER)
     submit = transport.submit
 
-    def submit_and_answer_later(endpoint, frame, request_id):
+    def submit_and_answer_later(endpoint, frame, request_id, may_go_elsewhere=True):
         future = submit(endpoint, frame, request_id)
         threading.Timer(0.05, future.set_result, (m.PutResponse(HEADER),)).start()
         return future
@@ -214,3 +216,36 @@ def test_an_async_call_cancelled_by_its_caller_cancels_its_reply_future():
 
     asyncio.run(cancel_while_waiting())
     assert transport.futures[0].cancelled()
+
+
+def test_a_call_for_one_member_tells_the_transport_it_will_not_go_elsewhere(run):
+    transport = FakeTransport(m.PutResponse(HEADER), m.PutResponse(HEADER))
+    calls = planner(transport)
+    run(calls.call(m.PutRequest(b"k", b"v"), write=True))
+    run(calls.call(m.PutRequest(b"k", b"v"), write=True, endpoint=transport.endpoints[2]))
+    assert transport.may_go_elsewhere == [True, False]
+    assert [endpoint for endpoint, _, _ in transport.submitted] == [0, 2]
+
+
+def test_follow_leader_looks_the_leader_up_after_a_reply_with_a_new_term_and_prefers_its_endpoint(run):
+    members = tuple(m.Member(i + 1, f"n{i + 1}", (), (f"tcp://127.0.0.1:{2379 + i}",)) for i in range(3))
+    status = m.StatusResponse(HEADER, "3.5.0", 0, leader=3, raft_index=1, raft_term=3, raft_applied_index=1)
+    transport = FakeTransport(m.PutResponse(HEADER), status, m.MemberListResponse(HEADER, members),
+                              m.PutResponse(m.ResponseHeader(1, 3, 11, 3)))
+    calls = CallPlanner(transport, 2.0, 1 << 20, follow_leader=True)
+    run(calls.call(m.PutRequest(b"k", b"v"), write=True))
+    assert calls.leader_stale.is_set()  # term 3 is new to it
+    calls.leader_stale.clear()
+    assert run(calls.find_leader()) is True
+    assert calls.preferred() == 2
+    run(calls.call(m.PutRequest(b"k", b"v"), write=True))
+    assert not calls.leader_stale.is_set()  # the same term: no new lookup
+    assert [(endpoint, type(message)) for endpoint, _, message in transport.submitted] == [
+        (0, m.PutRequest), (0, m.StatusRequest), (0, m.MemberListRequest), (2, m.PutRequest)]
+
+
+def test_follow_leader_prefers_nothing_while_there_is_no_leader(run):
+    status = m.StatusResponse(HEADER, "3.5.0", 0, leader=0, raft_index=1, raft_term=4, raft_applied_index=1)
+    calls = CallPlanner(FakeTransport(status), 2.0, 1 << 20, follow_leader=True)
+    assert run(calls.find_leader()) is False
+    assert calls.preferred() == 0

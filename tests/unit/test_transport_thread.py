@@ -51,7 +51,7 @@ def test_many_wake_ups_pending_do_not_fail_a_submission():
     transport = TransportThread([f"tcp://127.0.0.1:{free_ports(1)[0]}"], dial_timeout=5.0, max_receive_bytes=1 << 20)
     try:
         with transport.lock:  # the I/O thread blocks here as soon as it has something to send
-            transport.submissions.append((0, b"frame", 1, float("inf")))
+            transport.submissions.append((0, b"frame", 1, float("inf"), True))
             transport.pending[1] = None
             woken = [transport._wake() for _ in range(5000)]  # more than a pipe of ZeroMQ's default high-water marks
             transport.pending.pop(1)
@@ -184,6 +184,30 @@ def test_a_client_of_one_endpoint_waits_for_its_connection_rather_than_failing_a
     try:
         request_id = transport.next_request_id()
         future = transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            future.exception(timeout=0.5)  # refused all this while, and still waiting
+        router = context.socket(zmq.ROUTER)
+        router.bind(f"tcp://127.0.0.1:{port}")
+        assert router.poll(10_000), "the waiting request never arrived"
+        router.close(linger=0)
+    finally:
+        transport.close()
+
+
+def test_a_request_for_one_member_waits_for_its_connection_in_a_client_of_several():
+    """A call for one member (`endpoint=`, may_go_elsewhere=False) has nowhere
+    else to go either: after its member restarted, it waits for the client's
+    reconnection instead of failing at once because the endpoint was down."""
+    port, other = free_ports(2)
+    transport = TransportThread([f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{other}"], dial_timeout=30.0,
+                                max_receive_bytes=1 << 20)
+    context = zmq.Context()
+    try:
+        request_id = transport.next_request_id()
+        refused = transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id)
+        assert isinstance(refused.exception(timeout=10), Unavailable)  # the endpoint is known to be down
+        request_id = transport.next_request_id()
+        future = transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id, may_go_elsewhere=False)
         with pytest.raises(concurrent.futures.TimeoutError):
             future.exception(timeout=0.5)  # refused all this while, and still waiting
         router = context.socket(zmq.ROUTER)
