@@ -216,10 +216,8 @@ class Peers:
         return ""
 
     def reachable(self) -> bool:
-        """Whether some peer's connection is up now: with ZMQ_IMMEDIATE a PUSH
-        socket can send (POLLOUT) only over a completed connection."""
-        return any(socket.getsockopt(zmq.EVENTS) & zmq.POLLOUT for peer, socket in self.outboxes.items()
-                   if peer not in self.drop_peers)
+        """Whether some peer's connection is up now."""
+        return any(self.connected(peer) for peer in self.outboxes if peer not in self.drop_peers)
 
     def connected(self, peer: int) -> bool:
         """Whether the connection to `peer` is up now (ZMQ_IMMEDIATE: its PUSH

@@ -839,6 +839,19 @@ def test_freshly_restarted_members_vote_at_once_without_waiting_out_a_lease():
     assert not [e for i in c.ids for e in c.events_of(i, "rejected") if e["reason"] == "leader_lease"]
 
 
+def _ticks_to_a_leader(c: Cluster, members, limit: int) -> tuple[int, int]:
+    """Tick `members` in lockstep (delivering after each tick) until one of them
+    leads, at most `limit` ticks: (ticks taken, the leader or 0)."""
+    for ticks in range(1, limit + 1):
+        for i in members:
+            c.tick(i)
+        c.deliver()
+        leader = c.leader()
+        if leader in members:
+            return ticks, leader
+    return limit, 0
+
+
 def test_a_whole_cluster_restart_elects_a_leader_within_the_campaign_soon_window():
     # The harness ticks every member in lockstep, the worst case: members whose
     # draws are equal campaign in the same instant (real members' ticks are out of
@@ -852,11 +865,7 @@ def test_a_whole_cluster_restart_elects_a_leader_within_the_campaign_soon_window
         for i in c.ids:
             c.start(i)
             c[i].campaign_soon(2, 5)
-        for ticks in range(1, 5 + 2 * 10 + 1):
-            c.tick_all(1)
-            if c.leader():
-                break
-        leader = c.leader()
+        ticks, leader = _ticks_to_a_leader(c, c.ids, 5 + 2 * 10)
         assert leader, f"seed {seed}: no leader after a split vote's retry"
         within_window += ticks <= 5
         assert all(c[i].leader_id == leader for i in c.ids)
@@ -881,14 +890,8 @@ def test_followers_that_lost_a_dead_leaders_connection_elect_a_new_one_within_th
             c[i].leader_unreachable(1, 5)
             c.process(i)
             assert c[i].leader_id == 0 and c.events_of(i, "leader_unreachable")[-1]["leader"] == 1
-        for ticks in range(1, 5 + 4 * 20 + 1):  # a split vote costs a randomized timeout more
-            for i in (2, 3):
-                c.tick(i)
-            c.deliver()
-            if c.leader() in (2, 3):
-                break
-        leader = c.leader()
-        assert leader in (2, 3) and c[leader].term > term, f"seed {seed}: no new leader"
+        ticks, leader = _ticks_to_a_leader(c, (2, 3), 5 + 4 * 20)  # a split vote costs a randomized timeout more
+        assert leader and c[leader].term > term, f"seed {seed}: no new leader"
         within_window += ticks <= 5
         c.propose(leader, b"b")
         assert all(c.applied_data(i)[-2:] == [b"a", b"b"] for i in (2, 3))

@@ -180,18 +180,24 @@ def test_a_client_of_one_endpoint_waits_for_its_connection_rather_than_failing_a
     as soon as the member listens again."""
     port = free_ports(1)[0]
     transport = TransportThread([f"tcp://127.0.0.1:{port}"], dial_timeout=30.0, max_receive_bytes=1 << 20)
-    context = zmq.Context()
     try:
         request_id = transport.next_request_id()
-        future = transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id)
-        with pytest.raises(concurrent.futures.TimeoutError):
-            future.exception(timeout=0.5)  # refused all this while, and still waiting
-        router = context.socket(zmq.ROUTER)
-        router.bind(f"tcp://127.0.0.1:{port}")
-        assert router.poll(10_000), "the waiting request never arrived"
-        router.close(linger=0)
+        _assert_it_waits_and_then_arrives(transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id), port)
     finally:
         transport.close()
+
+
+def _assert_it_waits_and_then_arrives(future, port: int) -> None:
+    """The request is still waiting after 0.5 s of refused connections, and
+    reaches the member once it listens on `port`."""
+    with pytest.raises(concurrent.futures.TimeoutError):
+        future.exception(timeout=0.5)  # refused all this while, and still waiting
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    try:
+        router.bind(f"tcp://127.0.0.1:{port}")
+        assert router.poll(10_000), "the waiting request never arrived"
+    finally:
+        router.close(linger=0)
 
 
 def test_a_request_for_one_member_waits_for_its_connection_in_a_client_of_several():
@@ -201,19 +207,13 @@ def test_a_request_for_one_member_waits_for_its_connection_in_a_client_of_severa
     port, other = free_ports(2)
     transport = TransportThread([f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{other}"], dial_timeout=30.0,
                                 max_receive_bytes=1 << 20)
-    context = zmq.Context()
     try:
         request_id = transport.next_request_id()
         refused = transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id)
         assert isinstance(refused.exception(timeout=10), Unavailable)  # the endpoint is known to be down
         request_id = transport.next_request_id()
-        future = transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id, may_go_elsewhere=False)
-        with pytest.raises(concurrent.futures.TimeoutError):
-            future.exception(timeout=0.5)  # refused all this while, and still waiting
-        router = context.socket(zmq.ROUTER)
-        router.bind(f"tcp://127.0.0.1:{port}")
-        assert router.poll(10_000), "the waiting request never arrived"
-        router.close(linger=0)
+        _assert_it_waits_and_then_arrives(
+            transport.submit(0, codec.encode(RangeRequest(b"k"), request_id), request_id, may_go_elsewhere=False), port)
     finally:
         transport.close()
 
