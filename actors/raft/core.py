@@ -905,19 +905,27 @@ class RaftCore:
             else:
                 self.become_follower(m.term, 0)
         elif m.term < self._term:
-            if (self._cfg.check_quorum or self._cfg.pre_vote or not self._promotable()) and (
-                    t == MSG_HEARTBEAT or t == MSG_APP):
-                # A stale leader may be unable to win elections (its peers ignore it
-                # under check-quorum/pre-vote) yet never hear of the new term unless
-                # we tell it: answer with our term so it steps down. So do we when
-                # we may not campaign ourselves (not a voter in our own
-                # configuration): otherwise nobody raises the leader's term, and a
-                # leader that needs our acknowledgement waits forever (seed 23274).
+            if t == MSG_HEARTBEAT or t == MSG_APP:
+                # A stale leader may never hear of the new term unless we tell it,
+                # so answer with our term and it steps down (the paper's rule:
+                # AppendEntries is answered with currentTerm). Under check-quorum
+                # or pre-vote its peers ignore its campaigns; without both, etcd
+                # counts on our own campaigns reaching it, which they do not when
+                # our configurations differ (it is not a voter in ours) or we may
+                # not campaign at all: a leader that needs our acknowledgement
+                # then waits forever (simulation seeds 23274, 27713, 36748).
                 self._send(MSG_APP_RESP, m.sender)
             elif t == MSG_PRE_VOTE:
                 # Tell the pre-candidate our term, or with pre-vote it could be stuck
                 # below the cluster's term forever.
                 self._send(MSG_PRE_VOTE_RESP, m.sender, reject=True)
+            elif t == MSG_VOTE:
+                # So a candidate (the paper's RequestVote reply carries currentTerm;
+                # etcd ignores it): one whose votes come only to members at higher
+                # terms, who never message it otherwise (it is not a voter in their
+                # configurations), would campaign below their terms forever, even
+                # with the only log that can win (simulation seed 36748).
+                self._send(MSG_VOTE_RESP, m.sender, reject=True)
             else:
                 self._reject(m, "stale_term")
             return

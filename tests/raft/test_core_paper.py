@@ -64,14 +64,34 @@ def test_5_1_a_vote_request_with_a_higher_term_updates_term_without_a_leader():
     assert (core.term, core.leader_id) == (5, 0)
 
 
-def test_5_1_a_request_with_a_stale_term_is_rejected():
+def test_5_1_a_request_with_a_stale_term_is_rejected_and_answered_with_our_term():
+    # The paper's AppendEntries and RequestVote replies carry currentTerm: even
+    # without check-quorum or pre-vote (where etcd stays silent) the sender
+    # learns the newer term, whatever its configuration says of us.
     core = new_core(1, term=5)
     drain(core)
     core.step(msg(MSG_APP, 1, 2, 3, index=0, log_term=0, entries=ents(3)))
+    core.step(msg(MSG_VOTE, 1, 3, 4, index=9, log_term=4))
     rds = drain(core)
-    assert core.term == 5 and core.last_index == 0
-    assert [m for rd in rds for m in rd.messages] == []
-    assert events_named(rds, "rejected")[0]["reason"] == "stale_term"
+    assert core.term == 5 and core.last_index == 0 and core.status()["vote"] == 0
+    assert [(m.type, m.to, m.term, m.reject) for rd in rds for m in rd.messages] == [
+        (MSG_APP_RESP, 2, 5, False), (MSG_VOTE_RESP, 3, 5, True)]
+
+
+def test_a_candidate_told_a_higher_term_by_a_vote_rejection_campaigns_above_it_and_can_win():
+    # Seed 36748's shape: member 1 holds the only log that can win, in a
+    # configuration {1, 2}; member 2, at a higher term, is never messaged by it
+    # otherwise. Before the stale vote was answered, 1 stayed below 2's term.
+    c = Cluster(2, election_ticks=10)
+    c[2].step(msg(MSG_VOTE, 2, 3, 9, index=0, log_term=0))  # 2 moved on to term 9 elsewhere
+    c.process(2)
+    c.queue.clear()
+    c[1].campaign()  # at term 1
+    c.deliver()
+    assert c[1].role == FOLLOWER and c[1].term == 9  # told by 2's rejection
+    c[1].campaign()
+    c.deliver()
+    assert c[1].role == LEADER and c[1].term == 10
 
 
 def test_5_1_stale_leader_learns_the_new_term_from_a_follower_and_steps_down():
@@ -87,21 +107,22 @@ def test_5_1_stale_leader_learns_the_new_term_from_a_follower_and_steps_down():
     assert (leader.role, leader.term) == (FOLLOWER, 5)
 
 
-def test_a_member_that_may_not_campaign_tells_a_stale_leader_its_term_even_without_check_quorum():
-    # Without check-quorum or pre-vote a member with a higher term raises the
-    # others' by campaigning; one that is not a voter in its own configuration
-    # may not, so it answers the stale leader with its term (simulation seed
-    # 23274: otherwise a leader that needs its acknowledgement waits forever).
+def test_every_member_tells_a_stale_leader_its_term_even_without_check_quorum():
+    # Without check-quorum or pre-vote etcd's members stay silent and count on
+    # their own campaigns to raise the leader's term. A member that may not
+    # campaign (not a voter in its own configuration: seed 23274), or whose
+    # configuration leaves the leader out (seed 27713), never does: the leader,
+    # needing its acknowledgement, waited forever. Both now answer.
     learner = new_core(3, voters=(1, 2), learners=(3,), term=5)
     drain(learner)
     learner.step(msg(MSG_APP, 3, 1, 3, index=0, log_term=0))
     [resp] = drain_messages(learner)
     assert (resp.type, resp.to, resp.term) == (MSG_APP_RESP, 1, 5)
-    # A voter that may campaign stays silent in this mode (§5.1: rejected).
-    voter = new_core(2, term=5)
+    voter = new_core(2, voters=(2, 3), term=5)  # its configuration leaves the leader, 1, out
     drain(voter)
-    voter.step(msg(MSG_APP, 2, 1, 3, index=0, log_term=0))
-    assert drain_messages(voter) == []
+    voter.step(msg(MSG_HEARTBEAT, 2, 1, 3))
+    [resp] = drain_messages(voter)
+    assert (resp.type, resp.to, resp.term) == (MSG_APP_RESP, 1, 5)
 
 
 def test_5_1_hard_state_travels_in_the_same_ready_as_the_vote_it_grants():
