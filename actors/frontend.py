@@ -225,9 +225,8 @@ class FrontendActor(Actor):
         self.parked_authentications: list[tuple[bytes, int, object, str | None]] = []  # waiting for another of their user
         self.member_service = MemberService(self)  # MemberAdd/Remove/Update/Promote/List
         # CORRUPT raised anywhere: reads are refused here (writes by the state
-        # machine); re-read from the alarms once a tick, off the request path.
-        self.corrupt = False
-        self.corrupt_read_at = 0.0
+        # machine), judged by the state each batch of reads sees (serve_reads).
+        self.client_keys_read_at = 0.0
         self.corruption = CorruptionChecker(self)  # periodic and start-up HashKV comparisons
         self.on_message(ConfChangeResult, self.member_service.on_result)
         self.on_message(KeyspaceReplaced, self.on_keyspace_replaced)
@@ -297,8 +296,6 @@ class FrontendActor(Actor):
         elif isinstance(request, RangeRequest):
             if not request.key:
                 raise EmptyKeyError()
-            if self.corrupt:
-                raise CorruptError()
             read = (identity, request_id, request)
             if user is not None:
                 self.read_users[(identity, request_id)] = user
@@ -539,9 +536,14 @@ class FrontendActor(Actor):
         now = time.monotonic()
         with self.env.begin() as txn:
             reader = self.keyspace.reader(txn, header)
+            # etcd's corrupt applier, as of the state these reads see: a
+            # linearizable read after an acknowledged disarm is served.
+            corrupt = self.alarms.corrupt(txn)
             for identity, request_id, request in reads:
                 try:
                     user = self.read_users.pop((identity, request_id), None)
+                    if corrupt and isinstance(request, RangeRequest):
+                        raise CorruptError()
                     if isinstance(request, m.AuthenticateRequest):
                         self.authenticate(identity, request_id, request, now, self.read_peers.pop((identity, request_id), None))
                     elif isinstance(request, (LeaseTimeToLiveRequest, LeaseLeasesRequest)):
@@ -630,10 +632,9 @@ class FrontendActor(Actor):
         self.auth.on_timer(now)
         if self.retired_envs:
             self.close_retired_envs()
-        if now - self.corrupt_read_at >= self.settings.tick_ms / 1000:
-            self.corrupt_read_at = now
+        if now - self.client_keys_read_at >= self.settings.tick_ms / 1000:
+            self.client_keys_read_at = now
             with self.env.begin() as txn:
-                self.corrupt = self.alarms.corrupt(txn)
                 self.member_service.follow_client_keys(txn)
         self.corruption.on_timer(now)
         if self.maintenance.transfers:
