@@ -21,7 +21,7 @@ from transport.snapshot_file import SnapshotFileError
 from store.environment import kv_path
 from store.maintenance import DEFAULT_BUMP_REVISION, RestoreError, restore_member, snapshot_status
 from store.mvcc import KeySpace
-from tests.harness import Cluster, write_config
+from tests.harness import Cluster, wait_for, write_config
 from cairn import config as config_module
 from transport import messages as m
 from transport.errors import CairnError, CompactedError, FutureRevisionError
@@ -53,6 +53,13 @@ def _new_cluster_config(directory, members: int) -> str:
     with open(path, "w") as handle:
         yaml.safe_dump(document, handle)
     return path
+
+
+def _hash_kv(client, revision: int, endpoint: str):
+    try:
+        return client.hash_kv(revision, endpoint=endpoint, timeout=1)
+    except CairnError:
+        return None
 
 
 def test_snapshot_under_load_restores_into_new_cluster_at_its_revision(tmp_path):
@@ -120,8 +127,9 @@ def test_snapshot_under_load_restores_into_new_cluster_at_its_revision(tmp_path)
             txn.put(key, record[:-1] + bytes([record[-1] ^ 1]), db=space.revs_db)
         env.close()
         n3.start()
-        cluster.wait_ready([n3])
-        edited = client.hash_kv(common, endpoint=n3.endpoint).hash
+        # not wait_ready: n3's start-up corruption check may raise CORRUPT, and
+        # reads are refused then; HashKV is still served
+        edited = wait_for(lambda: _hash_kv(client, common, n3.endpoint), "n3's HashKV", 30).hash
         assert edited not in hashes
         assert client.hash_kv(common, endpoint=cluster.members["n1"].endpoint).hash in hashes
 
