@@ -40,7 +40,7 @@ from actors.member_service import MemberService
 from actors.lock_service import SERVICE_REQUESTS
 from actors.corruption import CorruptionChecker
 from actors.maintenance import MAINTENANCE_REQUESTS, Maintenance
-from store.alarms import Alarms, bytes_in_use
+from store.alarms import Alarms, bytes_in_use, corrupt_refuses
 from store.environment import kv_path, open_kv, replicated_databases
 from store.mvcc import KeySpace
 from transport import codec
@@ -542,7 +542,7 @@ class FrontendActor(Actor):
             for identity, request_id, request in reads:
                 try:
                     user = self.read_users.pop((identity, request_id), None)
-                    if corrupt and isinstance(request, RangeRequest):
+                    if corrupt and corrupt_refuses(request):
                         raise CorruptError()
                     if isinstance(request, m.AuthenticateRequest):
                         self.authenticate(identity, request_id, request, now, self.read_peers.pop((identity, request_id), None))
