@@ -486,20 +486,25 @@ class RaftCore:
             return True
         if log.has_next_committed():
             return True
-        # The fields compared directly: has_ready runs at least twice a turn,
-        # and building the two states to compare them was a fixed cost of each.
-        hard, soft = self._prev_hard, self._prev_soft
-        return (hard.commit != log.committed or hard.term != self._term or hard.vote != self._vote
-                or soft.leader_id != self._lead or soft.role != self._role)
+        return self._hard_changed() or self._soft_changed()
+
+    # The states' fields compared directly: has_ready runs at least twice a
+    # turn, and building the two states to compare them was a fixed cost of each.
+    def _hard_changed(self) -> bool:
+        hard = self._prev_hard
+        return hard.commit != self._log.committed or hard.term != self._term or hard.vote != self._vote
+
+    def _soft_changed(self) -> bool:
+        soft = self._prev_soft
+        return soft.leader_id != self._lead or soft.role != self._role
 
     def ready(self) -> Ready:
         assert self._outstanding is None, "advance() the previous Ready before asking for another"
         log = self._log
-        soft = hard = None  # built only when changed (see has_ready)
-        if self._prev_soft.leader_id != self._lead or self._prev_soft.role != self._role:
+        soft = hard = None  # built only when changed
+        if self._soft_changed():
             soft = self._prev_soft = SoftState(self._lead, self._role)
-        prev_hard = self._prev_hard
-        if prev_hard.commit != log.committed or prev_hard.term != self._term or prev_hard.vote != self._vote:
+        if self._hard_changed():
             hard = self._prev_hard = HardState(self._term, self._vote, log.committed)
         committed_entries = log.next_committed_entries()
         rd = Ready(
