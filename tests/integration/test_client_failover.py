@@ -7,7 +7,7 @@ import time
 import pytest
 
 from cairn import Client
-from tests.harness import Cluster
+from tests.harness import Cluster, wait_for
 from transport.errors import IndeterminateError, NoLeaderError
 
 
@@ -80,22 +80,14 @@ def test_require_leader_refuses_service_from_a_member_without_one(cluster):
             strict.get(b"rl", serializable=True)
 
 
-def _wait_for(condition, timeout: float = 10.0) -> None:
-    """Until condition() holds (asserting it does within timeout): the client's
-    leader lookup runs on a thread of its own, after the reply that prompts it."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def test_the_client_follows_the_leader_and_survivors_replace_a_killed_one_without_an_election_timeout(cluster):
     leader = cluster.leader()
     followers = [m for m in cluster.members.values() if m is not leader]
     ordered = [followers[0].endpoint, leader.endpoint, followers[1].endpoint]
     with Client(ordered, timeout=10.0) as c:
         assert c.put(b"follow", b"1").header.member_id == followers[0].spec.id  # the first endpoint, at first
-        _wait_for(lambda: c.endpoints[c._calls.preferred()] == leader.endpoint)
+        # the lookup runs on the client's own thread, after the reply that prompts it
+        wait_for(lambda: c.endpoints[c._calls.preferred()] == leader.endpoint, "the client to prefer the leader")
         assert c.put(b"follow", b"2").header.member_id == leader.spec.id
         leader.kill9()
         assert c.get(b"follow").kvs[0].value == b"2"
@@ -105,7 +97,7 @@ def test_the_client_follows_the_leader_and_survivors_replace_a_killed_one_withou
         for member in followers:
             lost = [r for r in member.log_records("raft") if r.get("event") == "leader_unreachable"]
             assert lost and lost[-1]["leader"] == leader.spec.id
-        _wait_for(lambda: c.endpoints[c._calls.preferred()] == new_leader.endpoint)
+        wait_for(lambda: c.endpoints[c._calls.preferred()] == new_leader.endpoint, "the client to prefer the new leader")
         assert c.put(b"follow", b"3").header.member_id == new_leader.spec.id
 
 
