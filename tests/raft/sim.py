@@ -129,7 +129,8 @@ class SimParams:
     spare: int
     p_conf_change: float
     # Not drawn from the schedule's random stream (that would change every
-    # seed's schedule): Simulation sets it for odd seeds.
+    # seed's schedule): Simulation sets them from the seed, the deferral for
+    # odd seeds, tell_leader_lost for seeds with seed % 4 in (2, 3).
     defer_commit_notice: bool = False
     tell_leader_lost: bool = False  # a crash drops the connections to it: its followers call leader_unreachable
 
